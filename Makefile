@@ -1,0 +1,47 @@
+# The two commands: `make run` and `make test`. Everything else is optional.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: run test lint typecheck pytest bench demo migrate clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $@ $(VENV)/.installed
+
+## run: migrate the default SQLite database and start the web process as the Procfile does
+run: $(VENV)/.installed
+	@echo "jobhooks: APP_ENV=$${APP_ENV:-development} (development defaults unless you set APP_ENV=production)"
+	APP_ENV=$${APP_ENV:-development} flask --app wsgi db upgrade
+	APP_ENV=$${APP_ENV:-development} sh -c "$$(sed -n 's/^web: *//p' Procfile)"
+
+## migrate: apply migrations to DATABASE_URL (default: the SQLite file under instance/)
+migrate: $(VENV)/.installed
+	APP_ENV=$${APP_ENV:-development} flask --app wsgi db upgrade
+
+## test: lint, type-check and run the test suite (PostgreSQL too when TEST_DATABASE_URL is set)
+test: lint typecheck pytest
+
+lint: $(VENV)/.installed-dev
+	ruff check .
+	ruff format --check .
+
+typecheck: $(VENV)/.installed-dev
+	mypy
+
+# pytest exits 5 when it collected no test: that is a failure here, not a pass.
+pytest: $(VENV)/.installed-dev
+	@pytest $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,49 @@
+"""jobhooks: receive and reconcile ittybit job webhooks."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from config.settings import Settings
+
+__all__ = ["create_app"]
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Create the app from the environment, or from ``config`` alone (tests pass their own)."""
+    app = Flask(__name__, instance_relative_config=True)
+    environ = os.environ if config is None else {key: str(value) for key, value in config.items()}
+    settings = Settings.from_env(environ, instance_path=app.instance_path)
+    app.extensions["jobhooks.settings"] = settings
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        JSON_SORT_KEYS=False,
+        TESTING=settings.env == "test",
+    )
+    _configure_logging(app)
+    settings.log_warnings(app.logger)
+    if settings.env == "development":
+        app.logger.info("APP_ENV=development: development defaults in use, not for production")
+
+    from receiver import cli, db, errors, health, webhooks
+
+    db.init_app(app, settings)
+    errors.init_app(app)
+    cli.init_app(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(webhooks.bp)
+    return app
+
+
+def _configure_logging(app: Flask) -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

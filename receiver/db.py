@@ -1,0 +1,93 @@
+"""Database engine per app: SQLite tuned for several writers, PostgreSQL with a pool."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask, current_app
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from config.settings import Settings
+
+__all__ = [
+    "create_db_engine",
+    "database_unavailable",
+    "get_engine",
+    "init_app",
+    "migration_state",
+]
+
+_EXTENSION = "jobhooks.engine"
+
+
+def create_db_engine(settings: Settings) -> Engine:
+    """Return an engine for ``settings.database_url``."""
+    url = sa.make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, settings.sqlite_busy_timeout_ms)
+    return sa.create_engine(
+        url,
+        pool_pre_ping=True,  # survives a PostgreSQL restart between requests
+        pool_size=5,
+        max_overflow=5,
+        pool_timeout=5,
+        connect_args={"connect_timeout": 5},
+    )
+
+
+def _sqlite_engine(url: sa.URL, busy_timeout_ms: int) -> Engine:
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    # The driver's own transaction handling is off: every transaction begins IMMEDIATE,
+    # so a writer queues on the busy timeout instead of failing on a lock upgrade.
+    engine = sa.create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Create the app's engine; it is disposed of with the process."""
+    app.extensions[_EXTENSION] = create_db_engine(settings)
+
+
+def get_engine(app: Flask | None = None) -> Engine:
+    """Return the engine of ``app`` (default: the current app)."""
+    engine: Engine = (app or current_app).extensions[_EXTENSION]
+    return engine
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Tell whether an error means the database is down, locked or unreachable."""
+    if isinstance(exc, OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def migration_state(engine: Engine) -> tuple[str | None, str | None]:
+    """Return (current revision in the database, head revision of the migrations)."""
+    from alembic.runtime.migration import MigrationContext
+
+    from receiver.migrate import head_revision
+
+    head = head_revision()
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    return current, head

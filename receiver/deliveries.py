@@ -1,0 +1,117 @@
+"""Process one verified delivery: match it to a submission, apply it, store it, in one go."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection
+
+from receiver.apply import apply_job_state, find_submission
+from receiver.inbox import Delivery, dedupe_key, record_event
+from receiver.jobstate import JobState
+from receiver.models import Outcome
+from receiver.signing import TokenClaims
+from receiver.transitions import SubmissionRow
+
+__all__ = ["DeliveryResult", "claims_conflict", "owner_conflict", "process_delivery"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    """What was done with a delivery, and the submission's status afterwards."""
+
+    outcome: Outcome
+    submission_id: str | None = None
+    status: str | None = None
+    reason: str | None = None
+
+
+def claims_conflict(claims: TokenClaims | None, state: JobState) -> str | None:
+    """Return why the payload's metadata disagrees with the webhook URL, if it does."""
+    if claims is None:
+        return None
+    meta_submission = state.meta_str("submission_id")
+    if meta_submission is not None and meta_submission != claims.submission_id:
+        return "metadata submission_id does not match the webhook URL"
+    meta_user = state.meta_str("user_id")
+    if meta_user is not None and meta_user != claims.user_id:
+        return "metadata user_id does not match the webhook URL"
+    return None
+
+
+def owner_conflict(
+    claims: TokenClaims | None, state: JobState, submission: SubmissionRow
+) -> str | None:
+    """Return why the delivery may not touch ``submission``, if it may not."""
+    if claims is not None and claims.user_id != submission.user_id:
+        return "webhook URL was not made for this submission's owner"
+    meta_user = state.meta_str("user_id")
+    if meta_user is not None and meta_user != submission.user_id:
+        return "metadata user_id does not match the submission's owner"
+    meta_submission = state.meta_str("submission_id")
+    if meta_submission is not None and meta_submission != submission.submission_id:
+        return "metadata submission_id does not match the job's submission"
+    if submission.job_id is not None and submission.job_id != state.job_id:
+        return "job id does not match the submission's job"
+    return None
+
+
+def process_delivery(
+    conn: Connection,
+    *,
+    delivery: Delivery,
+    state: JobState,
+    claims: TokenClaims | None,
+    now: datetime,
+) -> DeliveryResult:
+    """Match, apply and record one delivery inside the caller's transaction.
+
+    On a duplicate key the caller must roll back: the state may have been written
+    before the inbox insert found the key taken.
+    """
+    key = dedupe_key(delivery.delivery_id, state)
+    if claims is not None:
+        submission = find_submission(conn, submission_id=claims.submission_id)
+    else:
+        submission = find_submission(
+            conn, job_id=state.job_id, submission_id=state.meta_str("submission_id")
+        )
+
+    def record(outcome: Outcome, reason: str | None, submission_id: str | None) -> bool:
+        return (
+            record_event(
+                conn,
+                key=key,
+                delivery=delivery,
+                state=state,
+                submission_id=submission_id,
+                outcome=outcome,
+                reason=reason,
+                now=now,
+            )
+            is not None
+        )
+
+    if submission is None:
+        wanted = claims.submission_id if claims else state.meta_str("submission_id")
+        reason = "no submission matches the job yet"
+        if not record(Outcome.UNMATCHED, reason, wanted):
+            return DeliveryResult(Outcome.DUPLICATE, wanted)
+        return DeliveryResult(Outcome.UNMATCHED, wanted, reason=reason)
+
+    conflict = owner_conflict(claims, state, submission)
+    if conflict is not None:
+        record(Outcome.REJECTED, conflict, submission.submission_id)
+        return DeliveryResult(Outcome.REJECTED, submission.submission_id, reason=conflict)
+
+    change = apply_job_state(conn, submission, state, now=now)
+    if not record(change.outcome, change.reason, submission.submission_id):
+        return DeliveryResult(Outcome.DUPLICATE, submission.submission_id, submission.status)
+    status = change.values.get("status", submission.status) if change.values else None
+    return DeliveryResult(
+        change.outcome,
+        submission.submission_id,
+        str(status or submission.status),
+        change.reason,
+    )

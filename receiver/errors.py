@@ -1,0 +1,42 @@
+"""One JSON shape for every error: ``{"error": code, "message": …}``."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+__all__ = ["error_response", "init_app"]
+
+log = logging.getLogger(__name__)
+
+
+def error_response(
+    status: int, code: str, message: str, *, headers: dict[str, str] | None = None
+) -> Response:
+    """Return a JSON error response."""
+    response = jsonify(error=code, message=message)
+    response.status_code = status
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def _http_error(exc: HTTPException) -> Response:
+    code = (exc.name or "error").lower().replace(" ", "_")
+    response = error_response(exc.code or 500, code, exc.description or exc.name)
+    if exc.code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
+        response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+    return response
+
+
+def _unexpected_error(exc: Exception) -> Response:
+    log.exception("unhandled error")
+    return error_response(500, "internal_error", "the server could not handle this request")
+
+
+def init_app(app: Flask) -> None:
+    """Answer every HTTP error and unexpected exception as JSON."""
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)

@@ -1,0 +1,118 @@
+"""The webhook inbox: one row per accepted delivery, deduplicated by the database."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+from sqlalchemy.dialects import postgresql, sqlite
+
+from receiver.jobstate import JobState
+from receiver.models import Outcome, WebhookEvent
+from receiver.signing import HeaderLookup
+
+__all__ = ["Delivery", "dedupe_key", "record_event", "safe_headers"]
+
+_events = WebhookEvent.__table__  # type: ignore[attr-defined]
+#: Headers worth keeping for an investigation; never signatures or credentials.
+_SAFE_HEADERS = (
+    "content-type",
+    "user-agent",
+    "webhook-id",
+    "webhook-timestamp",
+    "svix-id",
+    "svix-timestamp",
+    "x-request-id",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One webhook delivery as received: where, its id, its body and safe headers."""
+
+    source: str
+    body: str
+    headers: HeaderLookup
+    delivery_id: str | None = None
+
+
+def safe_headers(headers: HeaderLookup) -> dict[str, str]:
+    """Return the headers fit to store: no signatures, no auth, bounded length."""
+    kept = {}
+    for name in _SAFE_HEADERS:
+        value = headers.get(name)
+        if value:
+            kept[name] = value[:200]
+    return kept
+
+
+def dedupe_key(delivery_id: str | None, state: JobState) -> str:
+    """Return the unique key of a delivery: webhook-id, else event id, else a state hash."""
+    if delivery_id:
+        return f"wh:{delivery_id}"
+    if state.event_id:
+        return f"evt:{state.event_id}"
+    stamp = state.updated_at.isoformat() if state.updated_at else ""
+    digest = hashlib.sha256(f"{state.job_id}\n{state.provider_status}\n{stamp}".encode())
+    return f"st:{digest.hexdigest()}"
+
+
+def _insert_for(dialect_name: str) -> Any:
+    insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+    return (
+        insert(_events)
+        .on_conflict_do_nothing(index_elements=[_events.c.dedupe_key])
+        .returning(_events.c.id)
+    )
+
+
+_INSERTS = {name: _insert_for(name) for name in ("postgresql", "sqlite")}
+
+
+def record_event(
+    conn: Connection,
+    *,
+    key: str,
+    delivery: Delivery,
+    state: JobState | None,
+    submission_id: str | None,
+    outcome: Outcome,
+    reason: str | None,
+    now: datetime,
+) -> int | None:
+    """Insert the inbox row; return its id, or ``None`` when ``key`` was already stored."""
+    values = {
+        "dedupe_key": key,
+        "received_at": now,
+        "source": delivery.source,
+        "delivery_id": delivery.delivery_id,
+        "job_id": state.job_id if state else None,
+        "submission_id": submission_id,
+        "provider_status": state.provider_status if state else None,
+        "body": delivery.body,
+        "headers": safe_headers(delivery.headers),
+        "outcome": outcome.value,
+        "reason": reason[:500] if reason else None,
+    }
+    inserted = conn.execute(_INSERTS[conn.dialect.name], values).scalar_one_or_none()
+    return None if inserted is None else int(inserted)
+
+
+def set_outcome(
+    conn: Connection,
+    event_id: int,
+    *,
+    outcome: Outcome,
+    reason: str | None,
+    submission_id: str | None,
+) -> None:
+    """Record a new outcome for a stored event (re-matching, replay)."""
+    conn.execute(
+        sa.update(_events)
+        .where(_events.c.id == event_id)
+        .values(outcome=outcome.value, reason=reason, submission_id=submission_id)
+    )

@@ -1,0 +1,255 @@
+"""Normalise every ittybit job, task and event shape into one JobState value.
+
+Pure functions: no Flask, no database. The webhook view and the API client both
+call :func:`normalise` so a job reads the same whichever way it arrived.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from receiver.models import Status
+
+__all__ = ["InvalidPayload", "JobState", "NotAJob", "normalise", "parse_json", "parse_timestamp"]
+
+log = logging.getLogger(__name__)
+
+_RUNNING = frozenset({"pending", "waiting", "queued", "validating", "processing", "finishing"})
+_SUCCEEDED = frozenset({"succeeded", "completed", "ready"})
+_FAILED = frozenset({"failed", "error"})
+_CANCELLED = frozenset({"cancelled", "canceled"})
+_MAX_TEXT = 2000
+
+
+class InvalidPayload(ValueError):
+    """The body is not JSON the service can read (answered with 400)."""
+
+
+class NotAJob(ValueError):
+    """The JSON is no job, task or event (answered with 422)."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    """What one payload says about one ittybit job."""
+
+    job_id: str
+    provider_status: str
+    status: Status
+    output_url: str | None = None
+    error: str | None = None
+    updated_at: datetime | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    event_id: str | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status is not Status.PROCESSING
+
+    def meta_str(self, key: str) -> str | None:
+        """Return a metadata value as text (ids may arrive as numbers)."""
+        value = self.metadata.get(key)
+        if value is None or isinstance(value, bool):
+            return None
+        if isinstance(value, int | str):
+            return str(value)
+        return None
+
+
+def parse_json(body: bytes) -> Any:
+    """Decode strict UTF-8 JSON; raise InvalidPayload on anything else."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        message = "body is not valid UTF-8"
+        raise InvalidPayload(message) from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        message = "body is nested too deeply"
+        raise InvalidPayload(message) from None
+    except ValueError as exc:
+        message = f"body is not valid JSON: {exc}"
+        raise InvalidPayload(message) from None
+
+
+def _reject_constant(name: str) -> Any:
+    message = f"{name} is not valid JSON"
+    raise ValueError(message)
+
+
+def status_family(provider_status: str) -> Status:
+    """Map any ittybit status spelling to a local status; unknown values count as running."""
+    value = provider_status.strip().lower()
+    if value in _SUCCEEDED:
+        return Status.SUCCEEDED
+    if value in _FAILED:
+        return Status.FAILED
+    if value in _CANCELLED:
+        return Status.CANCELLED
+    if value not in _RUNNING:
+        log.warning("unknown ittybit status %r counted as running", provider_status[:50])
+    return Status.PROCESSING
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """Read ISO-8601 text, Unix seconds or Unix milliseconds (> 1e12) as an aware datetime."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        message = "timestamp must be a number or an ISO-8601 string"
+        raise NotAJob(message)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            number = float(text)
+        except ValueError:
+            return _parse_iso(text)
+        value = number
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or value < 0:
+            message = "timestamp is out of range"
+            raise NotAJob(message)
+        seconds = value / 1000 if value > 1e12 else value
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            message = "timestamp is out of range"
+            raise NotAJob(message) from None
+    message = "timestamp must be a number or an ISO-8601 string"
+    raise NotAJob(message)
+
+
+def _parse_iso(text: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        message = f"timestamp {text[:40]!r} is not ISO-8601"
+        raise NotAJob(message) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def normalise(payload: Any) -> JobState:
+    """Return the JobState of a bare job/task, an event envelope or the legacy wrapper."""
+    if not isinstance(payload, dict):
+        message = "body must be a JSON object"
+        raise NotAJob(message)
+    event_id: str | None = None
+    event_kind: str | None = None
+    envelope_time: Any = None
+    outer_error: Any = None
+    job: Any = payload
+    if payload.get("object") == "event" or _looks_like_event(payload):
+        event_id = _text(payload.get("id"))
+        event_kind = _text(payload.get("kind")) or _text(payload.get("type"))
+        envelope_time = payload.get("created_at")
+        job = payload.get("data")
+    elif "meta" in payload and "data" in payload:
+        job = payload.get("data")
+        outer_error = payload.get("error")
+    if isinstance(job, dict) and isinstance(job.get("job"), dict) and "id" not in job:
+        job = job["job"]
+    if not isinstance(job, dict):
+        message = "no job or task object in the body"
+        raise NotAJob(message)
+    return _job_state(job, event_id, event_kind, envelope_time, outer_error)
+
+
+def _looks_like_event(payload: Mapping[str, Any]) -> bool:
+    identifier = payload.get("id")
+    return (
+        isinstance(payload.get("data"), dict)
+        and "meta" not in payload
+        and (isinstance(identifier, str) and identifier.startswith("evt_"))
+    )
+
+
+def _job_state(
+    job: Mapping[str, Any],
+    event_id: str | None,
+    event_kind: str | None,
+    envelope_time: Any,
+    outer_error: Any,
+) -> JobState:
+    job_id = _text(job.get("id"))
+    if not job_id:
+        message = "job has no id"
+        raise NotAJob(message)
+    provider_status = _text(job.get("status"))
+    if not provider_status and event_kind and "." in event_kind:
+        provider_status = event_kind.rsplit(".", 1)[1]
+    if not provider_status:
+        message = "job has no status"
+        raise NotAJob(message)
+    metadata = job.get("metadata")
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        message = "metadata must be an object"
+        raise NotAJob(message)
+    status = status_family(provider_status)
+    updated_at = None
+    for candidate in (job.get("updated_at"), job.get("finished_at"), envelope_time):
+        updated_at = parse_timestamp(candidate)
+        if updated_at is not None:
+            break
+    error = _error_text(job.get("error")) or _error_text(outer_error)
+    return JobState(
+        job_id=job_id[:200],
+        provider_status=provider_status[:50],
+        status=status,
+        output_url=_output_url(job),
+        error=error if status in (Status.FAILED, Status.CANCELLED) else None,
+        updated_at=updated_at,
+        metadata=metadata,
+        event_id=event_id[:180] if event_id else None,
+    )
+
+
+def _output_url(job: Mapping[str, Any]) -> str | None:
+    url = _url_of(job.get("output"))
+    if url:
+        return url
+    outputs = job.get("outputs")
+    if isinstance(outputs, list):
+        for item in reversed(outputs):
+            url = _url_of(item)
+            if url:
+                return url
+    tasks = job.get("tasks")
+    if isinstance(tasks, list):
+        for task in reversed(tasks):
+            if isinstance(task, dict):
+                url = _output_url(task)
+                if url:
+                    return url
+    return None
+
+
+def _url_of(value: Any) -> str | None:
+    if isinstance(value, dict):
+        value = value.get("url")
+    if isinstance(value, str) and value.strip():
+        return value.strip()[:2048]
+    return None
+
+
+def _error_text(value: Any) -> str | None:
+    if value is None or value == "" or value is False:
+        return None
+    if isinstance(value, dict):
+        message = value.get("message") or value.get("detail") or value.get("code")
+        value = message if message is not None else json.dumps(value, sort_keys=True)
+    return str(value)[:_MAX_TEXT]
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None

@@ -1,0 +1,124 @@
+"""Database tables: submissions and the webhook inbox."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+__all__ = [
+    "FINAL_STATUSES",
+    "TERMINAL_STATUSES",
+    "Outcome",
+    "Status",
+    "Submission",
+    "UTCDateTime",
+    "WebhookEvent",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    """Return the current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware.
+
+    SQLite keeps no offset, so values are normalised to UTC on the way in and
+    tagged as UTC on the way out; PostgreSQL gets a real ``timestamptz``.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            message = "naive datetimes are ambiguous; pass an aware one"
+            raise ValueError(message)
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Status(StrEnum):
+    """The local status of a submission."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+#: States ittybit reports as final: never overwritten by a running state.
+TERMINAL_STATUSES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+#: States the reconciler stops polling: the terminal ones plus its own give-up.
+FINAL_STATUSES = TERMINAL_STATUSES | {Status.EXPIRED}
+
+
+class Outcome(StrEnum):
+    """What the service did with one delivery."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    STALE = "stale"
+    UNMATCHED = "unmatched"
+    REJECTED = "rejected"
+
+
+def _json_column(name: str, *, nullable: bool = False) -> Any:
+    json_type = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+    return sa.Column(name, json_type, nullable=nullable)
+
+
+class Submission(SQLModel, table=True):
+    """A team's record of one uploaded video and the ittybit job processing it."""
+
+    __tablename__ = "submissions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    submission_id: str = Field(max_length=200, unique=True, index=True)
+    user_id: str = Field(max_length=200, index=True)
+    input_url: str = Field(max_length=2048)
+    job_id: str | None = Field(default=None, max_length=200, unique=True, index=True)
+    status: str = Field(default=Status.PENDING, max_length=20, index=True)
+    provider_status: str | None = Field(default=None, max_length=50)
+    output_url: str | None = Field(default=None, max_length=2048)
+    error: str | None = Field(default=None)
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=_json_column("meta"))
+    provider_updated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+
+
+class WebhookEvent(SQLModel, table=True):
+    """The inbox: every accepted delivery, with what was done with it."""
+
+    __tablename__ = "webhook_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    dedupe_key: str = Field(max_length=200, unique=True)
+    received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    source: str = Field(max_length=20)
+    delivery_id: str | None = Field(default=None, max_length=200)
+    job_id: str | None = Field(default=None, max_length=200, index=True)
+    submission_id: str | None = Field(default=None, max_length=200, index=True)
+    provider_status: str | None = Field(default=None, max_length=50)
+    body: str
+    headers: dict[str, str] = Field(default_factory=dict, sa_column=_json_column("headers"))
+    outcome: str = Field(max_length=20, index=True)
+    reason: str | None = Field(default=None, max_length=500)

@@ -1,0 +1,147 @@
+"""Webhook verification: signed per-submission URLs and Standard Webhooks HMAC headers.
+
+Pure functions over headers, raw body and ``now``; no Flask, no database.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from itsdangerous import BadSignature, URLSafeSerializer
+
+__all__ = [
+    "TOKEN_SALT",
+    "HeaderLookup",
+    "TokenClaims",
+    "VerificationError",
+    "sign_standard_webhook",
+    "verify_standard_webhook",
+    "verify_webhook_token",
+    "webhook_token",
+]
+
+TOKEN_SALT = "jobhooks.webhook-url.v1"  # noqa: S105 (a salt, not a secret)
+_HEADER_NAMES = {
+    "id": ("webhook-id", "svix-id"),
+    "timestamp": ("webhook-timestamp", "svix-timestamp"),
+    "signature": ("webhook-signature", "svix-signature"),
+}
+_MAX_SIGNATURE_HEADER = 4096
+
+
+class HeaderLookup(Protocol):
+    """Anything with case-insensitive ``get``: werkzeug Headers, or a dict in tests."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+
+class VerificationError(Exception):
+    """A delivery failed verification; ``reason`` is a short code fit for logs and metrics."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    """Who a per-submission webhook URL was made for."""
+
+    submission_id: str
+    user_id: str
+
+
+def _serializer(secret_keys: Sequence[str]) -> URLSafeSerializer:
+    # itsdangerous signs with the last key and verifies with any; settings list newest first.
+    return URLSafeSerializer(list(reversed(secret_keys)), salt=TOKEN_SALT)
+
+
+def webhook_token(secret_keys: Sequence[str], *, submission_id: str, user_id: str) -> str:
+    """Return the URL-safe token naming a submission and its owner."""
+    return _serializer(secret_keys).dumps({"s": submission_id, "u": user_id})
+
+
+def verify_webhook_token(secret_keys: Sequence[str], token: str) -> TokenClaims:
+    """Return the claims of a token signed with any of ``secret_keys``."""
+    if len(token) > 1024:
+        raise VerificationError("bad_token", "webhook token is invalid")
+    try:
+        claims = _serializer(secret_keys).loads(token)
+    except BadSignature:
+        raise VerificationError("bad_token", "webhook token is invalid") from None
+    if not (
+        isinstance(claims, dict)
+        and isinstance(claims.get("s"), str)
+        and isinstance(claims.get("u"), str)
+    ):
+        raise VerificationError("bad_token", "webhook token is invalid")
+    return TokenClaims(submission_id=claims["s"], user_id=claims["u"])
+
+
+def _header(headers: HeaderLookup, kind: str) -> str | None:
+    for name in _HEADER_NAMES[kind]:
+        value = headers.get(name)
+        if value:
+            return value
+    return None
+
+
+def _signature(key: bytes, msg_id: str, timestamp: str, body: bytes) -> bytes:
+    signed = b"".join((msg_id.encode(), b".", timestamp.encode(), b".", body))
+    return hmac.new(key, signed, hashlib.sha256).digest()
+
+
+def sign_standard_webhook(key: bytes, *, msg_id: str, timestamp: int, body: bytes) -> str:
+    """Return the ``webhook-signature`` value ``v1,<base64>`` for one delivery."""
+    digest = _signature(key, msg_id, str(timestamp), body)
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def verify_standard_webhook(
+    headers: HeaderLookup,
+    body: bytes,
+    *,
+    keys: Sequence[bytes],
+    now: float,
+    tolerance: int,
+) -> str:
+    """Check Standard Webhooks headers over the raw ``body``; return the message id."""
+    if not keys:
+        raise VerificationError("not_configured", "no webhook secret is configured")
+    msg_id = _header(headers, "id")
+    timestamp = _header(headers, "timestamp")
+    signature_header = _header(headers, "signature")
+    if not msg_id or not timestamp or not signature_header:
+        raise VerificationError("missing_headers", "webhook-id, -timestamp and -signature needed")
+    if len(msg_id) > 180 or len(signature_header) > _MAX_SIGNATURE_HEADER:
+        raise VerificationError("malformed_headers", "webhook headers are too long")
+    if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
+        raise VerificationError("malformed_timestamp", "webhook-timestamp must be Unix seconds")
+    sent_at = int(timestamp)
+    if sent_at < now - tolerance:
+        raise VerificationError("timestamp_too_old", "webhook-timestamp is too old")
+    if sent_at > now + tolerance:
+        raise VerificationError("timestamp_in_future", "webhook-timestamp is in the future")
+    candidates = []
+    for entry in signature_header.split(" "):
+        version, _, encoded = entry.partition(",")
+        if version != "v1" or not encoded:
+            continue
+        try:
+            candidates.append(base64.b64decode(encoded, validate=True))
+        except ValueError:
+            continue
+    if not candidates:
+        raise VerificationError("malformed_signature", "no v1 signature in webhook-signature")
+    for key in keys:
+        expected = _signature(key, msg_id, timestamp, body)
+        for candidate in candidates:
+            if hmac.compare_digest(expected, candidate):
+                return msg_id
+    raise VerificationError("bad_signature", "webhook signature does not match")

@@ -1,0 +1,194 @@
+"""Submissions off the hot path: create, read, import, and their signed webhook URLs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from config.settings import Settings
+from receiver.models import Status, Submission, utcnow
+from receiver.signing import webhook_token
+
+__all__ = [
+    "ImportReport",
+    "InvalidSubmission",
+    "create_submission",
+    "get_submission",
+    "import_submissions",
+    "submission_json",
+    "validate_submission",
+    "webhook_url",
+]
+
+_MAX_ID = 200
+_IMPORT_KEYS = frozenset({"submission_id", "user_id", "input_url", "job_id", "status", "metadata"})
+
+
+class InvalidSubmission(ValueError):
+    """A submission's fields are missing or malformed; the message says which."""
+
+
+def webhook_url(settings: Settings, *, submission_id: str, user_id: str) -> str:
+    """Return the signed per-submission URL ittybit should deliver to."""
+    token = webhook_token(settings.secret_keys, submission_id=submission_id, user_id=user_id)
+    return f"{settings.public_url}/webhooks/ittybit/{token}"
+
+
+def submission_json(submission: Submission, settings: Settings) -> dict[str, Any]:
+    """Return the submission as the JSON object the CLI prints."""
+
+    def stamp(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "submission_id": submission.submission_id,
+        "user_id": submission.user_id,
+        "input_url": submission.input_url,
+        "job_id": submission.job_id,
+        "status": submission.status,
+        "provider_status": submission.provider_status,
+        "output_url": submission.output_url,
+        "error": submission.error,
+        "metadata": submission.meta,
+        "webhook_url": webhook_url(
+            settings, submission_id=submission.submission_id, user_id=submission.user_id
+        ),
+        "provider_updated_at": stamp(submission.provider_updated_at),
+        "created_at": stamp(submission.created_at),
+        "updated_at": stamp(submission.updated_at),
+    }
+
+
+def _identifier(name: str, value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        message = f"{name} is required"
+        raise InvalidSubmission(message)
+    text: str = value.strip()
+    if len(text) > _MAX_ID or not text.isprintable():
+        message = f"{name} must be at most {_MAX_ID} printable characters"
+        raise InvalidSubmission(message)
+    return text
+
+
+def validate_submission(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Return clean column values for one submission record, or raise InvalidSubmission."""
+    unknown = set(record) - _IMPORT_KEYS
+    if unknown:
+        message = f"unknown keys: {', '.join(sorted(unknown))}"
+        raise InvalidSubmission(message)
+    input_url = record.get("input_url")
+    if not isinstance(input_url, str) or len(input_url) > 2048:
+        message = "input_url is required"
+        raise InvalidSubmission(message)
+    parts = urlsplit(input_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        message = f"input_url must be an http(s) URL, got {input_url[:80]!r}"
+        raise InvalidSubmission(message)
+    status = record.get("status") or Status.PENDING.value
+    if status not in {item.value for item in Status}:
+        message = f"status must be one of {', '.join(item.value for item in Status)}"
+        raise InvalidSubmission(message)
+    metadata = record.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        message = "metadata must be an object"
+        raise InvalidSubmission(message)
+    job_id = record.get("job_id")
+    return {
+        "submission_id": _identifier("submission_id", record.get("submission_id")),
+        "user_id": _identifier("user_id", record.get("user_id")),
+        "input_url": input_url.strip(),
+        "job_id": None if job_id in (None, "") else _identifier("job_id", job_id),
+        "status": status,
+        "meta": metadata,
+    }
+
+
+def get_submission(session: Session, submission_id: str) -> Submission | None:
+    """Return the submission with ``submission_id``, if any."""
+    return session.exec(select(Submission).where(Submission.submission_id == submission_id)).first()
+
+
+def create_submission(session: Session, **fields: Any) -> Submission:
+    """Add a validated submission and commit; raise InvalidSubmission on bad or taken ids."""
+    values = validate_submission(fields)
+    if get_submission(session, values["submission_id"]) is not None:
+        message = f"submission {values['submission_id']!r} already exists"
+        raise InvalidSubmission(message)
+    submission = Submission(**values)
+    session.add(submission)
+    try:
+        session.commit()
+    except sa.exc.IntegrityError:
+        session.rollback()
+        message = "submission_id or job_id is already taken"
+        raise InvalidSubmission(message) from None
+    session.refresh(submission)
+    return submission
+
+
+@dataclass(slots=True)
+class ImportReport:
+    """How an import went."""
+
+    read: int = 0
+    inserted: int = 0
+    skipped: int = 0
+
+
+def _parse_lines(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            message = f"line {number}: not JSON ({exc})"
+            raise InvalidSubmission(message) from None
+        if not isinstance(record, dict):
+            message = f"line {number}: expected a JSON object"
+            raise InvalidSubmission(message)
+        try:
+            yield number, validate_submission(record)
+        except InvalidSubmission as exc:
+            message = f"line {number}: {exc}"
+            raise InvalidSubmission(message) from None
+
+
+def import_submissions(engine: Engine, lines: Iterable[str], *, batch: int = 1000) -> ImportReport:
+    """Insert JSON Lines submissions in batches; rows whose submission or job id exists are skipped.
+
+    Every line is validated before anything is written, so a bad file changes nothing.
+    """
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for number, values in _parse_lines(lines):
+        if values["submission_id"] in seen:
+            message = f"line {number}: submission_id {values['submission_id']!r} repeats"
+            raise InvalidSubmission(message)
+        seen.add(values["submission_id"])
+        rows.append(values)
+    report = ImportReport(read=len(rows))
+    table = Submission.__table__  # type: ignore[attr-defined]
+    insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+    now = utcnow()
+    for start in range(0, len(rows), batch):
+        chunk = [
+            {**row, "created_at": now, "updated_at": now} for row in rows[start : start + batch]
+        ]
+        statement = insert(table).on_conflict_do_nothing().returning(table.c.id)
+        with engine.begin() as conn:
+            inserted = len(conn.execute(statement, chunk).all())
+        report.inserted += inserted
+        report.skipped += len(chunk) - inserted
+    return report

@@ -1,0 +1,187 @@
+"""The webhook endpoints: verify, parse, normalise, then apply in one transaction."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from config.settings import Settings
+from receiver.db import database_unavailable, get_engine
+from receiver.deliveries import DeliveryResult, claims_conflict, process_delivery
+from receiver.errors import error_response
+from receiver.inbox import Delivery, dedupe_key, record_event
+from receiver.jobstate import InvalidPayload, JobState, NotAJob, normalise, parse_json
+from receiver.models import Outcome, utcnow
+from receiver.signing import (
+    TokenClaims,
+    VerificationError,
+    verify_standard_webhook,
+    verify_webhook_token,
+)
+
+__all__ = ["bp"]
+
+log = logging.getLogger(__name__)
+bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
+
+_STATUS = {
+    Outcome.APPLIED: 200,
+    Outcome.DUPLICATE: 200,
+    Outcome.STALE: 200,
+    Outcome.UNMATCHED: 202,
+    Outcome.REJECTED: 403,
+}
+
+
+def _settings() -> Settings:
+    settings: Settings = current_app.extensions["jobhooks.settings"]
+    return settings
+
+
+@bp.post("/ittybit/<token>")
+def submission_webhook(token: str) -> Response:
+    """Receive a delivery on a submission's own signed URL."""
+    settings = _settings()
+    early = _check_envelope(settings)
+    if early is not None:
+        return early
+    body = request.get_data(cache=False)
+    try:
+        claims = verify_webhook_token(settings.secret_keys, token)
+        delivery_id = None
+        if settings.webhook_secrets:
+            delivery_id = _verify_hmac(settings, body)
+    except VerificationError as exc:
+        return _unauthorized(exc)
+    return _handle(settings, body, source="url", claims=claims, delivery_id=delivery_id)
+
+
+@bp.post("/ittybit")
+def project_webhook() -> Response:
+    """Receive a delivery on the project-level URL (Standard Webhooks signatures)."""
+    settings = _settings()
+    early = _check_envelope(settings)
+    if early is not None:
+        return early
+    body = request.get_data(cache=False)
+    try:
+        delivery_id = _verify_hmac(settings, body)
+    except VerificationError as exc:
+        return _unauthorized(exc)
+    return _handle(settings, body, source="endpoint", claims=None, delivery_id=delivery_id)
+
+
+def _check_envelope(settings: Settings) -> Response | None:
+    """Refuse oversized bodies (413) and anything but JSON (415) before reading further."""
+    length = request.content_length
+    if length is not None and length > settings.max_body_bytes:
+        return error_response(
+            413, "payload_too_large", f"body exceeds {settings.max_body_bytes} bytes"
+        )
+    if request.mimetype != "application/json":
+        return error_response(
+            415, "unsupported_media_type", "Content-Type must be application/json"
+        )
+    return None
+
+
+def _verify_hmac(settings: Settings, body: bytes) -> str:
+    return verify_standard_webhook(
+        request.headers,
+        body,
+        keys=settings.webhook_secrets,
+        now=time.time(),
+        tolerance=settings.webhook_tolerance,
+    )
+
+
+def _unauthorized(exc: VerificationError) -> Response:
+    log.warning(
+        "webhook verification failed: %s (webhook-id=%s)",
+        exc.reason,
+        request.headers.get("webhook-id", request.headers.get("svix-id", "-"))[:100],
+    )
+    return error_response(401, exc.reason, exc.message)
+
+
+def _handle(
+    settings: Settings,
+    body: bytes,
+    *,
+    source: str,
+    claims: TokenClaims | None,
+    delivery_id: str | None,
+) -> Response:
+    try:
+        state = normalise(parse_json(body))
+    except InvalidPayload as exc:
+        return error_response(400, "invalid_json", str(exc))
+    except NotAJob as exc:
+        return error_response(422, "not_a_job", str(exc))
+
+    delivery = Delivery(
+        source=source, body=body.decode("utf-8"), headers=request.headers, delivery_id=delivery_id
+    )
+    try:
+        result = _store(delivery, state, claims)
+    except SQLAlchemyError as exc:
+        if not database_unavailable(exc):
+            raise
+        log.warning("database unavailable; delivery not stored: %s", type(exc).__name__)
+        return error_response(
+            503,
+            "database_unavailable",
+            "the delivery could not be stored; retry later",
+            headers={"Retry-After": "5"},
+        )
+    log.info(
+        "delivery %s job=%s submission=%s outcome=%s",
+        delivery_id or state.event_id or "-",
+        state.job_id,
+        result.submission_id or "-",
+        result.outcome.value,
+    )
+    if result.outcome is Outcome.REJECTED:
+        return error_response(403, "rejected", result.reason or "delivery rejected")
+    payload: dict[str, str] = {"outcome": result.outcome.value}
+    if result.submission_id:
+        payload["submission_id"] = result.submission_id
+    if result.status:
+        payload["status"] = result.status
+    response = jsonify(payload)
+    response.status_code = _STATUS[result.outcome]
+    return response
+
+
+def _store(delivery: Delivery, state: JobState, claims: TokenClaims | None) -> DeliveryResult:
+    now = utcnow()
+    with get_engine().connect() as conn:
+        conflict = claims_conflict(claims, state)
+        if conflict is None:
+            try:
+                with conn.begin() as transaction:
+                    result = process_delivery(
+                        conn, delivery=delivery, state=state, claims=claims, now=now
+                    )
+                    if result.outcome is Outcome.DUPLICATE:
+                        transaction.rollback()
+                return result
+            except IntegrityError:
+                # Filling in the job id collided with the submission that already owns it.
+                conflict = "job id belongs to another submission"
+        wanted = claims.submission_id if claims else state.meta_str("submission_id")
+        with conn.begin():
+            record_event(
+                conn,
+                key=dedupe_key(delivery.delivery_id, state),
+                delivery=delivery,
+                state=state,
+                submission_id=wanted,
+                outcome=Outcome.REJECTED,
+                reason=conflict,
+                now=now,
+            )
+        return DeliveryResult(Outcome.REJECTED, wanted, reason=conflict)

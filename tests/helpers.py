@@ -1,0 +1,86 @@
+"""Shared test constants and builders: secrets, signed headers, ittybit payloads."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+from receiver.signing import sign_standard_webhook
+
+SECRET_KEY = "test-secret-key-newest-0123456789"
+OLD_SECRET_KEY = "test-secret-key-older-0123456789"
+WEBHOOK_KEY = b"jobhooks-test-webhook-key-32byte"
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(WEBHOOK_KEY).decode()
+OTHER_WEBHOOK_KEY = b"another-deployment-webhook-key!!"
+
+
+def job_payload(
+    job_id: str = "job_abc123",
+    status: str = "succeeded",
+    *,
+    submission_id: str | None = "sub_1",
+    user_id: str | None = "user_1",
+    output: Any = None,
+    updated_at: Any = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Return a bare ittybit job, shaped like the seed's example."""
+    metadata = {}
+    if submission_id is not None:
+        metadata["submission_id"] = submission_id
+    if user_id is not None:
+        metadata["user_id"] = user_id
+    payload: dict[str, Any] = {
+        "id": job_id,
+        "object": "job",
+        "status": status,
+        "metadata": metadata,
+    }
+    if output is None and status == "succeeded":
+        output = {"url": f"https://cdn.example.com/{job_id}.mp4"}
+    if output is not None:
+        payload["output"] = output
+    if updated_at is not None:
+        payload["updated_at"] = updated_at
+    payload.update(extra)
+    return payload
+
+
+def event_envelope(
+    job: dict[str, Any], *, event_id: str = "evt_1", kind: str | None = None
+) -> dict[str, Any]:
+    """Wrap a job in an ittybit event envelope."""
+    return {
+        "id": event_id,
+        "object": "event",
+        "kind": kind or f"job.{job.get('status', 'updated')}",
+        "data": job,
+        "created_at": int(time.time()),
+    }
+
+
+def encode(payload: Any) -> bytes:
+    """Serialise a payload the way ittybit sends it."""
+    return json.dumps(payload).encode()
+
+
+def signed_headers(
+    body: bytes,
+    *,
+    msg_id: str = "msg_1",
+    timestamp: int | None = None,
+    key: bytes = WEBHOOK_KEY,
+    prefix: str = "webhook",
+) -> dict[str, str]:
+    """Return Content-Type plus Standard Webhooks headers signing ``body``."""
+    stamp = int(time.time()) if timestamp is None else timestamp
+    return {
+        "Content-Type": "application/json",
+        f"{prefix}-id": msg_id,
+        f"{prefix}-timestamp": str(stamp),
+        f"{prefix}-signature": sign_standard_webhook(
+            key, msg_id=msg_id, timestamp=stamp, body=body
+        ),
+    }
