@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 __all__ = [
     "DEV_SECRET_KEY",
     "ConfigError",
@@ -211,11 +214,18 @@ class _Reader:
         # Heroku still hands out the scheme SQLAlchemy dropped.
         for prefix in ("postgres://", "postgresql://"):
             if value.startswith(prefix):
-                return "postgresql+psycopg://" + value.removeprefix(prefix)
-        if value.startswith(("sqlite:", "postgresql+psycopg:")):
-            return value
-        message = f"{name}: must be a sqlite:/// or postgres:// URL"
-        raise ConfigError(message)
+                value = "postgresql+psycopg://" + value.removeprefix(prefix)
+                break
+        if not value.startswith(("sqlite:", "postgresql+psycopg:")):
+            message = f"{name}: must be a sqlite:/// or postgres:// URL"
+            raise ConfigError(message)
+        # Parse now, so a bad port or a malformed URL stops start-up here, not in a worker.
+        try:
+            make_url(value)
+        except (ArgumentError, ValueError):
+            message = f"{name}: is not a valid database URL"
+            raise ConfigError(message) from None
+        return value
 
     def http_url(self, name: str, *, default: str) -> str:
         value = self.text(name, default=default).rstrip("/")
