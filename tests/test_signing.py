@@ -1,0 +1,283 @@
+"""Verification as pure functions: Standard Webhooks HMAC and signed webhook-URL tokens."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable, Sequence
+
+import pytest
+from freezegun import freeze_time
+from itsdangerous import URLSafeSerializer
+
+from config.settings import decode_webhook_secret
+from receiver.signing import (
+    TOKEN_SALT,
+    TokenClaims,
+    VerificationError,
+    sign_standard_webhook,
+    verify_standard_webhook,
+    verify_webhook_token,
+    webhook_token,
+)
+from tests.helpers import OTHER_WEBHOOK_KEY, WEBHOOK_KEY, signed_headers
+
+# The published Standard Webhooks test vector.
+VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+VECTOR_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
+VECTOR_TIMESTAMP = 1614265330
+VECTOR_BODY = b'{"test": 2432232314}'
+VECTOR_SIGNATURE = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+BODY = b'{"id": "job_1", "status": "succeeded"}'
+NOW = 1_700_000_000
+
+
+def vector_headers(signature: str = VECTOR_SIGNATURE) -> dict[str, str]:
+    return {
+        "webhook-id": VECTOR_ID,
+        "webhook-timestamp": str(VECTOR_TIMESTAMP),
+        "webhook-signature": signature,
+    }
+
+
+def verify(
+    headers: dict[str, str], body: bytes = BODY, *, keys: Sequence[bytes] = (WEBHOOK_KEY,)
+) -> str:
+    return verify_standard_webhook(headers, body, keys=keys, now=NOW, tolerance=300)
+
+
+def reason_of(
+    headers: dict[str, str], body: bytes = BODY, *, keys: Sequence[bytes] = (WEBHOOK_KEY,)
+) -> str:
+    with pytest.raises(VerificationError) as caught:
+        verify(headers, body, keys=keys)
+    return caught.value.reason
+
+
+# --- the published vector ---------------------------------------------------------------
+
+
+def test_published_vector_signs() -> None:
+    key = decode_webhook_secret(VECTOR_SECRET)
+    signature = sign_standard_webhook(
+        key, msg_id=VECTOR_ID, timestamp=VECTOR_TIMESTAMP, body=VECTOR_BODY
+    )
+    assert signature == VECTOR_SIGNATURE
+
+
+def test_published_vector_verifies_with_now_argument() -> None:
+    key = decode_webhook_secret(VECTOR_SECRET)
+    msg_id = verify_standard_webhook(
+        vector_headers(), VECTOR_BODY, keys=[key], now=VECTOR_TIMESTAMP + 10, tolerance=300
+    )
+    assert msg_id == VECTOR_ID
+
+
+@freeze_time("2021-02-26 16:22:10")  # 1614356530: a day after the vector was signed
+def test_published_vector_is_too_old_a_day_later() -> None:
+    key = decode_webhook_secret(VECTOR_SECRET)
+    with pytest.raises(VerificationError) as caught:
+        verify_standard_webhook(
+            vector_headers(), VECTOR_BODY, keys=[key], now=time.time(), tolerance=300
+        )
+    assert caught.value.reason == "timestamp_too_old"
+
+
+def test_published_vector_rejects_one_changed_byte() -> None:
+    key = decode_webhook_secret(VECTOR_SECRET)
+    with pytest.raises(VerificationError) as caught:
+        verify_standard_webhook(
+            vector_headers(),
+            b'{"test": 2432232315}',
+            keys=[key],
+            now=VECTOR_TIMESTAMP,
+            tolerance=300,
+        )
+    assert caught.value.reason == "bad_signature"
+
+
+# --- Standard Webhooks verification -----------------------------------------------------
+
+
+def test_valid_signature_returns_message_id() -> None:
+    headers = signed_headers(BODY, msg_id="msg_42", timestamp=NOW)
+    assert verify(headers) == "msg_42"
+
+
+def test_svix_aliases_are_accepted() -> None:
+    headers = signed_headers(BODY, msg_id="msg_svix", timestamp=NOW, prefix="svix")
+    assert "webhook-id" not in headers
+    assert verify(headers) == "msg_svix"
+
+
+def test_any_of_several_signatures_may_match() -> None:
+    headers = signed_headers(BODY, timestamp=NOW)
+    good = headers["webhook-signature"]
+    wrong = sign_standard_webhook(OTHER_WEBHOOK_KEY, msg_id="msg_1", timestamp=NOW, body=BODY)
+    headers["webhook-signature"] = f"v2,abc {wrong}  {good} v1,!!notbase64"
+    assert verify(headers) == "msg_1"
+
+
+def test_any_of_several_secrets_may_match() -> None:
+    headers = signed_headers(BODY, timestamp=NOW, key=OTHER_WEBHOOK_KEY)
+    assert reason_of(headers) == "bad_signature"
+    assert verify(headers, keys=[WEBHOOK_KEY, OTHER_WEBHOOK_KEY]) == "msg_1"
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        ("body", "a tampered body"),
+        ("id", "another message id"),
+        ("timestamp", "another timestamp"),
+    ],
+)
+def test_signature_covers_id_timestamp_and_body(change: str, where: str) -> None:
+    headers = signed_headers(BODY, msg_id="msg_1", timestamp=NOW)
+    body = BODY
+    if change == "body":
+        body = BODY.replace(b"succeeded", b"failed")
+    elif change == "id":
+        headers["webhook-id"] = "msg_2"
+    else:
+        headers["webhook-timestamp"] = str(NOW + 1)
+    assert reason_of(headers, body) == "bad_signature", where
+
+
+def test_wrong_key_is_refused() -> None:
+    headers = signed_headers(BODY, timestamp=NOW, key=OTHER_WEBHOOK_KEY)
+    assert reason_of(headers) == "bad_signature"
+
+
+@pytest.mark.parametrize(
+    ("offset", "reason"),
+    [
+        (-301, "timestamp_too_old"),
+        (301, "timestamp_in_future"),
+    ],
+)
+def test_timestamp_outside_tolerance_is_refused(offset: int, reason: str) -> None:
+    headers = signed_headers(BODY, timestamp=NOW + offset)
+    assert reason_of(headers) == reason
+
+
+@pytest.mark.parametrize("offset", [-300, 0, 300])
+def test_timestamp_on_the_tolerance_edge_is_accepted(offset: int) -> None:
+    headers = signed_headers(BODY, timestamp=NOW + offset)
+    assert verify(headers) == "msg_1"
+
+
+@pytest.mark.parametrize("missing", ["webhook-id", "webhook-timestamp", "webhook-signature"])
+def test_missing_header_is_refused(missing: str) -> None:
+    headers = signed_headers(BODY, timestamp=NOW)
+    del headers[missing]
+    assert reason_of(headers) == "missing_headers"
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [
+        "g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",  # no version
+        "v1,",
+        "v1,not base64!",
+        "v2,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+        "v1g0hM9SsE",
+    ],
+)
+def test_malformed_signature_header_is_refused(signature: str) -> None:
+    headers = signed_headers(BODY, timestamp=NOW)
+    headers["webhook-signature"] = signature
+    assert reason_of(headers) == "malformed_signature"
+
+
+@pytest.mark.parametrize("timestamp", ["abc", "-5", "1.7e9", "17000000000000", "١٢٣"])
+def test_malformed_timestamp_is_refused(timestamp: str) -> None:
+    headers = signed_headers(BODY, timestamp=NOW)
+    headers["webhook-timestamp"] = timestamp
+    assert reason_of(headers) == "malformed_timestamp"
+
+
+def test_overlong_headers_are_refused() -> None:
+    headers = signed_headers(BODY, timestamp=NOW)
+    headers["webhook-signature"] = " ".join([headers["webhook-signature"]] * 200)
+    assert reason_of(headers) == "malformed_headers"
+
+
+def test_no_configured_key_refuses_everything() -> None:
+    headers = signed_headers(BODY, timestamp=NOW)
+    assert reason_of(headers, keys=[]) == "not_configured"
+
+
+def test_truncated_signature_does_not_match() -> None:
+    headers = signed_headers(BODY, timestamp=NOW)
+    digest = base64.b64decode(headers["webhook-signature"].removeprefix("v1,"))
+    headers["webhook-signature"] = "v1," + base64.b64encode(digest[:16]).decode()
+    assert reason_of(headers) == "bad_signature"
+
+
+def test_error_messages_carry_no_secret() -> None:
+    headers = signed_headers(BODY, timestamp=NOW, key=OTHER_WEBHOOK_KEY)
+    with pytest.raises(VerificationError) as caught:
+        verify(headers)
+    text = f"{caught.value} {caught.value.message} {caught.value.reason}"
+    assert headers["webhook-signature"].removeprefix("v1,") not in text
+    assert base64.b64encode(WEBHOOK_KEY).decode() not in text
+
+
+# --- webhook-URL tokens -----------------------------------------------------------------
+
+NEW_KEY = "new-secret-key-0123456789"
+OLD_KEY = "old-secret-key-0123456789"
+
+
+def test_token_round_trip() -> None:
+    token = webhook_token([NEW_KEY], submission_id="sub_1", user_id="user_1")
+    assert verify_webhook_token([NEW_KEY], token) == TokenClaims("sub_1", "user_1")
+
+
+def test_token_signed_with_old_key_verifies_after_rotation() -> None:
+    old_token = webhook_token([OLD_KEY], submission_id="sub_1", user_id="user_1")
+    assert verify_webhook_token([NEW_KEY, OLD_KEY], old_token) == TokenClaims("sub_1", "user_1")
+
+
+def test_new_tokens_are_signed_with_the_newest_key() -> None:
+    token = webhook_token([NEW_KEY, OLD_KEY], submission_id="sub_1", user_id="user_1")
+    assert verify_webhook_token([NEW_KEY], token).submission_id == "sub_1"
+    with pytest.raises(VerificationError):
+        verify_webhook_token([OLD_KEY], token)
+
+
+def test_token_after_old_key_is_dropped_is_refused() -> None:
+    old_token = webhook_token([OLD_KEY], submission_id="sub_1", user_id="user_1")
+    with pytest.raises(VerificationError) as caught:
+        verify_webhook_token([NEW_KEY], old_token)
+    assert caught.value.reason == "bad_token"
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: t[:-1] + ("A" if t[-1] != "A" else "B"),
+        lambda t: t.split(".")[0],
+        lambda t: "",
+        lambda t: "x" * 2000,
+    ],
+)
+def test_tampered_token_is_refused(mangle: Callable[[str], str]) -> None:
+    token = webhook_token([NEW_KEY], submission_id="sub_1", user_id="user_1")
+    with pytest.raises(VerificationError) as caught:
+        verify_webhook_token([NEW_KEY], mangle(token))
+    assert caught.value.reason == "bad_token"
+
+
+def test_token_with_another_salt_is_refused() -> None:
+    foreign = URLSafeSerializer(NEW_KEY, salt="something-else").dumps({"s": "sub_1", "u": "u"})
+    with pytest.raises(VerificationError):
+        verify_webhook_token([NEW_KEY], foreign)
+
+
+def test_token_with_wrong_claim_shape_is_refused() -> None:
+    odd = URLSafeSerializer(NEW_KEY, salt=TOKEN_SALT).dumps({"s": "sub_1", "u": 7})
+    with pytest.raises(VerificationError):
+        verify_webhook_token([NEW_KEY], odd)
