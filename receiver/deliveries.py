@@ -25,6 +25,8 @@ class DeliveryResult:
     submission_id: str | None = None
     status: str | None = None
     reason: str | None = None
+    #: The inbox already held this delivery's key: nothing was stored, roll back.
+    key_taken: bool = False
 
 
 def claims_conflict(claims: TokenClaims | None, state: JobState) -> str | None:
@@ -67,8 +69,9 @@ def process_delivery(
 ) -> DeliveryResult:
     """Match, apply and record one delivery inside the caller's transaction.
 
-    On a duplicate key the caller must roll back: the state may have been written
-    before the inbox insert found the key taken.
+    When the result says ``key_taken`` the caller must roll back: the state may have been
+    written before the inbox insert found the key taken. A new key whose state is already
+    recorded is kept, with outcome ``duplicate``.
     """
     key = dedupe_key(delivery.delivery_id, state)
     if claims is not None:
@@ -97,7 +100,7 @@ def process_delivery(
         wanted = claims.submission_id if claims else state.meta_str("submission_id")
         reason = "no submission matches the job yet"
         if not record(Outcome.UNMATCHED, reason, wanted):
-            return DeliveryResult(Outcome.DUPLICATE, wanted)
+            return DeliveryResult(Outcome.DUPLICATE, wanted, key_taken=True)
         return DeliveryResult(Outcome.UNMATCHED, wanted, reason=reason)
 
     conflict = owner_conflict(claims, state, submission)
@@ -107,7 +110,9 @@ def process_delivery(
 
     change = apply_job_state(conn, submission, state, now=now)
     if not record(change.outcome, change.reason, submission.submission_id):
-        return DeliveryResult(Outcome.DUPLICATE, submission.submission_id, submission.status)
+        return DeliveryResult(
+            Outcome.DUPLICATE, submission.submission_id, submission.status, key_taken=True
+        )
     status = change.values.get("status", submission.status) if change.values else None
     return DeliveryResult(
         change.outcome,

@@ -48,7 +48,9 @@ def submission_webhook(token: str) -> Response:
     early = _check_envelope(settings)
     if early is not None:
         return early
-    body = request.get_data(cache=False)
+    body = _read_body(settings)
+    if body is None:
+        return _too_large(settings)
     try:
         claims = verify_webhook_token(settings.secret_keys, token)
         delivery_id = None
@@ -66,7 +68,9 @@ def project_webhook() -> Response:
     early = _check_envelope(settings)
     if early is not None:
         return early
-    body = request.get_data(cache=False)
+    body = _read_body(settings)
+    if body is None:
+        return _too_large(settings)
     try:
         delivery_id = _verify_hmac(settings, body)
     except VerificationError as exc:
@@ -78,14 +82,25 @@ def _check_envelope(settings: Settings) -> Response | None:
     """Refuse oversized bodies (413) and anything but JSON (415) before reading further."""
     length = request.content_length
     if length is not None and length > settings.max_body_bytes:
-        return error_response(
-            413, "payload_too_large", f"body exceeds {settings.max_body_bytes} bytes"
-        )
+        return _too_large(settings)
     if request.mimetype != "application/json":
         return error_response(
             415, "unsupported_media_type", "Content-Type must be application/json"
         )
     return None
+
+
+def _read_body(settings: Settings) -> bytes | None:
+    """Return the raw body, or None when a streamed (chunked) body is over the limit."""
+    # Werkzeug stops a stream without Content-Length at the limit without saying so;
+    # reading one byte more tells a body of exactly the limit from a longer one.
+    request.max_content_length = settings.max_body_bytes + 1
+    body = request.get_data(cache=False)
+    return None if len(body) > settings.max_body_bytes else body
+
+
+def _too_large(settings: Settings) -> Response:
+    return error_response(413, "payload_too_large", f"body exceeds {settings.max_body_bytes} bytes")
 
 
 def _verify_hmac(settings: Settings, body: bytes) -> str:
@@ -166,7 +181,7 @@ def _store(delivery: Delivery, state: JobState, claims: TokenClaims | None) -> D
                     result = process_delivery(
                         conn, delivery=delivery, state=state, claims=claims, now=now
                     )
-                    if result.outcome is Outcome.DUPLICATE:
+                    if result.key_taken:
                         transaction.rollback()
                 return result
             except IntegrityError:
