@@ -24,6 +24,7 @@ from receiver.submissions import (
     submission_json,
     webhook_url,
 )
+from receiver.trigger import trigger_command
 
 __all__ = ["echo_json", "init_app", "parse_pairs", "settings"]
 
@@ -144,7 +145,12 @@ def webhook_url_command(submission_id: str) -> None:
         )
 
 
-_COMMANDS: list[Callable[..., Any]] = [db_cli, submissions_cli, webhook_url_command]
+_COMMANDS: list[Callable[..., Any]] = [
+    db_cli,
+    submissions_cli,
+    webhook_url_command,
+    trigger_command,
+]
 
 
 def init_app(app: Flask) -> None:
