@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
@@ -131,6 +131,7 @@ def submissions_import(file: TextIO, batch: int) -> None:
 
 @click.command("webhook-url")
 @click.argument("submission_id")
+@with_appcontext  # `flask` pushes one, app.cli and the test runner do not
 def webhook_url_command(submission_id: str) -> None:
     """Print the signed webhook URL of a submission."""
     with database_errors(), Session(get_engine()) as session:
