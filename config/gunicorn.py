@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import sys
+from typing import Any
+
+from gunicorn.glogging import Logger
 
 from config.settings import ConfigError, Settings
 
@@ -26,3 +31,31 @@ forwarded_allow_ips = "*"
 accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+# A per-submission webhook URL carries a signed token: anyone holding it may post to it,
+# so it must not reach the access log (or an error line quoting the request).
+_WEBHOOK_TOKEN = re.compile(r"(/webhooks/ittybit/)[^\s/?\"]+")
+
+
+class _RedactWebhookTokens(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _WEBHOOK_TOKEN.sub(r"\1[token]", message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+_REDACT = _RedactWebhookTokens()
+
+
+class RedactingLogger(Logger):  # type: ignore[misc]
+    """Gunicorn's logger, with webhook-URL tokens cut out of access and error lines."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            log.addFilter(_REDACT)
+
+
+logger_class = RedactingLogger
