@@ -200,11 +200,18 @@ def _job_state(
         if updated_at is not None:
             break
     error = _error_text(job.get("error")) or _error_text(outer_error)
+    output_url = _output_url(job)
+    # PostgreSQL text cannot hold NUL: refuse it here, alike on every database, not as a 500.
+    stored = (job_id, provider_status, output_url, error, event_id)
+    matched = (metadata.get("submission_id"), metadata.get("user_id"))
+    if any(isinstance(value, str) and "\x00" in value for value in (*stored, *matched)):
+        message = "text fields must not contain NUL characters"
+        raise NotAJob(message)
     return JobState(
         job_id=job_id[:200],
         provider_status=provider_status[:50],
         status=status,
-        output_url=_output_url(job),
+        output_url=output_url,
         error=error if status in (Status.FAILED, Status.CANCELLED) else None,
         updated_at=updated_at,
         metadata=metadata,

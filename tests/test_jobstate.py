@@ -341,3 +341,25 @@ def test_parse_json_accepts_utf8_object() -> None:
 def test_parse_json_refuses(body: bytes) -> None:
     with pytest.raises(InvalidPayload):
         parse_json(body)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"id": "job_\u0000", "status": "succeeded"},
+        {"id": "job_1", "status": "succ\u0000eeded"},
+        {"id": "job_1", "status": "failed", "error": "bad\u0000input"},
+        {"id": "job_1", "status": "succeeded", "output": "https://cdn/\u0000.mp4"},
+        {"id": "job_1", "status": "queued", "metadata": {"submission_id": "sub\u00001"}},
+        {"id": "job_1", "status": "queued", "metadata": {"user_id": "\u0000"}},
+        {"id": "evt_\u0000", "object": "event", "data": {"id": "job_1", "status": "queued"}},
+    ],
+)
+def test_nul_characters_are_refused(payload: dict[str, Any]) -> None:
+    with pytest.raises(NotAJob, match="NUL"):
+        normalise(payload)
+
+
+def test_nul_in_other_metadata_is_harmless() -> None:
+    state = normalise({"id": "job_1", "status": "queued", "metadata": {"note": "a\u0000b"}})
+    assert state.job_id == "job_1"

@@ -527,6 +527,24 @@ def test_json_that_is_no_job(
     assert_untouched(engine, sub_1)
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        job_payload("job_\u0000"),
+        job_payload("job_1", "failed", error="bad\u0000input"),
+        job_payload(submission_id="sub_\u00001"),
+        event_envelope(job_payload(), event_id="evt_\u0000"),
+    ],
+    ids=["job-id", "error", "metadata", "event-id"],
+)
+def test_nul_characters_are_refused_not_a_server_error(
+    client: FlaskClient, engine: Engine, sub_1: dict[str, Any], payload: Any
+) -> None:
+    # PostgreSQL text cannot hold NUL; both databases answer alike.
+    assert_error(post(client, PROJECT_URL, payload), 422, "not_a_job")
+    assert_untouched(engine, sub_1)
+
+
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
 def test_wrong_content_type(
     client: FlaskClient, engine: Engine, sub_1: dict[str, Any], content_type: str | None
