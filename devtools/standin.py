@@ -9,7 +9,7 @@ job's ``webhook_url`` and, when configured, an event envelope to a project-level
 With a ``whsec_`` secret every delivery carries Standard Webhooks headers.
 
 Delivery faults come from options and are reproducible from a seed: each delivery's
-fate is drawn from a generator seeded with (seed, job id, status, destination), and
+fate is drawn from a generator seeded with (seed, job id, step, destination), and
 job ids follow from the seed and creation order. A job's deliveries go out one after
 another (a retry holds the ones behind it), so the only reordering is the one asked
 for: a ``processing`` delivery held back until after the final one.
@@ -146,10 +146,12 @@ class DeliveryRecord:
     """One planned delivery and what became of it.
 
     ``state`` is ``dropped`` (never sent), ``pending``, ``delivered`` (a 2xx),
-    ``refused`` (a final non-2xx) or ``given_up`` (retries exhausted).
+    ``refused`` (a final non-2xx) or ``given_up`` (retries exhausted). ``order`` numbers
+    the deliveries as they were settled, across all jobs.
     """
 
     seq: int
+    order: int | None
     job_id: str
     event_id: str
     status: str
@@ -177,6 +179,7 @@ class _Delivery:
     copy: int
     reordered: bool = False
     state: str = "pending"
+    order: int | None = None
     attempts: int = 0
     answer_status: int | None = None
     answer: dict[str, Any] | None = None
@@ -188,6 +191,7 @@ class _Delivery:
         status = answer.get("status")
         return DeliveryRecord(
             seq=self.seq,
+            order=self.order,
             job_id=self.job_id,
             event_id=self.event_id,
             status=self.status,
@@ -351,6 +355,7 @@ class Standin:
         self._counts: Counter[str] = Counter()
         self._outcomes: Counter[str] = Counter()
         self._requests: Counter[str] = Counter()
+        self._settled = itertools.count(1)
         self._pending_transitions = 0
         self._busy_jobs = 0
         self._last_stamp = datetime.fromtimestamp(0, UTC)
@@ -676,13 +681,15 @@ class Standin:
             "body": json.dumps(body, separators=(",", ":")).encode(),
         }
         self._counts["planned"] += 1
-        if self._draw(job.id, status, destination, "drop") < self.config.drop_rate:
+        # Keyed by step, not status, so a job's faults do not depend on how it ends.
+        step = "running" if status == RUNNING else "final"
+        if self._draw(job.id, step, destination, "drop") < self.config.drop_rate:
             self._counts["dropped"] += 1
             dropped = _Delivery(seq=len(self._deliveries), copy=1, state="dropped", **fields)
             self._deliveries.append(dropped)
             return []
         copies = 1
-        if self._draw(job.id, status, destination, "duplicate") < self.config.duplicate_rate:
+        if self._draw(job.id, step, destination, "duplicate") < self.config.duplicate_rate:
             copies = 2
             self._counts["duplicated"] += 1
         planned = []
@@ -763,6 +770,7 @@ class Standin:
             else:
                 delivery.state = "refused"
                 self._counts["refused"] += 1
+            delivery.order = next(self._settled)
             job.outbox.popleft()
             if job.outbox:
                 self._schedule_send(job_id, self._delay())

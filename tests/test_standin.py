@@ -312,7 +312,12 @@ def test_reorder_sends_processing_after_the_final_state(receiver: tuple[Receiver
         create(standin, "https://example.com/fail.mp4", webhook_url=url)
         assert standin.wait_idle(10)
         stats = standin.stats()
-        reordered = [record for record in standin.deliveries() if record.reordered]
+        records = standin.deliveries()
+    reordered = [record for record in records if record.reordered]
+    for late in reordered:
+        final = next(r for r in records if r.job_id == late.job_id and r.status != "processing")
+        assert late.order is not None and final.order is not None
+        assert late.order > final.order
     by_job: dict[str, list[dict[str, Any]]] = {}
     for body in app.bodies():
         by_job.setdefault(body["id"], []).append(body)
