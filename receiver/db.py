@@ -10,6 +10,7 @@ from flask import Flask, current_app
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from config.settings import Settings
 
@@ -75,8 +76,9 @@ def get_engine(app: Flask | None = None) -> Engine:
 
 
 def database_unavailable(exc: BaseException) -> bool:
-    """Tell whether an error means the database is down, locked or unreachable."""
-    if isinstance(exc, OperationalError):
+    """Tell whether an error means the database is down, locked, unreachable or saturated."""
+    # A pool with no free connection in time is as unavailable as a database that is down.
+    if isinstance(exc, OperationalError | PoolTimeoutError):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 

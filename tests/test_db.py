@@ -1,0 +1,55 @@
+"""Which database failures count as 'unavailable' (answered 503, retried by ittybit)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from receiver.db import database_unavailable
+
+
+def caught(action: Callable[[], Any]) -> SQLAlchemyError:
+    with pytest.raises(SQLAlchemyError) as info:
+        action()
+    return info.value
+
+
+def test_exhausted_pool_is_unavailable(database_url: str) -> None:
+    engine = sa.create_engine(database_url, pool_size=1, max_overflow=0, pool_timeout=0.05)
+    try:
+        with engine.connect():
+            error = caught(engine.connect)
+        assert isinstance(error, sa.exc.TimeoutError)
+        assert database_unavailable(error)
+    finally:
+        engine.dispose()
+
+
+def test_unreachable_server_is_unavailable() -> None:
+    engine = sa.create_engine(
+        "postgresql+psycopg://nobody@127.0.0.1:1/none", connect_args={"connect_timeout": 2}
+    )
+    try:
+        assert database_unavailable(caught(engine.connect))
+    finally:
+        engine.dispose()
+
+
+def test_constraint_violation_is_not_unavailable(database_url: str) -> None:
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            # created_at is NOT NULL.
+            insert = sa.text(
+                "INSERT INTO submissions (submission_id, user_id, input_url, status, meta,"
+                " created_at, updated_at) VALUES ('s', 'u', 'i', 'pending', '{}', NULL, NULL)"
+            )
+            error = caught(lambda: conn.execute(insert))
+        assert isinstance(error, IntegrityError)
+        assert not database_unavailable(error)
+    finally:
+        engine.dispose()
