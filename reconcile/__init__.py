@@ -1,0 +1,1 @@
+"""jobhooks reconciler: the ittybit API client, the stuck-job poller, submit and reconcile."""

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
+from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
 
 from config.settings import Settings
@@ -112,3 +113,19 @@ def runner(app: Flask) -> FlaskCliRunner:
 @pytest.fixture
 def engine(app: Flask) -> Engine:
     return get_engine(app)
+
+
+@pytest.fixture(scope="session")
+def _threaded_httpserver() -> Iterator[HTTPServer]:
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    yield server
+    server.clear()
+    server.stop()
+
+
+@pytest.fixture
+def api_server(_threaded_httpserver: HTTPServer) -> HTTPServer:
+    """A local HTTP server standing in for the ittybit API; answers requests concurrently."""
+    _threaded_httpserver.clear()
+    return _threaded_httpserver
