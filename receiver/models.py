@@ -103,6 +103,16 @@ class Submission(SQLModel, table=True):
     provider_updated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    # The reconciler's bookkeeping (migration 0002).
+    submitted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    poll_attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    next_poll_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_polled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    poll_error: str | None = Field(default=None, max_length=500)
+    lease_owner: str | None = Field(default=None, max_length=100)
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+    __table_args__ = (sa.Index("ix_submissions_status_updated_at", "status", "updated_at"),)
 
 
 class WebhookEvent(SQLModel, table=True):
