@@ -620,10 +620,11 @@ class Standin:
                 if status == "succeeded":
                     job.output_url = f"{self.config.output_base}/{job.id}/output.mp4"
                 else:
-                    job.error = {
-                        "code": "input_unreadable" if status == "failed" else "cancelled",
-                        "message": f"the job was {status} (input asked for it)",
-                    }
+                    job.error = (
+                        {"code": "input_unreadable", "message": "the input could not be decoded"}
+                        if status == "failed"
+                        else {"code": "cancelled", "message": "the job was cancelled"}
+                    )
             event = self._add_event(job)
             for destination, url in self._destinations(job):
                 planned = self._plan(job, event, destination, url)
