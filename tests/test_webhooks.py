@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
@@ -250,8 +251,6 @@ def test_several_signatures_one_valid(
 def test_any_configured_secret_verifies(
     app_config: dict[str, Any], key: bytes, database_url: str
 ) -> None:
-    import base64
-
     other = "whsec_" + base64.b64encode(OTHER_WEBHOOK_KEY).decode()
     app_config["ITTYBIT_WEBHOOK_SECRET"] = f"{other}, {app_config['ITTYBIT_WEBHOOK_SECRET']}"
     app = create_app(app_config)
