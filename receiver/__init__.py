@@ -31,10 +31,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.logger.info("APP_ENV=development: development defaults in use, not for production")
 
     from receiver import cli, db, errors, health, webhooks
+    from reconcile import cli as reconcile_cli
 
     db.init_app(app, settings)
     errors.init_app(app)
     cli.init_app(app)
+    reconcile_cli.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(webhooks.bp)
     return app

@@ -1,0 +1,181 @@
+"""Send a submission's job to ittybit with its metadata and signed webhook URL.
+
+Safe to repeat: the ``Idempotency-Key`` comes from the submission id, so a retried
+or re-run submit never makes a second job, and a submission that already has a job
+is left as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from config.settings import Settings
+from receiver.apply import apply_job_state, find_submission
+from receiver.deliveries import owner_conflict
+from receiver.jobstate import JobState
+from receiver.models import Status, Submission
+from receiver.submissions import (
+    InvalidSubmission,
+    create_submission,
+    get_submission,
+    validate_submission,
+    webhook_url,
+)
+from reconcile.client import ApiError, IttybitClient, idempotency_key
+
+__all__ = ["RESERVED_METADATA", "SubmitResult", "submit_job"]
+
+log = logging.getLogger(__name__)
+
+#: Metadata keys the service sets itself, so a job can always be matched back.
+RESERVED_METADATA = frozenset({"submission_id", "user_id"})
+
+_submissions = Submission.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    """The submission after a submit, and what happened on the way."""
+
+    submission: Submission
+    created: bool
+    sent: bool
+    error: str | None = None
+
+
+def _prepare(
+    engine: Engine,
+    *,
+    submission_id: str,
+    user_id: str,
+    input_url: str,
+    metadata: Mapping[str, Any],
+) -> tuple[Submission, bool]:
+    """Create the submission, or check the existing one agrees and merge new metadata."""
+    with Session(engine, expire_on_commit=False) as session:
+        submission = get_submission(session, submission_id)
+        if submission is None:
+            try:
+                return (
+                    create_submission(
+                        session,
+                        submission_id=submission_id,
+                        user_id=user_id,
+                        input_url=input_url,
+                        metadata=dict(metadata),
+                    ),
+                    True,
+                )
+            except InvalidSubmission:
+                # Lost a race with a concurrent submit of the same id: use that one.
+                submission = get_submission(session, submission_id)
+                if submission is None:
+                    raise
+        clean = validate_submission(
+            {"submission_id": submission_id, "user_id": user_id, "input_url": input_url}
+        )
+        if submission.user_id != clean["user_id"]:
+            message = f"submission {submission_id!r} belongs to another user"
+            raise InvalidSubmission(message)
+        if submission.input_url != clean["input_url"]:
+            message = f"submission {submission_id!r} has another input: {submission.input_url}"
+            raise InvalidSubmission(message)
+        if submission.job_id is None and submission.status != Status.PENDING:
+            message = f"submission {submission_id!r} is {submission.status} without a job"
+            raise InvalidSubmission(message)
+        merged = {**submission.meta, **metadata}
+        if submission.job_id is None and merged != submission.meta:
+            submission.meta = merged
+            session.add(submission)
+            session.commit()
+        return submission, False
+
+
+def submit_job(
+    engine: Engine,
+    client: IttybitClient,
+    settings: Settings,
+    *,
+    submission_id: str,
+    user_id: str,
+    input_url: str,
+    now: datetime,
+    kind: str = "video",
+    options: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> SubmitResult:
+    """Create or reuse a submission and create its ittybit job, once.
+
+    On an API failure the submission stays ``pending`` with the error stored, and
+    the same call later completes it. Raises InvalidSubmission when the arguments
+    disagree with an existing submission.
+    """
+    extra = dict(metadata or {})
+    reserved = RESERVED_METADATA & set(extra)
+    if reserved:
+        message = f"metadata {', '.join(sorted(reserved))} is set by the service"
+        raise InvalidSubmission(message)
+    submission, created = _prepare(
+        engine, submission_id=submission_id, user_id=user_id, input_url=input_url, metadata=extra
+    )
+    if submission.job_id is not None:
+        log.info("%s already has job %s; nothing sent", submission_id, submission.job_id)
+        return SubmitResult(submission, created=created, sent=False)
+
+    sid, owner = submission.submission_id, submission.user_id
+    try:
+        state = client.create_job(
+            input_url=submission.input_url,
+            kind=kind,
+            options=options,
+            metadata={**submission.meta, "submission_id": sid, "user_id": owner},
+            webhook_url=webhook_url(settings, submission_id=sid, user_id=owner),
+            idempotency_key=idempotency_key(sid),
+        )
+    except ApiError as exc:
+        error: str | None = exc.message
+    else:
+        error = _store_job(engine, submission_id=sid, state=state, now=now)
+    if error is not None:
+        log.warning("submit %s failed: %s", sid, error)
+        with engine.begin() as conn:
+            conn.execute(
+                sa.update(_submissions)
+                .where(_submissions.c.submission_id == sid, _submissions.c.job_id.is_(None))
+                .values(error=f"submit failed: {error}"[:2000], updated_at=now)
+            )
+    with Session(engine) as session:
+        stored = get_submission(session, sid)
+        assert stored is not None  # submissions are never deleted here
+        return SubmitResult(stored, created=created, sent=True, error=error)
+
+
+def _store_job(engine: Engine, *, submission_id: str, state: JobState, now: datetime) -> str | None:
+    """Record the created job through the webhook's write path; return an error, if any."""
+    try:
+        with engine.begin() as conn:
+            row = find_submission(conn, submission_id=submission_id)
+            if row is None:
+                return "the submission disappeared while its job was created"
+            conflict = owner_conflict(None, state, row)
+            if conflict is not None:
+                return f"ittybit answered with a job that does not fit: {conflict}"
+            apply_job_state(conn, row, state, now=now)
+            conn.execute(
+                sa.update(_submissions)
+                .where(_submissions.c.id == row.id)
+                .values(submitted_at=now, poll_attempts=0, next_poll_at=None, poll_error=None)
+            )
+    except IntegrityError:
+        return f"job {state.job_id} already belongs to another submission"
+    log.info("submitted %s as job %s (%s)", submission_id, state.job_id, state.provider_status)
+    return None

@@ -1,0 +1,134 @@
+"""The worker process: ``flask --app wsgi reconcile --loop`` stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pytest_httpserver import HTTPServer
+
+from config.settings import Settings
+from receiver.db import create_db_engine
+from tests.helpers import SECRET_KEY
+from tests.reconcile_helpers import API_KEY, FakeIttybit, add_submissions, rows
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def fake(api_server: HTTPServer) -> Iterator[FakeIttybit]:
+    fake = FakeIttybit(api_server)
+    yield fake
+    fake.release()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
+    path = tmp_path / "worker.db"
+    shutil.copyfile(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+def start_worker(database_url: str, api_url: str, *args: str) -> subprocess.Popen[str]:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "APP_ENV": "test",
+        "SECRET_KEY": SECRET_KEY,
+        "PUBLIC_URL": "https://hooks.example.com",
+        "DATABASE_URL": database_url,
+        "ITTYBIT_API_URL": api_url,
+        "ITTYBIT_API_KEY": API_KEY,
+        "RECONCILE_CONCURRENCY": "2",
+        "PYTHONUNBUFFERED": "1",
+        "LOG_LEVEL": "INFO",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "reconcile", "--loop", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(event: threading.Event, worker: subprocess.Popen[str], timeout: float = 60) -> None:
+    """Wait for ``event`` while the worker runs; fail with its output if it dies or hangs."""
+    deadline = time.monotonic() + timeout
+    while not event.wait(0.1):
+        if worker.poll() is not None or time.monotonic() > deadline:
+            worker.kill()
+            out, err = worker.communicate()
+            pytest.fail(f"the worker never asked for a job (exit {worker.returncode}):\n{out}{err}")
+
+
+def stop(worker: subprocess.Popen[str]) -> tuple[int, str, str]:
+    worker.send_signal(signal.SIGTERM)
+    try:
+        out, err = worker.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        out, err = worker.communicate()
+        pytest.fail(f"worker did not stop on SIGTERM:\n{out}\n{err}")
+    return worker.returncode, out, err
+
+
+def test_sigterm_during_a_pass_finishes_the_jobs_in_hand_and_exits_0(
+    sqlite_url: str, fake: FakeIttybit
+) -> None:
+    settings = Settings.from_env(
+        {"APP_ENV": "test", "SECRET_KEY": SECRET_KEY, "DATABASE_URL": sqlite_url}
+    )
+    engine = create_db_engine(settings)
+    try:
+        add_submissions(engine, range(20), changed_at=datetime.now(UTC) - timedelta(hours=1))
+        for key in range(20):
+            fake.job(f"job_{key}", "succeeded")
+        fake.delay = 0.5
+        first_request = threading.Event()
+        fake.on_get = lambda _key: first_request.set()
+
+        worker = start_worker(sqlite_url, fake.url, "--interval", "60s")
+        wait_for(first_request, worker)
+        code, out, err = stop(worker)
+
+        assert code == 0, err
+        assert "SIGTERM received" in err
+        assert "reconcile loop stopped" in err
+        stored = rows(engine)
+    finally:
+        engine.dispose()
+    done = [row for row in stored.values() if row["status"] == "succeeded"]
+    untouched = [row for row in stored.values() if row["status"] == "processing"]
+    assert len(done) + len(untouched) == 20
+    assert 1 <= len(done) < 20, "it should finish the jobs in hand, and only those"
+    for row in done:
+        assert row["output_url"] == f"https://cdn.example.com/{row['job_id']}.mp4"
+        assert row["poll_attempts"] == 1
+        assert row["last_polled_at"] is not None
+    for row in untouched:
+        assert (row["poll_attempts"], row["last_polled_at"], row["poll_error"]) == (0, None, None)
+    # Nothing is left leased: the next worker takes over at once.
+    assert {row["lease_owner"] for row in stored.values()} == {None}
+    assert {row["lease_until"] for row in stored.values()} == {None}
+    # The pass reported what it did before stopping.
+    assert f"updated={len(done)}" in out
+
+
+def test_sigterm_between_passes_exits_0_at_once(sqlite_url: str, fake: FakeIttybit) -> None:
+    worker = start_worker(sqlite_url, fake.url, "--interval", "1h")
+    assert worker.stdout is not None
+    line = worker.stdout.readline()  # the first pass's summary: now it sleeps
+    code, _out, err = stop(worker)
+    assert line.startswith("reconcile: checked=0"), line + err
+    assert code == 0, err
