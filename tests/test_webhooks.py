@@ -910,6 +910,27 @@ def test_database_unavailable_answers_503_and_stores_nothing(
         engine.dispose()
 
 
+def test_row_locked_past_the_lock_timeout_answers_503(
+    client: FlaskClient, engine: Engine, database_url: str, sub_1: dict[str, Any]
+) -> None:
+    if database_url.startswith("sqlite"):
+        pytest.skip("a row lock held by another writer is a PostgreSQL scenario")
+    table = Submission.__table__  # type: ignore[attr-defined]
+    body = encode(job_payload())
+    headers = signed_headers(body, msg_id="msg_locked")
+    with engine.connect() as holder, holder.begin():
+        # Another transaction (a stuck reconciler, a long migration) holds the row.
+        holder.execute(
+            sa.select(table.c.id).where(table.c.submission_id == "sub_1").with_for_update()
+        )
+        response = client.post(token_url(), data=body, headers=headers)
+    assert_error(response, 503, "database_unavailable")
+    assert response.headers["Retry-After"] == "5"
+    assert_untouched(engine, sub_1)
+    retry = client.post(token_url(), data=body, headers=headers)
+    assert retry.get_json()["outcome"] == "applied"
+
+
 # --- logs -----------------------------------------------------------------------------------
 
 
