@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import sys
+import tempfile
 from typing import Any
 
 from gunicorn.glogging import Logger
 
 from config.settings import ConfigError, Settings
+from receiver.logs import JsonFormatter, configure_logging
 
 # Validate in the master, so a bad variable stops the process with one line, not a boot loop.
 try:
@@ -28,9 +31,11 @@ graceful_timeout = 25
 keepalive = 5
 # Heroku's router sets X-Forwarded-*; it is the only thing that can reach the dyno.
 forwarded_allow_ips = "*"
-accesslog = "-"
+# The app writes one JSON line per request (receiver/logs.py); gunicorn's own access line
+# would repeat it without the delivery's outcome.
+accesslog = None
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+loglevel = _settings.log_level
 
 # A per-submission webhook URL carries a signed token: anyone holding it may post to it,
 # so it must not reach the access log (or an error line quoting the request).
@@ -56,6 +61,67 @@ class RedactingLogger(Logger):  # type: ignore[misc]
         super().setup(cfg)
         for log in (self.error_log, self.access_log):
             log.addFilter(_REDACT)
+            if _settings.log_format == "json":
+                for handler in log.handlers:
+                    handler.setFormatter(JsonFormatter())
 
 
 logger_class = RedactingLogger
+
+# --- metrics: every worker writes its numbers to files in one directory -------------------
+
+_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+_made_metrics_dir: str | None = None
+_METRICS_FILE = re.compile(r"^[a-z_]+_(\d+)\.db$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def on_starting(server: Any) -> None:
+    """Give the workers a metrics directory before any of them imports prometheus_client."""
+    global _made_metrics_dir
+    path = os.environ.get(_METRICS_DIR)
+    if not path:
+        _made_metrics_dir = path = tempfile.mkdtemp(prefix="jobhooks-metrics-")
+        os.environ[_METRICS_DIR] = path
+        return
+    os.makedirs(path, exist_ok=True)
+    # Numbers of processes gone since the last run would be added in forever: drop them.
+    # A live process sharing the directory (a reconcile worker on this host) keeps its own.
+    for name in os.listdir(path):
+        match = _METRICS_FILE.match(name)
+        if match and not _pid_alive(int(match.group(1))):
+            os.remove(os.path.join(path, name))
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Send the worker's logs (one JSON line per request) to stdout."""
+    configure_logging(level=_settings.log_level, fmt=_settings.log_format, stream=sys.stdout)
+
+
+def post_worker_init(worker: Any) -> None:
+    """Count the worker in ``jobhooks_web_workers`` once its app is loaded."""
+    from receiver.metrics import mark_worker_started
+
+    mark_worker_started(worker.wsgi)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Drop a dead worker's live gauges, or they would count it forever."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def on_exit(server: Any) -> None:
+    """Remove the metrics directory made for this run."""
+    if _made_metrics_dir is not None:
+        shutil.rmtree(_made_metrics_dir, ignore_errors=True)

@@ -25,6 +25,8 @@ __all__ = [
 DEV_SECRET_KEY = "dev-secret-key-not-for-production"  # noqa: S105
 
 _ENVIRONMENTS = ("production", "development", "test")
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_LOG_FORMATS = ("json", "text")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
@@ -79,6 +81,9 @@ class Settings:
     reconcile_interval: float = 60.0
     reconcile_batch: int = 100
     lease_seconds: float = 300.0
+    log_level: str = "info"
+    log_format: str = "json"
+    metrics_token: str = field(default="", repr=False)
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -143,6 +148,9 @@ class Settings:
                 "RECONCILE_BATCH", default=100, minimum=1, maximum=10000
             ),
             lease_seconds=reader.duration("RECONCILE_LEASE", default=300.0),
+            log_level=reader.choice("LOG_LEVEL", _LOG_LEVELS, default="info"),
+            log_format=reader.choice("LOG_FORMAT", _LOG_FORMATS, default="json"),
+            metrics_token=reader.text("METRICS_TOKEN", default=""),
             warnings=tuple(reader.warnings),
         )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -25,27 +24,22 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         JSON_SORT_KEYS=False,
         TESTING=settings.env == "test",
     )
-    _configure_logging(app)
+    from receiver import logs
+
+    logs.configure_logging(level=settings.log_level, fmt=settings.log_format)
     settings.log_warnings(app.logger)
     if settings.env == "development":
         app.logger.info("APP_ENV=development: development defaults in use, not for production")
 
-    from receiver import cli, db, errors, health, webhooks
+    from receiver import cli, db, errors, health, metrics, webhooks
     from reconcile import cli as reconcile_cli
 
     db.init_app(app, settings)
+    logs.init_app(app)
+    metrics.init_app(app)
     errors.init_app(app)
     cli.init_app(app)
     reconcile_cli.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(webhooks.bp)
     return app
-
-
-def _configure_logging(app: Flask) -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

@@ -7,6 +7,8 @@ import logging
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
+from receiver.logs import note
+
 __all__ = ["error_response", "init_app"]
 
 log = logging.getLogger(__name__)
@@ -15,7 +17,8 @@ log = logging.getLogger(__name__)
 def error_response(
     status: int, code: str, message: str, *, headers: dict[str, str] | None = None
 ) -> Response:
-    """Return a JSON error response."""
+    """Return a JSON error response (its code goes into the request's log line)."""
+    note(error=code)
     response = jsonify(error=code, message=message)
     response.status_code = status
     if headers:

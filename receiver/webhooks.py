@@ -14,6 +14,7 @@ from receiver.deliveries import DeliveryResult, claims_conflict, process_deliver
 from receiver.errors import error_response
 from receiver.inbox import Delivery, dedupe_key, record_event
 from receiver.jobstate import InvalidPayload, JobState, NotAJob, normalise, parse_json
+from receiver.logs import note
 from receiver.models import Outcome, utcnow
 from receiver.signing import (
     TokenClaims,
@@ -114,11 +115,7 @@ def _verify_hmac(settings: Settings, body: bytes) -> str:
 
 
 def _unauthorized(exc: VerificationError) -> Response:
-    log.warning(
-        "webhook verification failed: %s (webhook-id=%s)",
-        exc.reason,
-        request.headers.get("webhook-id", request.headers.get("svix-id", "-"))[:100],
-    )
+    # The reason is the error code: the request's log line and metrics carry it.
     return error_response(401, exc.reason, exc.message)
 
 
@@ -145,19 +142,21 @@ def _handle(
     except SQLAlchemyError as exc:
         if not database_unavailable(exc):
             raise
-        log.warning("database unavailable; delivery not stored: %s", type(exc).__name__)
+        # The driver's own first line says which: locked, full, unreachable, restarting.
+        detail = str(getattr(exc, "orig", None) or type(exc).__name__).split("\n", 1)[0][:200]
+        log.warning("database unavailable; delivery not stored: %s", detail)
         return error_response(
             503,
             "database_unavailable",
             "the delivery could not be stored; retry later",
             headers={"Retry-After": "5"},
         )
-    log.info(
-        "delivery %s job=%s submission=%s outcome=%s",
-        delivery_id or state.event_id or "-",
-        state.job_id,
-        result.submission_id or "-",
-        result.outcome.value,
+    note(
+        delivery_id=delivery_id or state.event_id,
+        job_id=state.job_id,
+        submission_id=result.submission_id,
+        outcome=result.outcome.value,
+        reason=result.reason,
     )
     if result.outcome is Outcome.REJECTED:
         return error_response(403, "rejected", result.reason or "delivery rejected")

@@ -1,0 +1,252 @@
+"""Prometheus metrics: deliveries, verification failures, latency, reconcile passes, and
+submissions by status read from the database when ``GET /metrics`` is scraped.
+
+Under gunicorn every worker writes its numbers to files in ``PROMETHEUS_MULTIPROC_DIR``
+(set up by ``config/gunicorn.py``), and a scrape adds up every worker's files, so the
+answer is the same whichever worker serves it.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Blueprint, Flask, Response, current_app, request
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    values,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from config.settings import Settings
+from receiver.db import get_engine
+from receiver.errors import error_response
+from receiver.logs import log_fields, request_duration
+from receiver.models import Outcome, Status, Submission, WebhookEvent
+
+__all__ = ["Metrics", "bp", "get_metrics", "init_app", "mark_worker_started", "multiprocess"]
+
+_EXTENSION = "jobhooks.metrics"
+#: The inbox's ``source`` for each webhook view.
+_SOURCES = {"webhooks.submission_webhook": "url", "webhooks.project_webhook": "endpoint"}
+#: From a millisecond (SQLite, warm) to ittybit's 5 s patience and past it.
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_PASS_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800)
+
+_submissions = Submission.__table__  # type: ignore[attr-defined]
+_events = WebhookEvent.__table__  # type: ignore[attr-defined]
+_BY_STATUS = sa.select(_submissions.c.status, sa.func.count()).group_by(_submissions.c.status)
+_UNMATCHED = (
+    sa.select(sa.func.count())
+    .select_from(_events)
+    .where(_events.c.outcome == Outcome.UNMATCHED.value)
+)
+
+bp = Blueprint("metrics", __name__)
+
+
+def multiprocess() -> bool:
+    """Tell whether metric values go to files shared by several processes."""
+    return bool(getattr(values.ValueClass, "_multiprocess", False))
+
+
+class DatabaseCollector(Collector):
+    """Numbers read from the database at scrape time: submissions by status and more."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "jobhooks_database_up", "1 if this scrape could read the database, else 0."
+        )
+        try:
+            with self.engine.connect() as conn:
+                by_status = {str(status): int(count) for status, count in conn.execute(_BY_STATUS)}
+                unmatched = int(conn.execute(_UNMATCHED).scalar_one())
+        except SQLAlchemyError:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        submissions = GaugeMetricFamily(
+            "jobhooks_submissions", "Submissions by local status.", labels=["status"]
+        )
+        for known in Status:
+            submissions.add_metric([known.value], by_status.pop(known.value, 0))
+        for other, count in sorted(by_status.items()):
+            submissions.add_metric([other], count)
+        yield submissions
+        yield GaugeMetricFamily(
+            "jobhooks_unmatched_events",
+            "Inbox deliveries kept as unmatched, waiting for their submission.",
+            value=unmatched,
+        )
+
+
+class Metrics:
+    """The service's metrics, in a registry of their own (one per app)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.registry = CollectorRegistry()
+        self.database = DatabaseCollector(engine)
+        self.registry.register(self.database)
+        registry = self.registry
+        self.deliveries = Counter(
+            "jobhooks_webhook_deliveries",
+            "Webhook deliveries by source (url, endpoint), outcome (none: nothing stored) "
+            "and HTTP status.",
+            ["source", "outcome", "status"],
+            registry=registry,
+        )
+        self.verification_failures = Counter(
+            "jobhooks_webhook_verification_failures",
+            "Webhook deliveries refused by verification (401), by reason.",
+            ["source", "reason"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "jobhooks_webhook_duration_seconds",
+            "Time to answer a webhook delivery, by source.",
+            ["source"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.reconcile_passes = Counter(
+            "jobhooks_reconcile_passes",
+            "Reconcile passes by result: ok, errors (some job could not be checked), aborted.",
+            ["result"],
+            registry=registry,
+        )
+        self.reconcile_pass_duration = Histogram(
+            "jobhooks_reconcile_pass_duration_seconds",
+            "Duration of reconcile passes.",
+            buckets=_PASS_BUCKETS,
+            registry=registry,
+        )
+        self.reconcile_jobs = Counter(
+            "jobhooks_reconcile_jobs",
+            "Jobs polled by the reconciler, by result.",
+            ["result"],
+            registry=registry,
+        )
+        self.rematched_events = Counter(
+            "jobhooks_reconcile_rematched_events",
+            "Unmatched deliveries matched later by the reconciler, by result.",
+            ["result"],
+            registry=registry,
+        )
+        self.web_workers = Gauge(
+            "jobhooks_web_workers",
+            "gunicorn workers serving requests.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        # Label lookups cost more than the increment; the label sets are few and fixed.
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def observe_delivery(
+        self, *, source: str, outcome: str, status: int, error: str | None, seconds: float
+    ) -> None:
+        """Count one answered webhook delivery."""
+        self._child(self.deliveries, source, outcome, str(status)).inc()
+        if status == 401:
+            self._child(self.verification_failures, source, error or "unknown").inc()
+        self._child(self.latency, source).observe(seconds)
+
+    def observe_reconcile_job(self, result: str) -> None:
+        """Count one job polled by the reconciler."""
+        self._child(self.reconcile_jobs, result).inc()
+
+    def observe_reconcile_pass(
+        self, *, result: str, seconds: float, rematched: int = 0, rejected_events: int = 0
+    ) -> None:
+        """Count one finished reconcile pass."""
+        self._child(self.reconcile_passes, result).inc()
+        self.reconcile_pass_duration.observe(seconds)
+        if rematched:
+            self._child(self.rematched_events, "matched").inc(rematched)
+        if rejected_events:
+            self._child(self.rematched_events, "rejected").inc(rejected_events)
+
+    def exposition(self) -> bytes:
+        """Return the metrics in Prometheus text format, every process's when multiprocess."""
+        if not multiprocess():
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        registry.register(self.database)
+        return generate_latest(registry)
+
+
+def get_metrics(app: Flask | None = None) -> Metrics:
+    """Return the metrics of ``app`` (default: the current app)."""
+    metrics: Metrics = (app or current_app).extensions[_EXTENSION]
+    return metrics
+
+
+def mark_worker_started(app: Flask) -> None:
+    """Count this process as a live web worker (gunicorn's ``post_worker_init``)."""
+    get_metrics(app).web_workers.set(1)
+
+
+def _observe(response: Response) -> Response:
+    source = _SOURCES.get(request.endpoint or "")
+    if source is not None:
+        fields = log_fields()
+        get_metrics().observe_delivery(
+            source=source,
+            outcome=fields.get("outcome", "none"),
+            status=response.status_code,
+            error=fields.get("error"),
+            seconds=request_duration(),
+        )
+    return response
+
+
+@bp.get("/metrics")
+def metrics_view() -> Response:
+    """Answer Prometheus' scrape; with METRICS_TOKEN set, only to its bearer."""
+    settings: Settings = current_app.extensions["jobhooks.settings"]
+    if settings.metrics_token and not _authorized(settings.metrics_token):
+        response = error_response(
+            401, "unauthorized", "GET /metrics needs Authorization: Bearer <METRICS_TOKEN>"
+        )
+        response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    return Response(
+        get_metrics().exposition(), mimetype=None, content_type=CONTENT_TYPE_PLAIN_0_0_4
+    )
+
+
+def _authorized(token: str) -> bool:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def init_app(app: Flask) -> None:
+    """Create the app's metrics, count webhook deliveries and serve ``GET /metrics``."""
+    app.extensions[_EXTENSION] = Metrics(get_engine(app))
+    app.after_request(_observe)
+    app.register_blueprint(bp)

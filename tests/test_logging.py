@@ -1,0 +1,270 @@
+"""Structured logs: one JSON line per request with the delivery's fields, request ids kept
+or made, and nothing secret in any line."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from config.settings import ConfigError, Settings
+from receiver.logs import JsonFormatter, RequestIdFilter, configure_logging
+from receiver.signing import webhook_token
+from receiver.submissions import create_submission
+from tests.helpers import OTHER_WEBHOOK_KEY, SECRET_KEY, encode, job_payload, signed_headers
+
+Lines = Callable[[], list[dict[str, Any]]]
+HEX_ID = re.compile(r"[0-9a-f]{32}")
+
+
+@pytest.fixture
+def log_lines() -> Iterator[Lines]:
+    """Capture every record as the production handler writes it; return the parsed lines."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RequestIdFilter())
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+
+    def lines() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+    try:
+        yield lines
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def request_lines(lines: Lines) -> list[dict[str, Any]]:
+    return [line for line in lines() if line["logger"] == "jobhooks.request"]
+
+
+@pytest.fixture
+def sub_1(engine: Engine) -> None:
+    with Session(engine) as session:
+        create_submission(
+            session,
+            submission_id="sub_1",
+            user_id="user_1",
+            input_url="https://uploads.example.com/sub_1.mp4",
+        )
+
+
+def token_url(submission_id: str = "sub_1", user_id: str = "user_1") -> str:
+    token = webhook_token([SECRET_KEY], submission_id=submission_id, user_id=user_id)
+    return f"/webhooks/ittybit/{token}"
+
+
+def test_a_delivery_logs_one_line_with_its_fields(
+    client: FlaskClient, sub_1: None, log_lines: Lines
+) -> None:
+    body = encode(job_payload())
+    headers = {**signed_headers(body, msg_id="msg_42"), "X-Request-ID": "req-abc.123"}
+    response = client.post(token_url(), data=body, headers=headers)
+
+    assert response.status_code == 200
+    assert response.headers["X-Request-ID"] == "req-abc.123"
+    [line] = request_lines(log_lines)
+    assert line["level"] == "info"
+    assert line["request_id"] == "req-abc.123"
+    assert line["method"] == "POST"
+    assert line["path"] == "/webhooks/ittybit/[token]"
+    assert line["status"] == 200
+    assert line["outcome"] == "applied"
+    assert line["delivery_id"] == "msg_42"
+    assert line["job_id"] == "job_abc123"
+    assert line["submission_id"] == "sub_1"
+    assert isinstance(line["duration_ms"], float)
+    assert line["duration_ms"] > 0
+    assert line["message"] == "POST /webhooks/ittybit/[token] 200 applied delivery=msg_42"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", line["time"])
+
+
+def test_unmatched_and_rejected_deliveries_say_why(
+    client: FlaskClient, sub_1: None, log_lines: Lines
+) -> None:
+    unmatched = encode(job_payload("job_9", submission_id="sub_9"))
+    rejected = encode(job_payload(user_id="intruder"))
+    first = client.post("/webhooks/ittybit", data=unmatched, headers=signed_headers(unmatched))
+    second = client.post(
+        "/webhooks/ittybit", data=rejected, headers=signed_headers(rejected, msg_id="msg_2")
+    )
+
+    assert (first.status_code, second.status_code) == (202, 403)
+    one, two = request_lines(log_lines)
+    assert (one["outcome"], one["submission_id"], one["job_id"]) == ("unmatched", "sub_9", "job_9")
+    assert one["reason"] == "no submission matches the job yet"
+    assert (two["outcome"], two["error"], two["status"]) == ("rejected", "rejected", 403)
+    assert two["reason"] == "metadata user_id does not match the submission's owner"
+
+
+def test_a_refused_delivery_logs_the_reason_and_nothing_secret(
+    client: FlaskClient, sub_1: None, log_lines: Lines
+) -> None:
+    url = token_url()
+    token = url.rsplit("/", 1)[1]
+    body = encode(job_payload(note="private-body-text"))
+    bad = signed_headers(body, key=OTHER_WEBHOOK_KEY, msg_id="msg_forged")
+    good = signed_headers(body)
+
+    assert client.post(url, data=body, headers=bad).status_code == 401
+    assert client.post(url + "x", data=body, headers=good).status_code == 401
+    assert client.post(url, data=b"{", headers=signed_headers(b"{")).status_code == 400
+
+    forged, tampered, broken = request_lines(log_lines)
+    assert (forged["status"], forged["error"]) == (401, "bad_signature")
+    # Not verified, but it is what the sender claimed: worth having to trace a forgery.
+    assert forged["delivery_id"] == "msg_forged"
+    assert tampered["error"] == "bad_token"
+    assert (broken["status"], broken["error"]) == (400, "invalid_json")
+    assert "outcome" not in forged
+    text = json.dumps(log_lines())
+    for secret in (
+        token,
+        token.rsplit(".", 1)[-1],
+        bad["webhook-signature"].removeprefix("v1,"),
+        good["webhook-signature"].removeprefix("v1,"),
+        SECRET_KEY,
+        "private-body-text",
+    ):
+        assert secret not in text
+
+
+@pytest.mark.parametrize(
+    "given",
+    [None, "", "has space", "x" * 129, "<script>", "id\u00e9", "-leading-dash"],
+)
+def test_an_unusable_request_id_is_replaced(
+    client: FlaskClient, log_lines: Lines, given: str | None
+) -> None:
+    headers = {} if given is None else {"X-Request-ID": given}
+    response = client.get("/healthz", headers=headers)
+    made = response.headers["X-Request-ID"]
+    assert HEX_ID.fullmatch(made)
+    [line] = request_lines(log_lines)
+    assert line["request_id"] == made
+    assert client.get("/healthz", headers=headers).headers["X-Request-ID"] != made
+
+
+def test_request_id_is_echoed_on_errors_too(client: FlaskClient, log_lines: Lines) -> None:
+    response = client.get("/nowhere", headers={"X-Request-ID": "trace-7"})
+    assert response.status_code == 404
+    assert response.headers["X-Request-ID"] == "trace-7"
+    [line] = request_lines(log_lines)
+    assert (line["status"], line["error"], line["level"]) == (404, "not_found", "info")
+
+
+def test_every_record_logged_during_a_request_carries_its_id(app: Flask, log_lines: Lines) -> None:
+    def noisy() -> str:
+        logging.getLogger("receiver.test").warning("something odd")
+        return "ok"
+
+    app.add_url_rule("/noisy", view_func=noisy)
+    app.test_client().get("/noisy", headers={"X-Request-ID": "trace-8"})
+    warning = next(line for line in log_lines() if line["logger"] == "receiver.test")
+    assert warning["request_id"] == "trace-8"
+    assert warning["level"] == "warning"
+    outside = logging.LogRecord("x", logging.INFO, __file__, 1, "outside", None, None)
+    assert RequestIdFilter().filter(outside)
+    assert not hasattr(outside, "request_id")
+
+
+def test_an_unexpected_error_is_logged_with_its_traceback_as_one_line(
+    app: Flask, log_lines: Lines
+) -> None:
+    def broken() -> str:
+        raise RuntimeError("boom")
+
+    app.add_url_rule("/broken", view_func=broken)
+    response = app.test_client().get("/broken", headers={"X-Request-ID": "trace-9"})
+    assert response.status_code == 500
+    assert response.headers["X-Request-ID"] == "trace-9"
+    error = next(line for line in log_lines() if line["logger"] == "receiver.errors")
+    assert error["request_id"] == "trace-9"
+    assert "RuntimeError: boom" in error["exception"]
+    [line] = request_lines(log_lines)
+    assert (line["level"], line["status"], line["error"]) == ("error", 500, "internal_error")
+
+
+def test_probes_log_at_debug(client: FlaskClient, log_lines: Lines) -> None:
+    client.get("/healthz")
+    client.get("/metrics")
+    assert [line["level"] for line in request_lines(log_lines)] == ["debug", "debug"]
+
+
+def test_formatter_writes_one_json_line_per_record() -> None:
+    formatter = JsonFormatter()
+    try:
+        raise ValueError("bad\nthing")
+    except ValueError:
+        record = logging.LogRecord(
+            "jobhooks.x", logging.ERROR, __file__, 1, "two\nlines %s", ("\u2603",), sys.exc_info()
+        )
+    record.data = {"job_id": "job_1", "count": 3}
+    text = formatter.format(record)
+    assert "\n" not in text
+    entry = json.loads(text)
+    assert entry["message"] == "two\nlines \u2603"
+    assert (entry["job_id"], entry["count"], entry["level"]) == ("job_1", 3, "error")
+    assert "ValueError: bad" in entry["exception"]
+
+
+def ours(root: logging.Logger) -> list[logging.Handler]:
+    # The test runner adds capture handlers of its own around each test.
+    return [handler for handler in root.handlers if getattr(handler, "_jobhooks_handler", False)]
+
+
+@pytest.fixture
+def bare_root() -> Iterator[logging.Logger]:
+    """The root logger with no handler of ours, as in a freshly started process."""
+    root = logging.getLogger()
+    saved, level = root.handlers[:], root.level
+    root.handlers = []
+    try:
+        yield root
+    finally:
+        root.handlers = saved
+        root.setLevel(level)
+
+
+def test_configure_logging_installs_one_handler_and_updates_it(bare_root: logging.Logger) -> None:
+    stream = io.StringIO()
+    configure_logging(level="warning", fmt="text", stream=stream)
+    logging.getLogger("jobhooks.x").warning("plain")
+    configure_logging(level="info", fmt="json")
+    logging.getLogger("jobhooks.x").info("structured")
+    assert len(ours(bare_root)) == 1
+    first, second = stream.getvalue().splitlines()
+    assert first.endswith("WARNING jobhooks.x: plain")
+    assert json.loads(second)["message"] == "structured"
+
+
+def test_configure_logging_leaves_logging_set_up_by_others_alone(
+    bare_root: logging.Logger,
+) -> None:
+    bare_root.addHandler(logging.NullHandler())
+    configure_logging(level="debug", fmt="json")
+    assert ours(bare_root) == []
+
+
+def test_log_settings_are_checked() -> None:
+    base = {"APP_ENV": "test", "SECRET_KEY": SECRET_KEY}
+    assert Settings.from_env({**base, "LOG_LEVEL": "WARNING"}).log_level == "warning"
+    assert Settings.from_env(base).log_format == "json"
+    for name, value in (("LOG_LEVEL", "verbose"), ("LOG_FORMAT", "xml")):
+        with pytest.raises(ConfigError, match=f"^{name}: "):
+            Settings.from_env({**base, name: value})
