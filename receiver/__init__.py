@@ -31,7 +31,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if settings.env == "development":
         app.logger.info("APP_ENV=development: development defaults in use, not for production")
 
-    from receiver import cli, db, errors, health, metrics, webhooks
+    from receiver import cli, db, errors, events, health, metrics, webhooks
     from reconcile import cli as reconcile_cli
 
     db.init_app(app, settings)
@@ -39,6 +39,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     metrics.init_app(app)
     errors.init_app(app)
     cli.init_app(app)
+    events.init_app(app)
     reconcile_cli.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(webhooks.bp)
