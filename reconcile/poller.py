@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import secrets
 import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -193,6 +194,23 @@ class Summary:
 
 
 _submissions = Submission.__table__  # type: ignore[attr-defined]
+_POLLED: dict[str, Any] = {
+    "poll_attempts": sa.bindparam("p_attempts"),
+    "last_polled_at": sa.bindparam("p_polled_at"),
+    "next_poll_at": sa.bindparam("p_next_poll_at"),
+    "poll_error": sa.bindparam("p_error"),
+    "lease_owner": None,
+    "lease_until": None,
+}
+# Built once: one of these runs for every job polled.
+_RECORD_POLL = (
+    sa.update(_submissions).where(_submissions.c.id == sa.bindparam("p_id")).values(**_POLLED)
+)
+_RECORD_EXPIRY = _RECORD_POLL.values(
+    status=Status.EXPIRED.value,
+    error=sa.bindparam("p_reason"),
+    updated_at=sa.bindparam("p_polled_at"),
+)
 
 
 def _expiry_reason(give_up_after: float, provider_status: str | None) -> str:
@@ -221,18 +239,17 @@ def settle_job(
         return JobResult.ERROR, "submission no longer exists"
     attempts = job.poll_attempts + 1
     values: dict[str, Any] = {
-        "poll_attempts": attempts,
-        "last_polled_at": now,
-        "lease_owner": None,
-        "lease_until": None,
-        "poll_error": None,
+        "p_id": current.id,
+        "p_attempts": attempts,
+        "p_polled_at": now,
+        "p_next_poll_at": None,
+        "p_error": None,
     }
 
     def finish(result: JobResult, detail: str | None) -> tuple[JobResult, str | None]:
         if write:
-            conn.execute(
-                sa.update(_submissions).where(_submissions.c.id == current.id).values(**values)
-            )
+            statement = _RECORD_EXPIRY if result is JobResult.EXPIRED else _RECORD_POLL
+            conn.execute(statement, values)
         return result, detail
 
     if isinstance(fetched, JobNotFound):
@@ -246,16 +263,16 @@ def settle_job(
         wait = poll_delay(attempts)
         if isinstance(fetched, RateLimited):
             wait = max(wait, fetched.retry_after)
-        values["next_poll_at"] = now + timedelta(seconds=wait)
-        values["poll_error"] = fetched.message[:500]
+        values["p_next_poll_at"] = now + timedelta(seconds=wait)
+        values["p_error"] = fetched.message[:500]
         result = JobResult.DEFERRED if isinstance(fetched, RateLimited) else JobResult.ERROR
         return finish(result, fetched.message)
     else:
         state = fetched
         conflict = owner_conflict(None, state, current)
         if conflict is not None:
-            values["next_poll_at"] = now + timedelta(seconds=poll_delay(attempts))
-            values["poll_error"] = conflict
+            values["p_next_poll_at"] = now + timedelta(seconds=poll_delay(attempts))
+            values["p_error"] = conflict
             return finish(JobResult.ERROR, conflict)
 
     if write:
@@ -264,20 +281,15 @@ def settle_job(
         change = decide_transition(current, state)
     status = str(change.values.get("status", current.status) if change.values else current.status)
     if status in FINAL_STATUSES:
-        values["next_poll_at"] = None
+        values["p_next_poll_at"] = None
         if change.values is None:
             return finish(JobResult.UNCHANGED, change.reason)
         result = JobResult.FAILED if status == Status.FAILED else JobResult.UPDATED
         return finish(result, f"{current.status} -> {status}")
     if now - job.started_at >= timedelta(seconds=give_up_after):
-        values.update(
-            status=Status.EXPIRED.value,
-            error=_expiry_reason(give_up_after, state.provider_status),
-            next_poll_at=None,
-            updated_at=now,
-        )
-        return finish(JobResult.EXPIRED, values["error"])
-    values["next_poll_at"] = now + timedelta(seconds=poll_delay(attempts))
+        values["p_reason"] = _expiry_reason(give_up_after, state.provider_status)
+        return finish(JobResult.EXPIRED, values["p_reason"])
+    values["p_next_poll_at"] = now + timedelta(seconds=poll_delay(attempts))
     if change.values is None:
         return finish(JobResult.UNCHANGED, change.reason)
     if status == current.status:
@@ -372,6 +384,7 @@ class Reconciler:
         after_id = 0
         claimed = 0
         more = True
+        finished: queue.SimpleQueue[Future[Fetched]] = queue.SimpleQueue()
         pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="reconcile")
         try:
             while True:
@@ -394,11 +407,14 @@ class Reconciler:
                         after_id = jobs[-1].id
                     claimed += len(jobs)
                     for job in jobs:
-                        pending[pool.submit(self._fetch, job)] = job
+                        future = pool.submit(self._fetch, job)
+                        pending[future] = job
+                        future.add_done_callback(finished.put)
                 if not pending:
                     return
-                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-                for future in done:
+                # Futures report themselves when done (cancelled ones too, ignored here).
+                future = finished.get()
+                if future in pending:
                     self._settle(pending.pop(future), future.result(), summary)
         finally:
             self._cancel(pending)
