@@ -43,5 +43,9 @@ pytest: $(VENV)/.installed-dev
 	@pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
 
+## demo: the whole loop offline: receiver, a local ittybit stand-in with faulty webhooks, reconcile
+demo: $(VENV)/.installed
+	$(BIN)/python -m devtools.demo
+
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache .mypy_cache

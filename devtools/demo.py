@@ -1,0 +1,273 @@
+"""``make demo``: the whole loop offline — submit, faulty webhooks, reconcile — on localhost.
+
+Starts the receiver exactly as the Procfile's ``web`` line does (gunicorn, SQLite in a
+temporary directory) and the ittybit stand-in, each on a free local port; submits a
+batch of jobs with ``flask --app wsgi submit``; lets the stand-in deliver with faults
+(some webhooks dropped, some duplicated, a late ``processing``); runs
+``flask --app wsgi reconcile``; prints where every submission stood after the webhooks
+and after the reconcile pass. Everything it started is stopped on the way out, also on
+Ctrl-C or an error. Needs nothing configured and no network beyond 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from config.settings import Settings
+from devtools.processes import ROOT, WebProcess, base_env, flask_command, free_port
+from devtools.standin import DeliveryRecord, Standin, StandinConfig
+from receiver.db import create_db_engine
+from receiver.models import FINAL_STATUSES, Submission
+
+__all__ = ["main"]
+
+UPLOADS = "https://uploads.tapestry.example"
+#: (submission, owner, input, campaign): one upload asks the stand-in to fail.
+BATCH = [
+    ("sub_demo_1", "user_ana", f"{UPLOADS}/ana/kickflip.mp4", "summer-skate"),
+    ("sub_demo_2", "user_ben", f"{UPLOADS}/ben/sourdough.mp4", "home-baking"),
+    ("sub_demo_3", "user_cho", f"{UPLOADS}/cho/truncated-fail.mp4", "summer-skate"),
+    ("sub_demo_4", "user_dev", f"{UPLOADS}/dev/sunset-timelapse.mp4", "golden-hour"),
+    ("sub_demo_5", "user_eli", f"{UPLOADS}/eli/first-recital.mp4", "music-week"),
+    ("sub_demo_6", "user_fay", f"{UPLOADS}/fay/trail-run.mp4", "golden-hour"),
+]
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _run(command: Sequence[str], env: dict[str, str], *, timeout: float = 120) -> str:
+    """Run a command; return its stdout, or raise RuntimeError with its stderr."""
+    done = subprocess.run(
+        list(command),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()[-5:]
+        message = f"`{' '.join(command[2:])}` exited {done.returncode}:\n  " + "\n  ".join(detail)
+        raise RuntimeError(message)
+    return done.stdout
+
+
+def _submissions(engine: Engine) -> dict[str, dict[str, Any]]:
+    table = Submission.__table__  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(table).order_by(table.c.submission_id)).mappings().all()
+    return {row["submission_id"]: dict(row) for row in rows}
+
+
+def _deliveries(records: list[DeliveryRecord]) -> dict[str, str]:
+    """Describe, per job, what happened to each webhook, in the order it was settled."""
+    by_job: dict[str, list[DeliveryRecord]] = defaultdict(list)
+    for record in records:
+        by_job[record.job_id].append(record)
+    described = {}
+    for job_id, items in by_job.items():
+        items.sort(key=lambda r: (r.order is None, r.order or 0, r.seq))
+        parts = []
+        for record in items:
+            if record.state == "dropped":
+                parts.append(f"{record.status}: DROPPED")
+            elif record.state == "delivered":
+                late = " (late)" if record.reordered else ""
+                parts.append(f"{record.status}{late}: {record.outcome}")
+            else:
+                parts.append(f"{record.status}: {record.state}")
+        described[job_id] = ", ".join(parts)
+    return described
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * width for width in widths))
+    for row in rows:
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    return "\n".join("   " + line.rstrip() for line in lines)
+
+
+def _result(row: dict[str, Any]) -> str:
+    return str(row.get("output_url") or row.get("error") or "-")
+
+
+def _submit(env: dict[str, str], item: tuple[str, str, str, str]) -> dict[str, Any]:
+    submission_id, user_id, input_url, campaign = item
+    output = _run(
+        flask_command(
+            "submit",
+            "--submission-id",
+            submission_id,
+            "--user-id",
+            user_id,
+            "--input",
+            input_url,
+            "--meta",
+            f"campaign={campaign}",
+            "--meta",
+            "source=demo",
+        ),
+        env,
+    )
+    submitted: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+    return submitted
+
+
+def run_demo(config: StandinConfig, workdir: Path) -> int:
+    """Run the demo in ``workdir``; return the exit status."""
+    port = free_port()
+    standin = Standin(config).start()
+    web: WebProcess | None = None
+    engine: Engine | None = None
+    try:
+        env = base_env(
+            {
+                "APP_ENV": "development",
+                "DATABASE_URL": f"sqlite:///{workdir / 'demo.db'}",
+                "PORT": str(port),
+                "PUBLIC_URL": f"http://127.0.0.1:{port}",
+                "WEB_CONCURRENCY": "2",
+                "LOG_LEVEL": "warning",
+                "ITTYBIT_API_URL": standin.url,
+                "ITTYBIT_API_KEY": config.api_key,
+            }
+        )
+        _say("jobhooks demo: everything runs on 127.0.0.1, nothing to configure")
+        _say(f"   receiver     gunicorn (Procfile web) on :{port}, SQLite in {workdir}")
+        _say(f"   ittybit      a local stand-in on {standin.url}")
+        _say(
+            f"   faults       {config.drop_rate:.0%} of webhooks dropped, "
+            f"{config.duplicate_rate:.0%} duplicated, {config.reorder_rate:.0%} of jobs "
+            f"get a late 'processing'; seed {config.seed}"
+        )
+        _say()
+        _say("1. migrate, start the receiver")
+        _run(flask_command("db", "upgrade"), env)
+        web = WebProcess(env, log_path=workdir / "web.log")
+        web.start()
+        engine = create_db_engine(Settings.from_env(env))
+
+        _say(f"2. submit {len(BATCH)} jobs with `flask --app wsgi submit … --meta campaign=…`")
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            submitted = list(pool.map(lambda item: _submit(env, item), BATCH))
+        rows = [[s["submission_id"], s["job_id"] or "-", s["status"]] for s in submitted]
+        _say(_table(rows, ["submission", "ittybit job", "status"]))
+        _say()
+
+        _say("3. the stand-in runs the jobs (queued → processing → final) and sends webhooks")
+        if not standin.wait_idle(timeout=120):
+            raise RuntimeError("the stand-in did not finish its jobs within 2 minutes")
+        stats = standin.stats()
+        answers = ", ".join(f"{count} {name}" for name, count in sorted(stats.outcomes.items()))
+        _say(
+            f"   {stats.planned} webhooks: {stats.dropped} dropped, {stats.duplicated} sent "
+            f"twice, {stats.reordered} late; the receiver answered {answers}"
+        )
+        after_webhooks = _submissions(engine)
+        truth = standin.jobs()
+        deliveries = _deliveries(standin.deliveries())
+        rows = []
+        for sid, row in after_webhooks.items():
+            rows.append([sid, deliveries.get(row["job_id"] or "", "-"), row["status"]])
+        _say(_table(rows, ["submission", "webhooks (in the order they arrived)", "status now"]))
+        stuck = [sid for sid, row in after_webhooks.items() if row["status"] not in FINAL_STATUSES]
+        _say(f"   {len(stuck)} submission(s) missed their final webhook: {', '.join(stuck) or '-'}")
+        _say()
+
+        _say("4. `flask --app wsgi reconcile --older-than 0s` asks ittybit about those")
+        output = _run(flask_command("reconcile", "--older-than", "0s"), env)
+        _say("\n".join("   " + line for line in output.strip().splitlines()))
+        _say()
+
+        _say("5. before and after the reconcile pass")
+        after = _submissions(engine)
+        rows = []
+        mismatches = 0
+        for sid, row in after.items():
+            job = truth.get(row["job_id"] or "", {})
+            true_output = (job.get("output") or {}).get("url")
+            ok = row["status"] == job.get("status") and row["output_url"] == true_output
+            mismatches += not ok
+            rows.append(
+                [
+                    sid,
+                    job.get("status", "?"),
+                    after_webhooks[sid]["status"],
+                    row["status"],
+                    _result(row),
+                ]
+            )
+        _say(
+            _table(
+                rows,
+                ["submission", "ittybit says", "after webhooks", "after reconcile", "result"],
+            )
+        )
+        _say()
+        if mismatches:
+            _say(f"{mismatches} submission(s) disagree with ittybit; see {workdir / 'web.log'}")
+            return 1
+        _say(f"All {len(after)} submissions match ittybit, with their output URL or error.")
+        _say("Try it by hand: `flask --app wsgi trigger SUBMISSION_ID succeeded` (see README).")
+        return 0
+    finally:
+        if engine is not None:
+            engine.dispose()
+        if web is not None:
+            web.stop()
+        standin.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=5, help="fault seed (default 5)")
+    parser.add_argument("--drop-rate", type=float, default=0.3)
+    parser.add_argument("--duplicate-rate", type=float, default=0.2)
+    parser.add_argument("--reorder-rate", type=float, default=0.25)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+    config = StandinConfig(
+        seed=args.seed,
+        step=0.5,
+        drop_rate=args.drop_rate,
+        duplicate_rate=args.duplicate_rate,
+        reorder_rate=args.reorder_rate,
+        retry_base=0.2,
+        retry_max_delay=2.0,
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="jobhooks-demo-"))
+    try:
+        return run_demo(config, workdir)
+    except KeyboardInterrupt:
+        _say("\ninterrupted: stopped the receiver and the stand-in")
+        return 130
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if args.keep:
+            _say(f"(kept {workdir})")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
