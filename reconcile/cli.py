@@ -239,12 +239,17 @@ def _run_once(reconciler: Reconciler, *, as_json: bool) -> Summary:
             total = min(total, options.limit)
     if total <= options.concurrency:
         return reconciler.run_pass()
+    # The bar stands in for the per-job lines; warnings still show.
+    job_log = logging.getLogger("reconcile.poller")
+    level = job_log.level
+    job_log.setLevel(max(logging.WARNING, job_log.getEffectiveLevel()))
     with click.progressbar(length=total, label="reconciling", file=sys.stderr) as bar:
         reconciler.progress = bar.update
         try:
             return reconciler.run_pass()
         finally:
             reconciler.progress = None
+            job_log.setLevel(level)
 
 
 def _run_loop(reconciler: Reconciler, interval: float, *, as_json: bool) -> None:
