@@ -1,4 +1,5 @@
-"""The worker process: ``flask --app wsgi reconcile --loop`` stops cleanly on SIGTERM."""
+"""The real processes: the ``reconcile --loop`` worker stops cleanly on SIGTERM, and bad
+configuration stops ``reconcile`` and ``submit`` with one line and exit status 2."""
 
 from __future__ import annotations
 
@@ -132,3 +133,48 @@ def test_sigterm_between_passes_exits_0_at_once(sqlite_url: str, fake: FakeIttyb
     code, _out, err = stop(worker)
     assert line.startswith("reconcile: checked=0"), line + err
     assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    ("command", "variables", "message"),
+    [
+        (
+            ["reconcile"],
+            {"RECONCILE_BATCH": "lots"},
+            "jobhooks: configuration error: RECONCILE_BATCH: must be a whole number, got 'lots'",
+        ),
+        (
+            ["reconcile", "--loop"],
+            {"ITTYBIT_API_KEY": ""},
+            "Error: configuration error: ITTYBIT_API_KEY: required by submit and reconcile",
+        ),
+        (
+            ["submit", "--input", "https://example.com/a.mp4", "--user-id", "u"],
+            {"ITTYBIT_API_KEY": ""},
+            "Error: configuration error: ITTYBIT_API_KEY: required by submit and reconcile",
+        ),
+    ],
+)
+def test_bad_configuration_exits_2_with_one_line(
+    sqlite_url: str, command: list[str], variables: dict[str, str], message: str
+) -> None:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "APP_ENV": "test",
+        "SECRET_KEY": SECRET_KEY,
+        "DATABASE_URL": sqlite_url,
+        "ITTYBIT_API_URL": "http://127.0.0.1:9",
+        "ITTYBIT_API_KEY": API_KEY,
+        **variables,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", *command],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [message]
