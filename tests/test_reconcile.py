@@ -288,7 +288,7 @@ def test_a_timeout_on_one_job_does_not_stop_the_others(engine: Engine, fake: Fak
         fake.job(f"job_{key}", "succeeded")
     fake.hang.add("job_3")
     with IttybitClient(
-        base_url=fake.url, api_key=API_KEY, timeout=0.3, retry=RetryPolicy(attempts=2)
+        base_url=fake.url, api_key=API_KEY, timeout=0.8, retry=RetryPolicy(attempts=2)
     ) as client:
         summary = reconciler(engine, client, concurrency=2).run_pass()
     assert counts(summary) == {"checked": 6, "updated": 5, "errors": 1}
@@ -488,7 +488,7 @@ def test_cli_json_summary_and_exit_code_1_on_errors(
 
 @pytest.fixture
 def short_timeout(app_config: dict[str, Any]) -> None:
-    app_config["ITTYBIT_TIMEOUT"] = "300ms"
+    app_config["ITTYBIT_TIMEOUT"] = "800ms"
 
 
 def test_cli_timeout_on_one_job(
