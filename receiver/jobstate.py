@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -70,18 +71,53 @@ def parse_json(body: bytes) -> Any:
         message = "body is not valid UTF-8"
         raise InvalidPayload(message) from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        value = _DECODER.decode(text)
     except RecursionError:
         message = "body is nested too deeply"
         raise InvalidPayload(message) from None
     except ValueError as exc:
         message = f"body is not valid JSON: {exc}"
         raise InvalidPayload(message) from None
+    if _SURROGATE_ESCAPE.search(text) is not None and not _encodable(value):
+        # "\ud800" alone decodes to text no database driver can store.
+        message = "body is not valid JSON: a \\u escape is half of a surrogate pair"
+        raise InvalidPayload(message)
+    return value
+
+
+#: A UTF-16 surrogate written as an escape: the only way one gets into valid UTF-8 JSON.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _encodable(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Two parsers could read {"status": "failed", "status": "succeeded"} differently:
+    # a body that says two things is refused rather than read by the last key.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                message = f"duplicate key {key[:40]!r} in a JSON object"
+                raise ValueError(message)
+            seen.add(key)
+    return obj
 
 
 def _reject_constant(name: str) -> Any:
     message = f"{name} is not valid JSON"
     raise ValueError(message)
+
+
+# Built once: json.loads with options builds a decoder per call, which costs more than parsing.
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
 
 
 def status_family(provider_status: str) -> Status:
