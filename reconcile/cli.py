@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from config.settings import Settings, parse_duration
 from receiver.cli import database_errors, echo_json, parse_pairs, settings
 from receiver.db import get_engine
+from receiver.metrics import get_metrics
 from receiver.models import utcnow
 from receiver.submissions import InvalidSubmission, submission_json
 from reconcile.claims import count_stuck
@@ -212,7 +213,7 @@ def reconcile_command(
     stop = threading.Event()
     # Retry waits end at once on SIGTERM: the request in hand is abandoned, not the pass.
     with client_from_settings(config, sleep=stop.wait) as client:
-        reconciler = Reconciler(get_engine(), client, options, stop=stop)
+        reconciler = Reconciler(get_engine(), client, options, stop=stop, metrics=get_metrics())
         if loop:
             with _stop_on_signals(stop):
                 _run_loop(reconciler, interval or config.reconcile_interval, as_json=as_json)

@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
@@ -52,6 +52,9 @@ from reconcile.client import (
     RateLimited,
 )
 from reconcile.rematch import rematch_unmatched
+
+if TYPE_CHECKING:
+    from receiver.metrics import Metrics
 
 __all__ = [
     "JobResult",
@@ -312,6 +315,7 @@ class Reconciler:
         stop: threading.Event | None = None,
         owner: str | None = None,
         progress: Callable[[int], object] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.engine = engine
         self.client = client
@@ -320,6 +324,7 @@ class Reconciler:
         self.stop = stop or threading.Event()
         self.owner = owner or lease_owner()
         self.progress = progress
+        self.metrics = metrics
 
     def run_pass(self) -> Summary:
         """Re-match unmatched events, then poll every due job once; return the tally."""
@@ -347,6 +352,15 @@ class Reconciler:
         self._poll(summary)
         summary.stopped = self.stop.is_set()
         summary.seconds = time.monotonic() - started
+        _log_pass(summary)
+        if self.metrics is not None and not options.dry_run:
+            result = "aborted" if summary.aborted else "errors" if summary.errors else "ok"
+            self.metrics.observe_reconcile_pass(
+                result=result,
+                seconds=summary.seconds,
+                rematched=summary.rematched,
+                rejected_events=summary.rejected_events,
+            )
         return summary
 
     def _claim(self, after_id: int, size: int) -> list[StuckSubmission]:
@@ -463,6 +477,8 @@ class Reconciler:
             result, detail = JobResult.ERROR, f"database error: {type(exc).__name__}"
         summary.record(result, job.job_id, job.submission_id, detail)
         _log_result(job, result, detail, dry_run=self.options.dry_run)
+        if self.metrics is not None and not self.options.dry_run:
+            self.metrics.observe_reconcile_job(result.value)
         if self.progress is not None:
             self.progress(1)
 
@@ -503,12 +519,15 @@ def _log_result(
     job: StuckSubmission, result: JobResult, detail: str | None, *, dry_run: bool
 ) -> None:
     prefix = "dry run: would be " if dry_run else ""
-    if result is JobResult.ERROR:
-        level = logging.WARNING
-    elif result is JobResult.UNCHANGED:
-        level = logging.DEBUG
-    else:
-        level = logging.INFO
+    level = logging.WARNING if result is JobResult.ERROR else logging.INFO
+    # One line per job polled; the fields are for the JSON log (receiver/logs.py).
+    data = {
+        "submission_id": job.submission_id,
+        "job_id": job.job_id,
+        "result": result.value,
+        "detail": detail,
+        "dry_run": dry_run,
+    }
     log.log(
         level,
         "%s%s submission=%s job=%s: %s",
@@ -517,4 +536,19 @@ def _log_result(
         job.submission_id,
         job.job_id,
         detail or "-",
+        extra={"data": data},
+    )
+
+
+def _log_pass(summary: Summary) -> None:
+    counts = summary.as_dict()
+    counts.pop("problems")
+    counts.pop("unsubmitted_sample")
+    log.info(
+        "reconcile pass: %d checked, %d updated, %d errors in %.1fs",
+        summary.checked,
+        summary.updated,
+        summary.errors,
+        summary.seconds,
+        extra={"data": {"event": "reconcile_pass", **counts}},
     )

@@ -9,11 +9,13 @@ import logging
 import re
 import sys
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -21,10 +23,14 @@ from config.settings import ConfigError, Settings
 from receiver.logs import JsonFormatter, RequestIdFilter, configure_logging
 from receiver.signing import webhook_token
 from receiver.submissions import create_submission
+from reconcile.client import IttybitClient, RetryPolicy
+from reconcile.poller import PassOptions, Reconciler
 from tests.helpers import OTHER_WEBHOOK_KEY, SECRET_KEY, encode, job_payload, signed_headers
+from tests.reconcile_helpers import FakeIttybit, add_submissions
 
 Lines = Callable[[], list[dict[str, Any]]]
 HEX_ID = re.compile(r"[0-9a-f]{32}")
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -268,3 +274,33 @@ def test_log_settings_are_checked() -> None:
     for name, value in (("LOG_LEVEL", "verbose"), ("LOG_FORMAT", "xml")):
         with pytest.raises(ConfigError, match=f"^{name}: "):
             Settings.from_env({**base, name: value})
+
+
+def test_each_reconciled_job_gets_a_line_and_each_pass_a_summary(
+    engine: Engine, api_server: HTTPServer, log_lines: Lines
+) -> None:
+    fake = FakeIttybit(api_server)
+    add_submissions(
+        engine, [1, 2, 3], changed_at=NOW - timedelta(hours=1), provider_status="queued"
+    )
+    fake.job("job_1", "succeeded")
+    fake.job("job_2", "queued")
+    client = IttybitClient(
+        base_url=fake.url, api_key="secret-api-key-0123", retry=RetryPolicy(attempts=1)
+    )
+    with client:
+        summary = Reconciler(engine, client, PassOptions(), clock=lambda: NOW).run_pass()
+    assert (summary.updated, summary.unchanged, summary.failed) == (1, 1, 1)
+
+    lines = [line for line in log_lines() if line["logger"] == "reconcile.poller"]
+    jobs = sorted((line for line in lines if "result" in line), key=lambda line: line["job_id"])
+    assert [(line["submission_id"], line["job_id"], line["result"]) for line in jobs] == [
+        ("sub_1", "job_1", "updated"),
+        ("sub_2", "job_2", "unchanged"),
+        ("sub_3", "job_3", "failed"),  # ittybit has no such job
+    ]
+    assert all(line["level"] == "info" and line["dry_run"] is False for line in jobs)
+    [done] = [line for line in lines if line.get("event") == "reconcile_pass"]
+    assert (done["checked"], done["updated"], done["failed"]) == (3, 1, 1)
+    assert done["seconds"] >= 0
+    assert "secret-api-key-0123" not in json.dumps(lines)

@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +21,18 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
+from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from receiver import create_app
 from receiver.db import create_db_engine, get_engine
+from receiver.metrics import get_metrics
 from receiver.models import Submission
 from receiver.signing import webhook_token
 from receiver.submissions import create_submission
+from reconcile.client import IttybitClient, set_testing
+from reconcile.poller import PassOptions, Reconciler
 from tests.helpers import (
     OTHER_WEBHOOK_KEY,
     SECRET_KEY,
@@ -36,6 +41,7 @@ from tests.helpers import (
     job_payload,
     signed_headers,
 )
+from tests.reconcile_helpers import FakeIttybit, Scripted, add_submissions
 from tests.test_e2e_gunicorn import BIN, ROOT, Server, free_port, stop, wait_until_healthy
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -357,3 +363,62 @@ def test_gunicorn_workers_add_up_and_log_one_json_line_per_request(
     assert signed["webhook-signature"].removeprefix("v1,") not in everything
     assert METRICS_TOKEN not in everything
     assert SECRET_KEY not in everything
+
+
+# --- the reconciler -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_api(app_config: dict[str, Any], api_server: HTTPServer) -> Iterator[FakeIttybit]:
+    app_config["ITTYBIT_API_URL"] = api_server.url_for("").rstrip("/")
+    set_testing(True)
+    fake = FakeIttybit(api_server)
+    yield fake
+    fake.release()
+    set_testing(False)
+
+
+def test_reconcile_passes_and_jobs_are_counted_by_result(
+    fake_api: FakeIttybit, app: Flask, engine: Engine
+) -> None:
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    add_submissions(engine, [1, 2, 3, 4], changed_at=hour_ago, provider_status="processing")
+    fake_api.job("job_1", "succeeded")
+    fake_api.job("job_2", "failed")
+    fake_api.job("job_3", "processing")
+    fake_api.script("job_4", *[Scripted(500)] * 3)
+    runner = app.test_cli_runner()
+
+    assert runner.invoke(args=["reconcile", "--json"]).exit_code == 1
+    assert runner.invoke(args=["reconcile", "--dry-run", "--submission", "sub_1"]).exit_code == 0
+    assert runner.invoke(args=["reconcile", "--submission", "sub_1"]).exit_code == 0
+
+    samples = scrape(app.test_client())
+    jobs = "jobhooks_reconcile_jobs_total"
+    assert value(samples, jobs, result="updated") == 1
+    assert value(samples, jobs, result="failed") == 1
+    assert value(samples, jobs, result="unchanged") == 2  # job_3, then sub_1 again
+    assert value(samples, jobs, result="errors") == 1
+    passes = "jobhooks_reconcile_passes_total"
+    assert value(samples, passes, result="errors") == 1
+    assert value(samples, passes, result="ok") == 1  # the dry run is not counted
+    assert value(samples, "jobhooks_reconcile_pass_duration_seconds_count") == 2
+    assert value(samples, "jobhooks_submissions", status="succeeded") == 1
+    assert value(samples, "jobhooks_submissions", status="failed") == 1
+
+
+def test_rematched_events_are_counted(client: FlaskClient, app: Flask, engine: Engine) -> None:
+    body = encode(job_payload("job_7", submission_id="sub_7"))
+    assert post(client, "/webhooks/ittybit", body, signed_headers(body)) == 202
+    add_submission(engine, "sub_7")
+    reconciler = Reconciler(
+        engine,
+        IttybitClient(base_url="http://127.0.0.1:9", api_key="unused"),
+        PassOptions(),
+        metrics=get_metrics(app),
+    )
+    assert reconciler.run_pass().rematched == 1
+    samples = scrape(client)
+    assert value(samples, "jobhooks_reconcile_rematched_events_total", result="matched") == 1
+    assert value(samples, "jobhooks_reconcile_passes_total", result="ok") == 1
+    assert value(samples, "jobhooks_unmatched_events") == 0
