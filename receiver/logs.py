@@ -13,7 +13,6 @@ import re
 import secrets
 import sys
 import time
-from datetime import UTC, datetime
 from typing import IO, Any
 
 from flask import Flask, Response, g, has_request_context, request
@@ -22,9 +21,10 @@ __all__ = [
     "REQUEST_ID_HEADER",
     "JsonFormatter",
     "RequestIdFilter",
+    "RequestLog",
     "configure_logging",
+    "current",
     "init_app",
-    "log_fields",
     "note",
 ]
 
@@ -46,9 +46,20 @@ class JsonFormatter(logging.Formatter):
     record logged while a request is handled.
     """
 
+    _second = -1
+    _stamp = ""
+
+    def _time(self, created: float) -> str:
+        # One strftime per second, not per line: formatting runs on every request.
+        second = int(created)
+        if second != self._second:
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._stamp}.{int((created - second) * 1000):03d}+00:00"
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": self._time(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -63,15 +74,20 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:
             entry["exception"] = record.exc_text
-        return json.dumps(entry, default=str, separators=(",", ":"))
+        try:
+            return json.dumps(entry)
+        except TypeError:  # a field that is no JSON value: its text will do
+            return json.dumps(entry, default=str)
 
 
 class RequestIdFilter(logging.Filter):
     """Tag every record logged during a request with the request's id."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "request_id") and has_request_context():
-            record.request_id = g.get("request_id")
+        if not hasattr(record, "request_id"):
+            state = current()
+            if state is not None:
+                record.request_id = state.request_id
         return True
 
 
@@ -95,69 +111,93 @@ def configure_logging(*, level: str, fmt: str, stream: IO[str] | None = None) ->
     root.setLevel(level.upper())
 
 
+class RequestLog:
+    """What one request's log line will say: when it started, its id, the fields noted."""
+
+    __slots__ = ("fields", "request_id", "started")
+
+    def __init__(self, started: float, request_id: str) -> None:
+        self.started = started
+        self.request_id = request_id
+        self.fields: dict[str, Any] = {}
+
+    def duration(self) -> float:
+        """Return seconds since the request started."""
+        return time.perf_counter() - self.started
+
+
+def current() -> RequestLog | None:
+    """Return this request's log, if a request is being handled."""
+    if not has_request_context():
+        return None
+    state: RequestLog | None = g.get("jobhooks_log")
+    return state
+
+
 def note(**fields: Any) -> None:
     """Add fields (delivery id, outcome, error code…) to this request's log line."""
-    if has_request_context():
-        fields_of_request = g.get("log_fields")
-        if fields_of_request is not None:
-            fields_of_request.update(fields)
-
-
-def log_fields() -> dict[str, Any]:
-    """Return the fields noted for this request so far."""
-    fields: dict[str, Any] = g.get("log_fields") or {}
-    return fields
-
-
-def request_duration() -> float:
-    """Return seconds since this request started."""
-    started: float = g.get("started", time.perf_counter())
-    return time.perf_counter() - started
+    state = current()
+    if state is not None:
+        state.fields.update(fields)
 
 
 def _start_request() -> None:
-    g.started = time.perf_counter()
+    started = time.perf_counter()
     given = request.headers.get(REQUEST_ID_HEADER)
-    g.request_id = given if given and _REQUEST_ID.fullmatch(given) else secrets.token_hex(16)
-    g.log_fields = {}
+    request_id = given if given and _REQUEST_ID.fullmatch(given) else secrets.token_hex(16)
+    g.jobhooks_log = RequestLog(started, request_id)
 
 
 def _log_request(response: Response) -> Response:
-    duration = request_duration()
-    request_id = g.get("request_id")
-    if request_id is not None:
-        response.headers[REQUEST_ID_HEADER] = request_id
+    state: RequestLog | None = g.get("jobhooks_log")
+    if state is None:  # a before_request function answered first
+        return response
+    duration = state.duration()
+    response.headers[REQUEST_ID_HEADER] = state.request_id
     status = response.status_code
+    method = request.method
     path = request.path
     view_args = request.view_args
     if view_args and "token" in view_args:
         # A webhook URL's token is a credential: the route's shape is all the log needs.
         path = path[: path.rfind("/") + 1] + "[token]"
-    fields = log_fields()
+    level = logging.INFO
+    if status >= 500:
+        level = logging.ERROR
+    elif status < 400 and path in _QUIET_PATHS:
+        level = logging.DEBUG
+    if not request_log.isEnabledFor(level):
+        return response
     data: dict[str, Any] = {
-        "method": request.method,
+        "method": method,
         "path": path,
         "status": status,
         "duration_ms": round(duration * 1000, 3),
     }
-    data.update(fields)
-    if request.blueprint == "webhooks" and "delivery_id" not in data:
-        claimed = request.headers.get("webhook-id") or request.headers.get("svix-id")
+    data.update(state.fields)
+    delivery = data.get("delivery_id")
+    if delivery is None and request.blueprint == "webhooks":
+        headers = request.headers
+        claimed = headers.get("webhook-id") or headers.get("svix-id")
         if claimed:
             # Not verified (the signature may be what failed), but it is what the sender said.
-            data["delivery_id"] = claimed[:100]
+            delivery = data["delivery_id"] = claimed[:100]
     summary = data.get("outcome") or data.get("error") or ""
-    level = logging.INFO
-    if status >= 500:
-        level = logging.ERROR
-    elif path in _QUIET_PATHS and status < 400:
-        level = logging.DEBUG
-    if request_log.isEnabledFor(level):
-        delivery = data.get("delivery_id")
-        message = f"{request.method} {path} {status} {summary}".rstrip()
-        if delivery:
-            message += f" delivery={delivery}"
-        request_log.log(level, message, extra={"data": data, "request_id": request_id})
+    message = f"{method} {path} {status} {summary}".rstrip()
+    if delivery:
+        message += f" delivery={delivery}"
+    # makeRecord + handle: what Logger.log does, less looking up the caller's frame.
+    record = request_log.makeRecord(
+        request_log.name,
+        level,
+        __file__,
+        0,
+        message,
+        (),
+        None,
+        extra={"data": data, "request_id": state.request_id},
+    )
+    request_log.handle(record)
     return response
 
 

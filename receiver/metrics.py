@@ -9,7 +9,7 @@ answer is the same whichever worker serves it.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from config.settings import Settings
 from receiver.db import get_engine
 from receiver.errors import error_response
-from receiver.logs import log_fields, request_duration
+from receiver.logs import current
 from receiver.models import Outcome, Status, Submission, WebhookEvent
 
 __all__ = ["Metrics", "bp", "get_metrics", "init_app", "mark_worker_started", "multiprocess"]
@@ -209,18 +209,26 @@ def mark_worker_started(app: Flask) -> None:
     get_metrics(app).web_workers.set(1)
 
 
-def _observe(response: Response) -> Response:
-    source = _SOURCES.get(request.endpoint or "")
-    if source is not None:
-        fields = log_fields()
-        get_metrics().observe_delivery(
-            source=source,
-            outcome=fields.get("outcome", "none"),
-            status=response.status_code,
-            error=fields.get("error"),
-            seconds=request_duration(),
-        )
-    return response
+def _observer(metrics: Metrics) -> Callable[[Response], Response]:
+    """Return the after-request function counting webhook deliveries into ``metrics``."""
+
+    def observe(response: Response) -> Response:
+        source = _SOURCES.get(request.endpoint or "")
+        if source is None:
+            return response
+        state = current()
+        if state is not None:
+            fields = state.fields
+            metrics.observe_delivery(
+                source=source,
+                outcome=fields.get("outcome", "none"),
+                status=response.status_code,
+                error=fields.get("error"),
+                seconds=state.duration(),
+            )
+        return response
+
+    return observe
 
 
 @bp.get("/metrics")
@@ -247,6 +255,6 @@ def _authorized(token: str) -> bool:
 
 def init_app(app: Flask) -> None:
     """Create the app's metrics, count webhook deliveries and serve ``GET /metrics``."""
-    app.extensions[_EXTENSION] = Metrics(get_engine(app))
-    app.after_request(_observe)
+    metrics = app.extensions[_EXTENSION] = Metrics(get_engine(app))
+    app.after_request(_observer(metrics))
     app.register_blueprint(bp)
