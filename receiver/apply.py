@@ -6,6 +6,7 @@ SQLAlchemy Core statements, built once: this is the webhook's hot path.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cache
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
@@ -26,6 +27,20 @@ _BY_SUBMISSION_ID = (
     .where(_submissions.c.submission_id == sa.bindparam("key"))
     .with_for_update()
 )
+
+
+@cache
+def _update(names: tuple[str, ...]) -> sa.Update:
+    """Return the UPDATE that sets exactly ``names`` (and ``updated_at``) on one row.
+
+    Built once per set of columns, so SQLAlchemy reuses its compiled form; setting only
+    the columns that change keeps the indexes on the others untouched.
+    """
+    return (
+        sa.update(_submissions)
+        .where(_submissions.c.id == sa.bindparam("_id"))
+        .values({name: sa.bindparam(f"_{name}") for name in (*names, "updated_at")})
+    )
 
 
 def find_submission(
@@ -54,9 +69,9 @@ def apply_job_state(
     """
     change = decide_transition(submission, state)
     if change.values is not None:
-        conn.execute(
-            _submissions.update()
-            .where(_submissions.c.id == submission.id)
-            .values(**change.values, updated_at=now)
-        )
+        names = tuple(sorted(change.values))
+        params = {f"_{name}": value for name, value in change.values.items()}
+        params["_id"] = submission.id
+        params["_updated_at"] = now
+        conn.execute(_update(names), params)
     return change
