@@ -7,12 +7,12 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
-from receiver.apply import apply_job_state, find_submission
-from receiver.inbox import Delivery, dedupe_key, record_event
+from receiver.apply import apply_change, find_submission
+from receiver.inbox import Delivery, dedupe_key, event_values, record_event
 from receiver.jobstate import JobState
 from receiver.models import Outcome
 from receiver.signing import TokenClaims
-from receiver.transitions import SubmissionRow
+from receiver.transitions import SubmissionRow, decide_transition
 
 __all__ = ["DeliveryResult", "claims_conflict", "owner_conflict", "process_delivery"]
 
@@ -108,8 +108,17 @@ def process_delivery(
         record(Outcome.REJECTED, conflict, submission.submission_id)
         return DeliveryResult(Outcome.REJECTED, submission.submission_id, reason=conflict)
 
-    change = apply_job_state(conn, submission, state, now=now)
-    if not record(change.outcome, change.reason, submission.submission_id):
+    change = decide_transition(submission, state)
+    event = event_values(
+        key=key,
+        delivery=delivery,
+        state=state,
+        submission_id=submission.submission_id,
+        outcome=change.outcome,
+        reason=change.reason,
+        now=now,
+    )
+    if apply_change(conn, submission, change, now=now, event=event) is None:
         return DeliveryResult(
             Outcome.DUPLICATE, submission.submission_id, submission.status, key_taken=True
         )

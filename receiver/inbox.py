@@ -15,7 +15,15 @@ from receiver.jobstate import JobState
 from receiver.models import Outcome, WebhookEvent
 from receiver.signing import HeaderLookup
 
-__all__ = ["Delivery", "dedupe_key", "record_event", "safe_headers"]
+__all__ = [
+    "Delivery",
+    "dedupe_key",
+    "event_values",
+    "insert_event",
+    "record_event",
+    "safe_headers",
+    "set_outcome",
+]
 
 _events = WebhookEvent.__table__  # type: ignore[attr-defined]
 #: Headers worth keeping for an investigation; never signatures or credentials.
@@ -73,8 +81,7 @@ def _insert_for(dialect_name: str) -> Any:
 _INSERTS = {name: _insert_for(name) for name in ("postgresql", "sqlite")}
 
 
-def record_event(
-    conn: Connection,
+def event_values(
     *,
     key: str,
     delivery: Delivery,
@@ -83,9 +90,9 @@ def record_event(
     outcome: Outcome,
     reason: str | None,
     now: datetime,
-) -> int | None:
-    """Insert the inbox row; return its id, or ``None`` when ``key`` was already stored."""
-    values = {
+) -> dict[str, Any]:
+    """Return the inbox row of one delivery, column by column."""
+    return {
         "dedupe_key": key,
         "received_at": now,
         "source": delivery.source,
@@ -98,8 +105,36 @@ def record_event(
         "outcome": outcome.value,
         "reason": reason[:500] if reason else None,
     }
+
+
+def insert_event(conn: Connection, values: dict[str, Any]) -> int | None:
+    """Insert an inbox row; return its id, or ``None`` when its key was already stored."""
     inserted = conn.execute(_INSERTS[conn.dialect.name], values).scalar_one_or_none()
     return None if inserted is None else int(inserted)
+
+
+def record_event(
+    conn: Connection,
+    *,
+    key: str,
+    delivery: Delivery,
+    state: JobState | None,
+    submission_id: str | None,
+    outcome: Outcome,
+    reason: str | None,
+    now: datetime,
+) -> int | None:
+    """Insert the inbox row; return its id, or ``None`` when ``key`` was already stored."""
+    values = event_values(
+        key=key,
+        delivery=delivery,
+        state=state,
+        submission_id=submission_id,
+        outcome=outcome,
+        reason=reason,
+        now=now,
+    )
+    return insert_event(conn, values)
 
 
 def set_outcome(
