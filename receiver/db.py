@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,32 +56,57 @@ def _sqlite_engine(url: sa.URL, busy_timeout_ms: int) -> Engine:
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     # The driver's own transaction handling is off: every transaction begins IMMEDIATE,
-    # so a writer queues on the busy timeout instead of failing on a lock upgrade.
-    engine = sa.create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000})
+    # so a writer queues for the lock (up to the busy timeout) instead of failing on a
+    # lock upgrade.
+    timeout = busy_timeout_ms / 1000
+    engine = sa.create_engine(url, connect_args={"timeout": timeout})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # Every wait for the lock happens at BEGIN IMMEDIATE, which _on_begin retries
+        # itself; SQLite's own busy handler would sleep 1, 2, 5, 10, 15… ms between tries,
+        # leaving the lock idle long after the other writer let it go.
+        cursor.execute("PRAGMA busy_timeout=0")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
         # Straight to the driver: this runs once per webhook, and exec_driver_sql costs
-        # several times the statement. A failure (locked, busy) is raised as SQLAlchemy's
-        # own error, as exec_driver_sql would, so callers still see a 503-able error.
+        # several times the statement. A failure (locked past the busy timeout) is raised
+        # as SQLAlchemy's own error, as exec_driver_sql would, so callers answer 503.
+        driver = connection.connection.driver_connection
+        assert driver is not None
         try:
-            connection.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+            _begin_immediate(driver, timeout)
         except sqlite3.Error as exc:
             raise DBAPIError.instance(
                 "BEGIN IMMEDIATE", None, exc, sqlite3.Error, dialect=connection.dialect
             ) from exc
 
     return engine
+
+
+def _begin_immediate(driver: sqlite3.Connection, timeout: float) -> None:
+    """Take SQLite's write lock, retrying every 0.1 to 1 ms while another writer holds it."""
+    deadline = time.monotonic() + timeout
+    pause = 0.0001
+    while True:
+        try:
+            driver.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+            busy = code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if not busy or time.monotonic() + pause > deadline:
+                raise
+        else:
+            return
+        time.sleep(pause)
+        pause = min(pause * 2, 0.001)
 
 
 def init_app(app: Flask, settings: Settings) -> None:

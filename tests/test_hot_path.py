@@ -1,17 +1,25 @@
 """The webhook's write path as tuned for speed: one statement per change and inbox row on
-PostgreSQL."""
+PostgreSQL, and SQLite's write lock taken by retrying BEGIN IMMEDIATE ourselves."""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+from typing import Any
+
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
+from config.settings import Settings
 from receiver.apply import apply_change, find_submission
+from receiver.db import _begin_immediate, create_db_engine
 from receiver.inbox import Delivery, event_values
 from receiver.jobstate import normalise
 from receiver.models import Outcome, Submission, WebhookEvent, utcnow
 from receiver.transitions import decide_transition
-from tests.helpers import job_payload
+from tests.helpers import SECRET_KEY, job_payload
 from tests.test_webhooks import add_submission
 
 _submissions = Submission.__table__  # type: ignore[attr-defined]
@@ -71,3 +79,80 @@ def test_a_taken_key_writes_nothing(engine: Engine) -> None:
         )
     assert _apply(engine, "wh:taken") is None
     assert _stored(engine) == ("pending", ["wh:taken"])
+
+
+def _hold_sqlite_lock(path: str, seconds: float) -> tuple[threading.Thread, threading.Event]:
+    """Hold SQLite's write lock from another connection for ``seconds``."""
+    taken = threading.Event()
+
+    def hold() -> None:
+        holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        holder.execute("BEGIN IMMEDIATE")
+        taken.set()
+        threading.Event().wait(seconds)
+        holder.execute("ROLLBACK")
+        holder.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    return thread, taken
+
+
+def _sqlite_engine(database_url: str, busy_timeout_ms: int) -> Engine:
+    settings = Settings.from_env(
+        {
+            "APP_ENV": "test",
+            "SECRET_KEY": SECRET_KEY,
+            "DATABASE_URL": database_url,
+            "SQLITE_BUSY_TIMEOUT_MS": str(busy_timeout_ms),
+        }
+    )
+    return create_db_engine(settings)
+
+
+def _sqlite_only(database_url: str) -> str:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's write lock")
+    return sa.make_url(database_url).database or ""
+
+
+def test_a_writer_waits_for_the_sqlite_lock_and_then_writes(database_url: str) -> None:
+    path = _sqlite_only(database_url)
+    engine = _sqlite_engine(database_url, busy_timeout_ms=10_000)
+    thread, taken = _hold_sqlite_lock(path, 0.2)
+    try:
+        assert taken.wait(5)
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE waited (x INTEGER)"))
+    finally:
+        thread.join()
+        engine.dispose()
+    with sqlite3.connect(path) as check:
+        tables = {row[0] for row in check.execute("SELECT name FROM sqlite_master")}
+    assert "waited" in tables
+
+
+def test_a_writer_gives_up_after_the_busy_timeout(database_url: str) -> None:
+    path = _sqlite_only(database_url)
+    engine = _sqlite_engine(database_url, busy_timeout_ms=50)
+    thread, taken = _hold_sqlite_lock(path, 1.0)
+    try:
+        assert taken.wait(5)
+        with pytest.raises(OperationalError, match="locked"), engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE never (x INTEGER)"))
+    finally:
+        thread.join()
+        engine.dispose()
+
+
+def test_other_sqlite_errors_at_begin_are_not_retried() -> None:
+    calls: list[str] = []
+
+    class Broken:
+        def execute(self, sql: str) -> Any:
+            calls.append(sql)
+            raise sqlite3.OperationalError("disk I/O error")
+
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        _begin_immediate(Broken(), 10.0)  # type: ignore[arg-type]
+    assert calls == ["BEGIN IMMEDIATE"]
