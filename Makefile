@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test lint typecheck pytest bench demo migrate clean
+.PHONY: run test lint typecheck pytest bench wrk demo migrate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $@ $(VENV)/.installed
+
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	@touch $@ $(VENV)/.installed
 
 ## run: migrate the default SQLite database and start the web process as the Procfile does
@@ -46,6 +50,20 @@ pytest: $(VENV)/.installed-dev
 ## demo: the whole loop offline: receiver, a local ittybit stand-in with faulty webhooks, reconcile
 demo: $(VENV)/.installed
 	$(BIN)/python -m devtools.demo
+
+## bench: webhook throughput vs bare Flask and a reconcile pass vs its ideal (not in make test);
+## PostgreSQL too when TEST_DATABASE_URL or DATABASE_URL points at it. See bench/README.md.
+bench: $(VENV)/.installed-bench
+	@command -v wrk >/dev/null 2>&1 || $(MAKE) --no-print-directory wrk || \
+		echo "bench: wrk is not available; the Python load generator stands in (slower)"
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# wrk comes from Debian's packages; installing needs root (or passwordless sudo).
+wrk:
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	else echo "bench: cannot install wrk without root" >&2; exit 1; fi; \
+	$$SUDO apt-get install -y -qq wrk >/dev/null 2>&1 || \
+	{ $$SUDO apt-get update -qq >/dev/null && $$SUDO apt-get install -y -qq wrk >/dev/null; }
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,1 @@
+"""Benchmarks: the webhook path against bare Flask, and a reconcile pass against its ideal."""

@@ -1,0 +1,284 @@
+"""Run every benchmark, print one table, write it to bench/results/latest.json.
+
+    python -m bench.run                 # everything (what ``make bench`` runs)
+    python -m bench.run --only webhook  # or: --only reconcile
+    python -m bench.run --duration 5 --sizes 1000
+
+PostgreSQL runs too when TEST_DATABASE_URL or DATABASE_URL points at one; the benchmark
+works in a schema of its own (``jobhooks_bench``), dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.common import RESULTS, databases
+from bench.reconcile import ReconcileRun, run_reconcile_suite
+from bench.webhook import WORKER_CLASSES, WebhookRun, run_webhook_suite
+
+__all__ = ["main", "render_table", "verdicts"]
+
+#: The targets of the benchmark, checked against each run.
+WEBHOOK_RATIO = 0.40
+WEBHOOK_P99_MS = {16: 50.0, 64: 250.0}
+RECONCILE_RATIO = 0.80
+RSS_GROWTH = 0.10
+
+
+def _progress(message: str) -> None:
+    print(f"[{datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _bare_for(runs: list[dict[str, Any]], run: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the bare run made alongside ``run`` (same database turn, worker, connections)."""
+    for other in runs:
+        if (
+            other["app"] == "bare"
+            and other["database"] == run["database"]
+            and other["worker"] == run["worker"]
+            and other["connections"] == run["connections"]
+        ):
+            return other
+    return None
+
+
+def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return each target with the measured value and whether it holds."""
+    checks: list[dict[str, Any]] = []
+    webhook = result.get("webhook", [])
+    for run in webhook:
+        if run["app"] != "real":
+            continue
+        name = f"{run['database']} {run['worker']} c={run['connections']}"
+        bare = _bare_for(webhook, run)
+        if bare is not None and run["connections"] == 16:
+            ratio = run["rps"] / bare["rps"] if bare["rps"] else 0.0
+            checks.append(
+                {
+                    "target": f"webhook {name}: req/s >= {WEBHOOK_RATIO:.0%} of bare",
+                    "value": f"{ratio:.0%}",
+                    "ok": ratio >= WEBHOOK_RATIO,
+                }
+            )
+        limit = WEBHOOK_P99_MS.get(run["connections"])
+        if limit is not None:
+            checks.append(
+                {
+                    "target": f"webhook {name}: p99 <= {limit:g} ms",
+                    "value": f"{run['p99_ms']:g} ms",
+                    "ok": run["p99_ms"] <= limit,
+                }
+            )
+        checks.append(
+            {
+                "target": f"webhook {name}: no errors, every 2xx stored",
+                "value": f"{run['errors']} errors, {run['lost']} lost",
+                "ok": run["errors"] == 0 and run["lost"] == 0 and run["wrapped"] == 0,
+            }
+        )
+    reconcile = result.get("reconcile", [])
+    for run in reconcile:
+        checks.append(
+            {
+                "target": f"reconcile {run['database']} N={run['jobs']}: "
+                f">= {RECONCILE_RATIO:.0%} of ideal",
+                "value": f"{run['ratio']:.0%}",
+                "ok": run["ratio"] >= RECONCILE_RATIO and run["errors"] == 0,
+            }
+        )
+    by_database: dict[str, dict[int, float]] = {}
+    for run in reconcile:
+        by_database.setdefault(run["database"], {})[run["jobs"]] = run["peak_rss_mib"]
+    for database, sizes in by_database.items():
+        if len(sizes) >= 2:
+            small, large = min(sizes), max(sizes)
+            growth = sizes[large] / sizes[small] - 1
+            checks.append(
+                {
+                    "target": f"reconcile {database}: peak RSS at N={large} "
+                    f"within {RSS_GROWTH:.0%} of N={small}",
+                    "value": f"{growth:+.1%}",
+                    "ok": growth <= RSS_GROWTH,
+                }
+            )
+    return checks
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines
+
+
+def render_table(result: dict[str, Any]) -> str:
+    """Return the results as Markdown tables (also what bench/README.md carries)."""
+    out: list[str] = []
+    meta = result["meta"]
+    out.append(
+        f"Run {meta['finished']} on {meta['cpus']} CPUs, Python {meta['python']}, "
+        f"load generator {meta['load_generator']}; load average before/after: "
+        f"{meta['load_before']} / {meta['load_after']}."
+    )
+    webhook = result.get("webhook", [])
+    if webhook:
+        rows = []
+        for run in webhook:
+            bare = _bare_for(webhook, run)
+            ratio = "" if run["app"] == "bare" or not bare else f"{run['rps'] / bare['rps']:.0%}"
+            stored = "" if run["stored"] is None else f"{run['stored']}/{run['ok']}"
+            rows.append(
+                [
+                    run["database"],
+                    run["app"],
+                    run["worker"],
+                    run["connections"],
+                    f"{run['rps']:.0f}",
+                    f"{run['p50_ms']:.1f}",
+                    f"{run['p99_ms']:.1f}",
+                    run["errors"],
+                    ratio,
+                    stored,
+                    run["server_cpu_us"],
+                ]
+            )
+        seconds = meta.get("duration", 10.0)
+        out += ["", f"Webhook path ({seconds:g} s per row, 2 gunicorn workers):", ""]
+        out += _table(
+            [
+                "database",
+                "app",
+                "worker",
+                "conns",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "errors",
+                "real/bare",
+                "stored/2xx",
+                "server CPU µs/req",
+            ],
+            rows,
+        )
+    reconcile = result.get("reconcile", [])
+    if reconcile:
+        rows = [
+            [
+                run["database"],
+                run["jobs"],
+                run["concurrency"],
+                f"{run['jobs_per_s']:.1f}",
+                f"{run['ideal_per_s']:.0f}",
+                f"{run['ratio']:.0%}",
+                run["statements_per_job"],
+                run["transactions_per_job"],
+                f"{run['peak_rss_mib']:.1f}",
+                f"{run['updated']}/{run['checked']}",
+                run["errors"],
+            ]
+            for run in reconcile
+        ]
+        out += ["", "Reconcile (stand-in answers every request after 50 ms):", ""]
+        out += _table(
+            [
+                "database",
+                "N",
+                "concurrency",
+                "jobs/s",
+                "ideal",
+                "ratio",
+                "statements/job",
+                "transactions/job",
+                "peak RSS MiB",
+                "updated/checked",
+                "errors",
+            ],
+            rows,
+        )
+    checks = verdicts(result)
+    if checks:
+        out += ["", "Targets:", ""]
+        out += _table(
+            ["target", "measured", "holds"],
+            [[c["target"], c["value"], "yes" if c["ok"] else "**no**"] for c in checks],
+        )
+    return "\n".join(out) + "\n"
+
+
+def _load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--only", choices=["webhook", "reconcile"], default=None)
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default=None)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per load run")
+    parser.add_argument("--connections", type=int, nargs="+", default=[16, 64])
+    parser.add_argument(
+        "--workers", nargs="+", choices=sorted(WORKER_CLASSES), default=["sync", "gthread"]
+    )
+    parser.add_argument("--deliveries", type=int, default=30000, help="per real-app run")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--latency", type=float, default=0.05, help="stand-in latency, s")
+    parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
+    args = parser.parse_args(argv)
+
+    workdir = Path(tempfile.mkdtemp(prefix="jobhooks-bench-run-"))
+    result: dict[str, Any] = {
+        "meta": {
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_generator": "wrk" if shutil.which("wrk") else "python (bench.loadgen)",
+            "load_before": _load(),
+            "duration": args.duration,
+        }
+    }
+    started = time.monotonic()
+    try:
+        with databases(args.database) as found:
+            _progress("databases: " + ", ".join(database.name for database in found))
+            if args.only in (None, "webhook"):
+                runs: list[WebhookRun] = run_webhook_suite(
+                    found,
+                    workers=args.workers,
+                    connections=args.connections,
+                    duration=args.duration,
+                    deliveries_per_run=args.deliveries,
+                    workdir=workdir,
+                    progress=_progress,
+                )
+                result["webhook"] = [run.as_dict() for run in runs]
+            if args.only in (None, "reconcile"):
+                passes: list[ReconcileRun] = run_reconcile_suite(
+                    found,
+                    sizes=args.sizes,
+                    latency=args.latency,
+                    workdir=workdir,
+                    progress=_progress,
+                )
+                result["reconcile"] = [run.as_dict() for run in passes]
+    finally:
+        result["meta"]["load_after"] = _load()
+        result["meta"]["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+        result["meta"]["seconds"] = round(time.monotonic() - started)
+    result["targets"] = verdicts(result)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(render_table(result))
+    _progress(f"written to {args.output} ({result['meta']['seconds']} s); logs in {workdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,355 @@
+"""Webhook path: the real app vs bare Flask under the Procfile's gunicorn, loaded over loopback.
+
+Each run of the real app gets deliveries of its own: distinct pre-created submissions, each
+with one signed delivery that changes it (the most expensive outcome, ``applied``). Half go
+to the project-level URL as event envelopes, half to the submission's own signed URL as bare
+jobs; all carry Standard Webhooks headers signed just before the run, so the default
+timestamp tolerance holds. After the run the inbox must hold every delivery answered 2xx.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from bench.common import ROOT, Database, service_env
+from devtools.processes import WebProcess, free_port, procfile_command
+from receiver.models import WebhookEvent
+from receiver.signing import sign_standard_webhook, webhook_token
+from receiver.submissions import import_submissions
+
+__all__ = ["WebhookRun", "run_webhook_suite"]
+
+LUA = ROOT / "bench" / "deliveries.lua"
+#: gunicorn options per worker class, added to the Procfile's web line.
+WORKER_CLASSES = {
+    "sync": "",
+    "gthread": "--worker-class gthread --threads 4",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRun:
+    """One load run against one server."""
+
+    database: str
+    app: str
+    worker: str
+    connections: int
+    seconds: float
+    requests: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    ok: int | None = None
+    sent: int | None = None
+    stored: int | None = None
+    lost: int | None = None
+    wrapped: int = 0
+    #: CPU the gunicorn workers and the load generator spent per request.
+    server_cpu_us: int = 0
+    load_cpu_us: int = 0
+    load: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def seed_submissions(database: Database, tag: str, count: int) -> list[tuple[str, str, str]]:
+    """Create ``count`` submissions with a job each; return (submission, user, job) ids."""
+    rows = [(f"sub_{tag}_{n}", f"user_{n % 997}", f"job_{tag}_{n}") for n in range(count)]
+    lines = (
+        json.dumps(
+            {
+                "submission_id": sub,
+                "user_id": user,
+                "input_url": f"https://uploads.bench.invalid/{sub}.mp4",
+                "job_id": job,
+                "status": "processing",
+                "metadata": {"campaign": "bench"},
+            }
+        )
+        for sub, user, job in rows
+    )
+    engine = database.engine()
+    try:
+        report = import_submissions(engine, lines, batch=2000)
+    finally:
+        engine.dispose()
+    if report.inserted != count:
+        message = f"seeded {report.inserted} of {count} submissions"
+        raise RuntimeError(message)
+    return rows
+
+
+def write_deliveries(
+    path: Path, database: Database, tag: str, rows: list[tuple[str, str, str]]
+) -> None:
+    """Write one signed delivery per submission, alternating project-level and per-submission."""
+    settings = database.settings()
+    key = settings.webhook_secrets[0]
+    stamp = int(time.time())
+    with path.open("w", encoding="utf-8") as out:
+        for n, (sub, user, job_id) in enumerate(rows):
+            job = {
+                "id": job_id,
+                "object": "job",
+                "kind": "video",
+                "status": "succeeded",
+                "output": {"url": f"https://cdn.bench.invalid/{job_id}.mp4"},
+                "metadata": {"submission_id": sub, "user_id": user, "campaign": "bench"},
+                "created_at": stamp - 60,
+                "updated_at": stamp,
+                "finished_at": stamp,
+            }
+            if n % 2 == 0:
+                target = "/webhooks/ittybit"
+                payload: dict[str, Any] = {
+                    "id": f"evt_{tag}_{n}",
+                    "object": "event",
+                    "kind": "job.succeeded",
+                    "data": job,
+                    "created_at": stamp,
+                }
+            else:
+                token = webhook_token(settings.secret_keys, submission_id=sub, user_id=user)
+                target = f"/webhooks/ittybit/{token}"
+                payload = job
+            body = json.dumps(payload, separators=(",", ":")).encode()
+            msg_id = f"msg_{tag}_{n}"
+            signature = sign_standard_webhook(key, msg_id=msg_id, timestamp=stamp, body=body)
+            out.write(f"{target}\t{msg_id}\t{stamp}\t{signature}\t{body.decode()}\n")
+
+
+def count_stored(database: Database, tag: str) -> int:
+    """Return how many inbox rows this run's deliveries left."""
+    table = WebhookEvent.__table__  # type: ignore[attr-defined]
+    engine = database.engine()
+    try:
+        with engine.connect() as conn:
+            statement = (
+                sa.select(sa.func.count())
+                .select_from(table)
+                .where(table.c.dedupe_key.like(f"wh:msg_{tag}_%"))
+            )
+            return int(conn.execute(statement).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def load(
+    url: str, deliveries: Path, *, connections: int, duration: float, threads: int = 2
+) -> dict[str, Any]:
+    """Run wrk (or the Python load generator when wrk is absent); return its JSON summary."""
+    env = {**os.environ, "DELIVERIES": str(deliveries), "WRK_THREADS": str(threads)}
+    wrk = shutil.which("wrk")
+    if wrk is not None:
+        command = [
+            wrk,
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{duration:g}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(LUA),
+            url,
+        ]
+        tool = "wrk"
+    else:
+        command = [
+            sys.executable,
+            "-m",
+            "bench.loadgen",
+            url,
+            "--deliveries",
+            str(deliveries),
+            "--connections",
+            str(connections),
+            "--duration",
+            str(duration),
+        ]
+        tool = "loadgen"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    finished = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, check=False
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    for line in finished.stdout.splitlines():
+        if line.startswith('{"bench"'):
+            result: dict[str, Any] = json.loads(line)
+            result["tool"] = tool
+            result["cpu_seconds"] = (after.ru_utime - before.ru_utime) + (
+                after.ru_stime - before.ru_stime
+            )
+            return result
+    message = f"{tool} gave no summary (exit {finished.returncode}):\n{finished.stderr[-2000:]}"
+    raise RuntimeError(message)
+
+
+def _server(database: Database, app: str, worker: str, log_path: Path) -> WebProcess:
+    command = procfile_command("web")
+    if app == "bare":
+        command = command.replace("wsgi:app", "bench.bare:app").replace(
+            "config/gunicorn.py", "python:bench.gunicorn_bare"
+        )
+    extra = WORKER_CLASSES[worker]
+    if extra:
+        command = f"{command} {extra}"
+    env = service_env(database, PORT=str(free_port()))
+    return WebProcess(env, log_path=log_path, command=command)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """Return user + system CPU seconds the processes have used so far (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def _loadavg() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def run_one(
+    database: Database,
+    *,
+    app: str,
+    worker: str,
+    connections: int,
+    duration: float,
+    deliveries: Path,
+    tag: str | None,
+    workdir: Path,
+) -> WebhookRun:
+    """Start a server, load it, stop it, and (for the real app) check the inbox."""
+    log_path = workdir / f"gunicorn-{database.name}-{app}-{worker}-{connections}.log"
+    server = _server(database, app, worker, log_path)
+    server.start(timeout=60)
+    try:
+        before = _loadavg()
+        workers = _children(server.pid or 0)
+        cpu_before = _cpu_seconds(workers)
+        summary = load(f"{server.url}/", deliveries, connections=connections, duration=duration)
+        server_cpu = _cpu_seconds(workers) - cpu_before
+    finally:
+        server.stop()
+    errors = summary["errors"]
+    error_count = sum(errors.values())
+    seconds = summary["duration_us"] / 1e6
+    requests = summary["requests"]
+    ok = requests - errors["status"]
+    run = WebhookRun(
+        database=database.name,
+        app=app,
+        worker=worker,
+        connections=connections,
+        seconds=round(seconds, 2),
+        requests=requests,
+        rps=round(requests / seconds, 1),
+        p50_ms=round(summary["latency_us"]["p50"] / 1000, 2),
+        p99_ms=round(summary["latency_us"]["p99"] / 1000, 2),
+        errors=error_count,
+        ok=ok,
+        sent=summary["sent"],
+        wrapped=summary["wrapped"],
+        server_cpu_us=round(server_cpu / max(requests, 1) * 1e6),
+        load_cpu_us=round(summary["cpu_seconds"] / max(requests, 1) * 1e6),
+        load=before,
+    )
+    if tag is None:
+        return run
+    stored = count_stored(database, tag)
+    # Requests still in flight when the load stopped may be stored without an answer,
+    # so stored may exceed ok by at most the connection count; fewer than ok is a loss.
+    return WebhookRun(**{**run.as_dict(), "stored": stored, "lost": max(0, ok - stored)})
+
+
+def run_webhook_suite(
+    databases: list[Database],
+    *,
+    workers: list[str],
+    connections: list[int],
+    duration: float,
+    deliveries_per_run: int,
+    workdir: Path,
+    progress: Any = print,
+) -> list[WebhookRun]:
+    """Run bare, then real, for every database, worker class and connection count.
+
+    The bare app runs right before each real run, so each ratio compares two runs made
+    under the same conditions on a shared machine.
+    """
+    runs: list[WebhookRun] = []
+    bare_file = workdir / "bare.tsv"
+    for database in databases:
+        progress(f"webhook: preparing {database.name}")
+        database.reset()
+        plan = [(worker, conns) for worker in workers for conns in connections]
+        tags = {}
+        for worker, conns in plan:
+            tag = f"{database.name[:2]}{worker[:2]}{conns}"
+            rows = seed_submissions(database, tag, deliveries_per_run)
+            tags[(worker, conns)] = tag
+            if not bare_file.exists():
+                write_deliveries(bare_file, database, "bare", rows[:5000])
+        for worker, conns in plan:
+            progress(f"webhook: bare flask, {worker}, {conns} connections")
+            bare = run_one(
+                database,
+                app="bare",
+                worker=worker,
+                connections=conns,
+                duration=duration,
+                deliveries=bare_file,
+                tag=None,
+                workdir=workdir,
+            )
+            runs.append(bare)
+            tag = tags[(worker, conns)]
+            progress(f"webhook: real app on {database.name}, {worker}, {conns} connections")
+            # Signed just before the run, so every delivery is inside the timestamp tolerance.
+            path = workdir / f"{tag}.tsv"
+            write_deliveries(path, database, tag, _rows(tag, deliveries_per_run))
+            runs.append(
+                run_one(
+                    database,
+                    app="real",
+                    worker=worker,
+                    connections=conns,
+                    duration=duration,
+                    deliveries=path,
+                    tag=tag,
+                    workdir=workdir,
+                )
+            )
+    return runs
+
+
+def _rows(tag: str, count: int) -> list[tuple[str, str, str]]:
+    return [(f"sub_{tag}_{n}", f"user_{n % 997}", f"job_{tag}_{n}") for n in range(count)]

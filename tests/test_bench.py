@@ -1,0 +1,213 @@
+"""The benchmark's own logic: the targets it checks, its table, and its load generators'
+request files. The benchmark itself runs with ``make bench``, never in the test suite."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from werkzeug.serving import make_server
+
+from bench.common import Database
+from bench.run import render_table, verdicts
+from bench.webhook import write_deliveries
+from devtools.processes import ROOT
+from receiver.signing import verify_standard_webhook, verify_webhook_token
+
+
+def _webhook(app: str, **values: Any) -> dict[str, Any]:
+    run = {
+        "database": "sqlite",
+        "app": app,
+        "worker": "sync",
+        "connections": 16,
+        "rps": 1000.0,
+        "p50_ms": 5.0,
+        "p99_ms": 20.0,
+        "errors": 0,
+        "ok": 10000,
+        "stored": 10000 if app == "real" else None,
+        "lost": 0 if app == "real" else None,
+        "wrapped": 0,
+        "server_cpu_us": 500,
+    }
+    run.update(values)
+    return run
+
+
+def _reconcile(jobs: int, **values: Any) -> dict[str, Any]:
+    run = {
+        "database": "sqlite",
+        "jobs": jobs,
+        "concurrency": 8,
+        "jobs_per_s": 150.0,
+        "ideal_per_s": 160.0,
+        "ratio": 0.94,
+        "statements_per_job": 3.0,
+        "transactions_per_job": 1.0,
+        "peak_rss_mib": 80.0,
+        "updated": jobs,
+        "checked": jobs,
+        "errors": 0,
+    }
+    run.update(values)
+    return run
+
+
+def _failed(result: dict[str, Any]) -> set[str]:
+    return {check["target"] for check in verdicts(result) if not check["ok"]}
+
+
+def test_targets_hold_when_every_figure_is_inside_them() -> None:
+    result = {
+        "webhook": [_webhook("bare", rps=2000.0), _webhook("real", rps=900.0)],
+        "reconcile": [_reconcile(1000), _reconcile(10000, peak_rss_mib=86.0)],
+    }
+    checks = verdicts(result)
+    assert len(checks) == 6
+    assert all(check["ok"] for check in checks), checks
+
+
+def test_each_missed_target_is_reported() -> None:
+    result = {
+        "webhook": [
+            _webhook("bare", rps=2000.0),
+            _webhook("real", rps=700.0, p99_ms=51.0, stored=9999, lost=1),
+        ],
+        "reconcile": [
+            _reconcile(1000),
+            _reconcile(10000, ratio=0.79, jobs_per_s=126.4, peak_rss_mib=88.5),
+        ],
+    }
+    assert _failed(result) == {
+        "webhook sqlite sync c=16: req/s >= 40% of bare",
+        "webhook sqlite sync c=16: p99 <= 50 ms",
+        "webhook sqlite sync c=16: no errors, every 2xx stored",
+        "reconcile sqlite N=10000: >= 80% of ideal",
+        "reconcile sqlite: peak RSS at N=10000 within 10% of N=1000",
+    }
+
+
+def test_a_repeated_delivery_counts_against_the_run() -> None:
+    result = {"webhook": [_webhook("bare"), _webhook("real", wrapped=1)]}
+    assert "webhook sqlite sync c=16: no errors, every 2xx stored" in _failed(result)
+
+
+def test_the_table_shows_each_run_and_the_ratio() -> None:
+    result = {
+        "meta": {
+            "finished": "2026-01-01T00:00:00+00:00",
+            "cpus": 2,
+            "python": "3.11",
+            "load_generator": "wrk",
+            "load_before": "0.1 0.1 0.1",
+            "load_after": "0.2 0.2 0.2",
+            "duration": 10.0,
+        },
+        "webhook": [_webhook("bare", rps=2000.0), _webhook("real", rps=900.0)],
+        "reconcile": [_reconcile(1000)],
+    }
+    table = render_table(result)
+    assert "| sqlite | real | sync | 16 | 900 |" in table
+    assert "| 45% |" in table
+    assert "| sqlite | 1000 | 8 | 150.0 | 160 | 94% |" in table
+
+
+@pytest.fixture
+def deliveries(tmp_path: Path) -> Path:
+    database = Database("sqlite", f"sqlite:///{tmp_path / 'unused.db'}")
+    rows = [(f"sub_{n}", f"user_{n}", f"job_{n}") for n in range(4)]
+    path = tmp_path / "deliveries.tsv"
+    write_deliveries(path, database, "t", rows)
+    return path
+
+
+def test_each_delivery_is_signed_for_its_url(deliveries: Path) -> None:
+    database = Database("sqlite", "sqlite:///unused.db")
+    settings = database.settings()
+    lines = deliveries.read_text().splitlines()
+    assert len(lines) == 4
+    for n, line in enumerate(lines):
+        path, msg_id, stamp, signature, body = line.split("\t")
+        headers = {
+            "webhook-id": msg_id,
+            "webhook-timestamp": stamp,
+            "webhook-signature": signature,
+        }
+        assert verify_standard_webhook(
+            headers,
+            body.encode(),
+            keys=settings.webhook_secrets,
+            now=float(stamp),
+            tolerance=settings.webhook_tolerance,
+        ) == (f"msg_t_{n}")
+        payload = json.loads(body)
+        if n % 2 == 0:
+            assert path == "/webhooks/ittybit"
+            assert payload["object"] == "event"
+            assert payload["data"]["id"] == f"job_{n}"
+        else:
+            claims = verify_webhook_token(settings.secret_keys, path.rsplit("/", 1)[1])
+            assert (claims.submission_id, claims.user_id) == (f"sub_{n}", f"user_{n}")
+            assert payload["id"] == f"job_{n}"
+
+
+@pytest.fixture
+def counting_server() -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    """A local HTTP server answering 200, keeping each request's client port and webhook-id."""
+    seen: list[tuple[str, str]] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        seen.append((environ["REMOTE_PORT"], environ.get("HTTP_WEBHOOK_ID", "")))
+        start_response("200 OK", [("Content-Length", "0")])
+        return [b""]
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.port}/", seen
+    server.shutdown()
+    thread.join(timeout=5)
+
+
+def test_the_python_load_generator_sends_each_delivery_and_reports(
+    deliveries: Path, counting_server: tuple[str, list[tuple[str, str]]]
+) -> None:
+    url, seen = counting_server
+    finished = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.loadgen",
+            url,
+            "--deliveries",
+            str(deliveries),
+            "--connections",
+            "2",
+            "--duration",
+            "0.5",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    summary = json.loads(finished.stdout.strip().splitlines()[-1])
+    assert summary["requests"] > 0
+    assert sum(summary["errors"].values()) == 0
+    assert summary["sent"] == len(seen)
+    # Four deliveries, so the run wrapped around; connection k of 2 sends deliveries k, k+2.
+    assert summary["wrapped"] > 0
+    assert {msg_id for _, msg_id in seen} == {f"msg_t_{n}" for n in range(4)}
+    slices: dict[str, set[int]] = {}
+    for port, msg_id in seen:
+        slices.setdefault(port, set()).add(int(msg_id.rsplit("_", 1)[1]) % 2)
+    assert all(len(parities) == 1 for parities in slices.values()), slices
