@@ -17,7 +17,6 @@ end
 
 function init(args)
   local path = os.getenv("DELIVERIES")
-  local total = counter_total or 0
   requests = {}
   sent = 0
   wrapped = 0
