@@ -269,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 result["reconcile"] = [run.as_dict() for run in passes]
     finally:
+        # The signed deliveries are large and of no use afterwards; the servers' logs stay.
+        for path in [*workdir.glob("*.tsv"), *workdir.glob("standin-jobs-*.txt")]:
+            path.unlink()
         result["meta"]["load_after"] = _load()
         result["meta"]["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
         result["meta"]["seconds"] = round(time.monotonic() - started)
