@@ -14,7 +14,13 @@ from receiver.models import Outcome
 from receiver.signing import TokenClaims
 from receiver.transitions import SubmissionRow, decide_transition
 
-__all__ = ["DeliveryResult", "claims_conflict", "owner_conflict", "process_delivery"]
+__all__ = [
+    "DeliveryResult",
+    "claims_conflict",
+    "match_stored",
+    "owner_conflict",
+    "process_delivery",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +63,37 @@ def owner_conflict(
     if submission.job_id is not None and submission.job_id != state.job_id:
         return "job id does not match the submission's job"
     return None
+
+
+def match_stored(
+    conn: Connection,
+    state: JobState,
+    *,
+    source: str,
+    wanted: str | None,
+    claimed_user_id: str | None,
+) -> tuple[SubmissionRow | None, str | None]:
+    """Find the submission a stored delivery belongs to, and why it may not touch it.
+
+    For re-matching and replaying inbox rows: a delivery on a signed URL goes to the
+    submission that URL named (the job id cannot redirect it) and is checked against the
+    owner the URL named; one on the project URL is matched as a new delivery would be.
+    """
+    claims = None
+    if source == "url":
+        submission = find_submission(conn, submission_id=wanted)
+        if wanted is not None and claimed_user_id is not None:
+            claims = TokenClaims(submission_id=wanted, user_id=claimed_user_id)
+    else:
+        submission = find_submission(
+            conn, job_id=state.job_id, submission_id=state.meta_str("submission_id")
+        )
+    if submission is None:
+        return None, None
+    conflict = owner_conflict(claims, state, submission)
+    if conflict is None and wanted is not None and wanted != submission.submission_id:
+        conflict = "the delivery named another submission"
+    return submission, conflict
 
 
 def process_delivery(

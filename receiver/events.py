@@ -24,10 +24,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from config.settings import parse_duration
-from receiver.apply import apply_job_state, find_submission
+from receiver.apply import apply_job_state
 from receiver.cli import database_errors, echo_json
 from receiver.db import get_engine
-from receiver.deliveries import owner_conflict
+from receiver.deliveries import match_stored
 from receiver.inbox import set_outcome
 from receiver.jobstate import InvalidPayload, NotAJob, normalise, parse_json
 from receiver.models import Outcome, WebhookEvent, utcnow
@@ -143,19 +143,25 @@ def replay_event(conn: Connection, event_id: int, *, now: datetime, write: bool 
     recorded when they arrived. Raise ReplayError when it cannot be replayed.
     """
     row = conn.execute(
-        sa.select(_events.c.outcome, _events.c.source, _events.c.submission_id, _events.c.body)
+        sa.select(
+            _events.c.outcome,
+            _events.c.source,
+            _events.c.submission_id,
+            _events.c.body,
+            _events.c.claimed_user_id,
+        )
         .where(_events.c.id == event_id)
         .with_for_update()
     ).first()
     if row is None:
         message = f"no event {event_id}"
         raise ReplayError(message)
-    previous, source, wanted, body = row
+    previous, source, wanted, body, claimed_user_id = row
     if previous == Outcome.UNMATCHED.value:
         return _rematch(conn, event_id, now=now, write=write)
-    if previous == Outcome.REJECTED.value and source == "url":
+    if previous == Outcome.REJECTED.value and source == "url" and claimed_user_id is None:
         message = (
-            f"event {event_id} was rejected on a signed webhook URL; the URL's owner is not "
+            f"event {event_id} was rejected on a signed webhook URL before its owner was "
             "stored, so it cannot be checked again: fix the cause and let ittybit resend it"
         )
         raise ReplayError(message)
@@ -164,12 +170,9 @@ def replay_event(conn: Connection, event_id: int, *, now: datetime, write: bool 
     except (InvalidPayload, NotAJob) as exc:
         message = f"event {event_id} can no longer be read: {exc}"
         raise ReplayError(message) from None
-    if source == "url":
-        submission = find_submission(conn, submission_id=wanted)
-    else:
-        submission = find_submission(
-            conn, job_id=state.job_id, submission_id=state.meta_str("submission_id")
-        )
+    submission, conflict = match_stored(
+        conn, state, source=source, wanted=wanted, claimed_user_id=claimed_user_id
+    )
     if submission is None:
         return Replayed(
             event_id,
@@ -180,9 +183,6 @@ def replay_event(conn: Connection, event_id: int, *, now: datetime, write: bool 
             "no submission matches",
             False,
         )
-    conflict = owner_conflict(None, state, submission)
-    if conflict is None and wanted is not None and wanted != submission.submission_id:
-        conflict = "the delivery named another submission"
     if conflict is not None:
         return Replayed(
             event_id,

@@ -46,6 +46,7 @@ class Delivery:
     body: str
     headers: HeaderLookup
     delivery_id: str | None = None
+    claimed_user_id: str | None = None
 
 
 def safe_headers(headers: HeaderLookup) -> dict[str, str]:
@@ -104,6 +105,7 @@ def event_values(
         "headers": safe_headers(delivery.headers),
         "outcome": outcome.value,
         "reason": reason[:500] if reason else None,
+        "claimed_user_id": delivery.claimed_user_id,
     }
 
 

@@ -132,3 +132,5 @@ class WebhookEvent(SQLModel, table=True):
     headers: dict[str, str] = Field(default_factory=dict, sa_column=_json_column("headers"))
     outcome: str = Field(max_length=20, index=True)
     reason: str | None = Field(default=None, max_length=500)
+    #: The owner a signed webhook URL named; checked again when the delivery is re-matched.
+    claimed_user_id: str | None = Field(default=None, max_length=200)

@@ -136,7 +136,11 @@ def _handle(
         return error_response(422, "not_a_job", str(exc))
 
     delivery = Delivery(
-        source=source, body=body.decode("utf-8"), headers=request.headers, delivery_id=delivery_id
+        source=source,
+        body=body.decode("utf-8"),
+        headers=request.headers,
+        delivery_id=delivery_id,
+        claimed_user_id=claims.user_id if claims else None,
     )
     try:
         result = _store(delivery, state, claims)

@@ -17,8 +17,8 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from receiver.apply import apply_job_state, find_submission
-from receiver.deliveries import owner_conflict
+from receiver.apply import apply_job_state
+from receiver.deliveries import match_stored
 from receiver.inbox import set_outcome
 from receiver.jobstate import InvalidPayload, NotAJob, normalise, parse_json
 from receiver.models import Outcome, Submission, WebhookEvent
@@ -46,7 +46,7 @@ _CANDIDATES = (
     .limit(sa.bindparam("limit"))
 )
 _LOCK_EVENT = (
-    sa.select(_events.c.body, _events.c.source, _events.c.submission_id)
+    sa.select(_events.c.body, _events.c.source, _events.c.submission_id, _events.c.claimed_user_id)
     .where(_events.c.id == sa.bindparam("event_id"), _events.c.outcome == Outcome.UNMATCHED.value)
     .with_for_update(skip_locked=True)
 )
@@ -72,20 +72,13 @@ def rematch_event(
     row = conn.execute(_LOCK_EVENT, {"event_id": event_id}).first()
     if row is None:
         return None
-    body, source, wanted = row
+    body, source, wanted, claimed_user_id = row
     state = normalise(parse_json(body.encode("utf-8")))
-    if source == "url":
-        # The signed URL named the submission; the job id cannot redirect it elsewhere.
-        submission = find_submission(conn, submission_id=wanted)
-    else:
-        submission = find_submission(
-            conn, job_id=state.job_id, submission_id=state.meta_str("submission_id")
-        )
+    submission, conflict = match_stored(
+        conn, state, source=source, wanted=wanted, claimed_user_id=claimed_user_id
+    )
     if submission is None:
         return None
-    conflict = owner_conflict(None, state, submission)
-    if conflict is None and wanted is not None and wanted != submission.submission_id:
-        conflict = "the delivery named another submission"
     if conflict is not None:
         if write:
             set_outcome(

@@ -242,12 +242,27 @@ def test_replay_a_rejected_delivery_once_the_owner_is_put_right(
     assert (event["outcome"], event["reason"]) == ("applied", "replayed: applied")
 
 
-def test_a_rejected_delivery_on_a_signed_url_is_not_replayed(
+def test_a_rejected_delivery_on_a_signed_url_is_checked_against_its_url_again(
     client: FlaskClient, runner: FlaskCliRunner, engine: Engine
 ) -> None:
     add_submission(engine, "sub_1")
     payload = job_payload(user_id="user_9")
     assert deliver(client, payload, "msg_x", url=token_url("sub_1")) == 403
+    assert stored_events(engine)[0]["claimed_user_id"] == "user_1"
+    output = ok(runner, "replay", "1")
+    assert output.startswith("event 1: still rejected (sub_1)")
+    assert submission(engine, "sub_1")["status"] == "pending"
+
+
+def test_a_rejected_signed_url_delivery_without_its_owner_is_not_replayed(
+    client: FlaskClient, runner: FlaskCliRunner, engine: Engine
+) -> None:
+    add_submission(engine, "sub_1")
+    payload = job_payload(user_id="user_9")
+    assert deliver(client, payload, "msg_x", url=token_url("sub_1")) == 403
+    # A row stored before the URL's owner was kept with each delivery.
+    with engine.begin() as conn:
+        conn.execute(sa.update(_events).values(claimed_user_id=None))
     result = run(runner, "replay", "1")
     assert result.exit_code == 1
     assert "cannot be checked again" in result.output

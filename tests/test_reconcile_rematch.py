@@ -105,6 +105,28 @@ def test_an_event_on_a_signed_url_is_matched_to_the_submission_it_names(
     assert (row["status"], row["error"], row["job_id"]) == ("failed", "bad codec", "job_7")
 
 
+def test_an_event_on_a_url_made_for_another_owner_is_rejected_on_matching(
+    client: FlaskClient, runner: FlaskCliRunner, engine: Engine
+) -> None:
+    # The URL named user_2; the payload carries no user_id, so only the stored claim tells.
+    token = webhook_token([SECRET_KEY], submission_id="sub_8", user_id="user_2")
+    payload = job_payload("job_8", "succeeded", submission_id=None, user_id=None)
+    assert deliver(client, payload, msg_id="m", url=f"/{token}").status_code == 202
+    assert events(engine)[0]["claimed_user_id"] == "user_2"
+    add(runner, "sub_8", user_id="user_1")
+
+    report = rematch_unmatched(engine, now=utcnow())
+
+    assert (report.matched, report.rejected) == (0, 1)
+    (event,) = events(engine)
+    assert event["outcome"] == "rejected"
+    assert event["reason"] == (
+        "matched later, refused: webhook URL was not made for this submission's owner"
+    )
+    row = rows(engine)["sub_8"]
+    assert (row["status"], row["job_id"]) == ("pending", None)
+
+
 def test_events_are_applied_in_arrival_order_by_the_usual_rules(
     client: FlaskClient, runner: FlaskCliRunner, engine: Engine
 ) -> None:
