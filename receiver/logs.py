@@ -1,8 +1,9 @@
 """Structured logs: JSON lines, a request id per request, and one line per request.
 
-The web process writes to stdout (Heroku's log drain reads it); commands write their logs
-to stderr so that their own output stays clean. Fields are chosen, never dumped: no
-secret, token, signature or body reaches a log line.
+The web process and the ``reconcile --loop`` worker write to stdout (Heroku's log drain
+reads it); one-off commands write their logs to stderr so that their own output stays
+clean. Fields are chosen, never dumped: no secret, token, signature or body reaches a log
+line.
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ def configure_logging(*, level: str, fmt: str, stream: IO[str] | None = None) ->
     """Send the root logger's records to ``stream`` (default stderr) as JSON or text.
 
     Logging that someone else set up (a test runner, an embedding program) is left alone
-    unless a ``stream`` is asked for; calling again only updates level and format.
+    unless a ``stream`` is asked for; calling again updates level and format, and the
+    stream when one is given.
     """
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     root = logging.getLogger()
@@ -107,6 +109,8 @@ def configure_logging(*, level: str, fmt: str, stream: IO[str] | None = None) ->
         setattr(handler, _HANDLER_MARK, True)
         handler.addFilter(RequestIdFilter())
         root.addHandler(handler)
+    elif stream is not None and isinstance(handler, logging.StreamHandler):
+        handler.setStream(stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT_FORMAT))
     root.setLevel(level.upper())
 

@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from config.settings import Settings, parse_duration
 from receiver.cli import database_errors, echo_json, parse_pairs, settings
 from receiver.db import get_engine
+from receiver.logs import configure_logging
 from receiver.metrics import get_metrics
 from receiver.models import utcnow
 from receiver.submissions import InvalidSubmission, submission_json
@@ -215,6 +216,8 @@ def reconcile_command(
     with client_from_settings(config, sleep=stop.wait) as client:
         reconciler = Reconciler(get_engine(), client, options, stop=stop, metrics=get_metrics())
         if loop:
+            # The worker is a long-running process: its log lines go where the web's do.
+            configure_logging(level=config.log_level, fmt=config.log_format, stream=sys.stdout)
             with _stop_on_signals(stop):
                 _run_loop(reconciler, interval or config.reconcile_interval, as_json=as_json)
             return

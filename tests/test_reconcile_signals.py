@@ -3,6 +3,7 @@ configuration stops ``reconcile`` and ``submit`` with one line and exit status 2
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -104,8 +105,15 @@ def test_sigterm_during_a_pass_finishes_the_jobs_in_hand_and_exits_0(
         code, out, err = stop(worker)
 
         assert code == 0, err
-        assert "SIGTERM received" in err
-        assert "reconcile loop stopped" in err
+        # The worker logs to stdout, as one JSON line per event, like the web process.
+        assert "SIGTERM received" in out
+        assert "reconcile loop stopped" in out
+        job_lines = [
+            record
+            for record in (json.loads(line) for line in out.splitlines() if line.startswith("{"))
+            if record["logger"] == "reconcile.poller" and "result" in record
+        ]
+        assert len(job_lines) >= 1, out
         stored = rows(engine)
     finally:
         engine.dispose()
@@ -129,8 +137,10 @@ def test_sigterm_during_a_pass_finishes_the_jobs_in_hand_and_exits_0(
 def test_sigterm_between_passes_exits_0_at_once(sqlite_url: str, fake: FakeIttybit) -> None:
     worker = start_worker(sqlite_url, fake.url, "--interval", "1h")
     assert worker.stdout is not None
-    line = worker.stdout.readline()  # the first pass's summary: now it sleeps
-    code, _out, err = stop(worker)
+    line = worker.stdout.readline()
+    while line.startswith("{"):  # log lines; the first pass's summary follows
+        line = worker.stdout.readline()
+    code, _out, err = stop(worker)  # now it sleeps
     assert line.startswith("reconcile: checked=0"), line + err
     assert code == 0, err
 
