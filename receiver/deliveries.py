@@ -65,6 +65,17 @@ def owner_conflict(
     return None
 
 
+def _locate(conn: Connection, state: JobState, *, named: str | None) -> SubmissionRow | None:
+    """Find (and lock) the submission a delivery is for.
+
+    A signed URL ``named`` its submission, and the job id cannot redirect it elsewhere;
+    otherwise the job id decides, else the metadata's submission_id.
+    """
+    if named is not None:
+        return find_submission(conn, submission_id=named)
+    return find_submission(conn, job_id=state.job_id, submission_id=state.meta_str("submission_id"))
+
+
 def match_stored(
     conn: Connection,
     state: JobState,
@@ -80,14 +91,9 @@ def match_stored(
     owner the URL named; one on the project URL is matched as a new delivery would be.
     """
     claims = None
-    if source == "url":
-        submission = find_submission(conn, submission_id=wanted)
-        if wanted is not None and claimed_user_id is not None:
-            claims = TokenClaims(submission_id=wanted, user_id=claimed_user_id)
-    else:
-        submission = find_submission(
-            conn, job_id=state.job_id, submission_id=state.meta_str("submission_id")
-        )
+    if source == "url" and wanted is not None and claimed_user_id is not None:
+        claims = TokenClaims(submission_id=wanted, user_id=claimed_user_id)
+    submission = _locate(conn, state, named=wanted if source == "url" else None)
     if submission is None:
         return None, None
     conflict = owner_conflict(claims, state, submission)
@@ -111,12 +117,7 @@ def process_delivery(
     recorded is kept, with outcome ``duplicate``.
     """
     key = dedupe_key(delivery.delivery_id, state)
-    if claims is not None:
-        submission = find_submission(conn, submission_id=claims.submission_id)
-    else:
-        submission = find_submission(
-            conn, job_id=state.job_id, submission_id=state.meta_str("submission_id")
-        )
+    submission = _locate(conn, state, named=claims.submission_id if claims else None)
 
     def record(outcome: Outcome, reason: str | None, submission_id: str | None) -> bool:
         return (

@@ -47,12 +47,9 @@ def _settings() -> Settings:
 def submission_webhook(token: str) -> Response:
     """Receive a delivery on a submission's own signed URL."""
     settings = _settings()
-    early = _check_envelope(settings)
-    if early is not None:
-        return early
     body = _read_body(settings)
-    if body is None:
-        return _too_large(settings)
+    if isinstance(body, Response):
+        return body
     try:
         claims = verify_webhook_token(settings.secret_keys, token)
         delivery_id = None
@@ -67,12 +64,9 @@ def submission_webhook(token: str) -> Response:
 def project_webhook() -> Response:
     """Receive a delivery on the project-level URL (Standard Webhooks signatures)."""
     settings = _settings()
-    early = _check_envelope(settings)
-    if early is not None:
-        return early
     body = _read_body(settings)
-    if body is None:
-        return _too_large(settings)
+    if isinstance(body, Response):
+        return body
     try:
         delivery_id = _verify_hmac(settings, body)
     except VerificationError as exc:
@@ -80,8 +74,8 @@ def project_webhook() -> Response:
     return _handle(settings, body, source="endpoint", claims=None, delivery_id=delivery_id)
 
 
-def _check_envelope(settings: Settings) -> Response | None:
-    """Refuse oversized bodies (413) and anything but JSON (415) before reading further."""
+def _read_body(settings: Settings) -> bytes | Response:
+    """Return the raw body, or the refusal of an oversized body (413) or non-JSON one (415)."""
     length = request.content_length
     if length is not None and length > settings.max_body_bytes:
         return _too_large(settings)
@@ -89,16 +83,11 @@ def _check_envelope(settings: Settings) -> Response | None:
         return error_response(
             415, "unsupported_media_type", "Content-Type must be application/json"
         )
-    return None
-
-
-def _read_body(settings: Settings) -> bytes | None:
-    """Return the raw body, or None when a streamed (chunked) body is over the limit."""
     # Werkzeug stops a stream without Content-Length at the limit without saying so;
     # reading one byte more tells a body of exactly the limit from a longer one.
     request.max_content_length = settings.max_body_bytes + 1
     body = request.get_data(cache=False)
-    return None if len(body) > settings.max_body_bytes else body
+    return _too_large(settings) if len(body) > settings.max_body_bytes else body
 
 
 def _too_large(settings: Settings) -> Response:
