@@ -20,6 +20,7 @@ from config.settings import Settings
 from receiver import create_app
 from receiver.db import create_db_engine, get_engine
 from receiver.migrate import upgrade
+from reconcile.client import set_testing
 from tests.helpers import OLD_SECRET_KEY, SECRET_KEY, WEBHOOK_SECRET
 
 _TABLES = ("webhook_events", "submissions")
@@ -129,3 +130,20 @@ def api_server(_threaded_httpserver: HTTPServer) -> HTTPServer:
     """A local HTTP server standing in for the ittybit API; answers requests concurrently."""
     _threaded_httpserver.clear()
     return _threaded_httpserver
+
+
+@pytest.fixture
+def no_retry_waits() -> Iterator[None]:
+    """Let the ittybit client retry without sleeping between tries."""
+    set_testing(True)
+    yield
+    set_testing(False)
+
+
+@pytest.fixture
+def ittybit_api(
+    app_config: dict[str, Any], api_server: HTTPServer, no_retry_waits: None
+) -> HTTPServer:
+    """Point the app at the local ``api_server``; use before ``app`` is built."""
+    app_config["ITTYBIT_API_URL"] = api_server.url_for("").rstrip("/")
+    return api_server

@@ -35,17 +35,7 @@ class Clock:
         self.now += timedelta(**delta)
 
 
-@pytest.fixture(autouse=True)
-def _no_retry_waits() -> Iterator[None]:
-    set_testing(True)
-    yield
-    set_testing(False)
-
-
-@pytest.fixture
-def app_config(app_config: dict[str, Any], api_server: HTTPServer) -> dict[str, Any]:
-    app_config["ITTYBIT_API_URL"] = api_server.url_for("").rstrip("/")
-    return app_config
+pytestmark = pytest.mark.usefixtures("ittybit_api")
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pytest_httpserver import HTTPServer
 
 from config.settings import Settings
 from receiver.db import create_db_engine
-from reconcile.client import IttybitClient, set_testing
+from reconcile.client import IttybitClient
 from reconcile.poller import PassOptions, Reconciler, Summary
 from tests.helpers import SECRET_KEY
 from tests.reconcile_helpers import API_KEY, FakeIttybit, add_submissions, rows
@@ -19,11 +19,7 @@ from tests.reconcile_helpers import API_KEY, FakeIttybit, add_submissions, rows
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def _no_retry_waits() -> Iterator[None]:
-    set_testing(True)
-    yield
-    set_testing(False)
+pytestmark = pytest.mark.usefixtures("no_retry_waits")
 
 
 @pytest.fixture

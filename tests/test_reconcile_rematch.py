@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from flask.testing import FlaskClient, FlaskCliRunner
-from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
 
 from receiver.models import WebhookEvent, utcnow
 from receiver.signing import webhook_token
-from reconcile.client import set_testing
 from reconcile.rematch import rematch_unmatched
 from tests.helpers import OLD_SECRET_KEY, SECRET_KEY, encode, job_payload, signed_headers
 from tests.reconcile_helpers import rows
@@ -22,17 +19,7 @@ from tests.reconcile_helpers import rows
 _events = WebhookEvent.__table__  # type: ignore[attr-defined]
 
 
-@pytest.fixture(autouse=True)
-def _no_retry_waits() -> Iterator[None]:
-    set_testing(True)
-    yield
-    set_testing(False)
-
-
-@pytest.fixture
-def app_config(app_config: dict[str, Any], api_server: HTTPServer) -> dict[str, Any]:
-    app_config["ITTYBIT_API_URL"] = api_server.url_for("").rstrip("/")
-    return app_config
+pytestmark = pytest.mark.usefixtures("ittybit_api")
 
 
 def events(engine: Engine) -> list[dict[str, Any]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,24 +13,14 @@ from sqlalchemy.engine import Engine
 from werkzeug.wrappers import Request, Response
 
 from receiver.signing import verify_webhook_token
-from reconcile.client import idempotency_key, set_testing
+from reconcile.client import idempotency_key
 from tests.helpers import SECRET_KEY, encode, job_payload, signed_headers
 from tests.reconcile_helpers import API_KEY, rows
 
 INPUT = "https://example.com/uploads/sub_1.mp4"
 
 
-@pytest.fixture(autouse=True)
-def _no_retry_waits() -> Iterator[None]:
-    set_testing(True)
-    yield
-    set_testing(False)
-
-
-@pytest.fixture
-def app_config(app_config: dict[str, Any], api_server: HTTPServer) -> dict[str, Any]:
-    app_config["ITTYBIT_API_URL"] = api_server.url_for("").rstrip("/")
-    return app_config
+pytestmark = pytest.mark.usefixtures("ittybit_api")
 
 
 class JobsEndpoint:
