@@ -1,9 +1,14 @@
 """Fixtures: a fresh, migrated database per test on SQLite, and on PostgreSQL when
-TEST_DATABASE_URL is set; the app, its test client and CLI runner."""
+TEST_DATABASE_URL is set; the app, its test client and CLI runner.
+
+TEST_DATABASE_URL names a server and a database to connect to: the tests create a database
+of their own there (``jobhooks_test_…``) and drop only that one.
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +27,6 @@ from receiver.db import create_db_engine, get_engine
 from receiver.migrate import upgrade
 from reconcile.client import set_testing
 from tests.helpers import OLD_SECRET_KEY, SECRET_KEY, WEBHOOK_SECRET
-
-_TABLES = ("webhook_events", "submissions")
 
 
 def postgres_url() -> str | None:
@@ -52,19 +55,65 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def create_test_database(server_url: str) -> str:
+    """Create an empty database of its own on the server ``server_url`` names; return its URL.
+
+    The database ``server_url`` names is only connected to, never changed: it may hold
+    real data. Needs a role allowed to create databases (``CREATEDB``).
+    """
+    name = f"jobhooks_test_{os.getpid()}_{secrets.token_hex(4)}"
+    server = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with server.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    finally:
+        server.dispose()
+    return sa.make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_test_database(url: str) -> None:
+    """Drop a database made by :func:`create_test_database`, and refuse any other."""
+    parsed = sa.make_url(url)
+    name = parsed.database or ""
+    if not name.startswith("jobhooks_test_"):
+        message = f"refusing to drop {name!r}: the tests drop only the databases they made"
+        raise ValueError(message)
+    server = sa.create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with server.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        server.dispose()
+
+
+_TABLES: dict[str, list[str]] = {}
+
+
+def empty_tables(engine: Engine) -> None:
+    """Empty every table of a test database but alembic's, restarting their ids."""
+    key = engine.url.render_as_string()
+    tables = _TABLES.get(key)
+    if tables is None:
+        names = sa.inspect(engine).get_table_names()
+        tables = _TABLES[key] = [name for name in names if name != "alembic_version"]
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+
+
 @pytest.fixture(scope="session")
 def postgres_engine() -> Iterator[Engine]:
-    """A migrated PostgreSQL database, emptied before every test that uses it."""
+    """A migrated PostgreSQL database of the session's own, emptied before every test."""
     url = postgres_url()
     if url is None:
         pytest.skip("PostgreSQL tests need TEST_DATABASE_URL")
-    engine = create_db_engine(_settings(url))
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-        conn.execute(sa.text("CREATE SCHEMA public"))
-    upgrade(engine)
-    yield engine
-    engine.dispose()
+    own = create_test_database(url)
+    engine = create_db_engine(_settings(own))
+    try:
+        upgrade(engine)
+        yield engine
+    finally:
+        engine.dispose()
+        drop_test_database(own)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -75,8 +124,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
         shutil.copyfile(sqlite_template, path)
         return f"sqlite:///{path}"
     engine: Engine = request.getfixturevalue("postgres_engine")
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"TRUNCATE {', '.join(_TABLES)} RESTART IDENTITY"))
+    empty_tables(engine)
     return engine.url.render_as_string(hide_password=False)
 
 

@@ -31,7 +31,7 @@ from receiver.db import create_db_engine
 from receiver.models import TERMINAL_STATUSES, Submission, WebhookEvent, utcnow
 from reconcile.client import client_from_settings
 from reconcile.submit import submit_job
-from tests.conftest import postgres_url
+from tests.conftest import empty_tables, postgres_url
 from tests.helpers import SECRET_KEY
 
 pytestmark = pytest.mark.slow
@@ -48,9 +48,7 @@ def storm_database(request: pytest.FixtureRequest, tmp_path: Path, sqlite_templa
         shutil.copyfile(sqlite_template, path)
         return f"sqlite:///{path}"
     engine: Engine = request.getfixturevalue("postgres_engine")
-    tables = [name for name in sa.inspect(engine).get_table_names() if name != "alembic_version"]
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    empty_tables(engine)
     return engine.url.render_as_string(hide_password=False)
 
 
