@@ -1,4 +1,4 @@
-"""Database tables: submissions and the webhook inbox."""
+"""Database tables: submissions, the webhook inbox, reconciler polls and the notification outbox."""
 
 from __future__ import annotations
 
@@ -14,7 +14,11 @@ from sqlmodel import Field, SQLModel
 __all__ = [
     "FINAL_STATUSES",
     "TERMINAL_STATUSES",
+    "Notification",
+    "NotificationStatus",
     "Outcome",
+    "Poll",
+    "ReconcilePass",
     "Status",
     "Submission",
     "UTCDateTime",
@@ -111,6 +115,15 @@ class Submission(SQLModel, table=True):
     poll_error: str | None = Field(default=None, max_length=500)
     lease_owner: str | None = Field(default=None, max_length=100)
     lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Migration 0004: test submissions made by `trigger`, and the job a pending submission
+    # asks for, so that the worker can create it later exactly as it was asked.
+    is_test: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    job_kind: str = Field(
+        default="video", max_length=50, sa_column_kwargs={"server_default": "video"}
+    )
+    job_options: dict[str, Any] | None = Field(
+        default=None, sa_column=_json_column("job_options", nullable=True)
+    )
 
     __table_args__ = (sa.Index("ix_submissions_status_updated_at", "status", "updated_at"),)
 
@@ -134,3 +147,73 @@ class WebhookEvent(SQLModel, table=True):
     reason: str | None = Field(default=None, max_length=500)
     #: The owner a signed webhook URL named; checked again when the delivery is re-matched.
     claimed_user_id: str | None = Field(default=None, max_length=200)
+
+
+class Poll(SQLModel, table=True):
+    """One look at a job through the ittybit API (reconciler, application API or admin)."""
+
+    __tablename__ = "polls"
+
+    id: int | None = Field(default=None, primary_key=True)
+    submission_id: str = Field(max_length=200)
+    job_id: str | None = Field(default=None, max_length=200)
+    polled_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    #: Who asked: ``reconcile``, ``api`` or ``admin``.
+    source: str = Field(max_length=20)
+    #: What it did: updated, unchanged, failed, expired, errors, deferred.
+    result: str = Field(max_length=20)
+    provider_status: str | None = Field(default=None, max_length=50)
+    detail: str | None = Field(default=None, max_length=500)
+
+    __table_args__ = (sa.Index("ix_polls_submission_id_id", "submission_id", "id"),)
+
+
+class ReconcilePass(SQLModel, table=True):
+    """The tally of one reconcile pass, for people looking at the service."""
+
+    __tablename__ = "reconcile_passes"
+
+    id: int | None = Field(default=None, primary_key=True)
+    started_at: datetime = Field(sa_type=UTCDateTime)
+    finished_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    owner: str = Field(max_length=100)
+    ok: bool
+    counts: dict[str, Any] = Field(default_factory=dict, sa_column=_json_column("counts"))
+
+
+class NotificationStatus(StrEnum):
+    """Where a notification to the application stands."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+class Notification(SQLModel, table=True):
+    """The outbox: one message to one endpoint of the application, written with its cause."""
+
+    __tablename__ = "notifications"
+
+    id: int | None = Field(default=None, primary_key=True)
+    #: The ``webhook-id`` the application dedupes on: the same on every attempt.
+    message_id: str = Field(max_length=64, unique=True)
+    submission_id: str = Field(max_length=200)
+    endpoint: str = Field(max_length=2048)
+    event_type: str = Field(max_length=50)
+    #: The exact JSON body, fixed when the change was committed.
+    payload: str = Field(sa_type=sa.Text)
+    status: str = Field(default=NotificationStatus.PENDING, max_length=20)
+    attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_status: int | None = Field(default=None)
+    last_error: str | None = Field(default=None, max_length=500)
+    delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    lease_owner: str | None = Field(default=None, max_length=100)
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+    __table_args__ = (
+        sa.Index("ix_notifications_status_next_attempt_at", "status", "next_attempt_at"),
+        sa.Index("ix_notifications_submission_id_id", "submission_id", "id"),
+    )

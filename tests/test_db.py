@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from receiver.db import database_unavailable
@@ -53,3 +54,15 @@ def test_constraint_violation_is_not_unavailable(database_url: str) -> None:
         assert not database_unavailable(error)
     finally:
         engine.dispose()
+
+
+def test_the_migrations_build_exactly_the_models_tables(engine: Engine) -> None:
+    """A model changed without a migration (or the reverse) shows up here, on each database."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        differences = compare_metadata(context, SQLModel.metadata)
+    assert differences == []
