@@ -84,6 +84,9 @@ class Settings:
     log_level: str = "info"
     log_format: str = "json"
     metrics_token: str = field(default="", repr=False)
+    notify_urls: tuple[str, ...] = ()
+    notify_secrets: tuple[bytes, ...] = field(default=(), repr=False)
+    notify_events: str = "final"
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property

@@ -31,16 +31,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if settings.env == "development":
         app.logger.info("APP_ENV=development: development defaults in use, not for production")
 
-    from receiver import cli, db, errors, events, health, metrics, webhooks
-    from reconcile import cli as reconcile_cli
+    from receiver import cli, db, errors, health, metrics, outbox, webhooks
 
     db.init_app(app, settings)
+    outbox.init_app(app, settings)
     logs.init_app(app)
     metrics.init_app(app)
     errors.init_app(app)
     cli.init_app(app)
-    events.init_app(app)
-    reconcile_cli.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(webhooks.bp)
     return app

@@ -1,4 +1,10 @@
-"""Apply a job state to a submission: the one write path shared by webhook and reconciler.
+"""Apply a job state to a submission: the one write path of every status change.
+
+Webhook deliveries, re-matched and replayed deliveries, reconciler polls (and their
+``expired`` verdict), submits and the application API all change a submission through
+:func:`apply_job_state`: the rules decide (``receiver.transitions``), the inbox row of a
+delivery is stored first, and the notifications the change owes are written in the same
+transaction (``receiver.outbox``).
 
 SQLAlchemy Core statements, built once: this is the webhook's hot path.
 """
@@ -17,9 +23,10 @@ from sqlalchemy.dialects import postgresql
 from receiver.inbox import insert_event
 from receiver.jobstate import JobState
 from receiver.models import Submission, WebhookEvent
+from receiver.outbox import Outbox
 from receiver.transitions import Change, SubmissionRow, decide_transition
 
-__all__ = ["apply_change", "apply_job_state", "find_submission"]
+__all__ = ["apply_job_state", "find_submission"]
 
 _submissions = Submission.__table__  # type: ignore[attr-defined]
 _events = WebhookEvent.__table__  # type: ignore[attr-defined]
@@ -51,11 +58,11 @@ def _update(names: tuple[str, ...]) -> sa.Update:
 
 @cache
 def _update_with_event(names: tuple[str, ...]) -> sa.Update:
-    """Return :func:`_update` with the inbox row inserted in the same statement (PostgreSQL).
+    """Return :func:`_update` with the inbox row inserted first, in the same statement.
 
     ``WITH event AS (INSERT … ON CONFLICT DO NOTHING RETURNING id) UPDATE … WHERE … AND
-    EXISTS (SELECT FROM event) RETURNING (SELECT id FROM event)``: one round trip instead
-    of two, and a delivery whose key is taken changes nothing, so nothing is rolled back.
+    EXISTS (SELECT FROM event) RETURNING (SELECT id FROM event)``: one round trip on
+    PostgreSQL, and a delivery whose key is taken changes nothing.
     """
     event = (
         postgresql.insert(_events)
@@ -89,47 +96,73 @@ def find_submission(
     return None
 
 
-def apply_change(
+def apply_job_state(
+    conn: Connection,
+    submission: SubmissionRow,
+    state: JobState,
+    *,
+    now: datetime,
+    outbox: Outbox,
+    event: Mapping[str, Any] | None = None,
+) -> Change | None:
+    """Decide what ``state`` does to ``submission``, write it and return the verdict.
+
+    ``submission`` must come from :func:`find_submission` in the same transaction. With
+    ``event`` (an inbox row, see ``receiver.inbox.event_values``; its outcome and reason
+    are the verdict's) the row is inserted *before* anything else is written, and when its
+    key was already stored nothing is written at all and ``None`` is returned: no rollback
+    is needed to undo a change that was never made.
+    """
+    change = decide_transition(submission, state)
+    if event is not None:
+        stored = {
+            **event,
+            "outcome": change.outcome.value,
+            "reason": change.reason[:500] if change.reason else None,
+        }
+        if not _store_with_event(conn, submission, change, now=now, event=stored):
+            return None
+    elif change.values is not None:
+        conn.execute(_update(tuple(sorted(change.values))), _params(submission, change, now))
+    new_status = change.new_status
+    if new_status is not None and new_status != submission.status:
+        outbox.announce(
+            conn,
+            submission.id,
+            old_status=submission.status,
+            new_status=new_status,
+            is_test=submission.is_test,
+            now=now,
+        )
+    return change
+
+
+def _params(submission: SubmissionRow, change: Change, now: datetime) -> dict[str, Any]:
+    assert change.values is not None
+    params = {f"_{name}": value for name, value in change.values.items()}
+    params["_id"] = submission.id
+    params["_updated_at"] = now
+    return params
+
+
+def _store_with_event(
     conn: Connection,
     submission: SubmissionRow,
     change: Change,
     *,
     now: datetime,
-    event: Mapping[str, Any] | None = None,
-) -> int | None:
-    """Write ``change`` (from :func:`decide_transition`) on ``submission``.
-
-    With ``event`` (an inbox row, see ``receiver.inbox.event_values``) the row is inserted
-    too, and its id returned, or ``None`` when its key was already stored: the caller must
-    then roll back. On PostgreSQL a change and its inbox row go in one statement (and a
-    taken key writes nothing at all).
-    """
+    event: Mapping[str, Any],
+) -> bool:
+    """Insert the inbox row, then the change only if the row was new; tell which."""
     if change.values is None:
-        return None if event is None else insert_event(conn, dict(event))
+        return insert_event(conn, dict(event)) is not None
     names = tuple(sorted(change.values))
-    params = {f"_{name}": value for name, value in change.values.items()}
-    params["_id"] = submission.id
-    params["_updated_at"] = now
-    if event is None:
-        conn.execute(_update(names), params)
-        return None
+    params = _params(submission, change, now)
     if conn.dialect.name == "postgresql":
         params.update({f"event_{name}": event[name] for name in _EVENT_COLUMNS})
-        stored = conn.execute(_update_with_event(names), params).scalar_one_or_none()
-        return None if stored is None else int(stored)
-    # SQLite has no INSERT inside WITH: two statements, and on a taken key the caller
-    # rolls the change back with the transaction.
+        return conn.execute(_update_with_event(names), params).scalar_one_or_none() is not None
+    # SQLite has no INSERT inside WITH: the inbox row goes first, and guards the change.
+    if insert_event(conn, dict(event)) is None:
+        return False
     conn.execute(_update(names), params)
-    return insert_event(conn, dict(event))
-
-
-def apply_job_state(
-    conn: Connection, submission: SubmissionRow, state: JobState, *, now: datetime
-) -> Change:
-    """Write what ``state`` changes on ``submission`` and return the verdict.
-
-    ``submission`` must come from :func:`find_submission` in the same transaction.
-    """
-    change = decide_transition(submission, state)
-    apply_change(conn, submission, change, now=now)
-    return change
+    return True

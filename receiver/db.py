@@ -20,11 +20,16 @@ __all__ = [
     "create_db_engine",
     "database_unavailable",
     "get_engine",
+    "get_read_engine",
     "init_app",
     "migration_state",
+    "read_only",
 ]
 
 _EXTENSION = "jobhooks.engine"
+_READ_EXTENSION = "jobhooks.read_engine"
+#: Execution option of connections that only read (see :func:`read_only`).
+_READ_ONLY = "jobhooks_read_only"
 
 
 def create_db_engine(settings: Settings) -> Engine:
@@ -55,9 +60,9 @@ def create_db_engine(settings: Settings) -> Engine:
 def _sqlite_engine(url: sa.URL, busy_timeout_ms: int) -> Engine:
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    # The driver's own transaction handling is off: every transaction begins IMMEDIATE,
-    # so a writer queues for the lock (up to the busy timeout) instead of failing on a
-    # lock upgrade.
+    # The driver's own transaction handling is off: a writer's transaction begins
+    # IMMEDIATE, so it queues for the lock (up to the busy timeout) instead of failing on a
+    # lock upgrade; a reader's (read_only) begins DEFERRED and never waits for the lock.
     timeout = busy_timeout_ms / 1000
     engine = sa.create_engine(url, connect_args={"timeout": timeout})
 
@@ -81,6 +86,10 @@ def _sqlite_engine(url: sa.URL, busy_timeout_ms: int) -> Engine:
         # as SQLAlchemy's own error, as exec_driver_sql would, so callers answer 503.
         driver = connection.connection.driver_connection
         assert driver is not None
+        if connection.get_execution_options().get(_READ_ONLY):
+            # WAL readers see the last commit and neither take nor wait for the write lock.
+            driver.execute("BEGIN")
+            return
         try:
             _begin_immediate(driver, timeout)
         except sqlite3.Error as exc:
@@ -109,14 +118,31 @@ def _begin_immediate(driver: sqlite3.Connection, timeout: float) -> None:
         pause = min(pause * 2, 0.001)
 
 
+def read_only(engine: Engine) -> Engine:
+    """Return ``engine`` for transactions that only read.
+
+    On SQLite they begin DEFERRED, so a page, a probe or a scrape answers while a long write
+    (a reconcile claim, a prune batch) holds the write lock; writing through it fails. It
+    shares the engine's pool. On PostgreSQL nothing changes.
+    """
+    return engine.execution_options(**{_READ_ONLY: True})
+
+
 def init_app(app: Flask, settings: Settings) -> None:
     """Create the app's engine; it is disposed of with the process."""
-    app.extensions[_EXTENSION] = create_db_engine(settings)
+    engine = app.extensions[_EXTENSION] = create_db_engine(settings)
+    app.extensions[_READ_EXTENSION] = read_only(engine)
 
 
 def get_engine(app: Flask | None = None) -> Engine:
-    """Return the engine of ``app`` (default: the current app)."""
+    """Return the engine of ``app`` (default: the current app), for transactions that write."""
     engine: Engine = (app or current_app).extensions[_EXTENSION]
+    return engine
+
+
+def get_read_engine(app: Flask | None = None) -> Engine:
+    """Return the read-only view of ``app``'s engine (see :func:`read_only`)."""
+    engine: Engine = (app or current_app).extensions[_READ_EXTENSION]
     return engine
 
 
@@ -133,7 +159,7 @@ def migration_state(engine: Engine) -> tuple[str | None, str | None]:
     from receiver.migrate import head_revision
 
     # Read alembic's table directly: a MigrationContext logs at INFO on every probe.
-    with engine.connect() as connection:
+    with read_only(engine).connect() as connection:
         current = None
         if sa.inspect(connection).has_table("alembic_version"):
             current = connection.execute(

@@ -7,12 +7,13 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
-from receiver.apply import apply_change, find_submission
-from receiver.inbox import Delivery, dedupe_key, event_values, record_event
+from receiver.apply import apply_job_state, find_submission
+from receiver.inbox import Delivery, dedupe_key, event_values, record_event, record_rejected
 from receiver.jobstate import JobState
 from receiver.models import Outcome
+from receiver.outbox import Outbox
 from receiver.signing import TokenClaims
-from receiver.transitions import SubmissionRow, decide_transition
+from receiver.transitions import SubmissionRow
 
 __all__ = [
     "DeliveryResult",
@@ -31,8 +32,9 @@ class DeliveryResult:
     submission_id: str | None = None
     status: str | None = None
     reason: str | None = None
-    #: The inbox already held this delivery's key: nothing was stored, roll back.
-    key_taken: bool = False
+
+
+_SEEN = "this delivery was stored before"
 
 
 def claims_conflict(claims: TokenClaims | None, state: JobState) -> str | None:
@@ -109,61 +111,58 @@ def process_delivery(
     state: JobState,
     claims: TokenClaims | None,
     now: datetime,
+    outbox: Outbox,
 ) -> DeliveryResult:
-    """Match, apply and record one delivery inside the caller's transaction.
+    """Match, store and apply one delivery inside the caller's transaction.
 
-    When the result says ``key_taken`` the caller must roll back: the state may have been
-    written before the inbox insert found the key taken. A new key whose state is already
-    recorded is kept, with outcome ``duplicate``.
+    The inbox row goes in before anything else is written: a delivery whose key is already
+    stored writes nothing and comes back ``duplicate``, so nothing needs rolling back. A new
+    key whose state is already recorded is kept, with outcome ``duplicate``.
     """
     key = dedupe_key(delivery.delivery_id, state)
     submission = _locate(conn, state, named=claims.submission_id if claims else None)
 
-    def record(outcome: Outcome, reason: str | None, submission_id: str | None) -> bool:
-        return (
-            record_event(
-                conn,
-                key=key,
-                delivery=delivery,
-                state=state,
-                submission_id=submission_id,
-                outcome=outcome,
-                reason=reason,
-                now=now,
-            )
-            is not None
-        )
-
     if submission is None:
         wanted = claims.submission_id if claims else state.meta_str("submission_id")
         reason = "no submission matches the job yet"
-        if not record(Outcome.UNMATCHED, reason, wanted):
-            return DeliveryResult(Outcome.DUPLICATE, wanted, key_taken=True)
+        stored = record_event(
+            conn,
+            key=key,
+            delivery=delivery,
+            state=state,
+            submission_id=wanted,
+            outcome=Outcome.UNMATCHED,
+            reason=reason,
+            now=now,
+        )
+        if stored is None:
+            return DeliveryResult(Outcome.DUPLICATE, wanted, reason=_SEEN)
         return DeliveryResult(Outcome.UNMATCHED, wanted, reason=reason)
 
     conflict = owner_conflict(claims, state, submission)
     if conflict is not None:
-        record(Outcome.REJECTED, conflict, submission.submission_id)
+        record_rejected(
+            conn,
+            key=key,
+            delivery=delivery,
+            state=state,
+            submission_id=submission.submission_id,
+            reason=conflict,
+            now=now,
+        )
         return DeliveryResult(Outcome.REJECTED, submission.submission_id, reason=conflict)
 
-    change = decide_transition(submission, state)
     event = event_values(
-        key=key,
-        delivery=delivery,
-        state=state,
-        submission_id=submission.submission_id,
-        outcome=change.outcome,
-        reason=change.reason,
-        now=now,
+        key=key, delivery=delivery, state=state, submission_id=submission.submission_id, now=now
     )
-    if apply_change(conn, submission, change, now=now, event=event) is None:
+    change = apply_job_state(conn, submission, state, now=now, outbox=outbox, event=event)
+    if change is None:
         return DeliveryResult(
-            Outcome.DUPLICATE, submission.submission_id, submission.status, key_taken=True
+            Outcome.DUPLICATE, submission.submission_id, submission.status, reason=_SEEN
         )
-    status = change.values.get("status", submission.status) if change.values else None
     return DeliveryResult(
         change.outcome,
         submission.submission_id,
-        str(status or submission.status),
+        change.new_status or submission.status,
         change.reason,
     )

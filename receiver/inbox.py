@@ -21,6 +21,7 @@ __all__ = [
     "event_values",
     "insert_event",
     "record_event",
+    "record_rejected",
     "safe_headers",
     "set_outcome",
 ]
@@ -88,11 +89,14 @@ def event_values(
     delivery: Delivery,
     state: JobState | None,
     submission_id: str | None,
-    outcome: Outcome,
-    reason: str | None,
     now: datetime,
+    outcome: Outcome = Outcome.APPLIED,
+    reason: str | None = None,
 ) -> dict[str, Any]:
-    """Return the inbox row of one delivery, column by column."""
+    """Return the inbox row of one delivery, column by column.
+
+    ``receiver.apply.apply_job_state`` sets the outcome and reason from its verdict.
+    """
     return {
         "dedupe_key": key,
         "received_at": now,
@@ -145,11 +149,51 @@ def set_outcome(
     *,
     outcome: Outcome,
     reason: str | None,
-    submission_id: str | None,
+    submission_id: str | None = None,
 ) -> None:
-    """Record a new outcome for a stored event (re-matching, replay)."""
-    conn.execute(
-        sa.update(_events)
-        .where(_events.c.id == event_id)
-        .values(outcome=outcome.value, reason=reason, submission_id=submission_id)
+    """Record a new outcome for a stored event (re-matching, replay), and its submission."""
+    values: dict[str, Any] = {"outcome": outcome.value, "reason": reason}
+    if submission_id is not None:
+        values["submission_id"] = submission_id
+    conn.execute(sa.update(_events).where(_events.c.id == event_id).values(**values))
+
+
+def record_rejected(
+    conn: Connection,
+    *,
+    key: str,
+    delivery: Delivery,
+    state: JobState | None,
+    submission_id: str | None,
+    reason: str,
+    now: datetime,
+) -> int | None:
+    """Store a refused delivery, always: every 403 answered can be found in the inbox.
+
+    When ``key`` belongs to another stored delivery (a fallback key shared with a genuine
+    event of the same job and status), the refusal is kept under a key of its own, derived
+    from the body so that a resend of the same refused delivery is stored once.
+    """
+    stored = record_event(
+        conn,
+        key=key,
+        delivery=delivery,
+        state=state,
+        submission_id=submission_id,
+        outcome=Outcome.REJECTED,
+        reason=reason,
+        now=now,
+    )
+    if stored is not None:
+        return stored
+    digest = hashlib.sha256(f"{key}\n{delivery.body}".encode()).hexdigest()
+    return record_event(
+        conn,
+        key=f"rej:{digest}",
+        delivery=delivery,
+        state=state,
+        submission_id=submission_id,
+        outcome=Outcome.REJECTED,
+        reason=reason,
+        now=now,
     )

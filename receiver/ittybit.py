@@ -1,4 +1,6 @@
-"""A small ittybit API client: pooled connections, timeouts, retries, normalised jobs.
+"""The ittybit API client: pooled connections, timeouts, retries, normalised jobs.
+
+Used by both processes: the worker's passes and the web process's submits and polls.
 
 Every job the API returns goes through :func:`receiver.jobstate.normalise`, the same
 code the webhook uses, so a job reads the same whichever way it arrived.
@@ -315,6 +317,12 @@ class IttybitClient:
                 error: ApiError = ApiUnavailable(f"{what}: timed out")
             except httpx.TransportError as exc:
                 error = ApiUnavailable(f"{what}: connection failed ({type(exc).__name__})")
+            except httpx.DecodingError:
+                # A body that cannot be decoded (a broken gzip stream…) will not mend on retry.
+                message = f"{what}: the answer could not be decoded"
+                raise BadResponse(message) from None
+            except httpx.HTTPError as exc:
+                error = ApiUnavailable(f"{what}: request failed ({type(exc).__name__})")
             else:
                 status = response.status_code
                 if status < 300:

@@ -49,10 +49,6 @@ class JobState:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     event_id: str | None = None
 
-    @property
-    def is_terminal(self) -> bool:
-        return self.status is not Status.PROCESSING
-
     def meta_str(self, key: str) -> str | None:
         """Return a metadata value as text (ids may arrive as numbers)."""
         value = self.metadata.get(key)

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from config.settings import Settings
-from receiver.db import get_engine
+from receiver.db import get_read_engine
 from receiver.errors import error_response
 from receiver.logs import current
 from receiver.models import Outcome, Status, Submission, WebhookEvent
@@ -255,6 +255,6 @@ def _authorized(token: str) -> bool:
 
 def init_app(app: Flask) -> None:
     """Create the app's metrics, count webhook deliveries and serve ``GET /metrics``."""
-    metrics = app.extensions[_EXTENSION] = Metrics(get_engine(app))
+    metrics = app.extensions[_EXTENSION] = Metrics(get_read_engine(app))
     app.after_request(_observer(metrics))
     app.register_blueprint(bp)

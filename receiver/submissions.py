@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,21 +16,28 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from config.settings import Settings
-from receiver.models import Status, Submission, utcnow
+from receiver.models import Notification, Poll, Status, Submission, WebhookEvent, utcnow
 from receiver.signing import webhook_token
 
 __all__ = [
+    "TEST_PREFIX",
     "ImportReport",
     "InvalidSubmission",
     "create_submission",
+    "create_test_submission",
     "get_submission",
     "import_submissions",
+    "prune_test_submissions",
     "submission_json",
     "validate_submission",
     "webhook_url",
 ]
 
+#: Every test submission's id starts with this; no real one may.
+TEST_PREFIX = "test_"
+
 _MAX_ID = 200
+_STATUSES = tuple(item.value for item in Status)
 _IMPORT_KEYS = frozenset({"submission_id", "user_id", "input_url", "job_id", "status", "metadata"})
 
 
@@ -43,8 +51,8 @@ def webhook_url(settings: Settings, *, submission_id: str, user_id: str) -> str:
     return f"{settings.public_url}/webhooks/ittybit/{token}"
 
 
-def submission_json(submission: Submission, settings: Settings) -> dict[str, Any]:
-    """Return the submission as the JSON object the CLI prints."""
+def submission_json(submission: Any, settings: Settings) -> dict[str, Any]:
+    """Return a submission (a model or a row) as the JSON object the CLI prints."""
 
     def stamp(value: datetime | None) -> str | None:
         return value.isoformat() if value else None
@@ -59,6 +67,7 @@ def submission_json(submission: Submission, settings: Settings) -> dict[str, Any
         "output_url": submission.output_url,
         "error": submission.error,
         "metadata": submission.meta,
+        "test": bool(submission.is_test),
         "webhook_url": webhook_url(
             settings, submission_id=submission.submission_id, user_id=submission.user_id
         ),
@@ -96,16 +105,20 @@ def validate_submission(record: Mapping[str, Any]) -> dict[str, Any]:
         message = f"input_url must be an http(s) URL, got {input_url[:80]!r}"
         raise InvalidSubmission(message)
     status = record.get("status") or Status.PENDING.value
-    if status not in {item.value for item in Status}:
-        message = f"status must be one of {', '.join(item.value for item in Status)}"
+    if status not in _STATUSES:
+        message = f"status must be one of {', '.join(_STATUSES)}"
         raise InvalidSubmission(message)
     metadata = record.get("metadata") or {}
     if not isinstance(metadata, dict):
         message = "metadata must be an object"
         raise InvalidSubmission(message)
     job_id = record.get("job_id")
+    submission_id = _identifier("submission_id", record.get("submission_id"))
+    if submission_id.startswith(TEST_PREFIX):
+        message = f"submission_id must not start with {TEST_PREFIX!r}: those are test submissions"
+        raise InvalidSubmission(message)
     return {
-        "submission_id": _identifier("submission_id", record.get("submission_id")),
+        "submission_id": submission_id,
         "user_id": _identifier("user_id", record.get("user_id")),
         "input_url": input_url.strip(),
         "job_id": None if job_id in (None, "") else _identifier("job_id", job_id),
@@ -137,6 +150,41 @@ def create_submission(session: Session, **fields: Any) -> Submission:
     return submission
 
 
+def create_test_submission(session: Session, *, now: datetime) -> Submission:
+    """Add a test submission (``test_…``, with a test job id) for ``trigger`` and commit.
+
+    It is marked as test data: the reconciler never polls it, the application is never
+    notified about it, and ``submissions prune-tests`` removes it.
+    """
+    token = secrets.token_hex(6)
+    submission = Submission(
+        submission_id=f"{TEST_PREFIX}{token}",
+        user_id="test",
+        input_url="https://example.invalid/jobhooks-trigger.mp4",
+        job_id=f"job_test_{token}",
+        status=Status.PROCESSING.value,
+        meta={"test": True},
+        is_test=True,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(submission)
+    session.commit()
+    session.refresh(submission)
+    return submission
+
+
+def prune_test_submissions(engine: Engine) -> int:
+    """Delete every test submission and what was recorded about it; return how many."""
+    table = Submission.__table__  # type: ignore[attr-defined]
+    tests = sa.select(table.c.submission_id).where(table.c.is_test.is_(True))
+    with engine.begin() as conn:
+        for model in (WebhookEvent, Poll, Notification):
+            other: sa.Table = model.__table__  # type: ignore[union-attr]
+            conn.execute(sa.delete(other).where(other.c.submission_id.in_(tests)))
+        return int(conn.execute(sa.delete(table).where(table.c.is_test.is_(True))).rowcount)
+
+
 @dataclass(slots=True)
 class ImportReport:
     """How an import went."""
@@ -166,9 +214,11 @@ def _parse_lines(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def import_submissions(engine: Engine, lines: Iterable[str], *, batch: int = 1000) -> ImportReport:
-    """Insert JSON Lines submissions in batches; rows whose submission or job id exists are skipped.
+    """Insert JSON Lines submissions; rows whose submission or job id exists are skipped.
 
-    Every line is validated before anything is written, so a bad file changes nothing.
+    All or nothing: every line is validated before anything is written, and every row is
+    written in one transaction, so a bad line or a database failure half-way changes
+    nothing.
     """
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -181,14 +231,13 @@ def import_submissions(engine: Engine, lines: Iterable[str], *, batch: int = 100
     report = ImportReport(read=len(rows))
     table = Submission.__table__  # type: ignore[attr-defined]
     insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+    statement = insert(table).on_conflict_do_nothing().returning(table.c.id)
     now = utcnow()
-    for start in range(0, len(rows), batch):
-        chunk = [
-            {**row, "created_at": now, "updated_at": now} for row in rows[start : start + batch]
-        ]
-        statement = insert(table).on_conflict_do_nothing().returning(table.c.id)
-        with engine.begin() as conn:
-            inserted = len(conn.execute(statement, chunk).all())
-        report.inserted += inserted
-        report.skipped += len(chunk) - inserted
+    with engine.begin() as conn:
+        for start in range(0, len(rows), batch):
+            chunk = [
+                {**row, "created_at": now, "updated_at": now} for row in rows[start : start + batch]
+            ]
+            report.inserted += len(conn.execute(statement, chunk).all())
+    report.skipped = report.read - report.inserted
     return report

@@ -21,8 +21,10 @@ from sqlmodel import Session
 from config.settings import Settings
 from receiver.apply import apply_job_state, find_submission
 from receiver.deliveries import owner_conflict
+from receiver.ittybit import ApiError, IttybitClient, idempotency_key
 from receiver.jobstate import JobState
 from receiver.models import Status, Submission
+from receiver.outbox import Outbox
 from receiver.submissions import (
     InvalidSubmission,
     create_submission,
@@ -30,7 +32,6 @@ from receiver.submissions import (
     validate_submission,
     webhook_url,
 )
-from reconcile.client import ApiError, IttybitClient, idempotency_key
 
 __all__ = ["RESERVED_METADATA", "SubmitResult", "submit_job"]
 
@@ -109,6 +110,7 @@ def submit_job(
     user_id: str,
     input_url: str,
     now: datetime,
+    outbox: Outbox,
     kind: str = "video",
     options: Mapping[str, Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
@@ -144,7 +146,7 @@ def submit_job(
     except ApiError as exc:
         error: str | None = exc.message
     else:
-        error = _store_job(engine, submission_id=sid, state=state, now=now)
+        error = _store_job(engine, submission_id=sid, state=state, now=now, outbox=outbox)
     if error is not None:
         log.warning("submit %s failed: %s", sid, error)
         with engine.begin() as conn:
@@ -159,7 +161,9 @@ def submit_job(
         return SubmitResult(stored, created=created, sent=True, error=error)
 
 
-def _store_job(engine: Engine, *, submission_id: str, state: JobState, now: datetime) -> str | None:
+def _store_job(
+    engine: Engine, *, submission_id: str, state: JobState, now: datetime, outbox: Outbox
+) -> str | None:
     """Record the created job through the webhook's write path; return an error, if any."""
     try:
         with engine.begin() as conn:
@@ -169,7 +173,7 @@ def _store_job(engine: Engine, *, submission_id: str, state: JobState, now: date
             conflict = owner_conflict(None, state, row)
             if conflict is not None:
                 return f"ittybit answered with a job that does not fit: {conflict}"
-            apply_job_state(conn, row, state, now=now)
+            apply_job_state(conn, row, state, now=now, outbox=outbox)
             conn.execute(
                 sa.update(_submissions)
                 .where(_submissions.c.id == row.id)

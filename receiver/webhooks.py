@@ -13,10 +13,11 @@ from config.settings import Settings
 from receiver.db import database_unavailable, get_engine
 from receiver.deliveries import DeliveryResult, claims_conflict, process_delivery
 from receiver.errors import error_response
-from receiver.inbox import Delivery, dedupe_key, record_event
+from receiver.inbox import Delivery, dedupe_key, record_rejected
 from receiver.jobstate import InvalidPayload, JobState, NotAJob, normalise, parse_json
 from receiver.logs import note
 from receiver.models import Outcome, utcnow
+from receiver.outbox import get_outbox
 from receiver.signing import (
     TokenClaims,
     VerificationError,
@@ -166,29 +167,26 @@ def _handle(
 
 def _store(delivery: Delivery, state: JobState, claims: TokenClaims | None) -> DeliveryResult:
     now = utcnow()
+    outbox = get_outbox()
     with get_engine().connect() as conn:
         conflict = claims_conflict(claims, state)
         if conflict is None:
             try:
-                with conn.begin() as transaction:
-                    result = process_delivery(
-                        conn, delivery=delivery, state=state, claims=claims, now=now
+                with conn.begin():
+                    return process_delivery(
+                        conn, delivery=delivery, state=state, claims=claims, now=now, outbox=outbox
                     )
-                    if result.key_taken:
-                        transaction.rollback()
-                return result
             except IntegrityError:
                 # Filling in the job id collided with the submission that already owns it.
                 conflict = "job id belongs to another submission"
         wanted = claims.submission_id if claims else state.meta_str("submission_id")
         with conn.begin():
-            record_event(
+            record_rejected(
                 conn,
                 key=dedupe_key(delivery.delivery_id, state),
                 delivery=delivery,
                 state=state,
                 submission_id=wanted,
-                outcome=Outcome.REJECTED,
                 reason=conflict,
                 now=now,
             )

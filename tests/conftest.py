@@ -23,9 +23,10 @@ from sqlalchemy.engine import Engine
 
 from config.settings import Settings
 from receiver import create_app
+from receiver.cli import cli as jobhooks_cli
 from receiver.db import create_db_engine, get_engine
+from receiver.ittybit import set_testing
 from receiver.migrate import upgrade
-from reconcile.client import set_testing
 from tests.helpers import OLD_SECRET_KEY, SECRET_KEY, WEBHOOK_SECRET
 
 
@@ -152,6 +153,20 @@ def app(app_config: dict[str, Any]) -> Iterator[Flask]:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+class JobhooksRunner(FlaskCliRunner):
+    """Invoke commands through the ``jobhooks`` console script's group, as users do.
+
+    ``app.cli`` alone lacks the worker's commands, which join through entry points.
+    """
+
+    def invoke(self, cli: Any = None, args: Any = None, **kwargs: Any) -> Any:
+        return super().invoke(cli or jobhooks_cli, args, **kwargs)
+
+
+# Every runner a test makes (app.test_cli_runner()) goes through the jobhooks group.
+Flask.test_cli_runner_class = JobhooksRunner
 
 
 @pytest.fixture

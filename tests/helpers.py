@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+from receiver.outbox import Outbox
 from receiver.signing import sign_standard_webhook
 
 SECRET_KEY = "test-secret-key-newest-0123456789"
@@ -84,3 +85,8 @@ def signed_headers(
             key, msg_id=msg_id, timestamp=stamp, body=body
         ),
     }
+
+
+def quiet_outbox() -> Outbox:
+    """An outbox with no endpoint: changes announce nothing (NOTIFY_URL unset)."""
+    return Outbox(endpoints=(), events="final", render=dict)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from flask.testing import FlaskCliRunner
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from receiver import create_app
@@ -28,6 +29,7 @@ DOCUMENTED_KEYS = {
     "output_url",
     "error",
     "metadata",
+    "test",
     "webhook_url",
     "provider_updated_at",
     "created_at",
@@ -88,6 +90,7 @@ def test_add_prints_the_submission(runner: FlaskCliRunner, engine: Engine) -> No
         "output_url": None,
         "error": None,
         "metadata": {"campaign": "spring", "q": "a=b"},
+        "test": False,
         "provider_updated_at": None,
     }
     assert datetime.fromisoformat(printed["created_at"]).tzinfo is not None
@@ -273,6 +276,30 @@ def test_import_with_a_bad_line_imports_nothing(
     assert message in result.stderr
     assert "nothing was imported" in result.stderr
     assert "Traceback" not in result.output
+    assert count(engine) == 0
+
+
+def test_import_that_fails_in_the_database_half_way_imports_nothing(
+    runner: FlaskCliRunner, engine: Engine, tmp_path: Path
+) -> None:
+    """The database, not the file, fails on the third batch: the first two must not stay."""
+    path = write_lines(tmp_path / "subs.jsonl", [record(n) for n in range(250)])
+    batches: list[int] = []
+
+    def fail_third_batch(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO SUBMISSIONS"):
+            batches.append(1)
+            if len(batches) == 3:
+                raise sa.exc.OperationalError(statement, params, Exception("disk I/O error"))
+
+    event.listen(engine, "before_cursor_execute", fail_third_batch)
+    try:
+        result = runner.invoke(args=["submissions", "import", str(path), "--batch", "100"])
+    finally:
+        event.remove(engine, "before_cursor_execute", fail_third_batch)
+    assert len(batches) == 3
+    assert result.exit_code == 1
+    assert "database error" in result.stderr
     assert count(engine) == 0
 
 

@@ -11,8 +11,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug.wrappers import Request, Response
 
-from receiver.models import Status
-from reconcile.client import (
+from receiver.ittybit import (
     ApiError,
     ApiUnavailable,
     AuthError,
@@ -25,6 +24,7 @@ from reconcile.client import (
     idempotency_key,
     parse_retry_after,
 )
+from receiver.models import Status
 from tests.reconcile_helpers import API_KEY, FakeIttybit, Scripted
 
 

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from receiver.events import parse_since
+from receiver.history import parse_since
 from receiver.models import Submission, WebhookEvent
 from receiver.signing import webhook_token
 from receiver.submissions import create_submission
@@ -74,7 +74,11 @@ def inbox(client: FlaskClient, engine: Engine) -> None:
     """Four deliveries: applied (1), unmatched (2), rejected (3), applied on sub_2's URL (4)."""
     add_submission(engine, "sub_1")
     add_submission(engine, "sub_2")
-    assert deliver(client, job_payload("job_1", submission_id="sub_1"), "msg_1") == 200
+    earlier = (NOW - timedelta(hours=1)).isoformat()
+    assert (
+        deliver(client, job_payload("job_1", submission_id="sub_1", updated_at=earlier), "msg_1")
+        == 200
+    )
     assert deliver(client, job_payload("job_3", submission_id="sub_3"), "msg_2") == 202
     later = job_payload("job_1", "failed", user_id="user_9", updated_at=NOW.isoformat())
     assert deliver(client, later, "msg_3") == 403
@@ -171,7 +175,9 @@ def test_replay_an_unmatched_delivery_once_its_submission_exists(
     )
     assert submission(engine, "sub_3")["status"] == "pending"
 
-    assert ok(runner, "replay", "2").startswith("event 2: was unmatched, now applied (sub_3)")
+    assert ok(runner, "replay", "2").startswith(
+        "event 2: was unmatched, now applied (sub_3, succeeded)"
+    )
     stored = submission(engine, "sub_3")
     assert (stored["status"], stored["job_id"]) == ("succeeded", "job_3")
     event = stored_events(engine)[1]

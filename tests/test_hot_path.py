@@ -13,13 +13,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from config.settings import Settings
-from receiver.apply import apply_change, find_submission
+from receiver.apply import apply_job_state, find_submission
 from receiver.db import _begin_immediate, create_db_engine
 from receiver.inbox import Delivery, event_values
 from receiver.jobstate import normalise
 from receiver.models import Outcome, Submission, WebhookEvent, utcnow
-from receiver.transitions import decide_transition
-from tests.helpers import SECRET_KEY, job_payload
+from receiver.transitions import Change
+from tests.helpers import SECRET_KEY, job_payload, quiet_outbox
 from tests.test_webhooks import add_submission
 
 _submissions = Submission.__table__  # type: ignore[attr-defined]
@@ -33,34 +33,27 @@ def _stored(engine: Engine) -> tuple[str, list[str]]:
     return status, keys
 
 
-def _apply(engine: Engine, key: str) -> int | None:
-    """Apply a succeeded job to sub_1 with its inbox row ``key``; return the row's id."""
+def _apply(engine: Engine, key: str) -> Change | None:
+    """Apply a succeeded job to sub_1 with its inbox row ``key`` and commit, whatever happens.
+
+    No rollback: a taken key must leave nothing written by itself.
+    """
     state = normalise(job_payload())
     now = utcnow()
     delivery = Delivery(source="url", body="{}", headers={}, delivery_id=key)
-    with engine.connect() as conn, conn.begin() as transaction:
+    with engine.begin() as conn:
         submission = find_submission(conn, submission_id="sub_1")
         assert submission is not None
-        change = decide_transition(submission, state)
         event = event_values(
-            key=key,
-            delivery=delivery,
-            state=state,
-            submission_id="sub_1",
-            outcome=change.outcome,
-            reason=change.reason,
-            now=now,
+            key=key, delivery=delivery, state=state, submission_id="sub_1", now=now
         )
-        stored = apply_change(conn, submission, change, now=now, event=event)
-        if stored is None:
-            transaction.rollback()
-        return stored
+        return apply_job_state(conn, submission, state, now=now, outbox=quiet_outbox(), event=event)
 
 
 def test_a_change_and_its_inbox_row_are_written_together(engine: Engine) -> None:
     add_submission(engine)
     first = _apply(engine, "wh:one")
-    assert isinstance(first, int)
+    assert first is not None and first.outcome is Outcome.APPLIED
     assert _stored(engine) == ("succeeded", ["wh:one"])
 
 

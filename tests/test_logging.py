@@ -20,12 +20,19 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from config.settings import ConfigError, Settings
+from receiver.ittybit import IttybitClient, RetryPolicy
 from receiver.logs import JsonFormatter, RequestIdFilter, configure_logging
 from receiver.signing import webhook_token
 from receiver.submissions import create_submission
-from reconcile.client import IttybitClient, RetryPolicy
 from reconcile.poller import PassOptions, Reconciler
-from tests.helpers import OTHER_WEBHOOK_KEY, SECRET_KEY, encode, job_payload, signed_headers
+from tests.helpers import (
+    OTHER_WEBHOOK_KEY,
+    SECRET_KEY,
+    encode,
+    job_payload,
+    quiet_outbox,
+    signed_headers,
+)
 from tests.reconcile_helpers import FakeIttybit, add_submissions
 
 Lines = Callable[[], list[dict[str, Any]]]
@@ -289,7 +296,9 @@ def test_each_reconciled_job_gets_a_line_and_each_pass_a_summary(
         base_url=fake.url, api_key="secret-api-key-0123", retry=RetryPolicy(attempts=1)
     )
     with client:
-        summary = Reconciler(engine, client, PassOptions(), clock=lambda: NOW).run_pass()
+        summary = Reconciler(
+            engine, client, PassOptions(), outbox=quiet_outbox(), clock=lambda: NOW
+        ).run_pass()
     assert (summary.updated, summary.unchanged, summary.failed) == (1, 1, 1)
 
     lines = [line for line in log_lines() if line["logger"] == "reconcile.poller"]

@@ -27,11 +27,12 @@ from sqlmodel import Session
 
 from receiver import create_app
 from receiver.db import create_db_engine, get_engine
+from receiver.ittybit import IttybitClient, set_testing
 from receiver.metrics import get_metrics
 from receiver.models import Submission
+from receiver.outbox import get_outbox
 from receiver.signing import webhook_token
 from receiver.submissions import create_submission
-from reconcile.client import IttybitClient, set_testing
 from reconcile.poller import PassOptions, Reconciler
 from tests.helpers import (
     OTHER_WEBHOOK_KEY,
@@ -415,6 +416,7 @@ def test_rematched_events_are_counted(client: FlaskClient, app: Flask, engine: E
         engine,
         IttybitClient(base_url="http://127.0.0.1:9", api_key="unused"),
         PassOptions(),
+        outbox=get_outbox(app),
         metrics=get_metrics(app),
     )
     assert reconciler.run_pass().rematched == 1

@@ -13,9 +13,11 @@ from freezegun import freeze_time
 from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
 
-from reconcile.client import IttybitClient, RetryPolicy, set_testing
-from reconcile.poller import PassOptions, Reconciler, Summary, human_duration, poll_delay
-from tests.helpers import encode, job_payload, signed_headers
+from receiver.ittybit import IttybitClient, RetryPolicy, set_testing
+from receiver.polls import human_duration, poll_delay
+from reconcile.poller import PassOptions, Reconciler
+from reconcile.summary import Summary
+from tests.helpers import encode, job_payload, quiet_outbox, signed_headers
 from tests.reconcile_helpers import API_KEY, FakeIttybit, Scripted, add_submissions, rows
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -68,7 +70,9 @@ def reconciler(
         "lease_seconds": 300.0,
     }
     values.update(options)
-    return Reconciler(engine, client, PassOptions(**values), clock=clock or Clock())
+    return Reconciler(
+        engine, client, PassOptions(**values), outbox=quiet_outbox(), clock=clock or Clock()
+    )
 
 
 def counts(summary: Summary) -> dict[str, int]:
@@ -455,6 +459,29 @@ def test_cli_pass_prints_a_summary_table(
     assert lines["updated"] == "2"
     assert lines["errors"] == "0"
     assert result.stdout.startswith("reconcile pass finished in ")
+
+
+def test_cli_pass_that_checked_nothing_says_what_is_not_due_and_how_to_include_it(
+    engine: Engine, runner: FlaskCliRunner, fake: FakeIttybit
+) -> None:
+    recent = datetime.now(UTC) - timedelta(minutes=2)
+    add_submissions(engine, [1, 2], changed_at=recent)
+    add_submissions(
+        engine,
+        [3],
+        changed_at=recent - timedelta(hours=1),
+        next_poll_at=datetime.now(UTC) + timedelta(minutes=5),
+    )
+    result = runner.invoke(args=["reconcile"])
+    assert result.exit_code == 0, result.output
+    assert fake.requests == {}
+    assert (
+        "nothing was due: 2 running job(s) changed within STUCK_AFTER (15m) and are not due "
+        "yet: include them with --older-than 0s, or name one with --submission ID; 1 job(s) "
+        "wait for their next poll (backing off): --submission ID polls one now"
+    ) in " ".join(result.stdout.split())
+    as_json = json.loads(runner.invoke(args=["reconcile", "--json"]).stdout)
+    assert (as_json["checked"], as_json["not_due"], as_json["backing_off"]) == (0, 2, 1)
 
 
 def test_cli_json_summary_and_exit_code_1_on_errors(

@@ -11,9 +11,10 @@ from pytest_httpserver import HTTPServer
 
 from config.settings import Settings
 from receiver.db import create_db_engine
-from reconcile.client import IttybitClient
-from reconcile.poller import PassOptions, Reconciler, Summary
-from tests.helpers import SECRET_KEY
+from receiver.ittybit import IttybitClient
+from reconcile.poller import PassOptions, Reconciler
+from reconcile.summary import Summary
+from tests.helpers import SECRET_KEY, quiet_outbox
 from tests.reconcile_helpers import API_KEY, FakeIttybit, add_submissions, rows
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -48,7 +49,12 @@ def test_three_reconcilers_fetch_each_of_300_jobs_once(
     def run(index: int) -> None:
         with IttybitClient(base_url=fake.url, api_key=API_KEY, max_connections=4) as client:
             reconciler = Reconciler(
-                engines[index], client, options, clock=lambda: NOW, owner=f"reconciler-{index}"
+                engines[index],
+                client,
+                options,
+                outbox=quiet_outbox(),
+                clock=lambda: NOW,
+                owner=f"reconciler-{index}",
             )
             start.wait()
             try:

@@ -11,9 +11,16 @@ from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy.engine import Engine
 
 from receiver.models import WebhookEvent, utcnow
+from receiver.replay import rematch_unmatched
 from receiver.signing import webhook_token
-from reconcile.rematch import rematch_unmatched
-from tests.helpers import OLD_SECRET_KEY, SECRET_KEY, encode, job_payload, signed_headers
+from tests.helpers import (
+    OLD_SECRET_KEY,
+    SECRET_KEY,
+    encode,
+    job_payload,
+    quiet_outbox,
+    signed_headers,
+)
 from tests.reconcile_helpers import rows
 
 _events = WebhookEvent.__table__  # type: ignore[attr-defined]
@@ -85,7 +92,7 @@ def test_an_event_on_a_signed_url_is_matched_to_the_submission_it_names(
     assert deliver(client, payload, msg_id="m", url=f"/{token}").status_code == 202
     add(runner, "sub_7")
 
-    report = rematch_unmatched(engine, now=utcnow())
+    report = rematch_unmatched(engine, now=utcnow(), outbox=quiet_outbox())
 
     assert (report.matched, report.rejected) == (1, 0)
     row = rows(engine)["sub_7"]
@@ -102,7 +109,7 @@ def test_an_event_on_a_url_made_for_another_owner_is_rejected_on_matching(
     assert events(engine)[0]["claimed_user_id"] == "user_2"
     add(runner, "sub_8", user_id="user_1")
 
-    report = rematch_unmatched(engine, now=utcnow())
+    report = rematch_unmatched(engine, now=utcnow(), outbox=quiet_outbox())
 
     assert (report.matched, report.rejected) == (0, 1)
     (event,) = events(engine)
@@ -126,7 +133,7 @@ def test_events_are_applied_in_arrival_order_by_the_usual_rules(
         assert deliver(client, payload, msg_id=f"m{number}").status_code == 202
     add(runner, "sub_5")
 
-    report = rematch_unmatched(engine, now=utcnow())
+    report = rematch_unmatched(engine, now=utcnow(), outbox=quiet_outbox())
 
     assert report.matched == 3
     assert [event["outcome"] for event in events(engine)] == ["applied", "applied", "stale"]
@@ -140,7 +147,7 @@ def test_an_event_of_another_owner_is_rejected_on_matching(
     assert deliver(client, payload, msg_id="m").status_code == 202
     add(runner, "sub_3", user_id="user_1")
 
-    report = rematch_unmatched(engine, now=utcnow())
+    report = rematch_unmatched(engine, now=utcnow(), outbox=quiet_outbox())
 
     assert (report.matched, report.rejected) == (0, 1)
     (event,) = events(engine)
@@ -154,7 +161,7 @@ def test_events_nothing_answers_to_stay_unmatched(
 ) -> None:
     deliver(client, job_payload("job_1", "succeeded", submission_id="sub_1"), msg_id="m")
     add(runner, "sub_other")
-    report = rematch_unmatched(engine, now=utcnow())
+    report = rematch_unmatched(engine, now=utcnow(), outbox=quiet_outbox())
     assert (report.matched, report.rejected, report.errors) == (0, 0, 0)
     assert events(engine)[0]["outcome"] == "unmatched"
 
@@ -187,7 +194,7 @@ def test_a_job_id_owned_by_another_submission_is_refused(
     assert deliver(client, payload, msg_id="m", url=f"/{token}").status_code == 202
     add(runner, "sub_new")
 
-    report = rematch_unmatched(engine, now=utcnow())
+    report = rematch_unmatched(engine, now=utcnow(), outbox=quiet_outbox())
 
     assert report.rejected == 1
     (event,) = events(engine)

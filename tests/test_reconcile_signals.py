@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pytest_httpserver import HTTPServer
@@ -55,7 +56,7 @@ def start_worker(database_url: str, api_url: str, *args: str) -> subprocess.Pope
         "LOG_LEVEL": "INFO",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "flask", "--app", "wsgi", "reconcile", "--loop", *args],
+        [str(Path(sys.executable).parent / "jobhooks"), "reconcile", "--loop", *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -72,6 +73,11 @@ def wait_for(event: threading.Event, worker: subprocess.Popen[str], timeout: flo
             worker.kill()
             out, err = worker.communicate()
             pytest.fail(f"the worker never asked for a job (exit {worker.returncode}):\n{out}{err}")
+
+
+def records(out: str) -> list[dict[str, Any]]:
+    """Return the JSON lines of a worker's output."""
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
 def stop(worker: subprocess.Popen[str]) -> tuple[int, str, str]:
@@ -130,19 +136,28 @@ def test_sigterm_during_a_pass_finishes_the_jobs_in_hand_and_exits_0(
     # Nothing is left leased: the next worker takes over at once.
     assert {row["lease_owner"] for row in stored.values()} == {None}
     assert {row["lease_until"] for row in stored.values()} == {None}
-    # The pass reported what it did before stopping.
-    assert f"updated={len(done)}" in out
+    # The pass reported what it did before stopping, as one JSON line like every other.
+    passes = [record for record in records(out) if record.get("event") == "reconcile_pass"]
+    assert [record["updated"] for record in passes] == [len(done)]
+    assert passes[0]["stopped"] is True
 
 
 def test_sigterm_between_passes_exits_0_at_once(sqlite_url: str, fake: FakeIttybit) -> None:
     worker = start_worker(sqlite_url, fake.url, "--interval", "1h")
     assert worker.stdout is not None
-    line = worker.stdout.readline()
-    while line.startswith("{"):  # log lines; the first pass's summary follows
-        line = worker.stdout.readline()
-    code, _out, err = stop(worker)  # now it sleeps
-    assert line.startswith("reconcile: checked=0"), line + err
+    seen = []
+    for line in worker.stdout:  # until the first pass's line: then it sleeps
+        seen.append(line)
+        if '"event": "reconcile_pass"' in line:
+            break
+    code, out, err = stop(worker)
     assert code == 0, err
+    # Every line the worker writes is one JSON object (LOG_FORMAT=json, the default).
+    lines = [*seen, *out.splitlines()]
+    assert lines, err
+    for line in lines:
+        assert isinstance(json.loads(line), dict), line
+    assert json.loads(seen[-1])["checked"] == 0
 
 
 @pytest.mark.parametrize(
@@ -165,8 +180,20 @@ def test_sigterm_between_passes_exits_0_at_once(sqlite_url: str, fake: FakeIttyb
         ),
     ],
 )
+@pytest.mark.parametrize(
+    "launcher",
+    [
+        [str(Path(sys.executable).parent / "jobhooks")],
+        [sys.executable, "-m", "flask", "--app", "wsgi"],
+    ],
+    ids=["jobhooks", "flask"],
+)
 def test_bad_configuration_exits_2_with_one_line(
-    sqlite_url: str, command: list[str], variables: dict[str, str], message: str
+    sqlite_url: str,
+    command: list[str],
+    variables: dict[str, str],
+    message: str,
+    launcher: list[str],
 ) -> None:
     env = {
         "PATH": os.environ.get("PATH", ""),
@@ -178,7 +205,7 @@ def test_bad_configuration_exits_2_with_one_line(
         **variables,
     }
     result = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "wsgi", *command],
+        [*launcher, *command],
         cwd=ROOT,
         env=env,
         capture_output=True,

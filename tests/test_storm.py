@@ -28,11 +28,11 @@ from config.settings import Settings
 from devtools.processes import ROOT, WebProcess, base_env, flask_command, free_port
 from devtools.standin import DeliveryRecord, Standin, StandinConfig
 from receiver.db import create_db_engine
+from receiver.ittybit import client_from_settings
 from receiver.models import TERMINAL_STATUSES, Submission, WebhookEvent, utcnow
-from reconcile.client import client_from_settings
-from reconcile.submit import submit_job
+from receiver.submit import submit_job
 from tests.conftest import empty_tables, postgres_url
-from tests.helpers import SECRET_KEY
+from tests.helpers import SECRET_KEY, quiet_outbox
 
 pytestmark = pytest.mark.slow
 
@@ -132,6 +132,7 @@ def _submit_with_a_restart(
             input_url=f"https://uploads.example.com/{kind}/{number}.mp4",
             metadata={"campaign": "storm"},
             now=utcnow(),
+            outbox=quiet_outbox(),
         )
         if result.error is not None or result.submission.job_id is None:
             errors.append(f"{submission_id}: {result.error}")

@@ -1,0 +1,101 @@
+"""``jobhooks submissions …`` and ``jobhooks webhook-url``: submissions off the hot path."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+import click
+from flask.cli import AppGroup, with_appcontext
+from sqlmodel import Session
+
+from receiver.cli.common import database_errors, echo_json, parse_pairs, settings
+from receiver.db import get_engine, get_read_engine
+from receiver.submissions import (
+    InvalidSubmission,
+    create_submission,
+    get_submission,
+    import_submissions,
+    prune_test_submissions,
+    submission_json,
+    webhook_url,
+)
+
+__all__ = ["submissions_cli", "webhook_url_command"]
+
+submissions_cli = AppGroup("submissions", help="Add, show, import and prune submissions.")
+
+
+@submissions_cli.command("add")
+@click.argument("submission_id")
+@click.option("--user-id", required=True, help="The owner of the submission.")
+@click.option("--input", "input_url", required=True, help="URL of the uploaded video.")
+@click.option("--job-id", default=None, help="The ittybit job id, if a job exists already.")
+@click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Extra metadata (repeatable).")
+def submissions_add(
+    submission_id: str, user_id: str, input_url: str, job_id: str | None, meta: tuple[str, ...]
+) -> None:
+    """Add a submission and print it as JSON."""
+    metadata = parse_pairs(meta, "--meta")
+    with database_errors(), Session(get_engine()) as session:
+        try:
+            submission = create_submission(
+                session,
+                submission_id=submission_id,
+                user_id=user_id,
+                input_url=input_url,
+                job_id=job_id,
+                metadata=metadata,
+            )
+        except InvalidSubmission as exc:
+            raise click.ClickException(str(exc)) from None
+        echo_json(submission_json(submission, settings()))
+
+
+@submissions_cli.command("show")
+@click.argument("submission_id")
+def submissions_show(submission_id: str) -> None:
+    """Print a submission as JSON."""
+    with database_errors(), Session(get_read_engine()) as session:
+        submission = get_submission(session, submission_id)
+        if submission is None:
+            message = f"no submission {submission_id!r}"
+            raise click.ClickException(message)
+        echo_json(submission_json(submission, settings()))
+
+
+@submissions_cli.command("import")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.option("--batch", default=1000, show_default=True, type=click.IntRange(1, 10000))
+def submissions_import(file: TextIO, batch: int) -> None:
+    """Import submissions from a JSON Lines FILE ('-' for stdin); nothing is written on error."""
+    with database_errors():
+        try:
+            report = import_submissions(get_engine(), file, batch=batch)
+        except InvalidSubmission as exc:
+            raise click.ClickException(f"{exc}; nothing was imported") from None
+    echo_json({"read": report.read, "inserted": report.inserted, "skipped": report.skipped})
+
+
+@click.command("webhook-url")
+@click.argument("submission_id")
+@with_appcontext  # `flask` pushes one, app.cli and the test runner do not
+def webhook_url_command(submission_id: str) -> None:
+    """Print the signed webhook URL of a submission."""
+    with database_errors(), Session(get_read_engine()) as session:
+        submission = get_submission(session, submission_id)
+        if submission is None:
+            message = f"no submission {submission_id!r}"
+            raise click.ClickException(message)
+        click.echo(
+            webhook_url(
+                settings(), submission_id=submission.submission_id, user_id=submission.user_id
+            )
+        )
+
+
+@submissions_cli.command("prune-tests")
+def submissions_prune_tests() -> None:
+    """Delete every test submission (made by trigger) and what was recorded about it."""
+    with database_errors():
+        deleted = prune_test_submissions(get_engine())
+    click.echo(f"deleted {deleted} test submission(s)")

@@ -1,0 +1,209 @@
+"""The notification outbox: what a status change announces, written in the change's transaction.
+
+A committed change always leaves its notifications (one per endpoint of the application);
+a change that is rolled back leaves none, because they are rows of the same transaction.
+Delivering them is the worker's job.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask, current_app
+from sqlalchemy import Connection
+
+from config.settings import Settings
+from receiver.models import FINAL_STATUSES, Notification, NotificationStatus, Submission
+
+__all__ = [
+    "EVENT_TYPES",
+    "Outbox",
+    "event_type",
+    "get_outbox",
+    "init_app",
+    "list_notifications",
+    "new_message_id",
+    "notification_body",
+    "retry_notifications",
+]
+
+_submissions = Submission.__table__  # type: ignore[attr-defined]
+_notifications = Notification.__table__  # type: ignore[attr-defined]
+_ROW = sa.select(_submissions).where(_submissions.c.id == sa.bindparam("pk"))
+_INSERT = sa.insert(_notifications)
+
+#: Every type a notification can have, final ones first.
+EVENT_TYPES = (
+    "submission.succeeded",
+    "submission.failed",
+    "submission.cancelled",
+    "submission.expired",
+    "submission.updated",
+)
+
+Render = Callable[[Any], dict[str, Any]]
+
+
+def event_type(old_status: str, new_status: str, *, events: str) -> str | None:
+    """Return the type announcing ``old_status`` → ``new_status``, or None to stay quiet.
+
+    ``events="final"`` announces final states only; ``"all"`` every status change, the
+    running ones as ``submission.updated``.
+    """
+    if new_status == old_status:
+        return None
+    if new_status in FINAL_STATUSES:
+        return f"submission.{new_status}"
+    return "submission.updated" if events == "all" else None
+
+
+def new_message_id() -> str:
+    """Return a fresh ``webhook-id``: the application dedupes on it across retries."""
+    return f"msg_{secrets.token_hex(12)}"
+
+
+def notification_body(kind: str, submission: Mapping[str, Any], *, now: datetime) -> str:
+    """Return the JSON body of one notification."""
+    payload = {"type": kind, "timestamp": now.isoformat(), "data": dict(submission)}
+    return json.dumps(payload, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True, slots=True)
+class Outbox:
+    """Where status changes are announced, and which ones.
+
+    ``render`` turns a stored submission row into the object the application receives
+    (the same one ``submissions show`` prints and the API answers).
+    """
+
+    endpoints: tuple[str, ...]
+    events: str
+    render: Render
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Outbox:
+        """Return the outbox ``NOTIFY_URL`` and ``NOTIFY_EVENTS`` describe."""
+        from receiver.submissions import submission_json
+
+        def render(row: Any) -> dict[str, Any]:
+            return submission_json(row, settings)
+
+        return cls(endpoints=settings.notify_urls, events=settings.notify_events, render=render)
+
+    def announce(
+        self,
+        conn: Connection,
+        submission_pk: int,
+        *,
+        old_status: str,
+        new_status: str,
+        is_test: bool,
+        now: datetime,
+    ) -> int:
+        """Write the notifications a status change owes, in the caller's transaction.
+
+        Returns how many were written. Test submissions (made by ``trigger``) announce
+        nothing: the application never hears of them.
+        """
+        if not self.endpoints or is_test:
+            return 0
+        kind = event_type(old_status, new_status, events=self.events)
+        if kind is None:
+            return 0
+        row = conn.execute(_ROW, {"pk": submission_pk}).one()
+        body = notification_body(kind, self.render(row), now=now)
+        conn.execute(
+            _INSERT,
+            [
+                {
+                    "message_id": new_message_id(),
+                    "submission_id": row.submission_id,
+                    "endpoint": endpoint,
+                    "event_type": kind,
+                    "payload": body,
+                    "status": NotificationStatus.PENDING.value,
+                    "attempts": 0,
+                    "created_at": now,
+                    "next_attempt_at": now,
+                }
+                for endpoint in self.endpoints
+            ],
+        )
+        return len(self.endpoints)
+
+
+_EXTENSION = "jobhooks.outbox"
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Give ``app`` the outbox its settings describe."""
+    app.extensions[_EXTENSION] = Outbox.from_settings(settings)
+
+
+def get_outbox(app: Flask | None = None) -> Outbox:
+    """Return the outbox of ``app`` (default: the current app)."""
+    outbox: Outbox = (app or current_app).extensions[_EXTENSION]
+    return outbox
+
+
+_NOTIFICATION_SUMMARY = (
+    "id",
+    "message_id",
+    "submission_id",
+    "endpoint",
+    "event_type",
+    "status",
+    "attempts",
+    "created_at",
+    "next_attempt_at",
+    "last_attempt_at",
+    "last_status",
+    "last_error",
+    "delivered_at",
+)
+
+
+def list_notifications(
+    conn: Connection,
+    *,
+    status: str | None = None,
+    submission_id: str | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Return notifications, newest first, without their bodies."""
+    query = sa.select(*(_notifications.c[name] for name in _NOTIFICATION_SUMMARY))
+    if status is not None:
+        query = query.where(_notifications.c.status == status)
+    if submission_id is not None:
+        query = query.where(_notifications.c.submission_id == submission_id)
+    query = query.order_by(_notifications.c.id.desc()).limit(limit)
+    return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def retry_notifications(conn: Connection, ids: Sequence[int], *, now: datetime) -> int:
+    """Send notifications again from now on (``dead`` ones too); return how many.
+
+    Delivered ones are left alone: the application already has them.
+    """
+    if not ids:
+        return 0
+    result = conn.execute(
+        sa.update(_notifications)
+        .where(
+            _notifications.c.id.in_(list(ids)),
+            _notifications.c.status != NotificationStatus.DELIVERED.value,
+        )
+        .values(
+            status=NotificationStatus.PENDING.value,
+            next_attempt_at=now,
+            lease_owner=None,
+            lease_until=None,
+        )
+    )
+    return int(result.rowcount)

@@ -1,0 +1,239 @@
+"""Apply what the ittybit API says about one job: the poll shared by every caller.
+
+The reconciler's passes, the application API's ``reconcile`` and the admin view's
+"reconcile now" all fetch a job and settle it here: its state goes through the same
+``apply_job_state`` a webhook does (``expired`` too), the poll's bookkeeping (attempts,
+backoff, the lease) is written in the same transaction, and so is a ``polls`` row that the
+submission's timeline shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+
+from receiver.apply import apply_job_state, find_submission
+from receiver.deliveries import owner_conflict
+from receiver.ittybit import ApiError, JobNotFound, RateLimited
+from receiver.jobstate import JobState
+from receiver.models import FINAL_STATUSES, Poll, Status, Submission
+from receiver.outbox import Outbox
+from receiver.transitions import Change, SubmissionRow, decide_transition
+
+__all__ = [
+    "FIRST_RETRY",
+    "MAX_RETRY",
+    "Fetched",
+    "JobResult",
+    "PolledJob",
+    "human_duration",
+    "poll_delay",
+    "settle_job",
+]
+
+#: The first re-poll of a job still running waits this long, doubling up to the cap.
+FIRST_RETRY = 60.0
+MAX_RETRY = 3600.0
+
+Fetched = JobState | ApiError
+
+
+def poll_delay(attempts: int, *, first: float = FIRST_RETRY, cap: float = MAX_RETRY) -> float:
+    """Return the wait after poll number ``attempts`` (1-based): 1 min, 2, 4 … capped at 1 h."""
+    delay = first * 2.0 ** max(0, attempts - 1)
+    return min(cap, delay)
+
+
+def human_duration(seconds: float) -> str:
+    """Return ``90s``, ``15m``, ``2h`` or ``1d`` for log and error text."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+class JobResult(StrEnum):
+    """What polling one job did to its submission."""
+
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    ERROR = "errors"
+    DEFERRED = "deferred"
+
+
+@dataclass(frozen=True, slots=True)
+class PolledJob:
+    """A submission whose job is being polled, as it was when picked."""
+
+    id: int
+    submission_id: str
+    user_id: str
+    job_id: str
+    status: str
+    created_at: datetime
+    submitted_at: datetime | None
+    poll_attempts: int
+
+    @property
+    def started_at(self) -> datetime:
+        """When its job was sent to ittybit (or the submission created, if unknown)."""
+        return self.submitted_at or self.created_at
+
+
+_submissions = Submission.__table__  # type: ignore[attr-defined]
+_polls = Poll.__table__  # type: ignore[attr-defined]
+_c = _submissions.c
+
+
+def _own_lease_cleared(column: Any) -> Any:
+    # Only the holder's lease is given back: a row leased by another poller keeps its lease.
+    return sa.case((_c.lease_owner == sa.bindparam("p_owner"), None), else_=column)
+
+
+# Built once: one of these runs for every job polled.
+_RECORD_POLL = (
+    sa.update(_submissions)
+    .where(_c.id == sa.bindparam("p_id"))
+    .values(
+        poll_attempts=sa.bindparam("p_attempts"),
+        last_polled_at=sa.bindparam("p_polled_at"),
+        next_poll_at=sa.bindparam("p_next_poll_at"),
+        poll_error=sa.bindparam("p_error"),
+        lease_owner=_own_lease_cleared(_c.lease_owner),
+        lease_until=_own_lease_cleared(_c.lease_until),
+    )
+)
+_INSERT_POLL = sa.insert(_polls)
+
+
+def _expiry_reason(give_up_after: float, provider_status: str | None) -> str:
+    last = f" (last ittybit status: {provider_status})" if provider_status else ""
+    return f"no final state from ittybit after {human_duration(give_up_after)}{last}"
+
+
+def settle_job(
+    conn: Connection,
+    job: PolledJob,
+    fetched: Fetched,
+    *,
+    now: datetime,
+    give_up_after: float,
+    outbox: Outbox,
+    owner: str | None = None,
+    source: str = "reconcile",
+    write: bool = True,
+) -> tuple[JobResult, str | None]:
+    """Apply one fetched job (or its error) to its submission, in the caller's transaction.
+
+    Writes the job's state through ``apply_job_state``, then the poll bookkeeping:
+    attempt count, next poll time (exponential backoff, or ittybit's ``Retry-After``),
+    the lease ``owner`` holds given back, and ``expired`` (through the same rules) once
+    ``give_up_after`` has passed with no final state. With ``write=False`` it only says
+    what would happen.
+    """
+    current = find_submission(conn, submission_id=job.submission_id)
+    if current is None:
+        return JobResult.ERROR, "submission no longer exists"
+    attempts = job.poll_attempts + 1
+    values: dict[str, Any] = {
+        "p_id": current.id,
+        "p_owner": owner,
+        "p_attempts": attempts,
+        "p_polled_at": now,
+        "p_next_poll_at": None,
+        "p_error": None,
+    }
+    seen: str | None = None
+
+    def finish(result: JobResult, detail: str | None) -> tuple[JobResult, str | None]:
+        if write:
+            conn.execute(_RECORD_POLL, values)
+            conn.execute(
+                _INSERT_POLL,
+                {
+                    "submission_id": job.submission_id,
+                    "job_id": job.job_id,
+                    "polled_at": now,
+                    "source": source,
+                    "result": result.value,
+                    "provider_status": seen,
+                    "detail": detail[:500] if detail else None,
+                },
+            )
+        return result, detail
+
+    if isinstance(fetched, JobNotFound):
+        state = JobState(
+            job_id=job.job_id,
+            provider_status="not_found",
+            status=Status.FAILED,
+            error="job not found",
+        )
+    elif isinstance(fetched, ApiError):
+        wait = poll_delay(attempts)
+        if isinstance(fetched, RateLimited):
+            wait = max(wait, fetched.retry_after)
+        values["p_next_poll_at"] = now + timedelta(seconds=wait)
+        values["p_error"] = fetched.message[:500]
+        result = JobResult.DEFERRED if isinstance(fetched, RateLimited) else JobResult.ERROR
+        return finish(result, fetched.message)
+    else:
+        state = fetched
+        conflict = owner_conflict(None, state, current)
+        if conflict is not None:
+            values["p_next_poll_at"] = now + timedelta(seconds=poll_delay(attempts))
+            values["p_error"] = conflict
+            return finish(JobResult.ERROR, conflict)
+    seen = state.provider_status
+
+    if state.status not in FINAL_STATUSES and now - job.started_at >= timedelta(
+        seconds=give_up_after
+    ):
+        # Still running past the give-up age: the verdict goes through the same rules.
+        reason = _expiry_reason(give_up_after, state.provider_status)
+        state = JobState(
+            job_id=job.job_id,
+            provider_status=current.provider_status or state.provider_status,
+            status=Status.EXPIRED,
+            error=reason,
+        )
+    change = _apply(conn, current, state, now=now, outbox=outbox, write=write)
+    status = change.new_status or current.status
+    if status in FINAL_STATUSES:
+        if change.values is None:
+            return finish(JobResult.UNCHANGED, change.reason)
+        if status == Status.EXPIRED:
+            return finish(JobResult.EXPIRED, state.error)
+        result = JobResult.FAILED if status == Status.FAILED else JobResult.UPDATED
+        return finish(result, f"{current.status} -> {status}")
+    values["p_next_poll_at"] = now + timedelta(seconds=poll_delay(attempts))
+    if change.values is None:
+        return finish(JobResult.UNCHANGED, change.reason)
+    if status == current.status:
+        detail = f"ittybit status {current.provider_status or '-'} -> {state.provider_status}"
+    else:
+        detail = f"{current.status} -> {status} (ittybit status {state.provider_status})"
+    return finish(JobResult.UPDATED, detail)
+
+
+def _apply(
+    conn: Connection,
+    current: SubmissionRow,
+    state: JobState,
+    *,
+    now: datetime,
+    outbox: Outbox,
+    write: bool,
+) -> Change:
+    if not write:
+        return decide_transition(current, state)
+    change = apply_job_state(conn, current, state, now=now, outbox=outbox)
+    assert change is not None  # no inbox row given, so no key can be taken
+    return change

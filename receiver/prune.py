@@ -1,0 +1,58 @@
+"""Keep the inbox bounded: delete old deliveries, always keeping each submission's latest."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+from sqlalchemy.engine import Engine
+
+from receiver.models import WebhookEvent
+
+__all__ = ["count_prunable", "prune_events"]
+
+_events = WebhookEvent.__table__  # type: ignore[attr-defined]
+
+
+def _prunable(before: datetime) -> tuple[Any, Any]:
+    """Return (alias, condition) selecting old events that are not their submission's latest."""
+    event = _events.alias("event")
+    newer = _events.alias("newer")
+    latest = (
+        sa.select(sa.func.max(newer.c.id))
+        .where(newer.c.submission_id == event.c.submission_id)
+        .correlate(event)
+        .scalar_subquery()
+    )
+    condition = sa.and_(
+        event.c.received_at < before,
+        sa.or_(event.c.submission_id.is_(None), event.c.id < latest),
+    )
+    return event, condition
+
+
+def count_prunable(conn: Connection, *, before: datetime) -> int:
+    """Return how many events :func:`prune_events` would delete."""
+    event, condition = _prunable(before)
+    return int(
+        conn.execute(sa.select(sa.func.count()).select_from(event).where(condition)).one()[0]
+    )
+
+
+def prune_events(engine: Engine, *, before: datetime, batch: int = 1000) -> int:
+    """Delete events received before ``before``, keeping each submission's latest one.
+
+    Deletes ``batch`` rows per transaction, so webhooks keep flowing while it runs.
+    """
+    event, condition = _prunable(before)
+    oldest = sa.select(event.c.id).where(condition).order_by(event.c.id).limit(batch)
+    statement = sa.delete(_events).where(_events.c.id.in_(oldest))
+    deleted = 0
+    while True:
+        with engine.begin() as conn:
+            count = conn.execute(statement).rowcount
+        deleted += count
+        if count < batch:
+            return deleted

@@ -1,0 +1,118 @@
+"""The tally of one reconcile pass, and the log lines it writes."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from receiver.polls import JobResult, PolledJob
+
+__all__ = ["Summary", "log_pass", "log_result"]
+
+log = logging.getLogger("reconcile.poller")
+
+_MAX_SAMPLES = 10
+
+
+@dataclass(slots=True)
+class Summary:
+    """The tally of one pass; ``checked`` is every job fetched."""
+
+    checked: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    expired: int = 0
+    errors: int = 0
+    deferred: int = 0
+    skipped: int = 0
+    rematched: int = 0
+    rejected_events: int = 0
+    unsubmitted: int = 0
+    #: Running jobs not polled because they changed within STUCK_AFTER, or back off.
+    not_due: int = 0
+    backing_off: int = 0
+    dry_run: bool = False
+    stopped: bool = False
+    aborted: str | None = None
+    seconds: float = 0.0
+    problems: list[dict[str, str | None]] = field(default_factory=list)
+    unsubmitted_sample: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no job errored and nothing aborted the pass."""
+        return self.errors == 0 and self.aborted is None
+
+    def record(
+        self, result: JobResult, job_id: str | None, submission_id: str, detail: str | None
+    ) -> None:
+        """Count one job's result; keep the first few problems for the report."""
+        self.checked += 1
+        setattr(self, result.value, getattr(self, result.value) + 1)
+        if result in (JobResult.ERROR, JobResult.DEFERRED) and len(self.problems) < _MAX_SAMPLES:
+            self.problems.append(
+                {
+                    "submission_id": submission_id,
+                    "job_id": job_id,
+                    "result": result.name.lower(),
+                    "detail": detail,
+                }
+            )
+
+    def problem(self, submission_id: str, detail: str) -> None:
+        """Count an error that is no fetched job (an unknown submission id)."""
+        self.errors += 1
+        if len(self.problems) < _MAX_SAMPLES:
+            self.problems.append(
+                {
+                    "submission_id": submission_id,
+                    "job_id": None,
+                    "result": "error",
+                    "detail": detail,
+                }
+            )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the summary as plain JSON values."""
+        values = asdict(self)
+        values["seconds"] = round(self.seconds, 3)
+        return values
+
+
+def log_result(job: PolledJob, result: JobResult, detail: str | None, *, dry_run: bool) -> None:
+    prefix = "dry run: would be " if dry_run else ""
+    level = logging.WARNING if result is JobResult.ERROR else logging.INFO
+    # One line per job polled; the fields are for the JSON log (receiver/logs.py).
+    data = {
+        "submission_id": job.submission_id,
+        "job_id": job.job_id,
+        "result": result.value,
+        "detail": detail,
+        "dry_run": dry_run,
+    }
+    log.log(
+        level,
+        "%s%s submission=%s job=%s: %s",
+        prefix,
+        result.name.lower(),
+        job.submission_id,
+        job.job_id,
+        detail or "-",
+        extra={"data": data},
+    )
+
+
+def log_pass(summary: Summary) -> None:
+    counts = summary.as_dict()
+    counts.pop("problems")
+    counts.pop("unsubmitted_sample")
+    log.info(
+        "reconcile pass: %d checked, %d updated, %d errors in %.1fs",
+        summary.checked,
+        summary.updated,
+        summary.errors,
+        summary.seconds,
+        extra={"data": {"event": "reconcile_pass", **counts}},
+    )
