@@ -16,6 +16,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 
 from devtools.processes import free_port
 from devtools.standin import DEFAULT_API_KEY, Standin, StandinConfig, running
+from devtools.standin.clock import Clock
 from receiver.jobstate import normalise, parse_timestamp
 from receiver.models import Status
 from receiver.signing import verify_standard_webhook
@@ -457,3 +458,46 @@ def test_config_refuses_bad_options() -> None:
         StandinConfig(project_url="http://127.0.0.1:1/hooks")
     with pytest.raises(ValueError, match="whsec_"):
         StandinConfig(webhook_secret="not-a-secret!")
+
+
+def test_clock_runs_calls_in_due_order_and_wakes_for_a_sooner_one() -> None:
+    clock = Clock()
+    clock.start()
+    ran: list[str] = []
+    done = threading.Event()
+    try:
+        clock.call_later(5, lambda: ran.append("late"))
+        time.sleep(0.05)  # the clock now sleeps until the late call is due
+        clock.call_later(0.1, lambda: ran.append("second"))
+        clock.call_later(0.05, lambda: ran.append("first"))
+        clock.call_later(0.15, done.set)
+        started = time.monotonic()
+        assert done.wait(2)
+        assert time.monotonic() - started < 1
+    finally:
+        clock.stop()
+    assert ran == ["first", "second"]
+
+
+def test_clock_survives_a_failing_call_and_drops_calls_on_stop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    clock.start()
+    ran: list[str] = []
+    done = threading.Event()
+
+    def fail() -> None:
+        raise RuntimeError("boom")
+
+    try:
+        clock.call_later(0, fail)
+        clock.call_later(0.02, done.set)
+        assert done.wait(2)
+        clock.call_later(0.2, lambda: ran.append("after stop"))
+    finally:
+        clock.stop()
+    clock.call_later(0, lambda: ran.append("stopped"))
+    time.sleep(0.3)
+    assert ran == []
+    assert "stand-in task failed" in caplog.text
