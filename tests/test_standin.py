@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from flask.testing import FlaskCliRunner
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from devtools.processes import free_port
@@ -332,26 +333,67 @@ def test_reorder_sends_processing_after_the_final_state(receiver: tuple[Receiver
     assert [record.status for record in reordered] == ["processing", "processing"]
 
 
-def test_faults_are_reproducible_from_the_seed(receiver: tuple[Receiver, str]) -> None:
+def test_a_new_session_makes_new_ids_but_the_seed_keeps_its_faults(
+    receiver: tuple[Receiver, str],
+) -> None:
     _, url = receiver
 
-    def plan(seed: int) -> list[tuple[str, str, int, str, bool]]:
+    def session(seed: int) -> tuple[list[str], set[str], list[tuple[int, str, int, str, bool]]]:
+        """Run 12 jobs; return their ids, their event ids and the faults met by job number."""
         config = StandinConfig(
             seed=seed, drop_rate=0.3, duplicate_rate=0.3, reorder_rate=0.3, **FAST
         )
         with running(config) as standin:
-            for number in range(12):
-                create(standin, f"https://example.com/{number}.mp4", webhook_url=url)
-            assert standin.wait_idle(10)
-            return [
-                (r.job_id, r.status, r.copy, r.state, r.reordered) for r in standin.deliveries()
+            ids = [
+                create(standin, f"https://example.com/{number}.mp4", webhook_url=url).json()["id"]
+                for number in range(12)
             ]
+            assert standin.wait_idle(10)
+            records = standin.deliveries()
+        number = {job_id: index for index, job_id in enumerate(ids)}
+        faults = sorted((number[r.job_id], r.status, r.copy, r.state, r.reordered) for r in records)
+        return ids, {r.event_id for r in records}, faults
 
-    first, again, other = plan(7), plan(7), plan(8)
-    assert sorted(first) == sorted(again)
+    first_ids, first_events, first = session(7)
+    again_ids, again_events, again = session(7)
+    _, _, other = session(8)
+
+    assert len(set(first_ids)) == 12
+    assert set(first_ids).isdisjoint(again_ids)
+    # Event ids are the webhook-ids the receiver deduplicates on: they must be new too.
+    assert first_events.isdisjoint(again_events)
+    assert first == again
     assert {row[3] for row in first} >= {"dropped", "delivered"}
     assert any(row[2] == 2 for row in first)
-    assert sorted(first) != sorted(other)
+    assert any(row[4] for row in first)
+    assert first != other
+
+
+def test_submit_against_a_restarted_standin_with_the_same_seed(
+    app_config: dict[str, Any], request: pytest.FixtureRequest
+) -> None:
+    port = free_port()
+    app_config["ITTYBIT_API_URL"] = f"http://127.0.0.1:{port}"
+    app_config["ITTYBIT_API_KEY"] = DEFAULT_API_KEY
+    runner: FlaskCliRunner = request.getfixturevalue("runner")
+    job_ids = []
+    for number in (1, 2):
+        # The same port and seed each time: a developer restarting `python -m devtools.standin`.
+        with running(StandinConfig(seed=5, step=60), port=port):
+            result = runner.invoke(
+                args=[
+                    "submit",
+                    "--input",
+                    f"https://example.com/uploads/{number}.mp4",
+                    "--user-id",
+                    "user_1",
+                    "--submission-id",
+                    f"sub_{number}",
+                ]
+            )
+        assert result.exit_code == 0, result.output
+        job_ids.append(json.loads(result.stdout)["job_id"])
+    assert job_ids[0] != job_ids[1]
 
 
 def test_retries_5xx_with_backoff_then_gives_up(receiver: tuple[Receiver, str]) -> None:

@@ -9,8 +9,10 @@ job's ``webhook_url`` and, when configured, an event envelope to a project-level
 With a ``whsec_`` secret every delivery carries Standard Webhooks headers.
 
 Delivery faults come from options and are reproducible from a seed: each delivery's
-fate is drawn from a generator seeded with (seed, job id, step, destination), and
-job ids follow from the seed and creation order. A job's deliveries go out one after
+fate is drawn from a generator seeded with (seed, job number, step, destination), where
+the number counts the jobs created in this session, so the n-th job meets the same faults
+for the same seed. Ids (jobs, tasks, events and so webhook-ids) are random and never
+come back in a later session, whatever its seed. A job's deliveries go out one after
 another (a retry holds the ones behind it), so the only reordering is the one asked
 for: a ``processing`` delivery held back until after the final one.
 

@@ -124,7 +124,7 @@ class Deliverer:
             if (
                 job.status == RUNNING
                 and job.outcome != "stuck"
-                and self._faults.holds_back(job.id, destination)
+                and self._faults.holds_back(job.number, destination)
             ):
                 queue.held[destination] = planned
                 continue
@@ -159,13 +159,13 @@ class Deliverer:
         self._counts["planned"] += 1
         # Keyed by step, not status, so a job's faults do not depend on how it ends.
         step = "running" if job.status == RUNNING else "final"
-        if self._faults.drops(job.id, step, destination):
+        if self._faults.drops(job.number, step, destination):
             self._counts["dropped"] += 1
             dropped = Delivery(seq=len(self._deliveries), copy=1, state="dropped", **fields)
             self._deliveries.append(dropped)
             return []
         copies = 1
-        if self._faults.duplicates(job.id, step, destination):
+        if self._faults.duplicates(job.number, step, destination):
             copies = 2
             self._counts["duplicated"] += 1
         planned = []

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import random
+import secrets
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +25,8 @@ class Job:
 
     id: str
     task_id: str
+    #: 1 for the session's first job: what its faults are drawn for (ids differ per session).
+    number: int
     kind: str
     input: str
     options: dict[str, Any]
@@ -85,6 +86,16 @@ def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def _new_id(prefix: str, size: int) -> str:
+    """Return a random id, unique across sessions.
+
+    Never derived from the seed: a second session with the same seed would hand out the
+    first one's job ids again, and the receiver (whose database outlives the stand-in)
+    would take them for jobs it already has.
+    """
+    return f"{prefix}_{secrets.token_hex(size)}"
+
+
 def _final_outcome(input_url: str) -> str:
     text = input_url.lower()
     if "fail" in text:
@@ -114,7 +125,6 @@ class JobMachine:
         self._lock = lock
         self._clock = clock
         self._on_change = on_change
-        self._ids = random.Random(f"{config.seed}:ids")
         self._jobs: dict[str, Job] = {}
         self._tasks: dict[str, str] = {}
         self._idempotency: dict[str, str] = {}
@@ -183,11 +193,11 @@ class JobMachine:
         return now
 
     def _create(self, body: Mapping[str, Any]) -> Job:
-        token = hashlib.sha256(f"{self._ids.random()}".encode()).hexdigest()
         input_url = body["input"]
         job = Job(
-            id=f"job_{token[:20]}",
-            task_id=f"task_{token[20:40]}",
+            id=_new_id("job", 10),
+            task_id=_new_id("task", 10),
+            number=len(self._jobs) + 1,
             kind=body.get("kind") or "video",
             input=input_url,
             options=dict(body.get("options") or {}),
@@ -227,9 +237,8 @@ class JobMachine:
             self._lock.notify_all()
 
     def _add_event(self, job: Job) -> dict[str, Any]:
-        token = hashlib.sha256(f"{job.id}:{len(self._events)}".encode()).hexdigest()[:24]
         event: dict[str, Any] = {
-            "id": f"evt_{token}",
+            "id": _new_id("evt", 12),
             "object": "event",
             "kind": f"job.{'created' if job.updated_at is None else job.status}",
             "data": job.snapshot(),

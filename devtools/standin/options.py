@@ -16,6 +16,7 @@ class StandinConfig:
     """How the stand-in behaves: API key, timing, delivery faults and retries."""
 
     api_key: str = DEFAULT_API_KEY
+    #: Decides the delivery faults, never the ids: a session's n-th job meets the same ones.
     seed: int = 0
     #: Seconds every API request waits before it is answered.
     latency: float = 0.0

@@ -91,6 +91,8 @@ class Standin:
             self._server.shutdown()
             if self._server_thread is not None:
                 self._server_thread.join(timeout=5)
+            # Free the port now, so a stand-in started next can take it over.
+            self._server.server_close()
         self._clock.stop()
         self._deliverer.close()
 
