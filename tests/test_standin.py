@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +19,7 @@ import pytest
 from flask.testing import FlaskCliRunner
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from devtools.processes import free_port
+from devtools.processes import ROOT, base_env, free_port
 from devtools.standin import DEFAULT_API_KEY, Standin, StandinConfig, running
 from devtools.standin.clock import Clock
 from receiver.jobstate import normalise, parse_timestamp
@@ -28,6 +32,9 @@ if TYPE_CHECKING:
 
 AUTH = {"Authorization": f"Bearer {DEFAULT_API_KEY}"}
 FAST: dict[str, Any] = {"step": 0.02, "retry_base": 0.02, "retry_max_delay": 0.1}
+#: The path of a per-submission webhook URL, whose last part is a signed token.
+HOOK = "/webhooks/ittybit/"
+TOKEN = "eyJzIjoic3ViXzEiLCJ1IjoidXNlcl8xIn0.aV-3Im9ezUMPcvCLDXPa3K0P6M4"
 
 
 class _Quiet(WSGIRequestHandler):
@@ -530,7 +537,8 @@ def test_clock_survives_a_failing_call_and_drops_calls_on_stop(
     done = threading.Event()
 
     def fail() -> None:
-        raise RuntimeError("boom")
+        message = f"could not post to http://127.0.0.1:9{HOOK}{TOKEN}"
+        raise RuntimeError(message)
 
     try:
         clock.call_later(0, fail)
@@ -543,3 +551,86 @@ def test_clock_survives_a_failing_call_and_drops_calls_on_stop(
     time.sleep(0.3)
     assert ran == []
     assert "stand-in task failed" in caplog.text
+    # The traceback is logged, without the token its message carried.
+    assert f"RuntimeError: could not post to http://127.0.0.1:9{HOOK}[token]" in caplog.text
+    assert TOKEN not in caplog.text
+
+
+def test_logs_show_webhook_urls_without_their_token(
+    receiver: tuple[Receiver, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    app, url = receiver
+    app.answers = [503]
+    hook = f"{url}{HOOK}{TOKEN}"
+    down = f"http://127.0.0.1:{free_port()}{HOOK}{TOKEN}"
+    caplog.set_level(logging.DEBUG)
+    # Another command run in this process may have quietened httpx, which logs each URL.
+    caplog.set_level(logging.DEBUG, logger="httpx")
+    with running(StandinConfig(max_attempts=2, **FAST)) as standin:
+        create(standin, webhook_url=hook)
+        create(standin, "https://example.com/stuck.mp4", webhook_url=down)
+        assert standin.wait_idle(10)
+        over_http = [httpx.get(f"{standin.url}/_standin/{path}").text for path in ("stats", "jobs")]
+        records = standin.deliveries()
+    with running(StandinConfig(drop_rate=1.0, **FAST)) as standin:
+        create(standin, webhook_url=hook)
+        assert standin.wait_idle(10)
+
+    assert len(app.received) == 3  # the token did reach the receiver: 503, then two 200s
+    assert TOKEN not in caplog.text
+    assert not any(TOKEN in text for text in over_http)
+    assert not any(TOKEN in (record.error or "") for record in records)
+    assert any(record.error for record in records)
+    shown = f"{url}{HOOK}[token]"
+    down_shown = f"{down.removesuffix(TOKEN)}[token]"
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("devtools.standin")]
+    for expected in (
+        ("attempt 1 failed (503), next in", f"processing to {shown}"),
+        ("delivered, 200 applied:", f"processing to {shown}"),
+        ("delivered, 200 applied:", f"succeeded to {shown}"),
+        ("gave up after 2 attempts (ConnectError", f"processing to {down_shown}"),
+        ("dropped", f"processing to {shown}"),
+    ):
+        assert any(line.startswith(expected[0]) and line.endswith(expected[1]) for line in lines), (
+            expected,
+            lines,
+        )
+    # httpx logs each request's URL too.
+    assert any(r.name == "httpx" and shown in r.getMessage() for r in caplog.records)
+
+
+def test_command_serves_until_interrupted_and_logs_no_token(
+    receiver: tuple[Receiver, str],
+) -> None:
+    app, url = receiver
+    port = free_port()
+    command = [sys.executable, "-m", "devtools.standin", "--port", str(port), "--step", "20ms"]
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=base_env({}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        ready = process.stdout.readline()
+        assert ready.startswith(f"ittybit stand-in on http://127.0.0.1:{port} "), ready
+        base = f"http://127.0.0.1:{port}"
+        body = {"input": "https://example.com/in.mp4", "webhook_url": f"{url}{HOOK}{TOKEN}"}
+        assert httpx.post(f"{base}/jobs", json=body, headers=AUTH).status_code == 201
+        deadline = time.monotonic() + 10
+        while len(app.received) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=10)
+    assert process.returncode == 0, err
+    assert [json.loads(body)["status"] for _, body in app.received] == ["processing", "succeeded"]
+    assert json.loads(out.strip().splitlines()[-1])["delivered"] == 2
+    assert TOKEN not in out + err
+    assert "POST /jobs 201" in err
+    delivered = [line for line in err.splitlines() if "delivered, 200 applied:" in line]
+    assert len(delivered) == 2
+    assert delivered[1].endswith(f"succeeded to {url}{HOOK}[token]")

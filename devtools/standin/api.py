@@ -16,6 +16,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from devtools.standin.jobs import JobMachine
+from devtools.standin.logs import get_logger
 from devtools.standin.options import StandinConfig
 from devtools.standin.records import Stats
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 __all__ = ["JobsApi"]
+
+log = get_logger(__name__)
 
 _MAX_LIMIT = 100
 
@@ -69,6 +72,8 @@ class JobsApi:
         except HTTPException as exc:
             code = (exc.name or "error").lower().replace(" ", "_")
             response = _error(exc.code or 400, code, exc.description or code)
+        # The logger's filter cuts out a token, should a path ever carry one.
+        log.info("%s %s %d", request.method, request.path, response.status_code)
         return response(environ, start_response)
 
     def _dispatch(self, request: Request) -> Response:

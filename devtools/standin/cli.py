@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s standin: %(message)s")
+    # One line per delivery comes from the stand-in itself; httpx's would repeat it.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     standin = Standin(config).start(host=args.host, port=args.port)
     print(f"ittybit stand-in on {standin.url} (API key {config.api_key!r}); Ctrl-C stops it")
     try:

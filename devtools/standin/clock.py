@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import sched
 import threading
 import time
 from collections.abc import Callable
 
+from devtools.standin.logs import get_logger
+
 __all__ = ["Clock"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class Clock:

@@ -24,13 +24,14 @@ from config.settings import decode_webhook_secret
 from devtools.standin.clock import Clock
 from devtools.standin.faults import FaultPlan
 from devtools.standin.jobs import FINAL_STATUSES, RUNNING, Job
+from devtools.standin.logs import get_logger, redact
 from devtools.standin.options import StandinConfig
 from devtools.standin.records import Delivery, DeliveryRecord, Stats
 from receiver.signing import sign_standard_webhook
 
 __all__ = ["Deliverer"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Answers worth another attempt; any other non-2xx is final (the receiver refused it).
 _RETRYABLE = frozenset({408, 425, 429})
@@ -73,6 +74,8 @@ class Deliverer:
         self._executor = ThreadPoolExecutor(
             max_workers=self.config.delivery_workers, thread_name_prefix="standin-delivery"
         )
+        # httpx logs every request's URL at INFO, and a delivery's URL carries the token.
+        get_logger("httpx")
         self._http = httpx.Client(
             timeout=self.config.delivery_timeout,
             limits=httpx.Limits(max_connections=self.config.delivery_workers),
@@ -163,6 +166,7 @@ class Deliverer:
             self._counts["dropped"] += 1
             dropped = Delivery(seq=len(self._deliveries), copy=1, state="dropped", **fields)
             self._deliveries.append(dropped)
+            _log_delivery(logging.INFO, dropped, "dropped, as the fault plan says")
             return []
         copies = 1
         if self._faults.duplicates(job.number, step, destination):
@@ -220,42 +224,71 @@ class Deliverer:
                 delivery.url, content=delivery.body, headers=self._headers(delivery)
             )
         except httpx.HTTPError as exc:
-            status, answer, error = None, None, f"{type(exc).__name__}: {exc}"[:200]
+            status, answer, error = None, None, redact(f"{type(exc).__name__}: {exc}")[:200]
         else:
             status, answer, error = response.status_code, _answer(response), None
             retry_after = _retry_after(response.headers.get("Retry-After"))
         with self._lock:
             delivery.answer_status, delivery.answer, delivery.error = status, answer, error
+            result = str(status) if status is not None else error
+            level = logging.INFO
             if status is not None and 200 <= status < 300:
                 delivery.state = "delivered"
                 self._counts["delivered"] += 1
                 outcome = (answer or {}).get("outcome")
-                self._outcomes[outcome if isinstance(outcome, str) else "-"] += 1
+                outcome = outcome if isinstance(outcome, str) else "-"
+                self._outcomes[outcome] += 1
+                note = f"delivered, {status} {outcome}"
+                self._settle(job_id, queue)
             elif status is None or status >= 500 or status in _RETRYABLE:
                 if delivery.attempts < self.config.max_attempts:
+                    delay = self._backoff(delivery.attempts, retry_after)
                     self._counts["retried"] += 1
-                    self._schedule_send(job_id, self._backoff(delivery.attempts, retry_after))
-                    return
-                delivery.state = "given_up"
-                self._counts["given_up"] += 1
-                log.warning("gave up on %s to %s", delivery.msg_id, delivery.destination)
+                    self._schedule_send(job_id, delay)
+                    note = f"attempt {delivery.attempts} failed ({result}), next in {delay:.2f}s"
+                else:
+                    delivery.state = "given_up"
+                    self._counts["given_up"] += 1
+                    level = logging.WARNING
+                    note = f"gave up after {delivery.attempts} attempts ({result})"
+                    self._settle(job_id, queue)
             else:
                 delivery.state = "refused"
                 self._counts["refused"] += 1
-            delivery.order = next(self._settled)
-            queue.outbox.popleft()
-            if queue.outbox:
-                self._schedule_send(job_id, self._faults.delay())
-            else:
-                queue.sending = False
-                self._busy_jobs -= 1
-                self._lock.notify_all()
+                level = logging.WARNING
+                note = f"refused, {status}"
+                self._settle(job_id, queue)
+        _log_delivery(level, delivery, note)
+
+    def _settle(self, job_id: str, queue: _Queue) -> None:
+        """Number the first delivery in the queue as settled and start on the next."""
+        queue.outbox.popleft().order = next(self._settled)
+        if queue.outbox:
+            self._schedule_send(job_id, self._faults.delay())
+        else:
+            queue.sending = False
+            self._busy_jobs -= 1
+            self._lock.notify_all()
 
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
         delay = math.ldexp(self.config.retry_base, attempts - 1)
         if retry_after is not None:
             delay = max(delay, retry_after)
         return min(delay, self.config.retry_max_delay)
+
+
+def _log_delivery(level: int, delivery: Delivery, note: str) -> None:
+    # The logger's filter shows the URL without its token. The URL comes last: the
+    # filter takes a token to run up to whitespace, so nothing may follow it but that.
+    log.log(
+        level,
+        "%s: %s %s %s to %s",
+        note,
+        delivery.msg_id,
+        delivery.job_id,
+        delivery.status,
+        delivery.url,
+    )
 
 
 def _answer(response: httpx.Response) -> dict[str, Any] | None:
