@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -90,6 +90,21 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
         yield app, url
 
 
+@pytest.fixture
+def start_standin() -> Iterator[Callable[..., Standin]]:
+    """Start stand-ins with quick steps and retries, changed by the options given."""
+    started: list[Standin] = []
+
+    def start(**options: Any) -> Standin:
+        standin = Standin(StandinConfig(**{**FAST, **options})).start()
+        started.append(standin)
+        return standin
+
+    yield start
+    for standin in started:
+        standin.close()
+
+
 def create(
     standin: Standin,
     input_url: str = "https://example.com/in.mp4",
@@ -107,44 +122,44 @@ def create(
     return httpx.post(f"{standin.url}/jobs", json=body, headers=headers)
 
 
-def test_api_requires_the_bearer_key() -> None:
-    with running(StandinConfig(**FAST)) as standin:
-        anonymous = httpx.post(f"{standin.url}/jobs", json={"input": "https://e.com/a.mp4"})
-        wrong = httpx.get(f"{standin.url}/jobs", headers={"Authorization": "Bearer nope"})
-        assert anonymous.status_code == 401
-        assert wrong.status_code == 401
-        assert anonymous.json()["error"] == "unauthorized"
-        assert standin.stats().jobs == 0
+def test_api_requires_the_bearer_key(start_standin: Callable[..., Standin]) -> None:
+    standin = start_standin()
+    anonymous = httpx.post(f"{standin.url}/jobs", json={"input": "https://e.com/a.mp4"})
+    wrong = httpx.get(f"{standin.url}/jobs", headers={"Authorization": "Bearer nope"})
+    assert anonymous.status_code == 401
+    assert wrong.status_code == 401
+    assert anonymous.json()["error"] == "unauthorized"
+    assert standin.stats().jobs == 0
 
 
-def test_create_then_read_job_and_task() -> None:
-    with running(StandinConfig(step=60)) as standin:
-        created = create(
-            standin,
-            metadata={"submission_id": "sub_1", "user_id": "user_1"},
-            webhook_url="http://127.0.0.1:9/hook",
-        )
-        assert created.status_code == 201
-        job = created.json()
-        assert job["id"].startswith("job_")
-        assert job["object"] == "job"
-        assert job["status"] == "queued"
-        assert job["metadata"] == {"submission_id": "sub_1", "user_id": "user_1"}
-        assert job["webhook_url"] == "http://127.0.0.1:9/hook"
-        assert job["output"] is None
+def test_create_then_read_job_and_task(start_standin: Callable[..., Standin]) -> None:
+    standin = start_standin(step=60)
+    created = create(
+        standin,
+        metadata={"submission_id": "sub_1", "user_id": "user_1"},
+        webhook_url="http://127.0.0.1:9/hook",
+    )
+    assert created.status_code == 201
+    job = created.json()
+    assert job["id"].startswith("job_")
+    assert job["object"] == "job"
+    assert job["status"] == "queued"
+    assert job["metadata"] == {"submission_id": "sub_1", "user_id": "user_1"}
+    assert job["webhook_url"] == "http://127.0.0.1:9/hook"
+    assert job["output"] is None
 
-        fetched = httpx.get(f"{standin.url}/jobs/{job['id']}", headers=AUTH)
-        assert fetched.status_code == 200
-        assert fetched.json() == job
+    fetched = httpx.get(f"{standin.url}/jobs/{job['id']}", headers=AUTH)
+    assert fetched.status_code == 200
+    assert fetched.json() == job
 
-        task_id = job["tasks"][0]["id"]
-        assert task_id.startswith("task_")
-        task = httpx.get(f"{standin.url}/tasks/{task_id}", headers=AUTH).json()
-        assert (task["object"], task["status"]) == ("task", "queued")
+    task_id = job["tasks"][0]["id"]
+    assert task_id.startswith("task_")
+    task = httpx.get(f"{standin.url}/tasks/{task_id}", headers=AUTH).json()
+    assert (task["object"], task["status"]) == ("task", "queued")
 
-        assert httpx.get(f"{standin.url}/jobs/job_missing", headers=AUTH).status_code == 404
-        assert httpx.get(f"{standin.url}/tasks/task_missing", headers=AUTH).status_code == 404
-        assert standin.request_counts()[f"GET /jobs/{job['id']}"] == 1
+    assert httpx.get(f"{standin.url}/jobs/job_missing", headers=AUTH).status_code == 404
+    assert httpx.get(f"{standin.url}/tasks/task_missing", headers=AUTH).status_code == 404
+    assert standin.request_counts()[f"GET /jobs/{job['id']}"] == 1
 
 
 @pytest.mark.parametrize(
@@ -158,122 +173,129 @@ def test_create_then_read_job_and_task() -> None:
         (b'{"input": "https://example.com/a.mp4", "webhook_url": "nope"}', 422),
     ],
 )
-def test_create_refuses_bad_bodies(body: bytes, status: int) -> None:
-    with running(StandinConfig(step=60)) as standin:
-        response = httpx.post(
-            f"{standin.url}/jobs",
-            content=body,
-            headers={**AUTH, "Content-Type": "application/json"},
-        )
-        assert response.status_code == status
-        assert standin.stats().jobs == 0
+def test_create_refuses_bad_bodies(
+    body: bytes, status: int, start_standin: Callable[..., Standin]
+) -> None:
+    standin = start_standin(step=60)
+    response = httpx.post(
+        f"{standin.url}/jobs",
+        content=body,
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+    assert response.status_code == status
+    assert standin.stats().jobs == 0
 
 
-def test_idempotency_key_returns_the_original_job() -> None:
-    with running(StandinConfig(step=60)) as standin:
-        first = create(standin, key="submit-sub_1")
-        again = create(standin, "https://example.com/other.mp4", key="submit-sub_1")
-        other = create(standin, key="submit-sub_2")
-        unkeyed = [create(standin).json()["id"] for _ in range(2)]
+def test_idempotency_key_returns_the_original_job(start_standin: Callable[..., Standin]) -> None:
+    standin = start_standin(step=60)
+    first = create(standin, key="submit-sub_1")
+    again = create(standin, "https://example.com/other.mp4", key="submit-sub_1")
+    other = create(standin, key="submit-sub_2")
+    unkeyed = [create(standin).json()["id"] for _ in range(2)]
 
-        assert (first.status_code, again.status_code) == (201, 200)
-        assert again.headers["Idempotent-Replayed"] == "true"
-        assert again.json()["id"] == first.json()["id"]
-        assert again.json()["input"] == "https://example.com/in.mp4"
-        assert other.json()["id"] != first.json()["id"]
-        assert len(set(unkeyed)) == 2
-        assert standin.stats().jobs == 4
-
-
-def test_concurrent_creates_with_one_key_make_one_job() -> None:
-    with running(StandinConfig(step=60)) as standin:
-        barrier = threading.Barrier(8)
-        ids: list[str] = []
-
-        def submit() -> None:
-            barrier.wait()
-            ids.append(create(standin, key="same-key").json()["id"])
-
-        threads = [threading.Thread(target=submit) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert len(ids) == 8
-        assert len(set(ids)) == 1
-        assert standin.stats().jobs == 1
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    assert again.json()["input"] == "https://example.com/in.mp4"
+    assert other.json()["id"] != first.json()["id"]
+    assert len(set(unkeyed)) == 2
+    assert standin.stats().jobs == 4
 
 
-def test_jobs_run_to_their_final_state_with_increasing_timestamps() -> None:
-    with running(StandinConfig(**FAST)) as standin:
-        inputs = {
-            "https://example.com/ok.mp4": Status.SUCCEEDED,
-            "https://example.com/please-fail.mp4": Status.FAILED,
-            "https://example.com/cancel-me.mp4": Status.CANCELLED,
-        }
-        ids = {create(standin, url).json()["id"]: expected for url, expected in inputs.items()}
-        assert standin.wait_idle(10)
+def test_concurrent_creates_with_one_key_make_one_job(
+    start_standin: Callable[..., Standin],
+) -> None:
+    standin = start_standin(step=60)
+    barrier = threading.Barrier(8)
+    ids: list[str] = []
 
-        truth = standin.jobs()
-        for job_id, expected in ids.items():
-            state = normalise(truth[job_id])
-            assert state.status is expected
-            assert state.job_id == job_id
-            if expected is Status.SUCCEEDED:
-                assert state.output_url == f"https://cdn.standin.invalid/{job_id}/output.mp4"
-                assert state.error is None
-            else:
-                assert state.output_url is None
-                assert state.error
-            assert truth[job_id]["finished_at"] == truth[job_id]["updated_at"]
+    def submit() -> None:
+        barrier.wait()
+        ids.append(create(standin, key="same-key").json()["id"])
 
-        events = httpx.get(f"{standin.url}/events", params={"limit": 100}, headers=AUTH).json()
-        for job_id in ids:
-            mine = [event for event in events["data"] if event["data"]["id"] == job_id]
-            kinds = [event["kind"] for event in mine]
-            assert kinds[:2] == ["job.created", "job.processing"]
-            assert len(kinds) == 3
-            stamps = [parse_timestamp(event["data"]["updated_at"]) for event in mine]
-            assert stamps == sorted(stamps)
-            assert len(set(stamps)) == 3
+    threads = [threading.Thread(target=submit) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(ids) == 8
+    assert len(set(ids)) == 1
+    assert standin.stats().jobs == 1
 
 
-def test_stuck_inputs_never_finish() -> None:
-    with running(StandinConfig(**FAST)) as standin:
-        job_id = create(standin, "https://example.com/stuck.mp4").json()["id"]
-        assert standin.wait_idle(10)
-        assert standin.jobs()[job_id]["status"] == "processing"
+def test_jobs_run_to_their_final_state_with_increasing_timestamps(
+    start_standin: Callable[..., Standin],
+) -> None:
+    standin = start_standin()
+    inputs = {
+        "https://example.com/ok.mp4": Status.SUCCEEDED,
+        "https://example.com/please-fail.mp4": Status.FAILED,
+        "https://example.com/cancel-me.mp4": Status.CANCELLED,
+    }
+    ids = {create(standin, url).json()["id"]: expected for url, expected in inputs.items()}
+    assert standin.wait_idle(10)
+
+    truth = standin.jobs()
+    for job_id, expected in ids.items():
+        state = normalise(truth[job_id])
+        assert state.status is expected
+        assert state.job_id == job_id
+        if expected is Status.SUCCEEDED:
+            assert state.output_url == f"https://cdn.standin.invalid/{job_id}/output.mp4"
+            assert state.error is None
+        else:
+            assert state.output_url is None
+            assert state.error
+        assert truth[job_id]["finished_at"] == truth[job_id]["updated_at"]
+
+    events = httpx.get(f"{standin.url}/events", params={"limit": 100}, headers=AUTH).json()
+    for job_id in ids:
+        mine = [event for event in events["data"] if event["data"]["id"] == job_id]
+        kinds = [event["kind"] for event in mine]
+        assert kinds[:2] == ["job.created", "job.processing"]
+        assert len(kinds) == 3
+        stamps = [parse_timestamp(event["data"]["updated_at"]) for event in mine]
+        assert stamps == sorted(stamps)
+        assert len(set(stamps)) == 3
 
 
-def test_lists_page_with_has_more_and_link() -> None:
-    with running(StandinConfig(step=60)) as standin:
-        ids = [create(standin).json()["id"] for _ in range(3)]
-        first = httpx.get(f"{standin.url}/jobs", params={"limit": 2}, headers=AUTH)
-        assert [job["id"] for job in first.json()["data"]] == ids[:2]
-        assert first.headers["Has-More"] == "true"
-        assert f"after={ids[1]}" in first.headers["Link"]
-        rest = httpx.get(f"{standin.url}/jobs", params={"after": ids[1]}, headers=AUTH)
-        assert [job["id"] for job in rest.json()["data"]] == ids[2:]
-        assert rest.headers["Has-More"] == "false"
-
-        events = httpx.get(f"{standin.url}/events", headers=AUTH).json()["data"]
-        assert [event["kind"] for event in events] == ["job.created"] * 3
-        after = httpx.get(f"{standin.url}/events", params={"after": events[0]["id"]}, headers=AUTH)
-        assert [event["id"] for event in after.json()["data"]] == [e["id"] for e in events[1:]]
-        unknown = httpx.get(f"{standin.url}/events", params={"after": "evt_x"}, headers=AUTH)
-        assert unknown.status_code == 400
-        queued = httpx.get(f"{standin.url}/jobs", params={"status": "succeeded"}, headers=AUTH)
-        assert queued.json()["data"] == []
+def test_stuck_inputs_never_finish(start_standin: Callable[..., Standin]) -> None:
+    standin = start_standin()
+    job_id = create(standin, "https://example.com/stuck.mp4").json()["id"]
+    assert standin.wait_idle(10)
+    assert standin.jobs()[job_id]["status"] == "processing"
 
 
-def test_delivers_each_status_change_in_order(receiver: tuple[Receiver, str]) -> None:
+def test_lists_page_with_has_more_and_link(start_standin: Callable[..., Standin]) -> None:
+    standin = start_standin(step=60)
+    ids = [create(standin).json()["id"] for _ in range(3)]
+    first = httpx.get(f"{standin.url}/jobs", params={"limit": 2}, headers=AUTH)
+    assert [job["id"] for job in first.json()["data"]] == ids[:2]
+    assert first.headers["Has-More"] == "true"
+    assert f"after={ids[1]}" in first.headers["Link"]
+    rest = httpx.get(f"{standin.url}/jobs", params={"after": ids[1]}, headers=AUTH)
+    assert [job["id"] for job in rest.json()["data"]] == ids[2:]
+    assert rest.headers["Has-More"] == "false"
+
+    events = httpx.get(f"{standin.url}/events", headers=AUTH).json()["data"]
+    assert [event["kind"] for event in events] == ["job.created"] * 3
+    after = httpx.get(f"{standin.url}/events", params={"after": events[0]["id"]}, headers=AUTH)
+    assert [event["id"] for event in after.json()["data"]] == [e["id"] for e in events[1:]]
+    unknown = httpx.get(f"{standin.url}/events", params={"after": "evt_x"}, headers=AUTH)
+    assert unknown.status_code == 400
+    queued = httpx.get(f"{standin.url}/jobs", params={"status": "succeeded"}, headers=AUTH)
+    assert queued.json()["data"] == []
+
+
+def test_delivers_each_status_change_in_order(
+    receiver: tuple[Receiver, str], start_standin: Callable[..., Standin]
+) -> None:
     app, url = receiver
-    with running(StandinConfig(**FAST)) as standin:
-        job_id = create(
-            standin, webhook_url=f"{url}/hook", metadata={"submission_id": "sub_1"}
-        ).json()["id"]
-        assert standin.wait_idle(10)
-        stats = standin.stats()
+    standin = start_standin()
+    created = create(standin, webhook_url=f"{url}/hook", metadata={"submission_id": "sub_1"})
+    job_id = created.json()["id"]
+    assert standin.wait_idle(10)
+    stats = standin.stats()
 
     bodies = app.bodies()
     assert [(body["id"], body["status"]) for body in bodies] == [
@@ -288,25 +310,29 @@ def test_delivers_each_status_change_in_order(receiver: tuple[Receiver, str]) ->
     assert stats.outcomes == {"applied": 2}
 
 
-def test_drop_rate_one_delivers_nothing(receiver: tuple[Receiver, str]) -> None:
+def test_drop_rate_one_delivers_nothing(
+    receiver: tuple[Receiver, str], start_standin: Callable[..., Standin]
+) -> None:
     app, url = receiver
-    with running(StandinConfig(drop_rate=1.0, **FAST)) as standin:
-        for _ in range(3):
-            create(standin, webhook_url=url)
-        assert standin.wait_idle(10)
-        stats = standin.stats()
-        records = standin.deliveries()
+    standin = start_standin(drop_rate=1.0)
+    for _ in range(3):
+        create(standin, webhook_url=url)
+    assert standin.wait_idle(10)
+    stats = standin.stats()
+    records = standin.deliveries()
     assert app.received == []
     assert (stats.planned, stats.dropped, stats.attempts) == (6, 6, 0)
     assert {record.state for record in records} == {"dropped"}
 
 
-def test_duplicate_rate_one_sends_every_delivery_twice(receiver: tuple[Receiver, str]) -> None:
+def test_duplicate_rate_one_sends_every_delivery_twice(
+    receiver: tuple[Receiver, str], start_standin: Callable[..., Standin]
+) -> None:
     app, url = receiver
-    with running(StandinConfig(duplicate_rate=1.0, **FAST)) as standin:
-        create(standin, webhook_url=url)
-        assert standin.wait_idle(10)
-        stats = standin.stats()
+    standin = start_standin(duplicate_rate=1.0)
+    create(standin, webhook_url=url)
+    assert standin.wait_idle(10)
+    stats = standin.stats()
     bodies = [body for _, body in app.received]
     assert len(bodies) == 4
     assert bodies[0] == bodies[1] and bodies[2] == bodies[3]
@@ -314,14 +340,16 @@ def test_duplicate_rate_one_sends_every_delivery_twice(receiver: tuple[Receiver,
     assert (stats.duplicated, stats.delivered) == (2, 4)
 
 
-def test_reorder_sends_processing_after_the_final_state(receiver: tuple[Receiver, str]) -> None:
+def test_reorder_sends_processing_after_the_final_state(
+    receiver: tuple[Receiver, str], start_standin: Callable[..., Standin]
+) -> None:
     app, url = receiver
-    with running(StandinConfig(reorder_rate=1.0, **FAST)) as standin:
-        create(standin, webhook_url=url)
-        create(standin, "https://example.com/fail.mp4", webhook_url=url)
-        assert standin.wait_idle(10)
-        stats = standin.stats()
-        records = standin.deliveries()
+    standin = start_standin(reorder_rate=1.0)
+    create(standin, webhook_url=url)
+    create(standin, "https://example.com/fail.mp4", webhook_url=url)
+    assert standin.wait_idle(10)
+    stats = standin.stats()
+    records = standin.deliveries()
     reordered = [record for record in records if record.reordered]
     for late in reordered:
         final = next(r for r in records if r.job_id == late.job_id and r.status != "processing")
@@ -403,18 +431,20 @@ def test_submit_against_a_restarted_standin_with_the_same_seed(
     assert job_ids[0] != job_ids[1]
 
 
-def test_retries_5xx_with_backoff_then_gives_up(receiver: tuple[Receiver, str]) -> None:
+def test_retries_5xx_with_backoff_then_gives_up(
+    receiver: tuple[Receiver, str], start_standin: Callable[..., Standin]
+) -> None:
     app, url = receiver
     app.answers = [503, 500, 200]
-    with running(StandinConfig(step=0.02, retry_base=0.01, max_attempts=3)) as standin:
-        create(standin, webhook_url=url)
-        assert standin.wait_idle(10)
-        first = standin.stats()
-        records = standin.deliveries()
-        app.answers = [503, 503, 503]
-        create(standin, "https://example.com/stuck.mp4", webhook_url=url)
-        assert standin.wait_idle(10)
-        second = standin.stats()
+    standin = start_standin(step=0.02, retry_base=0.01, max_attempts=3)
+    create(standin, webhook_url=url)
+    assert standin.wait_idle(10)
+    first = standin.stats()
+    records = standin.deliveries()
+    app.answers = [503, 503, 503]
+    create(standin, "https://example.com/stuck.mp4", webhook_url=url)
+    assert standin.wait_idle(10)
+    second = standin.stats()
 
     assert records[0].attempts == 3
     assert records[0].state == "delivered"
@@ -423,42 +453,44 @@ def test_retries_5xx_with_backoff_then_gives_up(receiver: tuple[Receiver, str]) 
     assert [body["status"] for body in app.bodies()[:4]] == ["processing"] * 3 + ["succeeded"]
 
 
-def test_a_refused_delivery_is_not_retried(receiver: tuple[Receiver, str]) -> None:
+def test_a_refused_delivery_is_not_retried(
+    receiver: tuple[Receiver, str], start_standin: Callable[..., Standin]
+) -> None:
     app, url = receiver
     app.answers = [403]
-    with running(StandinConfig(**FAST)) as standin:
-        create(standin, webhook_url=url)
-        assert standin.wait_idle(10)
-        stats = standin.stats()
+    standin = start_standin()
+    create(standin, webhook_url=url)
+    assert standin.wait_idle(10)
+    stats = standin.stats()
     assert (stats.refused, stats.delivered, stats.attempts, stats.retried) == (1, 1, 2, 0)
 
 
-def test_retries_until_a_down_receiver_comes_back() -> None:
+def test_retries_until_a_down_receiver_comes_back(start_standin: Callable[..., Standin]) -> None:
     port = free_port()
     app = Receiver()
-    config = StandinConfig(step=0.01, retry_base=0.05, retry_max_delay=0.2, max_attempts=50)
-    with running(config) as standin:
-        create(standin, webhook_url=f"http://127.0.0.1:{port}/hook")
-        deadline = time.monotonic() + 10
-        while standin.stats().attempts < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert standin.stats().delivered == 0
-        with serve(app, port):
-            assert standin.wait_idle(10)
-            stats = standin.stats()
+    standin = start_standin(step=0.01, retry_base=0.05, retry_max_delay=0.2, max_attempts=50)
+    create(standin, webhook_url=f"http://127.0.0.1:{port}/hook")
+    deadline = time.monotonic() + 10
+    while standin.stats().attempts < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert standin.stats().delivered == 0
+    with serve(app, port):
+        assert standin.wait_idle(10)
+        stats = standin.stats()
     assert stats.retried >= 1
     assert (stats.delivered, stats.given_up) == (2, 0)
     assert [body["status"] for body in app.bodies()] == ["processing", "succeeded"]
 
 
-def test_project_endpoint_gets_signed_event_envelopes(receiver: tuple[Receiver, str]) -> None:
+def test_project_endpoint_gets_signed_event_envelopes(
+    receiver: tuple[Receiver, str], start_standin: Callable[..., Standin]
+) -> None:
     job_app, job_url = receiver
     project_app = Receiver()
     with serve(project_app) as project_url:
-        config = StandinConfig(webhook_secret=WEBHOOK_SECRET, project_url=project_url, **FAST)
-        with running(config) as standin:
-            job_id = create(standin, webhook_url=job_url).json()["id"]
-            assert standin.wait_idle(10)
+        standin = start_standin(webhook_secret=WEBHOOK_SECRET, project_url=project_url)
+        job_id = create(standin, webhook_url=job_url).json()["id"]
+        assert standin.wait_idle(10)
 
     envelopes = project_app.bodies()
     assert [(e["object"], e["kind"], e["data"]["id"]) for e in envelopes] == [
@@ -482,20 +514,20 @@ def test_project_endpoint_gets_signed_event_envelopes(receiver: tuple[Receiver, 
     assert normalise(envelopes[1]).event_id == envelopes[1]["id"]
 
 
-def test_latency_delays_every_api_answer() -> None:
-    with running(StandinConfig(latency=0.05, step=60)) as standin:
-        started = time.monotonic()
-        response = httpx.get(f"{standin.url}/jobs", headers=AUTH)
-        assert response.status_code == 200
-        assert time.monotonic() - started >= 0.05
+def test_latency_delays_every_api_answer(start_standin: Callable[..., Standin]) -> None:
+    standin = start_standin(latency=0.05, step=60)
+    started = time.monotonic()
+    response = httpx.get(f"{standin.url}/jobs", headers=AUTH)
+    assert response.status_code == 200
+    assert time.monotonic() - started >= 0.05
 
 
-def test_stats_and_truth_over_http() -> None:
-    with running(StandinConfig(**FAST)) as standin:
-        job_id = create(standin).json()["id"]
-        assert standin.wait_idle(10)
-        stats = httpx.get(f"{standin.url}/_standin/stats").json()
-        truth = httpx.get(f"{standin.url}/_standin/jobs").json()
+def test_stats_and_truth_over_http(start_standin: Callable[..., Standin]) -> None:
+    standin = start_standin()
+    job_id = create(standin).json()["id"]
+    assert standin.wait_idle(10)
+    stats = httpx.get(f"{standin.url}/_standin/stats").json()
+    truth = httpx.get(f"{standin.url}/_standin/jobs").json()
     assert stats["jobs"] == 1
     assert truth[job_id]["status"] == "succeeded"
 
@@ -557,7 +589,9 @@ def test_clock_survives_a_failing_call_and_drops_calls_on_stop(
 
 
 def test_logs_show_webhook_urls_without_their_token(
-    receiver: tuple[Receiver, str], caplog: pytest.LogCaptureFixture
+    receiver: tuple[Receiver, str],
+    caplog: pytest.LogCaptureFixture,
+    start_standin: Callable[..., Standin],
 ) -> None:
     app, url = receiver
     app.answers = [503]
@@ -566,15 +600,15 @@ def test_logs_show_webhook_urls_without_their_token(
     caplog.set_level(logging.DEBUG)
     # Another command run in this process may have quietened httpx, which logs each URL.
     caplog.set_level(logging.DEBUG, logger="httpx")
-    with running(StandinConfig(max_attempts=2, **FAST)) as standin:
-        create(standin, webhook_url=hook)
-        create(standin, "https://example.com/stuck.mp4", webhook_url=down)
-        assert standin.wait_idle(10)
-        over_http = [httpx.get(f"{standin.url}/_standin/{path}").text for path in ("stats", "jobs")]
-        records = standin.deliveries()
-    with running(StandinConfig(drop_rate=1.0, **FAST)) as standin:
-        create(standin, webhook_url=hook)
-        assert standin.wait_idle(10)
+    standin = start_standin(max_attempts=2)
+    create(standin, webhook_url=hook)
+    create(standin, "https://example.com/stuck.mp4", webhook_url=down)
+    assert standin.wait_idle(10)
+    over_http = [httpx.get(f"{standin.url}/_standin/{path}").text for path in ("stats", "jobs")]
+    records = standin.deliveries()
+    standin = start_standin(drop_rate=1.0)
+    create(standin, webhook_url=hook)
+    assert standin.wait_idle(10)
 
     assert len(app.received) == 3  # the token did reach the receiver: 503, then two 200s
     assert TOKEN not in caplog.text
