@@ -32,6 +32,7 @@ class Clock:
         self._thread = threading.Thread(target=self._run, name="standin-clock", daemon=True)
 
     def start(self) -> None:
+        """Start the clock's thread."""
         self._thread.start()
 
     def call_later(self, delay: float, function: Callable[[], None]) -> None:

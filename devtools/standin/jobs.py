@@ -41,9 +41,11 @@ class Job:
     error: dict[str, str] | None = None
 
     def progress(self) -> int:
+        """Return the percentage the API shows for the job's status."""
         return {"queued": 0, RUNNING: 50}.get(self.status, 100)
 
     def task(self) -> dict[str, Any]:
+        """Return the job's one task as ``GET /tasks/{id}`` shows it."""
         return {
             "id": self.task_id,
             "object": "task",
@@ -138,6 +140,7 @@ class JobMachine:
         return self._pending_transitions == 0
 
     def count(self) -> int:
+        """Return how many jobs were created."""
         with self._lock:
             return len(self._jobs)
 
@@ -157,11 +160,13 @@ class JobMachine:
             return job.as_api(), True
 
     def get(self, job_id: str) -> dict[str, Any] | None:
+        """Return the job as ``GET /jobs/{id}`` shows it, or None."""
         with self._lock:
             job = self._jobs.get(job_id)
             return job.as_api() if job is not None else None
 
     def get_task(self, task_id: str) -> dict[str, Any] | None:
+        """Return the task as ``GET /tasks/{id}`` shows it, or None."""
         with self._lock:
             job_id = self._tasks.get(task_id)
             return self._jobs[job_id].task() if job_id is not None else None
@@ -176,6 +181,7 @@ class JobMachine:
             ]
 
     def events(self) -> list[dict[str, Any]]:
+        """Return every event so far, oldest first."""
         with self._lock:
             return list(self._events)
 

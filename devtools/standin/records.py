@@ -26,6 +26,7 @@ class Stats:
     outcomes: dict[str, int]
 
     def as_dict(self) -> dict[str, Any]:
+        """Return the counts as JSON-ready data."""
         return asdict(self)
 
 
@@ -76,6 +77,7 @@ class Delivery:
     error: str | None = None
 
     def record(self) -> DeliveryRecord:
+        """Return what tests and the demo read about this delivery."""
         answer = self.answer or {}
         outcome = answer.get("outcome")
         status = answer.get("status")
