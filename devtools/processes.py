@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
@@ -19,7 +18,6 @@ __all__ = [
     "ROOT",
     "WebProcess",
     "base_env",
-    "describe",
     "flask_command",
     "free_port",
     "procfile_command",
@@ -162,8 +160,3 @@ class WebProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def describe(command: Sequence[str]) -> str:
-    """Return a command as a shell would show it."""
-    return shlex.join(command)
