@@ -12,7 +12,7 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
-from config.settings import ConfigError, Settings
+from config.settings import WEB_WORKER_TIMEOUT, ConfigError, Settings
 from receiver.logs import JsonFormatter, configure_logging
 
 # Validate in the master, so a bad variable stops the process with one line, not a boot loop.
@@ -26,7 +26,7 @@ bind = f"0.0.0.0:{_settings.port}"
 workers = _settings.web_concurrency
 worker_class = "sync"
 # ittybit gives up on an answer after 5 s; a request stuck this long is better killed.
-timeout = 30
+timeout = WEB_WORKER_TIMEOUT
 graceful_timeout = 25
 keepalive = 5
 # Heroku's router sets X-Forwarded-*; it is the only thing that can reach the dyno.
