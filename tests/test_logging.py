@@ -10,6 +10,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -227,6 +228,16 @@ def test_formatter_writes_one_json_line_per_record() -> None:
     assert entry["message"] == "two\nlines \u2603"
     assert (entry["job_id"], entry["count"], entry["level"]) == ("job_1", 3, "error")
     assert "ValueError: bad" in entry["exception"]
+
+
+def test_formatter_writes_values_json_lacks_as_text() -> None:
+    record = logging.LogRecord("jobhooks.x", logging.INFO, __file__, 1, "odd values", None, None)
+    record.data = {"at": datetime(2026, 11, 28, 12, 0, tzinfo=UTC), "where": Path("/srv/x")}
+    record.request_id = "req-1"
+    entry = json.loads(JsonFormatter().format(record))
+    assert (entry["at"], entry["where"]) == ("2026-11-28T12:00:00+00:00", "/srv/x")
+    assert list(entry)[:4] == ["time", "level", "logger", "message"]
+    assert (entry["request_id"], "data" in entry, "exception" in entry) == ("req-1", False, False)
 
 
 def ours(root: logging.Logger) -> list[logging.Handler]:
