@@ -3,7 +3,8 @@
 The web process and the ``reconcile --loop`` worker write to stdout (Heroku's log drain
 reads it); one-off commands write their logs to stderr so that their own output stays
 clean. Fields are chosen by the code that logs (``extra={"data": {...}}``), never dumped
-from objects: no secret, token, signature or body reaches a log line.
+from objects: no secret, token, signature or body reaches a log line, and the token of a
+per-submission webhook URL is cut out of every path logged.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from flask import Flask, Response, g, has_request_context, request
 from pythonjsonlogger.core import LogData
 from pythonjsonlogger.json import JsonFormatter as _LibraryJsonFormatter
 
+from receiver.signing import TOKEN_SHAPE
+
 __all__ = [
     "REQUEST_ID_HEADER",
     "JsonFormatter",
@@ -29,6 +32,7 @@ __all__ = [
     "current",
     "init_app",
     "note",
+    "redact_tokens",
 ]
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -38,6 +42,11 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+=/-]{0,127}")
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _HANDLER_MARK = "_jobhooks_handler"
+#: A per-submission webhook URL's token is a credential. Whatever follows the route's prefix
+#: is cut (a 404 with a slash or segment too many, a 405, a mangled token), and so is
+#: anything shaped like a token elsewhere (a query string, a path mistyped in front of it).
+_TOKENS = re.compile(rf"(?P<route>/webhooks/+ittybit/+)[^\s/?#&\"']+|{TOKEN_SHAPE}", re.IGNORECASE)
+
 request_log = logging.getLogger("jobhooks.request")
 
 
@@ -71,6 +80,11 @@ class JsonFormatter(_LibraryJsonFormatter):
         if isinstance(data, dict):
             log_data.update(data)
         return log_data
+
+
+def redact_tokens(text: str) -> str:
+    """Return ``text`` with every webhook-URL token replaced by ``[token]``."""
+    return _TOKENS.sub(lambda match: (match.group("route") or "") + "[token]", text)
 
 
 class RequestIdFilter(logging.Filter):
@@ -152,11 +166,8 @@ def _log_request(response: Response) -> Response:
     response.headers[REQUEST_ID_HEADER] = state.request_id
     status = response.status_code
     method = request.method
-    path = request.path
-    view_args = request.view_args
-    if view_args and "token" in view_args:
-        # A webhook URL's token is a credential: the route's shape is all the log needs.
-        path = path[: path.rfind("/") + 1] + "[token]"
+    # Matched route or not, whatever the method: the route's shape is all the log needs.
+    path = redact_tokens(request.path)
     level = logging.INFO
     if status >= 500:
         level = logging.ERROR
