@@ -104,6 +104,25 @@ def _choice(choices: tuple[str, ...]) -> BeforeValidator:
     return BeforeValidator(check)
 
 
+def _whole_number(minimum: int, maximum: int | None = None) -> BeforeValidator:
+    def check(value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = int(value)
+            except ValueError:
+                message = f"must be a whole number, got {value!r}"
+                raise ValueError(message) from None
+        if isinstance(value, int) and (
+            value < minimum or (maximum is not None and value > maximum)
+        ):
+            bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+            message = f"must be {bounds}, got {value}"
+            raise ValueError(message)
+        return value
+
+    return BeforeValidator(check)
+
+
 def _webhook_secrets(value: Any) -> Any:
     keys = []
     for index, secret in enumerate(_csv(value), start=1):
@@ -204,22 +223,22 @@ class Settings(BaseSettings):
     env: Annotated[str, _choice(_ENVIRONMENTS)] = Field("production", alias="APP_ENV")
     database_url: Annotated[str, BeforeValidator(_database_url)] = Field("", repr=False)
     secret_keys: Annotated[tuple[str, ...], _Csv] = Field((), alias="SECRET_KEY", repr=False)
-    port: int = Field(8000, ge=1, le=65535)
+    port: Annotated[int, _whole_number(1, 65535)] = 8000
     public_url: Annotated[str, BeforeValidator(_http_url)] = ""
     webhook_secrets: WebhookKeys = Field((), alias="ITTYBIT_WEBHOOK_SECRET", repr=False)
-    webhook_tolerance: int = Field(300, ge=1)
-    max_body_bytes: int = Field(1024 * 1024, ge=256)
-    web_concurrency: int = Field(2, ge=1, le=64)
-    sqlite_busy_timeout_ms: int = Field(3000, ge=0, le=60000)
+    webhook_tolerance: Annotated[int, _whole_number(1)] = 300
+    max_body_bytes: Annotated[int, _whole_number(256)] = 1024 * 1024
+    web_concurrency: Annotated[int, _whole_number(1, 64)] = 2
+    sqlite_busy_timeout_ms: Annotated[int, _whole_number(0, 60000)] = 3000
     ittybit_api_url: Annotated[str, BeforeValidator(_http_url)] = "https://api.ittybit.com"
     ittybit_api_key: str = Field("", repr=False)
     ittybit_timeout: Duration = 10.0
     api_ittybit_budget: Duration = 3.0
     stuck_after: Duration = 15 * 60.0
     give_up_after: Duration = 24 * 3600.0
-    reconcile_concurrency: int = Field(8, ge=1, le=256)
+    reconcile_concurrency: Annotated[int, _whole_number(1, 256)] = 8
     reconcile_interval: Duration = 60.0
-    reconcile_batch: int = Field(100, ge=1, le=10000)
+    reconcile_batch: Annotated[int, _whole_number(1, 10000)] = 100
     lease_seconds: Duration = Field(300.0, alias="RECONCILE_LEASE")
     notify_urls: Annotated[tuple[str, ...], BeforeValidator(_notify_urls)] = Field(
         (), alias="NOTIFY_URL", repr=False

@@ -101,6 +101,39 @@ def test_bad_value_names_the_variable(env: dict[str, str], variable: str) -> Non
     assert refusal(env).startswith(f"{variable}: ")
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("PORT", "70000", "PORT: must be between 1 and 65535, got 70000"),
+        ("MAX_BODY_BYTES", "-1", "MAX_BODY_BYTES: must be >= 256, got -1"),
+        ("WEBHOOK_TOLERANCE", "1.5", "WEBHOOK_TOLERANCE: must be a whole number, got '1.5'"),
+        (
+            "APP_ENV",
+            "Staging",
+            "APP_ENV: must be one of production, development, test, got 'staging'",
+        ),
+        ("STUCK_AFTER", "0", "STUCK_AFTER: must be greater than zero"),
+        (
+            "GIVE_UP_AFTER",
+            "1 day",
+            "GIVE_UP_AFTER: '1 day' is not a duration (use e.g. 30s, 15m, 2h, 7d)",
+        ),
+        (
+            "ITTYBIT_API_URL",
+            "api.ittybit.com",
+            "ITTYBIT_API_URL: must be an http(s) URL, got 'api.ittybit.com'",
+        ),
+        (
+            "ITTYBIT_WEBHOOK_SECRET",
+            "whsec_c2hvcnQ",
+            "ITTYBIT_WEBHOOK_SECRET: secret #1 has a key shorter than 16 bytes",
+        ),
+    ],
+)
+def test_refusals_say_what_is_wrong_in_one_line(variable: str, value: str, message: str) -> None:
+    assert refusal({**PROD, variable: value}) == message
+
+
 def test_refusals_do_not_echo_secrets() -> None:
     message = refusal({**PROD, "SECRET_KEY": "tiny-secret"})
     assert "tiny-secret" not in message
