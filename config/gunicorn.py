@@ -12,8 +12,8 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
-from config.settings import ConfigError, Settings
-from receiver.logs import JsonFormatter, configure_logging
+from config.settings import WEB_WORKER_TIMEOUT, ConfigError, Settings
+from receiver.logs import JsonFormatter, configure_logging, redact_tokens
 
 # Validate in the master, so a bad variable stops the process with one line, not a boot loop.
 try:
@@ -26,7 +26,7 @@ bind = f"0.0.0.0:{_settings.port}"
 workers = _settings.web_concurrency
 worker_class = "sync"
 # ittybit gives up on an answer after 5 s; a request stuck this long is better killed.
-timeout = 30
+timeout = WEB_WORKER_TIMEOUT
 graceful_timeout = 25
 keepalive = 5
 # Heroku's router sets X-Forwarded-*; it is the only thing that can reach the dyno.
@@ -37,17 +37,26 @@ accesslog = None
 errorlog = "-"
 loglevel = _settings.log_level
 
-# A per-submission webhook URL carries a signed token: anyone holding it may post to it,
-# so it must not reach the access log (or an error line quoting the request).
-_WEBHOOK_TOKEN = re.compile(r"(/webhooks/ittybit/)[^\s/?\"]+")
-
 
 class _RedactWebhookTokens(logging.Filter):
+    """Cut webhook-URL tokens out of gunicorn's lines and the tracebacks they carry.
+
+    A per-submission webhook URL carries a signed token: anyone holding it may post to it,
+    so it must not reach the access log (request line, referer) or an error line quoting
+    the request.
+    """
+
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = _WEBHOOK_TOKEN.sub(r"\1[token]", message)
+        redacted = redact_tokens(message)
         if redacted != message:
             record.msg, record.args = redacted, ()
+        if record.exc_info:
+            # Formatted once here, so that every handler writes the redacted text.
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        if record.exc_text:
+            record.exc_text = redact_tokens(record.exc_text)
         return True
 
 

@@ -7,26 +7,39 @@ import binascii
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Annotated, Any
+from urllib.parse import SplitResult, urlsplit
 
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import ErrorDetails
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 __all__ = [
     "DEV_SECRET_KEY",
+    "WEB_WORKER_TIMEOUT",
     "ConfigError",
     "Settings",
+    "decode_webhook_secret",
     "parse_duration",
 ]
 
 #: Development defaults: known to everyone, so refused in production.
 DEV_SECRET_KEY = "dev-secret-key-not-for-production"  # noqa: S105
+#: Seconds gunicorn lets a web worker spend on one request before it kills the worker.
+WEB_WORKER_TIMEOUT = 30
 
 _ENVIRONMENTS = ("production", "development", "test")
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _LOG_FORMATS = ("json", "text")
+_NOTIFY_EVENTS = ("final", "all")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
@@ -45,8 +58,10 @@ def parse_duration(text: str) -> float:
 
 
 def decode_webhook_secret(secret: str) -> bytes:
-    """Return the key bytes of a Standard Webhooks ``whsec_…`` secret."""
-    raw = secret.removeprefix("whsec_")
+    """Return the key bytes of a Standard Webhooks ``whsec_…`` secret, padded or not."""
+    raw = secret.removeprefix("whsec_").rstrip("=")
+    # The reference libraries hand out and accept the key without base64 padding.
+    raw += "=" * (-len(raw) % 4)
     try:
         key = base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError):
@@ -58,104 +73,277 @@ def decode_webhook_secret(secret: str) -> bytes:
     return key
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
+# --- parsers for the raw text of one variable ---------------------------------------------
+# Each runs before pydantic's own checks; a ValueError's text becomes the line after "NAME: ".
+
+
+def _csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, str):
+        value = parse_duration(value)
+    if isinstance(value, int | float) and value <= 0:
+        message = "must be greater than zero"
+        raise ValueError(message)
+    return value
+
+
+def _choice(choices: tuple[str, ...]) -> BeforeValidator:
+    def check(value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.lower()
+            if value not in choices:
+                message = f"must be one of {', '.join(choices)}, got {value!r}"
+                raise ValueError(message)
+        return value
+
+    return BeforeValidator(check)
+
+
+def _whole_number(minimum: int, maximum: int | None = None) -> BeforeValidator:
+    def check(value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = int(value)
+            except ValueError:
+                message = f"must be a whole number, got {value!r}"
+                raise ValueError(message) from None
+        if isinstance(value, int) and (
+            value < minimum or (maximum is not None and value > maximum)
+        ):
+            bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+            message = f"must be {bounds}, got {value}"
+            raise ValueError(message)
+        return value
+
+    return BeforeValidator(check)
+
+
+def _webhook_secrets(value: Any) -> Any:
+    keys = []
+    for index, secret in enumerate(_csv(value), start=1):
+        if isinstance(secret, bytes):
+            keys.append(secret)
+            continue
+        try:
+            keys.append(decode_webhook_secret(secret))
+        except ValueError as exc:
+            message = f"secret #{index} {exc}"
+            raise ValueError(message) from None
+    return tuple(keys)
+
+
+def _split_http_url(value: str) -> SplitResult | None:
+    """Return the parts of an http(s) URL with a host and a valid port, else None."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (parsing the port is the check)
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return parts
+
+
+def _http_url(value: Any) -> Any:
+    if isinstance(value, str) and value:  # blank: the default, decided by the field's validator
+        value = value.rstrip("/")
+        if _split_http_url(value) is None:
+            message = f"must be an http(s) URL, got {value!r}"
+            raise ValueError(message)
+    return value
+
+
+def _notify_urls(value: Any) -> Any:
+    urls = _csv(value)
+    for index, url in enumerate(urls, start=1):
+        # Not echoed: an application's URL may carry a key in its query string.
+        if _split_http_url(url) is None:
+            message = f"URL #{index} is not an http(s) URL"
+            raise ValueError(message)
+    return urls
+
+
+def _database_url(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    # Heroku still hands out the scheme SQLAlchemy dropped.
+    for prefix in ("postgres://", "postgresql://"):
+        if value.startswith(prefix):
+            value = "postgresql+psycopg://" + value.removeprefix(prefix)
+            break
+    if not value.startswith(("sqlite:", "postgresql+psycopg:")):
+        message = "must be a sqlite:/// or postgres:// URL"
+        raise ValueError(message)
+    # Parse now, so a bad port or a malformed URL stops start-up here, not in a worker.
+    try:
+        make_url(value)
+    except (ArgumentError, ValueError):
+        message = "is not a valid database URL"
+        raise ValueError(message) from None
+    return value
+
+
+_Csv = BeforeValidator(_csv)
+Duration = Annotated[float, BeforeValidator(_duration)]
+WebhookKeys = Annotated[tuple[bytes, ...], BeforeValidator(_webhook_secrets)]
+
+
+class _EnvironSource(EnvSettingsSource):
+    """pydantic-settings' environment source, over a given mapping instead of os.environ."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # A blank variable counts as unset; names match in any case, as the source's own do.
+        return {
+            name.lower(): value.strip() for name, value in self._environ.items() if value.strip()
+        }
+
+
+class Settings(BaseSettings):
     """Everything the service reads from its environment."""
 
-    env: str = "production"
-    database_url: str = ""
-    secret_keys: tuple[str, ...] = ()
-    public_url: str = "http://localhost:8000"
-    webhook_secrets: tuple[bytes, ...] = ()
-    webhook_tolerance: int = 300
-    max_body_bytes: int = 1024 * 1024
-    port: int = 8000
-    web_concurrency: int = 2
-    sqlite_busy_timeout_ms: int = 3000
-    ittybit_api_url: str = "https://api.ittybit.com"
-    ittybit_api_key: str = ""
-    ittybit_timeout: float = 10.0
-    stuck_after: float = 15 * 60
-    give_up_after: float = 24 * 3600
-    reconcile_concurrency: int = 8
-    reconcile_interval: float = 60.0
-    reconcile_batch: int = 100
-    lease_seconds: float = 300.0
-    log_level: str = "info"
-    log_format: str = "json"
-    metrics_token: str = field(default="", repr=False)
-    notify_urls: tuple[str, ...] = ()
-    notify_secrets: tuple[bytes, ...] = field(default=(), repr=False)
-    notify_events: str = "final"
-    warnings: tuple[str, ...] = field(default=(), compare=False)
+    model_config = SettingsConfigDict(
+        frozen=True,
+        enable_decoding=False,  # comma-separated lists, never JSON
+        validate_default=True,  # defaults that depend on APP_ENV or PORT are decided below
+        validate_by_name=True,
+        extra="ignore",
+        hide_input_in_errors=True,
+    )
 
-    @property
-    def is_production(self) -> bool:
-        return self.env == "production"
+    # Declared in the order they are checked: the first bad variable is the one reported.
+    env: Annotated[str, _choice(_ENVIRONMENTS)] = Field("production", alias="APP_ENV")
+    database_url: Annotated[str, BeforeValidator(_database_url)] = Field("", repr=False)
+    secret_keys: Annotated[tuple[str, ...], _Csv] = Field((), alias="SECRET_KEY", repr=False)
+    port: Annotated[int, _whole_number(1, 65535)] = 8000
+    public_url: Annotated[str, BeforeValidator(_http_url)] = ""
+    webhook_secrets: WebhookKeys = Field((), alias="ITTYBIT_WEBHOOK_SECRET", repr=False)
+    webhook_tolerance: Annotated[int, _whole_number(1)] = 300
+    max_body_bytes: Annotated[int, _whole_number(256)] = 1024 * 1024
+    web_concurrency: Annotated[int, _whole_number(1, 64)] = 2
+    sqlite_busy_timeout_ms: Annotated[int, _whole_number(0, 60000)] = 3000
+    ittybit_api_url: Annotated[str, BeforeValidator(_http_url)] = "https://api.ittybit.com"
+    ittybit_api_key: str = Field("", repr=False)
+    ittybit_timeout: Duration = 10.0
+    api_ittybit_budget: Duration = 3.0
+    stuck_after: Duration = 15 * 60.0
+    give_up_after: Duration = 24 * 3600.0
+    reconcile_concurrency: Annotated[int, _whole_number(1, 256)] = 8
+    reconcile_interval: Duration = 60.0
+    reconcile_batch: Annotated[int, _whole_number(1, 10000)] = 100
+    lease_seconds: Duration = Field(300.0, alias="RECONCILE_LEASE")
+    notify_urls: Annotated[tuple[str, ...], BeforeValidator(_notify_urls)] = Field(
+        (), alias="NOTIFY_URL", repr=False
+    )
+    notify_secrets: WebhookKeys = Field((), alias="NOTIFY_SECRET", repr=False)
+    notify_events: Annotated[str, _choice(_NOTIFY_EVENTS)] = "final"
+    notify_max_age: Duration = 3 * 86400.0
+    admin_session_idle: Duration = 8 * 3600.0
+    log_level: Annotated[str, _choice(_LOG_LEVELS)] = "info"
+    log_format: Annotated[str, _choice(_LOG_FORMATS)] = "json"
+    metrics_token: str = Field("", repr=False)
 
     @classmethod
     def from_env(
         cls, environ: Mapping[str, str], *, instance_path: str | Path = "instance"
     ) -> Settings:
         """Build settings from ``environ``; raise ConfigError naming the first bad variable."""
-        reader = _Reader(environ)
-        env = reader.choice("APP_ENV", _ENVIRONMENTS, default="production")
-        production = env == "production"
+        values = _EnvironSource(cls, environ)()
+        if "database_url" not in values:
+            values["database_url"] = f"sqlite:///{Path(instance_path).resolve() / 'jobhooks.db'}"
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise ConfigError(_one_line(cls, exc.errors()[0])) from None
 
-        default_db = f"sqlite:///{Path(instance_path).resolve() / 'jobhooks.db'}"
-        database_url = reader.database_url("DATABASE_URL", default=default_db)
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Read only what ``from_env`` hands over: never os.environ behind its back."""
+        return (init_settings,)
 
-        secret_keys = reader.csv("SECRET_KEY", default="" if production else DEV_SECRET_KEY)
-        if not secret_keys:
-            raise ConfigError("SECRET_KEY: required in production (comma-separated, newest first)")
-        if production and DEV_SECRET_KEY in secret_keys:
-            raise ConfigError("SECRET_KEY: the development default is refused in production")
-        if production and any(len(key) < 16 for key in secret_keys):
-            raise ConfigError("SECRET_KEY: every key must be at least 16 characters in production")
+    @field_validator("secret_keys")
+    @classmethod
+    def _check_secret_keys(cls, keys: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        env = info.data.get("env")
+        if env is None:  # APP_ENV itself is wrong, and is reported first
+            return keys
+        if env != "production":
+            return keys or (DEV_SECRET_KEY,)
+        if not keys:
+            message = (
+                "required in production: set it (comma-separated, newest first), "
+                "or run with APP_ENV=development locally"
+            )
+            raise ValueError(message)
+        if DEV_SECRET_KEY in keys:
+            message = "the development default is refused in production"
+            raise ValueError(message)
+        if any(len(key) < 16 for key in keys):
+            message = "every key must be at least 16 characters in production"
+            raise ValueError(message)
+        return keys
 
-        public_url = reader.public_url("PUBLIC_URL", production=production)
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, url: str, info: ValidationInfo) -> str:
+        if url:
+            return url
+        if info.data.get("env") == "production":
+            message = "required in production (the base URL ittybit can reach)"
+            raise ValueError(message)
+        return f"http://localhost:{info.data.get('port', 8000)}"
 
-        raw_secrets = reader.csv("ITTYBIT_WEBHOOK_SECRET", default="")
-        webhook_secrets = []
-        for index, secret in enumerate(raw_secrets, start=1):
-            try:
-                webhook_secrets.append(decode_webhook_secret(secret))
-            except ValueError as exc:
-                message = f"ITTYBIT_WEBHOOK_SECRET: secret #{index} {exc}"
-                raise ConfigError(message) from None
+    @field_validator("api_ittybit_budget")
+    @classmethod
+    def _check_api_ittybit_budget(cls, seconds: float) -> float:
+        if seconds >= WEB_WORKER_TIMEOUT:
+            # Past it gunicorn kills the worker mid-request instead of the request giving up.
+            message = f"must be under {WEB_WORKER_TIMEOUT}s, the web worker's timeout"
+            raise ValueError(message)
+        return seconds
 
-        api_key = reader.text("ITTYBIT_API_KEY", default="")
-        return cls(
-            env=env,
-            database_url=database_url,
-            secret_keys=tuple(secret_keys),
-            public_url=public_url,
-            webhook_secrets=tuple(webhook_secrets),
-            webhook_tolerance=reader.integer("WEBHOOK_TOLERANCE", default=300, minimum=1),
-            max_body_bytes=reader.integer("MAX_BODY_BYTES", default=1024 * 1024, minimum=256),
-            port=reader.integer("PORT", default=8000, minimum=1, maximum=65535),
-            web_concurrency=reader.integer("WEB_CONCURRENCY", default=2, minimum=1, maximum=64),
-            sqlite_busy_timeout_ms=reader.integer(
-                "SQLITE_BUSY_TIMEOUT_MS", default=3000, minimum=0, maximum=60000
-            ),
-            ittybit_api_url=reader.http_url("ITTYBIT_API_URL", default="https://api.ittybit.com"),
-            ittybit_api_key=api_key,
-            ittybit_timeout=reader.duration("ITTYBIT_TIMEOUT", default=10.0),
-            stuck_after=reader.duration("STUCK_AFTER", default=15 * 60.0),
-            give_up_after=reader.duration("GIVE_UP_AFTER", default=24 * 3600.0),
-            reconcile_concurrency=reader.integer(
-                "RECONCILE_CONCURRENCY", default=8, minimum=1, maximum=256
-            ),
-            reconcile_interval=reader.duration("RECONCILE_INTERVAL", default=60.0),
-            reconcile_batch=reader.integer(
-                "RECONCILE_BATCH", default=100, minimum=1, maximum=10000
-            ),
-            lease_seconds=reader.duration("RECONCILE_LEASE", default=300.0),
-            log_level=reader.choice("LOG_LEVEL", _LOG_LEVELS, default="info"),
-            log_format=reader.choice("LOG_FORMAT", _LOG_FORMATS, default="json"),
-            metrics_token=reader.text("METRICS_TOKEN", default=""),
-            warnings=tuple(reader.warnings),
+    @field_validator("notify_secrets")
+    @classmethod
+    def _check_notify_secrets(
+        cls, keys: tuple[bytes, ...], info: ValidationInfo
+    ) -> tuple[bytes, ...]:
+        if info.data.get("notify_urls") and not keys:
+            message = "required when NOTIFY_URL is set (whsec_… secrets, newest first)"
+            raise ValueError(message)
+        return keys
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Return what start-up should warn about, such as a plain-http PUBLIC_URL."""
+        if self.env != "production":
+            return ()
+        found = []
+        if self.public_url.startswith("http://"):
+            found.append(
+                "PUBLIC_URL uses plain http; fine if TLS ends at the router, "
+                "otherwise webhook URLs travel unencrypted"
+            )
+        found.extend(
+            f"NOTIFY_URL #{index} uses plain http: notifications travel unencrypted"
+            for index, url in enumerate(self.notify_urls, start=1)
+            if url.startswith("http://")
         )
+        return tuple(found)
 
     def log_warnings(self, logger: logging.Logger) -> None:
         """Log start-up warnings such as a plain-http PUBLIC_URL."""
@@ -163,100 +351,14 @@ class Settings:
             logger.warning("config: %s", message)
 
 
-class _Reader:
-    """Read typed values from an environment mapping, naming the variable on error."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self.environ = environ
-        self.warnings: list[str] = []
-
-    def _get(self, name: str) -> str | None:
-        value = self.environ.get(name)
-        if value is None or value.strip() == "":
-            return None
-        return value.strip()
-
-    def text(self, name: str, *, default: str) -> str:
-        value = self._get(name)
-        return default if value is None else value
-
-    def choice(self, name: str, choices: tuple[str, ...], *, default: str) -> str:
-        value = self.text(name, default=default).lower()
-        if value not in choices:
-            message = f"{name}: must be one of {', '.join(choices)}, got {value!r}"
-            raise ConfigError(message)
-        return value
-
-    def integer(self, name: str, *, default: int, minimum: int, maximum: int | None = None) -> int:
-        value = self._get(name)
-        if value is None:
-            return default
-        try:
-            number = int(value)
-        except ValueError:
-            message = f"{name}: must be a whole number, got {value!r}"
-            raise ConfigError(message) from None
-        if number < minimum or (maximum is not None and number > maximum):
-            bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-            message = f"{name}: must be {bounds}, got {number}"
-            raise ConfigError(message)
-        return number
-
-    def duration(self, name: str, *, default: float) -> float:
-        value = self._get(name)
-        if value is None:
-            return default
-        try:
-            seconds = parse_duration(value)
-        except ValueError as exc:
-            message = f"{name}: {exc}"
-            raise ConfigError(message) from None
-        if seconds <= 0:
-            message = f"{name}: must be greater than zero"
-            raise ConfigError(message)
-        return seconds
-
-    def csv(self, name: str, *, default: str) -> list[str]:
-        value = self.text(name, default=default)
-        return [part.strip() for part in value.split(",") if part.strip()]
-
-    def database_url(self, name: str, *, default: str) -> str:
-        value = self.text(name, default=default)
-        # Heroku still hands out the scheme SQLAlchemy dropped.
-        for prefix in ("postgres://", "postgresql://"):
-            if value.startswith(prefix):
-                value = "postgresql+psycopg://" + value.removeprefix(prefix)
-                break
-        if not value.startswith(("sqlite:", "postgresql+psycopg:")):
-            message = f"{name}: must be a sqlite:/// or postgres:// URL"
-            raise ConfigError(message)
-        # Parse now, so a bad port or a malformed URL stops start-up here, not in a worker.
-        try:
-            make_url(value)
-        except (ArgumentError, ValueError):
-            message = f"{name}: is not a valid database URL"
-            raise ConfigError(message) from None
-        return value
-
-    def http_url(self, name: str, *, default: str) -> str:
-        value = self.text(name, default=default).rstrip("/")
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            message = f"{name}: must be an http(s) URL, got {value!r}"
-            raise ConfigError(message)
-        return value
-
-    def public_url(self, name: str, *, production: bool) -> str:
-        value = self._get(name)
-        if value is None:
-            if production:
-                message = f"{name}: required in production (the base URL ittybit can reach)"
-                raise ConfigError(message)
-            return "http://localhost:8000"
-        url = self.http_url(name, default=value)
-        if production and url.startswith("http://"):
-            self.warnings.append(
-                f"{name} uses plain http; fine if TLS ends at the router, "
-                "otherwise webhook URLs travel unencrypted"
-            )
-        return url
+def _one_line(settings_cls: type[Settings], error: ErrorDetails) -> str:
+    """Return ``NAME: what is wrong`` for one pydantic error, never quoting the value."""
+    field = str(error["loc"][0]) if error["loc"] else ""
+    info = settings_cls.model_fields.get(field)
+    name = info.alias if info is not None and info.alias else field.upper()
+    cause = (error.get("ctx") or {}).get("error")
+    if error["type"] == "value_error" and isinstance(cause, ValueError):
+        text = str(cause)
+    else:
+        text = error["msg"][:1].lower() + error["msg"][1:]
+    return f"{name}: {text}"

@@ -2,21 +2,26 @@
 
 The web process and the ``reconcile --loop`` worker write to stdout (Heroku's log drain
 reads it); one-off commands write their logs to stderr so that their own output stays
-clean. Fields are chosen, never dumped: no secret, token, signature or body reaches a log
-line.
+clean. Fields are chosen by the code that logs (``extra={"data": {...}}``), never dumped
+from objects: no secret, token, signature or body reaches a log line, and the token of a
+per-submission webhook URL is cut out of every path logged.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import secrets
 import sys
 import time
+from datetime import UTC, datetime
 from typing import IO, Any
 
 from flask import Flask, Response, g, has_request_context, request
+from pythonjsonlogger.core import LogData
+from pythonjsonlogger.json import JsonFormatter as _LibraryJsonFormatter
+
+from receiver.signing import TOKEN_SHAPE
 
 __all__ = [
     "REQUEST_ID_HEADER",
@@ -27,6 +32,7 @@ __all__ = [
     "current",
     "init_app",
     "note",
+    "redact_tokens",
 ]
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -36,49 +42,49 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+=/-]{0,127}")
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _HANDLER_MARK = "_jobhooks_handler"
+#: A per-submission webhook URL's token is a credential. Whatever follows the route's prefix
+#: is cut (a 404 with a slash or segment too many, a 405, a mangled token), and so is
+#: anything shaped like a token elsewhere (a query string, a path mistyped in front of it).
+_TOKENS = re.compile(rf"(?P<route>/webhooks/+ittybit/+)[^\s/?#&\"']+|{TOKEN_SHAPE}", re.IGNORECASE)
 
 request_log = logging.getLogger("jobhooks.request")
 
 
-class JsonFormatter(logging.Formatter):
+class JsonFormatter(_LibraryJsonFormatter):
     """Format a record as one JSON object on one line.
 
-    Structured fields come from ``extra={"data": {...}}``; the request id is added to every
-    record logged while a request is handled.
+    Fields: ``time``, ``level``, ``logger``, ``message``, ``exception`` when there is one,
+    the request id of a record logged while a request is handled, and the fields of
+    ``extra={"data": {...}}``, which are laid out at the top level.
     """
 
-    _second = -1
-    _stamp = ""
+    def __init__(self) -> None:
+        super().__init__(
+            ["asctime", "levelname", "name", "message"],
+            rename_fields={
+                "asctime": "time",
+                "levelname": "level",
+                "name": "logger",
+                "exc_info": "exception",
+            },
+        )
 
-    def _time(self, created: float) -> str:
-        # One strftime per second, not per line: formatting runs on every request.
-        second = int(created)
-        if second != self._second:
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = second
-        return f"{self._stamp}.{int((created - second) * 1000):03d}+00:00"
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """Return the record's time in ISO 8601, UTC, to the millisecond."""
+        return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
 
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": self._time(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        request_id = getattr(record, "request_id", None)
-        if request_id is not None:
-            entry["request_id"] = request_id
-        data = getattr(record, "data", None)
+    def process_log_record(self, log_data: LogData) -> LogData:
+        """Lower-case the level and lay the ``data`` fields out at the top level."""
+        log_data["level"] = log_data["level"].lower()
+        data = log_data.pop("data", None)
         if isinstance(data, dict):
-            entry.update(data)
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        elif record.exc_text:
-            entry["exception"] = record.exc_text
-        try:
-            return json.dumps(entry)
-        except TypeError:  # a field that is no JSON value: its text will do
-            return json.dumps(entry, default=str)
+            log_data.update(data)
+        return log_data
+
+
+def redact_tokens(text: str) -> str:
+    """Return ``text`` with every webhook-URL token replaced by ``[token]``."""
+    return _TOKENS.sub(lambda match: (match.group("route") or "") + "[token]", text)
 
 
 class RequestIdFilter(logging.Filter):
@@ -160,11 +166,8 @@ def _log_request(response: Response) -> Response:
     response.headers[REQUEST_ID_HEADER] = state.request_id
     status = response.status_code
     method = request.method
-    path = request.path
-    view_args = request.view_args
-    if view_args and "token" in view_args:
-        # A webhook URL's token is a credential: the route's shape is all the log needs.
-        path = path[: path.rfind("/") + 1] + "[token]"
+    # Matched route or not, whatever the method: the route's shape is all the log needs.
+    path = redact_tokens(request.path)
     level = logging.INFO
     if status >= 500:
         level = logging.ERROR

@@ -16,6 +16,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 
 __all__ = [
     "TOKEN_SALT",
+    "TOKEN_SHAPE",
     "HeaderLookup",
     "TokenClaims",
     "VerificationError",
@@ -26,11 +27,16 @@ __all__ = [
 ]
 
 TOKEN_SALT = "jobhooks.webhook-url.v1"  # noqa: S105 (a salt, not a secret)
-_HEADER_NAMES = {
-    "id": ("webhook-id", "svix-id"),
-    "timestamp": ("webhook-timestamp", "svix-timestamp"),
-    "signature": ("webhook-signature", "svix-signature"),
-}
+#: What a token made by :func:`webhook_token` looks like, for cutting it out of log lines
+#: wherever it turns up: itsdangerous' base64url JSON payload (or "." and a compressed one),
+#: a dot, and the 27 characters of its HMAC-SHA1 signature.
+TOKEN_SHAPE = r"(?:eyJ|\.)[A-Za-z0-9_-]*\.[A-Za-z0-9_-]{27}"  # noqa: S105 (a pattern)
+#: The complete header sets a delivery may carry, in the order they are tried: Standard
+#: Webhooks' own, then Svix's names for the same thing.
+_HEADER_SETS = (
+    ("webhook-id", "webhook-timestamp", "webhook-signature"),
+    ("svix-id", "svix-timestamp", "svix-signature"),
+)
 _MAX_SIGNATURE_HEADER = 4096
 
 
@@ -84,14 +90,6 @@ def verify_webhook_token(secret_keys: Sequence[str], token: str) -> TokenClaims:
     return TokenClaims(submission_id=claims["s"], user_id=claims["u"])
 
 
-def _header(headers: HeaderLookup, kind: str) -> str | None:
-    for name in _HEADER_NAMES[kind]:
-        value = headers.get(name)
-        if value:
-            return value
-    return None
-
-
 def _signature(key: bytes, msg_id: str, timestamp: str, body: bytes) -> bytes:
     signed = b"".join((msg_id.encode(), b".", timestamp.encode(), b".", body))
     return hmac.new(key, signed, hashlib.sha256).digest()
@@ -111,14 +109,42 @@ def verify_standard_webhook(
     now: float,
     tolerance: int,
 ) -> str:
-    """Check Standard Webhooks headers over the raw ``body``; return the message id."""
+    """Check Standard Webhooks headers over the raw ``body``; return the message id.
+
+    A delivery is authentic when any complete header set (``webhook-*`` or ``svix-*``)
+    verifies, as the reference libraries accept it; when none does, the first set's
+    failure is the reason given.
+    """
     if not keys:
         raise VerificationError("not_configured", "no webhook secret is configured")
-    msg_id = _header(headers, "id")
-    timestamp = _header(headers, "timestamp")
-    signature_header = _header(headers, "signature")
-    if not msg_id or not timestamp or not signature_header:
-        raise VerificationError("missing_headers", "webhook-id, -timestamp and -signature needed")
+    failure: VerificationError | None = None
+    for id_name, timestamp_name, signature_name in _HEADER_SETS:
+        msg_id = headers.get(id_name)
+        timestamp = headers.get(timestamp_name)
+        signature_header = headers.get(signature_name)
+        if not msg_id or not timestamp or not signature_header:
+            continue
+        try:
+            return _verify_header_set(
+                msg_id, timestamp, signature_header, body, keys=keys, now=now, tolerance=tolerance
+            )
+        except VerificationError as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+    raise VerificationError("missing_headers", "webhook-id, -timestamp and -signature needed")
+
+
+def _verify_header_set(
+    msg_id: str,
+    timestamp: str,
+    signature_header: str,
+    body: bytes,
+    *,
+    keys: Sequence[bytes],
+    now: float,
+    tolerance: int,
+) -> str:
     if len(msg_id) > 180 or len(signature_header) > _MAX_SIGNATURE_HEADER:
         raise VerificationError("malformed_headers", "webhook headers are too long")
     if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:

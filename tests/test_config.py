@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -54,7 +55,7 @@ def test_production_settings() -> None:
             "WEB_CONCURRENCY": "4",
         }
     )
-    assert value.is_production
+    assert value.env == "production"
     assert value.secret_keys == ("newest-key-0123456789", "older-key-0123456789")
     assert len(value.webhook_secrets) == 2
     assert value.webhook_secrets[0] == b"jobhooks-test-webhook-key-32byte"
@@ -65,7 +66,7 @@ def test_production_settings() -> None:
 
 def test_app_env_defaults_to_production() -> None:
     assert refusal({}).startswith("SECRET_KEY:")
-    assert settings(**{k: v for k, v in PROD.items() if k != "APP_ENV"}).is_production
+    assert settings(**{k: v for k, v in PROD.items() if k != "APP_ENV"}).env == "production"
 
 
 @pytest.mark.parametrize(
@@ -100,6 +101,39 @@ def test_bad_value_names_the_variable(env: dict[str, str], variable: str) -> Non
     assert refusal(env).startswith(f"{variable}: ")
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("PORT", "70000", "PORT: must be between 1 and 65535, got 70000"),
+        ("MAX_BODY_BYTES", "-1", "MAX_BODY_BYTES: must be >= 256, got -1"),
+        ("WEBHOOK_TOLERANCE", "1.5", "WEBHOOK_TOLERANCE: must be a whole number, got '1.5'"),
+        (
+            "APP_ENV",
+            "Staging",
+            "APP_ENV: must be one of production, development, test, got 'staging'",
+        ),
+        ("STUCK_AFTER", "0", "STUCK_AFTER: must be greater than zero"),
+        (
+            "GIVE_UP_AFTER",
+            "1 day",
+            "GIVE_UP_AFTER: '1 day' is not a duration (use e.g. 30s, 15m, 2h, 7d)",
+        ),
+        (
+            "ITTYBIT_API_URL",
+            "api.ittybit.com",
+            "ITTYBIT_API_URL: must be an http(s) URL, got 'api.ittybit.com'",
+        ),
+        (
+            "ITTYBIT_WEBHOOK_SECRET",
+            "whsec_c2hvcnQ",
+            "ITTYBIT_WEBHOOK_SECRET: secret #1 has a key shorter than 16 bytes",
+        ),
+    ],
+)
+def test_refusals_say_what_is_wrong_in_one_line(variable: str, value: str, message: str) -> None:
+    assert refusal({**PROD, variable: value}) == message
+
+
 def test_refusals_do_not_echo_secrets() -> None:
     message = refusal({**PROD, "SECRET_KEY": "tiny-secret"})
     assert "tiny-secret" not in message
@@ -129,6 +163,164 @@ def test_plain_http_public_url_warns_in_production() -> None:
     assert value.public_url == "http://hooks.example.com"
     assert len(value.warnings) == 1
     assert value.warnings[0].startswith("PUBLIC_URL uses plain http")
+
+
+def test_missing_secret_key_says_how_to_run_locally() -> None:
+    message = refusal({"PUBLIC_URL": "https://hooks.example.com"})
+    assert message.startswith("SECRET_KEY: required in production")
+    assert "APP_ENV=development" in message
+
+
+def test_public_url_follows_port_outside_production() -> None:
+    assert settings(APP_ENV="development", PORT="5050").public_url == "http://localhost:5050"
+    assert settings(APP_ENV="test").public_url == "http://localhost:8000"
+    given = settings(APP_ENV="development", PORT="5050", PUBLIC_URL="https://h.example/")
+    assert given.public_url == "https://h.example"
+
+
+def test_settings_read_the_given_mapping_not_the_process_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("APP_ENV", "staging")
+    monkeypatch.setenv("PORT", "not-a-port")
+    monkeypatch.setenv("NOTIFY_URL", "https://app.example.com/hooks")
+    value = settings(APP_ENV="test")
+    assert (value.env, value.port, value.notify_urls) == ("test", 8000, ())
+
+
+def test_blank_variables_count_as_unset() -> None:
+    value = settings(APP_ENV="test", PORT="  ", STUCK_AFTER="", NOTIFY_EVENTS=" ")
+    assert (value.port, value.stuck_after, value.notify_events) == (8000, 900.0, "final")
+    assert settings(APP_ENV=" development ", PORT=" 5000 ").port == 5000
+
+
+def test_defaults_of_the_newer_settings() -> None:
+    value = settings(APP_ENV="test")
+    assert value.api_ittybit_budget == 3.0
+    assert (value.notify_urls, value.notify_secrets) == ((), ())
+    assert value.notify_events == "final"
+    assert value.notify_max_age == 3 * 86400.0
+    assert value.admin_session_idle == 8 * 3600.0
+
+
+def test_notification_settings() -> None:
+    value = settings(
+        **PROD,
+        NOTIFY_URL="https://app.example.com/hooks/jobhooks, https://backup.example.com/in",
+        NOTIFY_SECRET=f"{WEBHOOK_SECRET}, whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        NOTIFY_EVENTS="ALL",
+        NOTIFY_MAX_AGE="12h",
+        ADMIN_SESSION_IDLE="30m",
+        API_ITTYBIT_BUDGET="2500ms",
+    )
+    assert value.notify_urls == (
+        "https://app.example.com/hooks/jobhooks",
+        "https://backup.example.com/in",
+    )
+    assert value.notify_secrets[0] == b"jobhooks-test-webhook-key-32byte"
+    assert len(value.notify_secrets) == 2
+    assert value.notify_events == "all"
+    assert (value.notify_max_age, value.admin_session_idle) == (43200.0, 1800.0)
+    assert value.api_ittybit_budget == 2.5
+    assert value.warnings == ()
+
+
+def test_plain_http_notify_url_is_accepted_with_a_warning_in_production() -> None:
+    value = settings(
+        **PROD,
+        NOTIFY_URL="https://app.example.com/a,http://app.internal:8080/b",
+        NOTIFY_SECRET=WEBHOOK_SECRET,
+    )
+    assert value.notify_urls[1] == "http://app.internal:8080/b"
+    assert value.warnings == ("NOTIFY_URL #2 uses plain http: notifications travel unencrypted",)
+    outside = settings(
+        APP_ENV="development", NOTIFY_URL="http://127.0.0.1:9000/in", NOTIFY_SECRET=WEBHOOK_SECRET
+    )
+    assert outside.warnings == ()
+
+
+def test_notify_secret_is_required_with_a_notify_url() -> None:
+    message = refusal({**PROD, "NOTIFY_URL": "https://app.example.com/hooks"})
+    assert message.startswith("NOTIFY_SECRET: required when NOTIFY_URL is set")
+    # A secret without a URL to sign for is harmless: notifications are simply off.
+    assert settings(**PROD, NOTIFY_SECRET=WEBHOOK_SECRET).notify_urls == ()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://app.example.com/in",
+        "app.example.com/in",
+        "https://",
+        "https://app.example.com:port/in",
+        "https://[::1/in",
+        "mailto:ops@example.com",
+    ],
+)
+def test_notify_url_must_be_http_and_is_not_echoed(url: str) -> None:
+    message = refusal({**PROD, "NOTIFY_URL": f"https://ok.example.com,{url}?key=s3cr3t-query"})
+    assert message == "NOTIFY_URL: URL #2 is not an http(s) URL"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("NOTIFY_SECRET", "whsec_not*base64"),
+        ("NOTIFY_SECRET", "whsec_c2hvcnQ"),
+        ("NOTIFY_EVENTS", "some"),
+        ("NOTIFY_MAX_AGE", "forever"),
+        ("NOTIFY_MAX_AGE", "0s"),
+        ("ADMIN_SESSION_IDLE", "-1h"),
+        ("API_ITTYBIT_BUDGET", "soon"),
+        ("API_ITTYBIT_BUDGET", "0"),
+        ("API_ITTYBIT_BUDGET", "30s"),
+        ("API_ITTYBIT_BUDGET", "1m"),
+    ],
+)
+def test_bad_newer_settings_name_the_variable(variable: str, value: str) -> None:
+    env = {**PROD, "NOTIFY_URL": "https://app.example.com/in", "NOTIFY_SECRET": WEBHOOK_SECRET}
+    assert refusal({**env, variable: value}).startswith(f"{variable}: ")
+
+
+def test_api_budget_stays_under_the_web_worker_timeout() -> None:
+    assert refusal({**PROD, "API_ITTYBIT_BUDGET": "30s"}) == (
+        "API_ITTYBIT_BUDGET: must be under 30s, the web worker's timeout"
+    )
+    assert settings(**PROD, API_ITTYBIT_BUDGET="29.5s").api_ittybit_budget == 29.5
+
+
+@pytest.mark.parametrize("variable", ["ITTYBIT_WEBHOOK_SECRET", "NOTIFY_SECRET"])
+def test_unpadded_whsec_secrets_are_accepted(variable: str) -> None:
+    padded = "whsec_" + base64.b64encode(b"a-key-of-23-bytes-long!").decode()
+    assert padded.endswith("=")
+    unpadded = padded.rstrip("=")
+    env = {**PROD, "NOTIFY_URL": "https://app.example.com/in", "NOTIFY_SECRET": WEBHOOK_SECRET}
+    first = settings(**{**env, variable: f"{unpadded},{padded}"})
+    keys = first.webhook_secrets if variable == "ITTYBIT_WEBHOOK_SECRET" else first.notify_secrets
+    assert keys == (b"a-key-of-23-bytes-long!", b"a-key-of-23-bytes-long!")
+
+
+def test_secrets_are_kept_out_of_the_settings_repr() -> None:
+    value = settings(
+        **PROD,
+        DATABASE_URL="postgres://app:db-password-9@db.example.com/app",
+        ITTYBIT_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        ITTYBIT_API_KEY="ittybit-api-key-9",
+        METRICS_TOKEN="metrics-token-9",
+        NOTIFY_URL="https://app.example.com/in?key=notify-query-9",
+        NOTIFY_SECRET=WEBHOOK_SECRET,
+    )
+    text = repr(value)
+    assert "port=8000" in text
+    for secret in (
+        PROD["SECRET_KEY"],
+        "db-password-9",
+        "ittybit-api-key-9",
+        "metrics-token-9",
+        "notify-query-9",
+        repr(value.webhook_secrets[0])[2:-1],
+    ):
+        assert secret not in text
 
 
 @pytest.mark.parametrize(
@@ -182,3 +374,5 @@ def test_entry_point_stops_with_one_line(entry_point: str, case: str, tmp_path: 
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"jobhooks: configuration error: {variable}: ")
     assert result.stdout == ""
+    if case == "missing-secret":
+        assert "APP_ENV=development" in lines[0]

@@ -10,19 +10,22 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from config.settings import ConfigError, Settings
 from receiver.ittybit import IttybitClient, RetryPolicy
-from receiver.logs import JsonFormatter, RequestIdFilter, configure_logging
-from receiver.signing import webhook_token
+from receiver.logs import JsonFormatter, RequestIdFilter, configure_logging, redact_tokens
+from receiver.signing import TOKEN_SHAPE, webhook_token
 from receiver.submissions import create_submission
 from reconcile.poller import PassOptions, Reconciler
 from tests.helpers import (
@@ -236,6 +239,16 @@ def test_formatter_writes_one_json_line_per_record() -> None:
     assert "ValueError: bad" in entry["exception"]
 
 
+def test_formatter_writes_values_json_lacks_as_text() -> None:
+    record = logging.LogRecord("jobhooks.x", logging.INFO, __file__, 1, "odd values", None, None)
+    record.data = {"at": datetime(2026, 11, 28, 12, 0, tzinfo=UTC), "where": Path("/srv/x")}
+    record.request_id = "req-1"
+    entry = json.loads(JsonFormatter().format(record))
+    assert (entry["at"], entry["where"]) == ("2026-11-28T12:00:00+00:00", "/srv/x")
+    assert list(entry)[:4] == ["time", "level", "logger", "message"]
+    assert (entry["request_id"], "data" in entry, "exception" in entry) == ("req-1", False, False)
+
+
 def ours(root: logging.Logger) -> list[logging.Handler]:
     # The test runner adds capture handlers of its own around each test.
     return [handler for handler in root.handlers if getattr(handler, "_jobhooks_handler", False)]
@@ -313,3 +326,83 @@ def test_each_reconciled_job_gets_a_line_and_each_pass_a_summary(
     assert (done["checked"], done["updated"], done["failed"]) == (3, 1, 1)
     assert done["seconds"] >= 0
     assert "secret-api-key-0123" not in json.dumps(lines)
+
+
+# --- the webhook token never reaches a log line -------------------------------------------
+
+TOKEN = webhook_token([SECRET_KEY], submission_id="sub_1", user_id="user_1")
+TOKEN_URL = f"/webhooks/ittybit/{TOKEN}"
+SIGNATURE = TOKEN.rsplit(".", 1)[1]
+ENCODED = TOKEN.replace(".", "%2E")
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "status", "logged_path"),
+    [
+        ("POST", f"{TOKEN_URL}/", 404, "/webhooks/ittybit/[token]/"),
+        ("POST", f"{TOKEN_URL}/x", 404, "/webhooks/ittybit/[token]/x"),
+        ("GET", TOKEN_URL, 405, "/webhooks/ittybit/[token]"),
+        ("PUT", TOKEN_URL, 405, "/webhooks/ittybit/[token]"),
+        ("HEAD", TOKEN_URL, 405, "/webhooks/ittybit/[token]"),
+        ("DELETE", TOKEN_URL, 405, "/webhooks/ittybit/[token]"),
+        ("POST", f"{TOKEN_URL}?from=ittybit&token={TOKEN}", 401, "/webhooks/ittybit/[token]"),
+        ("POST", f"/WEBHOOKS/Ittybit/{TOKEN}", 404, "/WEBHOOKS/Ittybit/[token]"),
+        ("POST", f"/webhook/ittybit/{TOKEN}", 404, "/webhook/ittybit/[token]"),
+        ("POST", f"/hooks/{TOKEN}x", 404, "/hooks/[token]x"),
+    ],
+)
+def test_no_request_line_carries_the_token(
+    client: FlaskClient, log_lines: Lines, method: str, url: str, status: int, logged_path: str
+) -> None:
+    body = encode(job_payload())
+    response = client.open(
+        url, method=method, data=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == status
+    [line] = request_lines(log_lines)
+    assert line["path"] == logged_path
+    assert line["message"].startswith(f"{method} {logged_path} {status} ")
+    text = json.dumps(log_lines())
+    assert TOKEN not in text
+    assert SIGNATURE not in text
+
+
+def test_query_strings_are_not_logged(client: FlaskClient, log_lines: Lines) -> None:
+    response = client.post(f"/webhooks/ittybit?token={TOKEN}", data=b"{}")
+    assert response.status_code == 415
+    [line] = request_lines(log_lines)
+    assert (line["path"], line["message"]) == (
+        "/webhooks/ittybit",
+        "POST /webhooks/ittybit 415 unsupported_media_type",
+    )
+    assert SIGNATURE not in json.dumps(log_lines())
+
+
+def test_redact_tokens_cuts_every_token_out() -> None:
+    # A long id makes itsdangerous compress the payload: such a token starts with a dot.
+    compressed = webhook_token([SECRET_KEY], submission_id="s" * 300, user_id="u" * 300)
+    assert compressed.startswith(".")
+    cases = {
+        f"GET {TOKEN_URL} HTTP/1.1": "GET /webhooks/ittybit/[token] HTTP/1.1",
+        f"'GET /webhooks/ittybit?token={TOKEN}'": "'GET /webhooks/ittybit?token=[token]'",
+        f'"https://h.example//webhooks//ittybit//{TOKEN}"': '"https://h.example//webhooks//ittybit//[token]"',
+        f"/x?u={TOKEN}tampered&y=1": "/x?u=[token]tampered&y=1",
+        f"/webhooks/ittybit/{TOKEN[:20]}": "/webhooks/ittybit/[token]",
+        f"/any/{compressed}": "/any/[token]",
+        f"/webhooks/ittybit/{TOKEN}%2Fx": "/webhooks/ittybit/[token]",
+        # As a raw request line has it: percent-encoded, so not token-shaped.
+        f"/WEBHOOKS/Ittybit/{ENCODED}": "/WEBHOOKS/Ittybit/[token]",
+        f"//webhooks//ittybit//{ENCODED}": "//webhooks//ittybit//[token]",
+    }
+    for text, expected in cases.items():
+        assert redact_tokens(text) == expected
+    for plain in ("/webhooks/ittybit", "/healthz", "receiver.errors: unhandled error", ""):
+        assert redact_tokens(plain) == plain
+
+
+@settings(max_examples=50, deadline=None)
+@given(submission_id=st.text(min_size=1, max_size=200), user_id=st.text(max_size=200))
+def test_every_token_has_the_shape_logs_cut_out(submission_id: str, user_id: str) -> None:
+    token = webhook_token([SECRET_KEY], submission_id=submission_id, user_id=user_id)
+    assert re.fullmatch(TOKEN_SHAPE, token)
+    assert token.rsplit(".", 1)[1] not in redact_tokens(f"/somewhere?t={token}")

@@ -5,9 +5,14 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 import pytest
+import standardwebhooks
+import svix.webhooks
 from freezegun import freeze_time
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from itsdangerous import URLSafeSerializer
 
 from config.settings import decode_webhook_secret
@@ -20,7 +25,7 @@ from receiver.signing import (
     verify_webhook_token,
     webhook_token,
 )
-from tests.helpers import OTHER_WEBHOOK_KEY, WEBHOOK_KEY, signed_headers
+from tests.helpers import OTHER_WEBHOOK_KEY, WEBHOOK_KEY, WEBHOOK_SECRET, signed_headers
 
 # The published Standard Webhooks test vector.
 VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -223,6 +228,139 @@ def test_error_messages_carry_no_secret() -> None:
     text = f"{caught.value} {caught.value.message} {caught.value.reason}"
     assert headers["webhook-signature"].removeprefix("v1,") not in text
     assert base64.b64encode(WEBHOOK_KEY).decode() not in text
+
+
+# --- against the reference implementations ---------------------------------------------
+# The standardwebhooks package (the specification's Python library) and svix (whose webhook
+# class the Svix-style senders use) sign here, and verify what this project signs.
+
+#: A 23-byte key: its base64 needs one "=", which the reference libraries let senders drop.
+ODD_KEY = b"a-23-byte-signing-key!!"
+ODD_SECRET_UNPADDED = "whsec_" + base64.b64encode(ODD_KEY).decode().rstrip("=")
+
+
+def reference_headers(
+    secret: str, body: bytes, *, msg_id: str = "msg_ref", timestamp: int = NOW, prefix: str
+) -> dict[str, str]:
+    """Return headers signed by the standardwebhooks library, under ``prefix``-* names."""
+    signature = standardwebhooks.Webhook(secret).sign(
+        msg_id, datetime.fromtimestamp(timestamp, tz=UTC), body.decode()
+    )
+    return {
+        f"{prefix}-id": msg_id,
+        f"{prefix}-timestamp": str(timestamp),
+        f"{prefix}-signature": signature,
+    }
+
+
+@pytest.mark.parametrize("secret", [WEBHOOK_SECRET, VECTOR_SECRET, ODD_SECRET_UNPADDED])
+@pytest.mark.parametrize("prefix", ["webhook", "svix"])
+def test_reference_signatures_verify(secret: str, prefix: str) -> None:
+    headers = reference_headers(secret, BODY, prefix=prefix)
+    assert verify(headers, keys=[decode_webhook_secret(secret)]) == "msg_ref"
+
+
+def test_svix_library_signatures_verify() -> None:
+    signature = svix.webhooks.Webhook(ODD_SECRET_UNPADDED).sign(
+        "msg_svix", datetime.fromtimestamp(NOW, tz=UTC), BODY.decode()
+    )
+    headers = {"svix-id": "msg_svix", "svix-timestamp": str(NOW), "svix-signature": signature}
+    assert verify(headers, keys=[decode_webhook_secret(ODD_SECRET_UNPADDED)]) == "msg_svix"
+
+
+def test_unpadded_secret_is_the_key_the_reference_library_uses() -> None:
+    assert base64.b64encode(ODD_KEY).decode().endswith("=")
+    assert not ODD_SECRET_UNPADDED.endswith("=")
+    assert decode_webhook_secret(ODD_SECRET_UNPADDED) == ODD_KEY
+    assert decode_webhook_secret(ODD_SECRET_UNPADDED + "==") == ODD_KEY
+    headers = reference_headers(ODD_SECRET_UNPADDED, BODY, prefix="webhook")
+    assert reason_of(headers, keys=[ODD_KEY[:-1]]) == "bad_signature"
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [standardwebhooks.Webhook, svix.webhooks.Webhook],
+    ids=["standardwebhooks", "svix"],
+)
+def test_reference_libraries_verify_what_this_project_signs(
+    reference: Callable[[str], standardwebhooks.Webhook | svix.webhooks.Webhook],
+) -> None:
+    # The reference verifiers read the clock: sign for now.
+    stamp = int(time.time())
+    signature = sign_standard_webhook(ODD_KEY, msg_id="msg_ours", timestamp=stamp, body=BODY)
+    prefix = "svix" if reference is svix.webhooks.Webhook else "webhook"
+    headers = {
+        f"{prefix}-id": "msg_ours",
+        f"{prefix}-timestamp": str(stamp),
+        f"{prefix}-signature": signature,
+    }
+    reference(ODD_SECRET_UNPADDED).verify(BODY, headers)  # raises when it does not verify
+    tampered = BODY.replace(b"succeeded", b"failed")
+    with pytest.raises(standardwebhooks.webhooks.WebhookVerificationError):
+        reference(ODD_SECRET_UNPADDED).verify(tampered, headers)
+
+
+def test_valid_svix_set_beside_a_bad_webhook_signature_is_accepted() -> None:
+    # What the svix library accepts, so what a sender tested against it may send.
+    headers = {
+        **reference_headers(WEBHOOK_SECRET, BODY, msg_id="msg_svix", prefix="svix"),
+        **reference_headers(WEBHOOK_SECRET, BODY, msg_id="msg_std", prefix="webhook"),
+    }
+    headers["webhook-signature"] = headers["webhook-signature"][:-6] + "AAAAA="
+    with freeze_time(datetime.fromtimestamp(NOW, tz=UTC)):
+        svix.webhooks.Webhook(WEBHOOK_SECRET).verify(BODY, headers)
+    assert verify(headers) == "msg_svix"
+
+
+def test_valid_webhook_set_beside_a_bad_svix_signature_is_accepted() -> None:
+    # What the standardwebhooks library accepts: it reads only the webhook-* set.
+    headers = {
+        **reference_headers(WEBHOOK_SECRET, BODY, msg_id="msg_std", prefix="webhook"),
+        **reference_headers(WEBHOOK_SECRET, BODY, msg_id="msg_svix", prefix="svix"),
+    }
+    headers["svix-signature"] = "v1,bm90IHRoZSBzaWduYXR1cmU="
+    with freeze_time(datetime.fromtimestamp(NOW, tz=UTC)):
+        standardwebhooks.Webhook(WEBHOOK_SECRET).verify(BODY, headers)
+    assert verify(headers) == "msg_std"
+
+
+def test_when_no_set_verifies_the_webhook_sets_reason_is_given() -> None:
+    headers = {
+        **reference_headers(WEBHOOK_SECRET, BODY, timestamp=NOW - 3600, prefix="webhook"),
+        **reference_headers(WEBHOOK_SECRET, BODY, prefix="svix"),
+    }
+    headers["svix-signature"] = "v1,bm90IHRoZSBzaWduYXR1cmU="
+    assert reason_of(headers) == "timestamp_too_old"
+    del headers["webhook-id"]  # incomplete: only the svix set is tried
+    assert reason_of(headers) == "bad_signature"
+
+
+def test_a_mix_of_the_two_sets_is_no_complete_set() -> None:
+    headers = reference_headers(WEBHOOK_SECRET, BODY, prefix="webhook")
+    mixed = {
+        "webhook-id": headers["webhook-id"],
+        "svix-timestamp": headers["webhook-timestamp"],
+        "svix-signature": headers["webhook-signature"],
+    }
+    assert reason_of(mixed) == "missing_headers"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    key=st.binary(min_size=16, max_size=64),
+    msg_id=st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1),
+    body=st.text(max_size=300),
+    prefix=st.sampled_from(["webhook", "svix"]),
+)
+def test_any_reference_signature_verifies_and_any_changed_byte_does_not(
+    key: bytes, msg_id: str, body: str, prefix: str
+) -> None:
+    secret = "whsec_" + base64.b64encode(key).decode().rstrip("=")
+    raw = body.encode()
+    headers = reference_headers(secret, raw, msg_id=msg_id[:180], prefix=prefix)
+    keys = [decode_webhook_secret(secret)]
+    assert verify(headers, raw, keys=keys) == msg_id[:180]
+    assert reason_of(headers, raw + b" ", keys=keys) == "bad_signature"
 
 
 # --- webhook-URL tokens -----------------------------------------------------------------

@@ -1,0 +1,164 @@
+"""Real gunicorn, as the Procfile runs it: no log line carries a webhook URL's token."""
+
+from __future__ import annotations
+
+import http.client
+import importlib
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from receiver.logs import JsonFormatter
+from receiver.signing import webhook_token
+from tests.helpers import WEBHOOK_SECRET, encode, job_payload
+from tests.test_e2e_gunicorn import BIN, ROOT, Server, free_port, procfile, stop, wait_until_healthy
+
+SECRET = "a-gunicorn-log-test-secret-0123456789"
+TOKEN = webhook_token([SECRET], submission_id="sub_1", user_id="user_1")
+TOKEN_URL = f"/webhooks/ittybit/{TOKEN}"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    """gunicorn with its own access log turned on, as an operator may do."""
+    port = free_port()
+    env = {
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HOME": str(tmp_path),
+        "APP_ENV": "production",
+        "DATABASE_URL": f"sqlite:///{tmp_path}/jobhooks.db",
+        "SECRET_KEY": SECRET,
+        "PUBLIC_URL": f"https://127.0.0.1:{port}",
+        "ITTYBIT_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "1",
+        "LOG_LEVEL": "info",
+        "GUNICORN_CMD_ARGS": "--access-logfile -",
+    }
+    log = tmp_path / "gunicorn.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            ["sh", "-c", procfile("web")],
+            cwd=ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    srv = Server(f"http://127.0.0.1:{port}", env, log, process)
+    try:
+        wait_until_healthy(srv)
+        yield srv
+    finally:
+        stop(process)
+
+
+def request(server: Server, method: str, url: str, headers: dict[str, str]) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", int(server.env["PORT"]), timeout=10)
+    try:
+        body = encode(job_payload()) if method in ("POST", "PUT") else None
+        connection.request(method, url, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def raw_request_line(server: Server, line: str) -> bytes:
+    """Send a request line gunicorn itself refuses (and logs), return its answer."""
+    with socket.create_connection(("127.0.0.1", int(server.env["PORT"])), timeout=10) as sock:
+        sock.sendall(line.encode() + b"\r\n\r\n")
+        return sock.recv(200)
+
+
+def test_gunicorn_lines_never_carry_the_token(server: Server) -> None:
+    json_content = {"Content-Type": "application/json"}
+    cases = [
+        ("POST", f"{TOKEN_URL}/", 404),
+        ("POST", f"{TOKEN_URL}/x", 404),
+        ("GET", TOKEN_URL, 405),
+        ("PUT", TOKEN_URL, 405),
+        ("HEAD", TOKEN_URL, 405),
+        ("POST", f"{TOKEN_URL}?attempt=2", 401),
+        ("GET", f"/webhooks/ittybit?token={TOKEN}", 405),
+    ]
+    for method, url, status in cases:
+        headers = {**json_content, "Referer": f"https://app.example.com{TOKEN_URL}"}
+        assert request(server, method, url, headers) == status, (method, url)
+    # Lines gunicorn answers itself (400), quoting the request line in its error log.
+    for line in (f"GET {TOKEN_URL}", f"GET /webhooks/ittybit?token={TOKEN}"):
+        assert raw_request_line(server, line).startswith(b"HTTP/1.1 400 ")
+
+    stop(server.process)
+    text = server.logs()
+    assert TOKEN not in text
+    assert TOKEN.rsplit(".", 1)[1] not in text
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+    def by(logger: str) -> list[dict[str, Any]]:
+        return [line for line in lines if line["logger"] == logger]
+
+    access = [
+        line["message"] for line in by("gunicorn.access") if "/healthz" not in line["message"]
+    ]
+    for (method, _, status), message in zip(cases, access, strict=True):
+        assert f'"{method} /webhooks/ittybit' in message
+        assert f" {status} " in message
+        assert '"https://app.example.com/webhooks/ittybit/[token]"' in message  # the referer
+    assert '"POST /webhooks/ittybit/[token]/x HTTP/1.1"' in access[1]
+    assert '"GET /webhooks/ittybit?token=[token] HTTP/1.1"' in access[-1]
+
+    refused = [
+        line["message"] for line in by("gunicorn.error") if "Invalid request" in line["message"]
+    ]
+    assert refused == [
+        "Invalid request from ip=127.0.0.1: Invalid HTTP request line: "
+        "'GET /webhooks/ittybit/[token]'",
+        "Invalid request from ip=127.0.0.1: Invalid HTTP request line: "
+        "'GET /webhooks/ittybit?token=[token]'",
+    ]
+    app_paths = [line["path"] for line in by("jobhooks.request") if line["status"] != 200]
+    assert app_paths == [
+        "/webhooks/ittybit/[token]/",
+        "/webhooks/ittybit/[token]/x",
+        "/webhooks/ittybit/[token]",
+        "/webhooks/ittybit/[token]",
+        "/webhooks/ittybit/[token]",
+        "/webhooks/ittybit/[token]",
+        "/webhooks/ittybit",
+    ]
+
+
+def test_the_filter_cuts_tokens_out_of_tracebacks_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # config/gunicorn.py checks the environment when it is imported, as gunicorn does.
+    monkeypatch.setenv("APP_ENV", "test")
+    monkeypatch.setenv("SECRET_KEY", SECRET)
+    gunicorn_config = importlib.import_module("config.gunicorn")
+    try:
+        raise ValueError(f"cannot route https://h.example{TOKEN_URL}?a=b")
+    except ValueError:
+        record = logging.LogRecord(
+            "gunicorn.error",
+            logging.ERROR,
+            __file__,
+            1,
+            "Error handling request %s",
+            (f"{TOKEN_URL}?a=b",),
+            sys.exc_info(),
+        )
+    # The filter RedactingLogger.setup() puts on gunicorn's error and access logs.
+    assert gunicorn_config._REDACT.filter(record)
+    for formatter in (logging.Formatter("%(message)s"), JsonFormatter()):
+        text = formatter.format(record)
+        assert TOKEN not in text
+        assert "ValueError: cannot route https://h.example/webhooks/ittybit/[token]?a=b" in text
+        assert "Error handling request /webhooks/ittybit/[token]?a=b" in text
