@@ -1,4 +1,4 @@
-"""Deployment files: the lock Heroku installs and .python-version.
+"""Deployment files: the lock Heroku installs, .python-version and app.json.
 
 The lock checks need no network: they compare requirements.txt with pyproject.toml through the
 requirements of the distributions installed in this virtualenv (which ``make`` installs from
@@ -7,7 +7,9 @@ the lock), so a dependency added, removed or re-pinned without ``make lock`` is 
 
 from __future__ import annotations
 
+import json
 import re
+import secrets
 import sys
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
@@ -15,12 +17,14 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
+import pytest
 from packaging.markers import Marker, default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
+from config.settings import ConfigError, Settings
 from devtools.processes import ROOT
 
 LOCK = ROOT / "requirements.txt"
@@ -268,3 +272,60 @@ def test_python_version_is_the_one_everything_else_names() -> None:
     assert pyproject["tool"]["ruff"]["target-version"] == "py" + version.replace(".", "")
     # The tests run on the Python that is deployed.
     assert f"{sys.version_info.major}.{sys.version_info.minor}" == version
+
+
+# --- app.json --------------------------------------------------------------------------------
+
+
+def _app_json() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((ROOT / "app.json").read_text(encoding="utf-8"))
+    return loaded
+
+
+def _procfile_processes() -> list[str]:
+    lines = (ROOT / "Procfile").read_text(encoding="utf-8").splitlines()
+    return [line.partition(":")[0].strip() for line in lines if ":" in line]
+
+
+def test_app_json_attaches_postgres_and_generates_the_secrets() -> None:
+    app = _app_json()
+    assert app["name"] == "jobhooks"
+    assert app["description"]
+    addons = [a if isinstance(a, str) else a["plan"] for a in app["addons"]]
+    assert [a.partition(":")[0] for a in addons] == ["heroku-postgresql"]
+    env = app["env"]
+    assert env["APP_ENV"]["value"] == "production"
+    for generated in ("SECRET_KEY", "METRICS_TOKEN"):
+        assert env[generated]["generator"] == "secret", generated
+    for asked in ("PUBLIC_URL", "ITTYBIT_API_KEY"):
+        assert env[asked]["required"] is True, asked
+    # Without it the per-submission URLs still work; only the project-level URL needs it.
+    assert env["ITTYBIT_WEBHOOK_SECRET"]["required"] is False
+    assert all(spec["description"] for spec in env.values())
+
+
+def test_app_json_formation_is_the_procfiles_processes() -> None:
+    processes = _procfile_processes()
+    assert "release" in processes  # migrations run in the release phase, not in app.json
+    formation = _app_json()["formation"]
+    assert sorted(formation) == sorted(p for p in processes if p != "release")
+    assert {name: spec["quantity"] for name, spec in formation.items()} == {"web": 1, "worker": 1}
+    assert "scripts" not in _app_json()
+
+
+def test_app_json_environment_starts_the_service_in_production() -> None:
+    environ = {"DATABASE_URL": "postgres://user:pw@db.example.com:5432/d1"}  # set by the addon
+    for name, spec in _app_json()["env"].items():
+        if "value" in spec:
+            environ[name] = spec["value"]
+        elif spec.get("generator") == "secret":
+            environ[name] = secrets.token_hex(32)  # what Heroku's generator makes
+    environ["PUBLIC_URL"] = "https://jobhooks-demo.herokuapp.com"
+    environ["ITTYBIT_API_KEY"] = "ittybit-key"
+    settings = Settings.from_env(environ)
+    assert settings.is_production
+    assert settings.database_url.startswith("postgresql")
+    assert settings.metrics_token == environ["METRICS_TOKEN"]
+    del environ["SECRET_KEY"]
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        Settings.from_env(environ)
