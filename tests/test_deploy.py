@@ -1,4 +1,4 @@
-"""Deployment files: the lock Heroku installs, .python-version and app.json.
+"""Deployment files: the lock Heroku installs, .python-version, app.json and .env.example.
 
 The lock checks need no network: they compare requirements.txt with pyproject.toml through the
 requirements of the distributions installed in this virtualenv (which ``make`` installs from
@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import subprocess
 import sys
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -329,3 +331,37 @@ def test_app_json_environment_starts_the_service_in_production() -> None:
     del environ["SECRET_KEY"]
     with pytest.raises(ConfigError, match="SECRET_KEY"):
         Settings.from_env(environ)
+
+
+# --- .env.example ----------------------------------------------------------------------------
+
+
+def _dotenv(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.partition("=")
+            values[name.strip()] = value.strip()
+    return values
+
+
+def test_env_example_is_a_working_development_configuration() -> None:
+    values = _dotenv(ROOT / ".env.example")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name in values:
+        assert f"`{name}`" in readme, f"{name} is not documented"
+    settings = Settings.from_env(values)
+    assert settings.env == "development"
+    assert settings.ittybit_api_url.startswith("http://127.0.0.1:")
+
+
+def test_a_real_env_file_stays_out_of_git() -> None:
+    def ignored(path: str) -> bool:
+        check = subprocess.run(
+            ["git", "check-ignore", "-q", "--no-index", path], cwd=ROOT, check=False
+        )
+        assert check.returncode in (0, 1), check
+        return check.returncode == 0
+
+    assert ignored(".env")
+    assert not ignored(".env.example")
