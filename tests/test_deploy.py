@@ -289,6 +289,13 @@ def _procfile_processes() -> list[str]:
     return [line.partition(":")[0].strip() for line in lines if ":" in line]
 
 
+def _deployment_section() -> str:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"(?ms)^## Deployment \(Heroku-style\)\n(.*?)(?=^## )", readme)
+    assert match is not None, "README has no Deployment (Heroku-style) section"
+    return match.group(1)
+
+
 def test_app_json_attaches_postgres_and_generates_the_secrets() -> None:
     app = _app_json()
     assert app["name"] == "jobhooks"
@@ -331,6 +338,35 @@ def test_app_json_environment_starts_the_service_in_production() -> None:
     del environ["SECRET_KEY"]
     with pytest.raises(ConfigError, match="SECRET_KEY"):
         Settings.from_env(environ)
+
+
+def test_readme_deployment_follows_app_json() -> None:
+    section = _deployment_section()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    configuration = readme[readme.index("## Configuration") : readme.index("## Webhook endpoints")]
+    for name in _app_json()["env"]:
+        assert f"`{name}`" in configuration, f"{name} is not in the Configuration table"
+        assert name in section, f"{name} is not in the Deployment section"
+    config_sets = re.findall(r"heroku config:set((?:[^\n]*\\\n)*[^\n]*)", section)
+    set_names = {name for command in config_sets for name in re.findall(r"\b([A-Z_]+)=", command)}
+    assert {"APP_ENV", "SECRET_KEY", "ITTYBIT_WEBHOOK_SECRET"} <= set_names
+    for name in set_names:
+        assert f"`{name}`" in configuration, f"the Deployment section sets an unknown {name}"
+    for step in (
+        "heroku create",
+        "heroku addons:create heroku-postgresql",
+        "heroku config:set",
+        "openssl rand -hex 32",
+        "git push heroku main",
+        "heroku ps:scale worker=1",
+        "/webhooks/ittybit",
+        "POST /webhooks/endpoints",
+        "whsec_",
+        "jobhooks trigger",
+        "heroku logs",
+        "https://www.herokucdn.com/deploy/button.svg",
+    ):
+        assert step in section, step
 
 
 # --- .env.example ----------------------------------------------------------------------------
