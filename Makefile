@@ -4,23 +4,32 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test lint typecheck pytest bench wrk demo migrate clean
+.PHONY: run test lint typecheck pytest bench wrk demo migrate lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+# The runtime is exactly what requirements.txt pins (the lock, with the project itself as
+# `-e .`), installed without resolving anything: what runs here is what Heroku installs.
+$(VENV)/.installed: requirements.txt pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements.txt
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+# Dev and bench tools go on top; packages already pinned by the lock are left as they are.
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	@touch $@ $(VENV)/.installed
+	@touch $@
 
-$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-bench: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
-	@touch $@ $(VENV)/.installed
+	@touch $@
+
+## lock: compile requirements.txt from pyproject.toml's runtime dependencies (needs PyPI);
+## pins already in it are kept, `make lock LOCK_ARGS=--upgrade` moves every pin to the newest.
+lock: $(VENV)/.installed-dev
+	$(BIN)/uv pip compile requirements.in -o requirements.txt --universal \
+		--python-version $$(cat .python-version) --quiet $(LOCK_ARGS)
 
 ## run: migrate the default SQLite database and start the web process as the Procfile does
 run: $(VENV)/.installed
