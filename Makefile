@@ -34,12 +34,12 @@ lock: $(VENV)/.installed-dev
 ## run: migrate the default SQLite database and start the web process as the Procfile does
 run: $(VENV)/.installed
 	@echo "jobhooks: APP_ENV=$${APP_ENV:-development} (development defaults unless you set APP_ENV=production)"
-	APP_ENV=$${APP_ENV:-development} flask --app wsgi db upgrade
+	APP_ENV=$${APP_ENV:-development} jobhooks db upgrade
 	APP_ENV=$${APP_ENV:-development} sh -c "$$(sed -n 's/^web: *//p' Procfile)"
 
 ## migrate: apply migrations to DATABASE_URL (default: the SQLite file under instance/)
 migrate: $(VENV)/.installed
-	APP_ENV=$${APP_ENV:-development} flask --app wsgi db upgrade
+	APP_ENV=$${APP_ENV:-development} jobhooks db upgrade
 
 ## test: lint, type-check and run the test suite (PostgreSQL too when TEST_DATABASE_URL is set)
 test: lint typecheck pytest

@@ -332,7 +332,7 @@ def test_app_json_environment_starts_the_service_in_production() -> None:
     environ["PUBLIC_URL"] = "https://jobhooks-demo.herokuapp.com"
     environ["ITTYBIT_API_KEY"] = "ittybit-key"
     settings = Settings.from_env(environ)
-    assert settings.is_production
+    assert settings.env == "production"
     assert settings.database_url.startswith("postgresql")
     assert settings.metrics_token == environ["METRICS_TOKEN"]
     del environ["SECRET_KEY"]
