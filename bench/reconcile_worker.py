@@ -2,7 +2,7 @@
 
     python -m bench.reconcile_worker     (configured by the environment, like the service)
 
-Runs ``flask --app wsgi reconcile --json``'s command in this process, counts every SQL
+Runs ``jobhooks reconcile --json``'s command in this process, counts every SQL
 statement sent to the database (a ``before_cursor_execute`` listener on the app's engine),
 and prints one JSON line: the pass summary, statements, wall seconds and peak RSS.
 """

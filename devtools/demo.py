@@ -2,9 +2,9 @@
 
 Starts the receiver exactly as the Procfile's ``web`` line does (gunicorn, SQLite in a
 temporary directory) and the ittybit stand-in, each on a free local port; submits a
-batch of jobs with ``flask --app wsgi submit``; lets the stand-in deliver with faults
+batch of jobs with ``jobhooks submit``; lets the stand-in deliver with faults
 (some webhooks dropped, some duplicated, a late ``processing``); runs
-``flask --app wsgi reconcile``; prints where every submission stood after the webhooks
+``jobhooks reconcile``; prints where every submission stood after the webhooks
 and after the reconcile pass. Everything it started is stopped on the way out, also on
 Ctrl-C or an error. Needs nothing configured and no network beyond 127.0.0.1.
 """
@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from config.settings import Settings
-from devtools.processes import ROOT, WebProcess, base_env, flask_command, free_port
+from devtools.processes import ROOT, WebProcess, base_env, jobhooks_command, free_port
 from devtools.standin import DeliveryRecord, Standin, StandinConfig
 from receiver.db import create_db_engine
 from receiver.models import FINAL_STATUSES, Submission
@@ -112,7 +112,7 @@ def _result(row: dict[str, Any]) -> str:
 def _submit(env: dict[str, str], item: tuple[str, str, str, str]) -> dict[str, Any]:
     submission_id, user_id, input_url, campaign = item
     output = _run(
-        flask_command(
+        jobhooks_command(
             "submit",
             "--submission-id",
             submission_id,
@@ -160,12 +160,12 @@ def run_demo(config: StandinConfig, workdir: Path) -> int:
         )
         _say()
         _say("1. migrate, start the receiver")
-        _run(flask_command("db", "upgrade"), env)
+        _run(jobhooks_command("db", "upgrade"), env)
         web = WebProcess(env, log_path=workdir / "web.log")
         web.start()
         engine = create_db_engine(Settings.from_env(env))
 
-        _say(f"2. submit {len(BATCH)} jobs with `flask --app wsgi submit … --meta campaign=…`")
+        _say(f"2. submit {len(BATCH)} jobs with `jobhooks submit … --meta campaign=…`")
         with ThreadPoolExecutor(max_workers=3) as pool:
             submitted = list(pool.map(lambda item: _submit(env, item), BATCH))
         rows = [[s["submission_id"], s["job_id"] or "-", s["status"]] for s in submitted]
@@ -192,8 +192,8 @@ def run_demo(config: StandinConfig, workdir: Path) -> int:
         _say(f"   {len(stuck)} submission(s) missed their final webhook: {', '.join(stuck) or '-'}")
         _say()
 
-        _say("4. `flask --app wsgi reconcile --older-than 0s` asks ittybit about those")
-        output = _run(flask_command("reconcile", "--older-than", "0s"), env)
+        _say("4. `jobhooks reconcile --older-than 0s` asks ittybit about those")
+        output = _run(jobhooks_command("reconcile", "--older-than", "0s"), env)
         _say("\n".join("   " + line for line in output.strip().splitlines()))
         _say()
 
@@ -226,7 +226,7 @@ def run_demo(config: StandinConfig, workdir: Path) -> int:
             _say(f"{mismatches} submission(s) disagree with ittybit; see {workdir / 'web.log'}")
             return 1
         _say(f"All {len(after)} submissions match ittybit, with their output URL or error.")
-        _say("Try it by hand: `flask --app wsgi trigger SUBMISSION_ID succeeded` (see README).")
+        _say("Try a signed test webhook by hand: `jobhooks trigger succeeded` (see README).")
         return 0
     finally:
         if engine is not None:

@@ -1,4 +1,4 @@
-"""Start the service's own processes for end-to-end runs: the Procfile's web line, flask."""
+"""Start the service's own processes for end-to-end runs: the Procfile's web line, jobhooks."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ __all__ = [
     "ROOT",
     "WebProcess",
     "base_env",
-    "flask_command",
+    "jobhooks_command",
     "free_port",
     "procfile_command",
 ]
@@ -60,9 +60,9 @@ def base_env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def flask_command(*args: str) -> list[str]:
-    """Return the argv of ``flask --app wsgi ARGS`` run with this interpreter."""
-    return [sys.executable, "-m", "flask", "--app", "wsgi", *args]
+def jobhooks_command(*args: str) -> list[str]:
+    """Return the argv of ``jobhooks ARGS``, the console script of this interpreter's venv."""
+    return [str(Path(sys.executable).parent / "jobhooks"), *args]
 
 
 class WebProcess:

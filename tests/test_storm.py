@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from config.settings import Settings
-from devtools.processes import ROOT, WebProcess, base_env, flask_command, free_port
+from devtools.processes import ROOT, WebProcess, base_env, jobhooks_command, free_port
 from devtools.standin import DeliveryRecord, Standin, StandinConfig
 from receiver.db import create_db_engine
 from receiver.ittybit import client_from_settings
@@ -95,7 +95,7 @@ def test_delivery_storm_converges_to_the_truth(
         assert standin.wait_idle(timeout=60), standin.stats()
         before = _statuses(engine)
         reconciled = subprocess.run(
-            flask_command("reconcile", "--older-than", "1ms", "--json"),
+            jobhooks_command("reconcile", "--older-than", "1ms", "--json"),
             cwd=ROOT,
             env=env,
             capture_output=True,
