@@ -18,8 +18,8 @@ __all__ = [
     "ROOT",
     "WebProcess",
     "base_env",
-    "jobhooks_command",
     "free_port",
+    "jobhooks_command",
     "procfile_command",
 ]
 

@@ -171,12 +171,20 @@ class IttybitClient:
         max_connections: int = 10,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], object] | None = None,
+        budget: float | None = None,
     ) -> None:
-        """Create a client; ``sleep`` waits between retries and may return True to abandon."""
+        """Create a client; ``sleep`` waits between retries and may return True to abandon.
+
+        With ``budget`` every call (a create, a fetch, its retries and waits included) ends
+        within that many seconds: what the web process uses, whose workers must stay free
+        for ittybit's webhooks. Without it, a call may take its retries' full course.
+        """
         self.retry = retry or RetryPolicy()
+        self.budget = budget
         self._sleep = sleep or time.sleep
         self._lock = threading.Lock()
         self._not_before = 0.0
+        self._calls = threading.local()
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             headers={
@@ -225,6 +233,7 @@ class IttybitClient:
         }
         if options:
             body["options"] = dict(options)
+        self._start_call()
         response = self._request(
             "POST", "/jobs", json=body, headers={"Idempotency-Key": idempotency_key}
         )
@@ -246,6 +255,7 @@ class IttybitClient:
 
     def get_job(self, job_id: str) -> JobState:
         """Fetch a job (``GET /jobs/{id}``, falling back to ``/tasks/{id}`` for task ids)."""
+        self._start_call()
         try:
             response = self._request("GET", f"/jobs/{quote(job_id, safe='')}")
         except ApiError as exc:
@@ -272,6 +282,7 @@ class IttybitClient:
         params: dict[str, str | int] = {"limit": limit}
         if after:
             params["after"] = after
+        self._start_call()
         response = self._request("GET", "/events", params=params)
         payload = self._json(response)
         items: Any = payload
@@ -311,7 +322,12 @@ class IttybitClient:
             retry_after: float | None = None
             try:
                 response = self._http.request(
-                    method, path, json=json, params=params, headers=headers
+                    method,
+                    path,
+                    json=json,
+                    params=params,
+                    headers=headers,
+                    timeout=self._timeout(what),
                 )
             except httpx.TimeoutException:
                 error: ApiError = ApiUnavailable(f"{what}: timed out")
@@ -353,6 +369,33 @@ class IttybitClient:
                 self._pause(delay, what)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _start_call(self) -> None:
+        """Start the clock of one call's budget (if the client has one)."""
+        if self.budget is not None:
+            self._calls.deadline = time.monotonic() + self.budget
+
+    def _remaining(self) -> float | None:
+        deadline: float | None = getattr(self._calls, "deadline", None)
+        return None if deadline is None else deadline - time.monotonic()
+
+    def _timeout(self, what: str) -> Any:
+        """Return this attempt's timeouts: the client's, or what is left of the budget."""
+        remaining = self._remaining()
+        if remaining is None:
+            return httpx.USE_CLIENT_DEFAULT
+        if remaining <= 0:
+            raise self._over_budget(what)
+        # Connecting (or waiting for a pooled connection) takes at most a third, so that
+        # connecting and reading together stay within what is left.
+        connect = min(self._http.timeout.connect or remaining, remaining / 3)
+        rest = remaining - connect
+        read = min(self._http.timeout.read or rest, rest)
+        return httpx.Timeout(read, connect=connect, pool=connect)
+
+    def _over_budget(self, what: str) -> ApiUnavailable:
+        message = f"{what}: no answer within the {self.budget:g}s budget"
+        return ApiUnavailable(message)
+
     def _close_gate(self, seconds: float) -> None:
         """Hold every thread's next request for ``seconds``."""
         with self._lock:
@@ -369,6 +412,9 @@ class IttybitClient:
         self._pause(remaining, what)
 
     def _pause(self, seconds: float, what: str) -> None:
+        remaining = self._remaining()
+        if remaining is not None and seconds >= remaining:
+            raise self._over_budget(what)  # waiting would outlast the budget: give up now
         if self._sleep(0.0 if _testing else seconds) is True:
             message = f"{what}: abandoned, the process is stopping"
             raise Interrupted(message)

@@ -16,10 +16,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
+from sqlalchemy.engine import Engine
 
 from receiver.apply import apply_job_state, find_submission
 from receiver.deliveries import owner_conflict
-from receiver.ittybit import ApiError, JobNotFound, RateLimited
+from receiver.ittybit import ApiError, IttybitClient, JobNotFound, RateLimited
 from receiver.jobstate import JobState
 from receiver.models import FINAL_STATUSES, Poll, Status, Submission
 from receiver.outbox import Outbox
@@ -33,6 +34,7 @@ __all__ = [
     "PolledJob",
     "human_duration",
     "poll_delay",
+    "reconcile_now",
     "settle_job",
 ]
 
@@ -237,3 +239,43 @@ def _apply(
     change = apply_job_state(conn, current, state, now=now, outbox=outbox)
     assert change is not None  # no inbox row given, so no key can be taken
     return change
+
+
+_POLLED_JOB = sa.select(*(_c[name] for name in PolledJob.__slots__)).where(
+    _c.submission_id == sa.bindparam("submission_id")
+)
+
+
+def reconcile_now(
+    engine: Engine,
+    client: IttybitClient,
+    submission_id: str,
+    *,
+    now: datetime,
+    give_up_after: float,
+    outbox: Outbox,
+    source: str,
+) -> tuple[JobResult, str | None] | None:
+    """Ask ittybit about one submission's job now and apply the answer; None if it has none.
+
+    For the application API and the admin view: no lease is taken (a reconciler polling
+    the same job meanwhile is harmless, the rules decide), nothing is locked while ittybit
+    is asked, and the client's budget bounds the wait. Raises LookupError for an unknown
+    submission.
+    """
+    with engine.connect() as conn:
+        row = conn.execute(_POLLED_JOB, {"submission_id": submission_id}).first()
+    if row is None:
+        message = f"no submission {submission_id!r}"
+        raise LookupError(message)
+    if row.job_id is None:
+        return None
+    job = PolledJob(*row)
+    try:
+        fetched: Fetched = client.get_job(job.job_id)
+    except ApiError as exc:
+        fetched = exc
+    with engine.begin() as conn:
+        return settle_job(
+            conn, job, fetched, now=now, give_up_after=give_up_after, outbox=outbox, source=source
+        )

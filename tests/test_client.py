@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -351,3 +352,54 @@ def test_list_events_last_page(client: IttybitClient, api_server: HTTPServer) ->
     assert result.events == []
     assert result.has_more is False
     assert result.next_after is None
+
+
+# --- a budget for the whole call: what the web process uses ---------------------------------
+
+
+def test_a_budget_ends_a_hanging_call_with_its_retries(fake: FakeIttybit) -> None:
+    """ittybit hangs (5 s here): the call gives up once the budget is spent, not per try."""
+    fake.job("job_1", "processing")
+    fake.hang.add("job_1")
+    started = time.monotonic()
+    with (
+        IttybitClient(base_url=fake.url, api_key=API_KEY, timeout=10.0, budget=0.6) as client,
+        pytest.raises(ApiUnavailable) as caught,
+    ):
+        client.get_job("job_1")
+    spent = time.monotonic() - started
+    # Functional, not a speed target: without the budget this takes three tries of 5 s.
+    assert spent < 2.5, spent
+    assert fake.requests["job_1"] == 1
+    assert caught.value.message in ("GET /jobs/job_1: timed out", _over("job_1"))
+
+
+def _over(job_id: str) -> str:
+    return f"GET /jobs/{job_id}: no answer within the 0.6s budget"
+
+
+def test_a_budget_does_not_wait_out_a_backoff_it_cannot_afford(fake: FakeIttybit) -> None:
+    fake.script("job_1", Scripted(503), Scripted(503), Scripted(503))
+    waits: list[float] = []
+    with (
+        IttybitClient(
+            base_url=fake.url,
+            api_key=API_KEY,
+            budget=0.6,
+            retry=RetryPolicy(attempts=3, backoff=4.0),
+            sleep=waits.append,
+        ) as client,
+        pytest.raises(ApiUnavailable) as caught,
+    ):
+        client.get_job("job_1")
+    assert caught.value.message == _over("job_1")
+    assert (fake.requests["job_1"], waits) == (1, [])
+
+
+def test_a_budget_starts_again_with_each_call(fake: FakeIttybit) -> None:
+    fake.job("job_1", "succeeded")
+    with IttybitClient(base_url=fake.url, api_key=API_KEY, budget=0.5) as client:
+        first = client.get_job("job_1")
+        time.sleep(0.6)  # longer than the budget, between calls
+        second = client.get_job("job_1")
+    assert first == second

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from config.settings import Settings
-from devtools.processes import ROOT, WebProcess, base_env, jobhooks_command, free_port
+from devtools.processes import ROOT, WebProcess, base_env, free_port, jobhooks_command
 from devtools.standin import DeliveryRecord, Standin, StandinConfig
 from receiver.db import create_db_engine
 from receiver.ittybit import client_from_settings
