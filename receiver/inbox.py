@@ -172,28 +172,21 @@ def record_rejected(
 
     When ``key`` belongs to another stored delivery (a fallback key shared with a genuine
     event of the same job and status), the refusal is kept under a key of its own, derived
-    from the body so that a resend of the same refused delivery is stored once.
+    from the body so that a resend of the same refused delivery is stored once. Returns the
+    new row's id, or None when this very refusal was stored before.
     """
-    stored = record_event(
-        conn,
-        key=key,
-        delivery=delivery,
-        state=state,
-        submission_id=submission_id,
-        outcome=Outcome.REJECTED,
-        reason=reason,
-        now=now,
-    )
-    if stored is not None:
-        return stored
     digest = hashlib.sha256(f"{key}\n{delivery.body}".encode()).hexdigest()
-    return record_event(
-        conn,
-        key=f"rej:{digest}",
-        delivery=delivery,
-        state=state,
-        submission_id=submission_id,
-        outcome=Outcome.REJECTED,
-        reason=reason,
-        now=now,
-    )
+    for candidate in (key, f"rej:{digest}"):
+        stored = record_event(
+            conn,
+            key=candidate,
+            delivery=delivery,
+            state=state,
+            submission_id=submission_id,
+            outcome=Outcome.REJECTED,
+            reason=reason,
+            now=now,
+        )
+        if stored is not None:
+            return stored
+    return None

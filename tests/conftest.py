@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,14 @@ from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
 
 from config.settings import Settings
+from devtools.processes import ROOT, WebProcess, base_env, free_port, procfile_command
 from receiver import create_app
 from receiver.cli import cli as jobhooks_cli
 from receiver.db import create_db_engine, get_engine
 from receiver.ittybit import set_testing
 from receiver.migrate import upgrade
 from tests.helpers import OLD_SECRET_KEY, SECRET_KEY, WEBHOOK_SECRET
+from tests.reconcile_helpers import FakeIttybit
 
 
 def postgres_url() -> str | None:
@@ -179,6 +182,41 @@ def engine(app: Flask) -> Engine:
     return get_engine(app)
 
 
+@pytest.fixture
+def gunicorn(tmp_path: Path) -> Iterator[Callable[..., WebProcess]]:
+    """Return ``start(env)``: the Procfile's release, then its web process (real gunicorn).
+
+    Each runs on a free port (``PUBLIC_URL`` pointing at it unless ``env`` says otherwise)
+    with a clean environment (``base_env``) plus ``env``, and is stopped (SIGTERM, as
+    Heroku does) when the test ends. ``release=False`` skips migrating.
+    """
+    started: list[WebProcess] = []
+
+    def start(env: Mapping[str, str], *, release: bool = True) -> WebProcess:
+        port = free_port()
+        public = f"http://127.0.0.1:{port}"
+        full = base_env({"HOME": str(tmp_path), "PORT": str(port), "PUBLIC_URL": public, **env})
+        if release:
+            done = subprocess.run(
+                ["/bin/sh", "-c", procfile_command("release")],
+                cwd=ROOT,
+                env=full,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr
+        web = WebProcess(full, log_path=tmp_path / f"gunicorn-{port}.log")
+        started.append(web)
+        web.start(timeout=60)
+        return web
+
+    yield start
+    for web in started:
+        web.stop()
+
+
 @pytest.fixture(scope="session")
 def _threaded_httpserver() -> Iterator[HTTPServer]:
     server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
@@ -193,6 +231,14 @@ def api_server(_threaded_httpserver: HTTPServer) -> HTTPServer:
     """A local HTTP server standing in for the ittybit API; answers requests concurrently."""
     _threaded_httpserver.clear()
     return _threaded_httpserver
+
+
+@pytest.fixture
+def fake(api_server: HTTPServer) -> Iterator[FakeIttybit]:
+    """A scripted ittybit API on ``api_server`` (see ``tests/reconcile_helpers.py``)."""
+    fake = FakeIttybit(api_server)
+    yield fake
+    fake.release()
 
 
 @pytest.fixture

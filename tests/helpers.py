@@ -1,4 +1,5 @@
-"""Shared test constants and builders: secrets, signed headers, ittybit payloads."""
+"""Shared test constants and builders: secrets, signed headers, ittybit payloads, and the
+submissions and webhook URLs most tests start from."""
 
 from __future__ import annotations
 
@@ -7,8 +8,14 @@ import json
 import time
 from typing import Any
 
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from receiver.models import Submission, WebhookEvent
 from receiver.outbox import Outbox
-from receiver.signing import sign_standard_webhook
+from receiver.signing import sign_standard_webhook, webhook_token
+from receiver.submissions import create_submission
 
 SECRET_KEY = "test-secret-key-newest-0123456789"
 OLD_SECRET_KEY = "test-secret-key-older-0123456789"
@@ -90,3 +97,43 @@ def signed_headers(
 def quiet_outbox() -> Outbox:
     """An outbox with no endpoint: changes announce nothing (NOTIFY_URL unset)."""
     return Outbox(endpoints=(), events="final", render=dict)
+
+
+def add_submission(
+    engine: Engine,
+    submission_id: str = "sub_1",
+    user_id: str = "user_1",
+    *,
+    job_id: str | None = None,
+) -> None:
+    """Add a pending submission through the service's own code."""
+    with Session(engine) as session:
+        create_submission(
+            session,
+            submission_id=submission_id,
+            user_id=user_id,
+            input_url=f"https://uploads.example.com/{submission_id}.mp4",
+            job_id=job_id,
+        )
+
+
+def token_url(submission_id: str = "sub_1", user_id: str = "user_1", key: str = SECRET_KEY) -> str:
+    """Return the path of a submission's signed webhook URL."""
+    token = webhook_token([key], submission_id=submission_id, user_id=user_id)
+    return f"/webhooks/ittybit/{token}"
+
+
+def stored_events(engine: Engine) -> list[dict[str, Any]]:
+    """Return every inbox row, oldest first."""
+    table = WebhookEvent.__table__  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(table).order_by(table.c.id)).all()
+    return [dict(row._mapping) for row in rows]
+
+
+def stored_submission(engine: Engine, submission_id: str = "sub_1") -> dict[str, Any]:
+    """Return one submission's row as a dict."""
+    table = Submission.__table__  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(table).where(table.c.submission_id == submission_id)).one()
+    return dict(row._mapping)

@@ -4,135 +4,46 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from devtools.processes import ROOT, WebProcess, jobhooks_command
 from receiver.models import Submission, WebhookEvent
 from tests.helpers import WEBHOOK_SECRET, encode, job_payload, signed_headers
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 SECRET = "an-e2e-production-secret-0123456789"
 
 pytestmark = pytest.mark.slow
 
-
-def procfile(process: str) -> str:
-    """Return the command of one process type in the Procfile."""
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        name, sep, command = line.partition(":")
-        if sep and name.strip() == process:
-            return command.strip()
-    message = f"no {process!r} process in the Procfile"
-    raise LookupError(message)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class Server:
-    base: str
-    env: dict[str, str]
-    log: Path
-    process: subprocess.Popen[bytes]
-
-    def logs(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop gunicorn and its workers (their own process group), gracefully if possible."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
-def wait_until_healthy(server: Server, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            pytest.fail(f"gunicorn exited early:\n{server.logs()}")
-        try:
-            with urllib.request.urlopen(f"{server.base}/healthz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (OSError, urllib.error.URLError):
-            time.sleep(0.2)
-    pytest.fail(f"gunicorn did not answer /healthz in {timeout}s:\n{server.logs()}")
+Start = Callable[..., WebProcess]
 
 
 @pytest.fixture
-def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
-    port = free_port()
-    env = {
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "HOME": str(tmp_path),
-        "APP_ENV": "production",
-        "DATABASE_URL": database_url,
-        "SECRET_KEY": SECRET,
-        "PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "ITTYBIT_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "MAX_BODY_BYTES": "65536",
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "2",
-        "LOG_LEVEL": "info",
-    }
-    # The release process first, exactly as the Procfile says.
-    release = subprocess.run(
-        ["sh", "-c", procfile("release")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+def server(gunicorn: Start, database_url: str) -> WebProcess:
+    """The Procfile's release then web process, in production mode, on a migrated database."""
+    return gunicorn(
+        {
+            "APP_ENV": "production",
+            "DATABASE_URL": database_url,
+            "SECRET_KEY": SECRET,
+            "ITTYBIT_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "MAX_BODY_BYTES": "65536",
+            "WEB_CONCURRENCY": "2",
+            "LOG_LEVEL": "info",
+        }
     )
-    assert release.returncode == 0, release.stderr
-    log = tmp_path / "gunicorn.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            ["sh", "-c", procfile("web")],
-            cwd=ROOT,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    srv = Server(f"http://127.0.0.1:{port}", env, log, process)
-    try:
-        wait_until_healthy(srv)
-        yield srv
-    finally:
-        stop(process)
 
 
-def flask_cli(server: Server, *args: str) -> str:
+def jobhooks(server: WebProcess, *args: str) -> str:
     result = subprocess.run(
-        [str(BIN / "flask"), "--app", "wsgi", *args],
+        jobhooks_command(*args),
         cwd=ROOT,
         env=server.env,
         capture_output=True,
@@ -166,9 +77,11 @@ def stored(database_url: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return dict(row._mapping), [dict(event._mapping) for event in inbox]
 
 
-def test_signed_webhook_over_http_updates_the_submission(server: Server, database_url: str) -> None:
+def test_signed_webhook_over_http_updates_the_submission(
+    server: WebProcess, database_url: str
+) -> None:
     added = json.loads(
-        flask_cli(
+        jobhooks(
             server,
             "submissions",
             "add",
@@ -180,7 +93,7 @@ def test_signed_webhook_over_http_updates_the_submission(server: Server, databas
         )
     )
     url = added["webhook_url"]
-    assert url.startswith(f"{server.base}/webhooks/ittybit/")
+    assert url.startswith(f"{server.url}/webhooks/ittybit/")
     body = encode(job_payload())
     headers = signed_headers(body, msg_id="msg_e2e")
 
@@ -199,15 +112,15 @@ def test_signed_webhook_over_http_updates_the_submission(server: Server, databas
         ("wh:msg_e2e", "applied")
     ]
 
-    shown = json.loads(flask_cli(server, "submissions", "show", "sub_1"))
+    shown = json.loads(jobhooks(server, "submissions", "show", "sub_1"))
     assert shown["output_url"] == "https://cdn.example.com/job_abc123.mp4"
 
-    with urllib.request.urlopen(f"{server.base}/readyz", timeout=5) as response:
+    with urllib.request.urlopen(f"{server.url}/readyz", timeout=5) as response:
         assert json.loads(response.read())["status"] == "ready"
 
     # Nothing secret reaches the logs: not the URL's token, not the signature.
-    stop(server.process)
-    logs = server.logs()
+    server.stop()
+    logs = server.log_path.read_text(errors="replace")
     token = url.rsplit("/", 1)[1]
     assert "POST /webhooks/ittybit/" in logs, logs
     assert token not in logs
@@ -216,10 +129,10 @@ def test_signed_webhook_over_http_updates_the_submission(server: Server, databas
     assert SECRET not in logs
 
 
-def test_oversized_chunked_body_is_refused_over_http(server: Server, database_url: str) -> None:
+def test_oversized_chunked_body_is_refused_over_http(server: WebProcess, database_url: str) -> None:
     body = encode(job_payload(padding="x" * 70_000))
     headers = signed_headers(body)
-    connection = http.client.HTTPConnection("127.0.0.1", int(server.env["PORT"]), timeout=10)
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     try:
         connection.request(
             "POST",

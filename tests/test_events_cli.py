@@ -11,27 +11,14 @@ import sqlalchemy as sa
 from click.testing import Result
 from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
 from receiver.history import parse_since
 from receiver.models import Submission, WebhookEvent
-from receiver.signing import webhook_token
-from receiver.submissions import create_submission
-from tests.helpers import SECRET_KEY, encode, job_payload, signed_headers
+from tests.helpers import add_submission, encode, job_payload, signed_headers, token_url
 
 _events = WebhookEvent.__table__  # type: ignore[attr-defined]
 _submissions = Submission.__table__  # type: ignore[attr-defined]
 NOW = datetime.now(UTC)
-
-
-def add_submission(engine: Engine, submission_id: str, user_id: str = "user_1") -> None:
-    with Session(engine) as session:
-        create_submission(
-            session,
-            submission_id=submission_id,
-            user_id=user_id,
-            input_url=f"https://uploads.example.com/{submission_id}.mp4",
-        )
 
 
 def deliver(
@@ -39,11 +26,6 @@ def deliver(
 ) -> int:
     body = encode(payload)
     return client.post(url, data=body, headers=signed_headers(body, msg_id=msg_id)).status_code
-
-
-def token_url(submission_id: str, user_id: str = "user_1") -> str:
-    token = webhook_token([SECRET_KEY], submission_id=submission_id, user_id=user_id)
-    return f"/webhooks/ittybit/{token}"
 
 
 def run(runner: FlaskCliRunner, *args: str) -> Result:

@@ -20,31 +20,12 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
 from receiver.ittybit import RetryPolicy
-from receiver.signing import webhook_token
-from receiver.submissions import create_submission
-from tests.helpers import SECRET_KEY, encode, job_payload, signed_headers
+from tests.helpers import add_submission, encode, job_payload, signed_headers, token_url
 from tests.reconcile_helpers import add_submissions, rows
 
 SUBMISSION_COLUMNS = ("status", "provider_status", "output_url", "job_id", "updated_at")
-
-
-def add_submission(engine: Engine) -> None:
-    with Session(engine) as session:
-        create_submission(
-            session,
-            submission_id="sub_1",
-            user_id="user_1",
-            input_url="https://uploads.example.com/sub_1.mp4",
-        )
-
-
-def token_url() -> str:
-    return "/webhooks/ittybit/" + webhook_token(
-        [SECRET_KEY], submission_id="sub_1", user_id="user_1"
-    )
 
 
 def state(engine: Engine) -> tuple[dict[str, Any], int]:

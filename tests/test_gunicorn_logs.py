@@ -6,20 +6,18 @@ import http.client
 import importlib
 import json
 import logging
-import os
 import socket
-import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from devtools.processes import WebProcess
 from receiver.logs import JsonFormatter
 from receiver.signing import webhook_token
 from tests.helpers import WEBHOOK_SECRET, encode, job_payload
-from tests.test_e2e_gunicorn import BIN, ROOT, Server, free_port, procfile, stop, wait_until_healthy
 
 SECRET = "a-gunicorn-log-test-secret-0123456789"
 TOKEN = webhook_token([SECRET], submission_id="sub_1", user_id="user_1")
@@ -27,42 +25,23 @@ TOKEN_URL = f"/webhooks/ittybit/{TOKEN}"
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+def server(gunicorn: Callable[..., WebProcess], tmp_path: Path) -> WebProcess:
     """gunicorn with its own access log turned on, as an operator may do."""
-    port = free_port()
-    env = {
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "HOME": str(tmp_path),
-        "APP_ENV": "production",
-        "DATABASE_URL": f"sqlite:///{tmp_path}/jobhooks.db",
-        "SECRET_KEY": SECRET,
-        "PUBLIC_URL": f"https://127.0.0.1:{port}",
-        "ITTYBIT_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "1",
-        "LOG_LEVEL": "info",
-        "GUNICORN_CMD_ARGS": "--access-logfile -",
-    }
-    log = tmp_path / "gunicorn.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            ["sh", "-c", procfile("web")],
-            cwd=ROOT,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    srv = Server(f"http://127.0.0.1:{port}", env, log, process)
-    try:
-        wait_until_healthy(srv)
-        yield srv
-    finally:
-        stop(process)
+    return gunicorn(
+        {
+            "APP_ENV": "production",
+            "DATABASE_URL": f"sqlite:///{tmp_path}/jobhooks.db",
+            "SECRET_KEY": SECRET,
+            "ITTYBIT_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "WEB_CONCURRENCY": "1",
+            "LOG_LEVEL": "info",
+            "GUNICORN_CMD_ARGS": "--access-logfile -",
+        }
+    )
 
 
-def request(server: Server, method: str, url: str, headers: dict[str, str]) -> int:
-    connection = http.client.HTTPConnection("127.0.0.1", int(server.env["PORT"]), timeout=10)
+def request(server: WebProcess, method: str, url: str, headers: dict[str, str]) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     try:
         body = encode(job_payload()) if method in ("POST", "PUT") else None
         connection.request(method, url, body=body, headers=headers)
@@ -73,14 +52,14 @@ def request(server: Server, method: str, url: str, headers: dict[str, str]) -> i
         connection.close()
 
 
-def raw_request_line(server: Server, line: str) -> bytes:
+def raw_request_line(server: WebProcess, line: str) -> bytes:
     """Send a request line gunicorn itself refuses (and logs), return its answer."""
-    with socket.create_connection(("127.0.0.1", int(server.env["PORT"])), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(line.encode() + b"\r\n\r\n")
         return sock.recv(200)
 
 
-def test_gunicorn_lines_never_carry_the_token(server: Server) -> None:
+def test_gunicorn_lines_never_carry_the_token(server: WebProcess) -> None:
     json_content = {"Content-Type": "application/json"}
     cases = [
         ("POST", f"{TOKEN_URL}/", 404),
@@ -98,8 +77,8 @@ def test_gunicorn_lines_never_carry_the_token(server: Server) -> None:
     for line in (f"GET {TOKEN_URL}", f"GET /webhooks/ittybit?token={TOKEN}"):
         assert raw_request_line(server, line).startswith(b"HTTP/1.1 400 ")
 
-    stop(server.process)
-    text = server.logs()
+    server.stop()
+    text = server.log_path.read_text(errors="replace")
     assert TOKEN not in text
     assert TOKEN.rsplit(".", 1)[1] not in text
     lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
@@ -107,8 +86,8 @@ def test_gunicorn_lines_never_carry_the_token(server: Server) -> None:
     def by(logger: str) -> list[dict[str, Any]]:
         return [line for line in lines if line["logger"] == logger]
 
-    access = [
-        line["message"] for line in by("gunicorn.access") if "/healthz" not in line["message"]
+    access = [  # the probes WebProcess made while waiting for it to be ready left out
+        line["message"] for line in by("gunicorn.access") if "/readyz" not in line["message"]
     ]
     for (method, _, status), message in zip(cases, access, strict=True):
         assert f'"{method} /webhooks/ittybit' in message

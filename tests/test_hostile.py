@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from receiver.models import Submission, WebhookEvent
-from receiver.signing import TOKEN_SALT, webhook_token
+from receiver.signing import TOKEN_SALT
 from receiver.submissions import create_submission
 from tests.helpers import (
     OTHER_WEBHOOK_KEY,
@@ -29,6 +29,7 @@ from tests.helpers import (
     event_envelope,
     job_payload,
     signed_headers,
+    token_url,
 )
 
 PROJECT_URL = "/webhooks/ittybit"
@@ -72,11 +73,6 @@ def sub_1(engine: Engine) -> str:
             job_id="job_abc123",
         )
     return token_url()
-
-
-def token_url(submission_id: str = "sub_1", user_id: str = "user_1") -> str:
-    token = webhook_token([SECRET_KEY], submission_id=submission_id, user_id=user_id)
-    return f"/webhooks/ittybit/{token}"
 
 
 def post(client: FlaskClient, url: str, body: bytes, headers: dict[str, str]) -> int:

@@ -35,6 +35,7 @@ from tests.helpers import (
     job_payload,
     quiet_outbox,
     signed_headers,
+    token_url,
 )
 from tests.reconcile_helpers import FakeIttybit, add_submissions
 
@@ -78,11 +79,6 @@ def sub_1(engine: Engine) -> None:
             user_id="user_1",
             input_url="https://uploads.example.com/sub_1.mp4",
         )
-
-
-def token_url(submission_id: str = "sub_1", user_id: str = "user_1") -> str:
-    token = webhook_token([SECRET_KEY], submission_id=submission_id, user_id=user_id)
-    return f"/webhooks/ittybit/{token}"
 
 
 def test_a_delivery_logs_one_line_with_its_fields(

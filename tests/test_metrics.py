@@ -23,7 +23,6 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
 from receiver import create_app
 from receiver.db import create_db_engine, get_engine
@@ -32,15 +31,16 @@ from receiver.metrics import get_metrics
 from receiver.models import Submission
 from receiver.outbox import get_outbox
 from receiver.signing import webhook_token
-from receiver.submissions import create_submission
 from reconcile.poller import PassOptions, Reconciler
 from tests.helpers import (
     OTHER_WEBHOOK_KEY,
     SECRET_KEY,
     WEBHOOK_SECRET,
+    add_submission,
     encode,
     job_payload,
     signed_headers,
+    token_url,
 )
 from tests.reconcile_helpers import FakeIttybit, Scripted, add_submissions
 from tests.test_e2e_gunicorn import BIN, ROOT, Server, free_port, stop, wait_until_healthy
@@ -67,21 +67,6 @@ def scrape(client: FlaskClient, **headers: str) -> Samples:
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.content_type.startswith("text/plain; version=0.0.4")
     return parse(response.get_data(as_text=True))
-
-
-def add_submission(engine: Engine, submission_id: str, user_id: str = "user_1") -> None:
-    with Session(engine) as session:
-        create_submission(
-            session,
-            submission_id=submission_id,
-            user_id=user_id,
-            input_url=f"https://uploads.example.com/{submission_id}.mp4",
-        )
-
-
-def token_url(submission_id: str = "sub_1", user_id: str = "user_1") -> str:
-    token = webhook_token([SECRET_KEY], submission_id=submission_id, user_id=user_id)
-    return f"/webhooks/ittybit/{token}"
 
 
 def post(client: FlaskClient, url: str, body: bytes, headers: dict[str, str]) -> int:

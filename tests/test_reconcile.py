@@ -41,13 +41,6 @@ pytestmark = pytest.mark.usefixtures("ittybit_api")
 
 
 @pytest.fixture
-def fake(api_server: HTTPServer) -> Iterator[FakeIttybit]:
-    fake = FakeIttybit(api_server)
-    yield fake
-    fake.release()
-
-
-@pytest.fixture
 def api(fake: FakeIttybit) -> Iterator[IttybitClient]:
     with IttybitClient(
         base_url=fake.url,

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from pytest_httpserver import HTTPServer
 
 from config.settings import Settings
 from receiver.db import create_db_engine
@@ -21,13 +19,6 @@ NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
 pytestmark = pytest.mark.usefixtures("no_retry_waits")
-
-
-@pytest.fixture
-def fake(api_server: HTTPServer) -> Iterator[FakeIttybit]:
-    fake = FakeIttybit(api_server)
-    yield fake
-    fake.release()
 
 
 def test_three_reconcilers_fetch_each_of_300_jobs_once(

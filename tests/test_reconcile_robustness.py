@@ -5,13 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from flask import Flask
-from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
 
 from config.settings import Settings
@@ -25,13 +23,6 @@ from tests.helpers import SECRET_KEY, quiet_outbox
 from tests.reconcile_helpers import API_KEY, FakeIttybit, Scripted, add_submissions, rows
 
 pytestmark = pytest.mark.usefixtures("no_retry_waits")
-
-
-@pytest.fixture
-def fake(api_server: HTTPServer) -> Iterator[FakeIttybit]:
-    fake = FakeIttybit(api_server)
-    yield fake
-    fake.release()
 
 
 def test_an_answer_that_cannot_be_decoded_is_a_poll_error_on_that_job_alone(

@@ -11,13 +11,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pytest_httpserver import HTTPServer
 
 from config.settings import Settings
 from receiver.db import create_db_engine
@@ -26,13 +24,6 @@ from tests.reconcile_helpers import API_KEY, FakeIttybit, add_submissions, rows
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def fake(api_server: HTTPServer) -> Iterator[FakeIttybit]:
-    fake = FakeIttybit(api_server)
-    yield fake
-    fake.release()
 
 
 @pytest.fixture

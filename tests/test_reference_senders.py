@@ -13,27 +13,15 @@ import standardwebhooks
 import svix.webhooks
 from flask.testing import FlaskClient
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
 from receiver import create_app
 from receiver.db import get_engine
 from receiver.models import WebhookEvent
-from receiver.submissions import create_submission
-from tests.helpers import WEBHOOK_SECRET, encode, job_payload
+from tests.helpers import WEBHOOK_SECRET, add_submission, encode, job_payload
 
 PROJECT_URL = "/webhooks/ittybit"
 #: A key whose base64 needs padding, handed out without it, as the reference libraries allow.
 UNPADDED_SECRET = "whsec_" + base64.b64encode(b"an-endpoint-key-of-26-byte").decode().rstrip("=")
-
-
-def add_sub_1(engine: Engine) -> None:
-    with Session(engine) as session:
-        create_submission(
-            session,
-            submission_id="sub_1",
-            user_id="user_1",
-            input_url="https://uploads.example.com/sub_1.mp4",
-        )
 
 
 def sent_by(library: str, secret: str, body: bytes, *, msg_id: str, prefix: str) -> dict[str, str]:
@@ -66,7 +54,7 @@ def test_an_unpadded_secret_verifies_what_the_reference_libraries_send(
     app = create_app(app_config)
     engine = get_engine(app)
     try:
-        add_sub_1(engine)
+        add_submission(engine)
         body = encode(job_payload())
         headers = {
             "Content-Type": "application/json",
@@ -82,7 +70,7 @@ def test_an_unpadded_secret_verifies_what_the_reference_libraries_send(
 def test_a_valid_svix_set_wins_over_a_bad_webhook_signature(
     client: FlaskClient, engine: Engine
 ) -> None:
-    add_sub_1(engine)
+    add_submission(engine)
     body = encode(job_payload())
     headers = {
         "Content-Type": "application/json",
@@ -102,7 +90,7 @@ def test_a_valid_svix_set_wins_over_a_bad_webhook_signature(
 def test_no_verifying_set_is_refused_and_nothing_stored(
     client: FlaskClient, engine: Engine
 ) -> None:
-    add_sub_1(engine)
+    add_submission(engine)
     body = encode(job_payload())
     headers = {
         "Content-Type": "application/json",

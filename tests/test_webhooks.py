@@ -17,23 +17,23 @@ from flask import Flask
 from flask.testing import FlaskClient
 from freezegun import freeze_time
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 from werkzeug.test import TestResponse
 
 from receiver import create_app
 from receiver.db import get_engine
 from receiver.models import Submission, WebhookEvent
 from receiver.signing import sign_standard_webhook, webhook_token
-from receiver.submissions import create_submission
 from tests.helpers import (
     OLD_SECRET_KEY,
     OTHER_WEBHOOK_KEY,
     SECRET_KEY,
     WEBHOOK_KEY,
+    add_submission,
     encode,
     event_envelope,
     job_payload,
     signed_headers,
+    token_url,
 )
 
 PROJECT_URL = "/webhooks/ittybit"
@@ -53,28 +53,6 @@ SUBMISSION_COLUMNS = (
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-def add_submission(
-    engine: Engine,
-    submission_id: str = "sub_1",
-    *,
-    user_id: str = "user_1",
-    job_id: str | None = None,
-) -> None:
-    with Session(engine) as session:
-        create_submission(
-            session,
-            submission_id=submission_id,
-            user_id=user_id,
-            input_url=f"https://uploads.example.com/{submission_id}.mp4",
-            job_id=job_id,
-        )
-
-
-def token_url(submission_id: str = "sub_1", user_id: str = "user_1", key: str = SECRET_KEY) -> str:
-    token = webhook_token([key], submission_id=submission_id, user_id=user_id)
-    return f"/webhooks/ittybit/{token}"
 
 
 def submission(engine: Engine, submission_id: str = "sub_1") -> dict[str, Any]:
