@@ -65,7 +65,13 @@ def submissions_show(submission_id: str) -> None:
 
 @submissions_cli.command("import")
 @click.argument("file", type=click.File("r", encoding="utf-8"))
-@click.option("--batch", default=1000, show_default=True, type=click.IntRange(1, 10000))
+@click.option(
+    "--batch",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1, 10000),
+    help="Rows per INSERT on SQLite (PostgreSQL copies them all at once).",
+)
 def submissions_import(file: TextIO, batch: int) -> None:
     """Import submissions from a JSON Lines FILE ('-' for stdin); nothing is written on error."""
     with database_errors():
