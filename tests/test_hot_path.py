@@ -19,8 +19,7 @@ from receiver.inbox import Delivery, event_values
 from receiver.jobstate import normalise
 from receiver.models import Outcome, Submission, WebhookEvent, utcnow
 from receiver.transitions import Change
-from tests.helpers import SECRET_KEY, job_payload, quiet_outbox
-from tests.test_webhooks import add_submission
+from tests.helpers import SECRET_KEY, add_submission, job_payload, quiet_outbox
 
 _submissions = Submission.__table__  # type: ignore[attr-defined]
 _events = WebhookEvent.__table__  # type: ignore[attr-defined]

@@ -7,11 +7,10 @@ import json
 import os
 import re
 import signal
-import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
 
+from devtools.processes import WebProcess
 from receiver import create_app
 from receiver.db import create_db_engine, get_engine
 from receiver.ittybit import IttybitClient, set_testing
@@ -43,7 +43,6 @@ from tests.helpers import (
     token_url,
 )
 from tests.reconcile_helpers import FakeIttybit, Scripted, add_submissions
-from tests.test_e2e_gunicorn import BIN, ROOT, Server, free_port, stop, wait_until_healthy
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 METRICS_TOKEN = "metrics-token-for-tests-0123456789"
@@ -210,6 +209,8 @@ def _booted(log: Path) -> list[int]:
     """Return the pids of the workers gunicorn booted so far, from its JSON log."""
     pids = []
     for line in log.read_text().splitlines():
+        if not line.startswith("{"):
+            continue
         match = re.search(r"Booting worker with pid: (\d+)", json.loads(line)["message"])
         if match:
             pids.append(int(match.group(1)))
@@ -227,43 +228,24 @@ def _http(method: str, url: str, body: bytes | None, headers: dict[str, str]) ->
 
 
 @pytest.fixture
-def gunicorn(database_url: str, tmp_path: Path) -> Iterator[Server]:
+def server(gunicorn: Callable[..., WebProcess], database_url: str, tmp_path: Path) -> WebProcess:
     engine = create_db_engine_for(database_url)
     add_submission(engine, "sub_1")
     engine.dispose()
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     (metrics_dir / "counter_999999999.db").write_bytes(b"left by a process long gone")
-    port = free_port()
-    env = {
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "HOME": str(tmp_path),
-        "APP_ENV": "production",
-        "DATABASE_URL": database_url,
-        "SECRET_KEY": SECRET_KEY,
-        "PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "ITTYBIT_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "2",
-        "METRICS_TOKEN": METRICS_TOKEN,
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-    }
-    out, err = tmp_path / "stdout.log", tmp_path / "stderr.log"
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        process = subprocess.Popen(
-            [str(BIN / "gunicorn"), "wsgi:app", "-c", "config/gunicorn.py"],
-            cwd=ROOT,
-            env=env,
-            stdout=stdout,
-            stderr=stderr,
-            start_new_session=True,
-        )
-    server = Server(f"http://127.0.0.1:{port}", env, err, process)
-    try:
-        wait_until_healthy(server)
-        yield server
-    finally:
-        stop(process)
+    return gunicorn(
+        {
+            "APP_ENV": "production",
+            "DATABASE_URL": database_url,
+            "SECRET_KEY": SECRET_KEY,
+            "ITTYBIT_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "WEB_CONCURRENCY": "2",
+            "METRICS_TOKEN": METRICS_TOKEN,
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        }
+    )
 
 
 def create_db_engine_for(database_url: str) -> Engine:
@@ -283,25 +265,25 @@ def _scrape_http(base: str) -> Samples:
         return parse(response.read().decode())
 
 
-def _replace_worker(server: Server, pid: int) -> None:
+def _replace_worker(server: WebProcess, pid: int) -> None:
     """Stop one worker and wait until its replacement has loaded the app and counts itself."""
-    booted = len(_booted(server.log))
+    booted = len(_booted(server.log_path))
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 30
     while (
-        len(_booted(server.log)) == booted
-        or value(_scrape_http(server.base), "jobhooks_web_workers") != 2
+        len(_booted(server.log_path)) == booted
+        or value(_scrape_http(server.url), "jobhooks_web_workers") != 2
     ):
         if time.monotonic() > deadline:
-            pytest.fail(f"gunicorn did not replace worker {pid}:\n{server.logs()}")
+            pytest.fail(f"gunicorn did not replace worker {pid}:\n{server.log_tail()}")
         time.sleep(0.1)
 
 
 @pytest.mark.slow
 def test_gunicorn_workers_add_up_and_log_one_json_line_per_request(
-    gunicorn: Server, tmp_path: Path
+    server: WebProcess, tmp_path: Path
 ) -> None:
-    base = gunicorn.base
+    base = server.url
     assert not (tmp_path / "metrics" / "counter_999999999.db").exists()
     token = webhook_token([SECRET_KEY], submission_id="sub_1", user_id="user_1")
     applied = encode(job_payload())
@@ -316,8 +298,8 @@ def test_gunicorn_workers_add_up_and_log_one_json_line_per_request(
         assert _http("POST", f"{base}/webhooks/ittybit", body, headers) == 202
 
     # Both first workers go away: what they counted must still be in every answer.
-    for pid in _booted(gunicorn.log)[:2]:
-        _replace_worker(gunicorn, pid)
+    for pid in _booted(server.log_path)[:2]:
+        _replace_worker(server, pid)
     for _ in range(2):
         assert _http("POST", f"{base}/webhooks/ittybit", applied, forged) == 401
 
@@ -336,15 +318,15 @@ def test_gunicorn_workers_add_up_and_log_one_json_line_per_request(
         assert value(samples, "jobhooks_submissions", status="succeeded") == 1
         assert value(samples, "jobhooks_unmatched_events") == 2
 
-    stop(gunicorn.process)
-    lines = [json.loads(line) for line in (tmp_path / "stdout.log").read_text().splitlines()]
+    server.stop()
+    everything = server.log_path.read_text()
+    lines = [json.loads(line) for line in everything.splitlines() if line.startswith("{")]
     requests = [line for line in lines if line["logger"] == "jobhooks.request"]
     # Probes and scrapes that succeed are logged at debug; every delivery has its line.
     assert [line["status"] for line in requests] == [200, 401, 401, 401, 202, 202, 401, 401, 401]
     assert requests[0]["delivery_id"] == "msg_applied"
     assert requests[0]["path"] == "/webhooks/ittybit/[token]"
     assert len({line["request_id"] for line in requests}) == len(requests)
-    everything = (tmp_path / "stdout.log").read_text() + gunicorn.logs()
     assert token not in everything
     assert signed["webhook-signature"].removeprefix("v1,") not in everything
     assert METRICS_TOKEN not in everything

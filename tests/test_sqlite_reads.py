@@ -18,7 +18,7 @@ from flask import Flask
 
 from receiver import create_app
 from receiver.db import get_engine
-from tests.test_webhooks import add_submission
+from tests.helpers import add_submission
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from receiver.models import Notification, Poll, Submission
 from receiver.outbox import Outbox
 from receiver.polls import JobResult, PolledJob, settle_job
 from receiver.submissions import submission_json
-from tests.helpers import job_payload
-from tests.test_webhooks import PROJECT_URL, add_submission, events, post, submission, token_url
+from tests.helpers import add_submission, job_payload, token_url
+from tests.test_webhooks import PROJECT_URL, events, post, submission
 
 T = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 _submissions = Submission.__table__  # type: ignore[attr-defined]
