@@ -240,6 +240,8 @@ class Notifier:
         self.backoff = backoff or Backoff()
         self.timeout = timeout
         self.rng = rng or random.Random()
+        #: Free slots worth a claim while attempts are under way.
+        self._refill = max(1, concurrency // 2)
         self.client = httpx.Client(
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
             follow_redirects=False,  # a redirect is not a 2xx: the URL should be fixed
@@ -270,15 +272,32 @@ class Notifier:
         """
         tally = Tally()
         started = time.monotonic()
-        due_at_start = self.clock()
+        due_before = None if loop else self.clock()
         in_flight: dict[Future[Attempt], Leased] = {}
         finished: queue.SimpleQueue[Future[Attempt]] = queue.SimpleQueue()
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="notify")
+        # A claim that filled every free slot means more may be due: the next one goes
+        # straight to leasing, without looking first.
+        busy = False
+        claimed_at = -self.poll_interval
         try:
             while True:
                 free = self.concurrency - len(in_flight)
-                if free > 0 and not self.stop.is_set():
-                    for row in self._claim(free, None if loop else due_at_start):
+                # Claims are batched: at once when idle or half the slots are free, else
+                # once a poll interval (slow attempts must not hold the others back).
+                if (
+                    free > 0
+                    and not self.stop.is_set()
+                    and (
+                        not in_flight
+                        or free >= self._refill
+                        or time.monotonic() - claimed_at >= self.poll_interval
+                    )
+                ):
+                    rows = self._claim(free, due_before, look_first=not busy)
+                    claimed_at = time.monotonic()
+                    busy = len(rows) == free
+                    for row in rows:
                         future = pool.submit(self._send, row)
                         in_flight[future] = row
                         future.add_done_callback(finished.put)
@@ -288,20 +307,22 @@ class Notifier:
                     self.stop.wait(self.poll_interval)
                     continue
                 try:
-                    # Each attempt reports itself; the next look for due rows comes when
-                    # one ends (it may free the next of its submission) or after the poll.
-                    done = finished.get(timeout=self.poll_interval)
+                    # Each attempt reports itself when it ends (it may free the next of
+                    # its submission); the others that ended meanwhile are recorded with it.
+                    done = [finished.get(timeout=self.poll_interval)]
                 except queue.Empty:
                     continue
-                self._record(in_flight.pop(done), done.result(), tally)
+                while not finished.empty():
+                    done.append(finished.get_nowait())
+                self._record([(in_flight.pop(future), future.result()) for future in done], tally)
         finally:
             # Attempts under way finish (ten seconds at most) and are recorded, so their
             # leases do not linger; a failure to record leaves the lease to run out.
-            for future, row in list(in_flight.items()):
-                try:
-                    self._record(row, future.result(), tally)
-                except SQLAlchemyError as exc:
-                    log.warning("could not record notification %d: %s", row.id, exc)
+            ended = [(row, future.result()) for future, row in in_flight.items()]
+            try:
+                self._record(ended, tally)
+            except SQLAlchemyError as exc:
+                log.warning("could not record %d notification(s): %s", len(ended), exc)
             pool.shutdown(wait=True)
             tally.seconds = time.monotonic() - started
 
@@ -331,11 +352,12 @@ class Notifier:
 
     # -- steps -----------------------------------------------------------------------------
 
-    def _claim(self, size: int, due_before: datetime | None) -> list[Leased]:
-        # Looking costs a read; leasing takes SQLite's write lock, so only when worth it.
-        with read_only(self.engine).connect() as conn:
-            if not peek_due(conn, now=self.clock(), due_before=due_before):
-                return []
+    def _claim(self, size: int, due_before: datetime | None, *, look_first: bool) -> list[Leased]:
+        if look_first:
+            # Looking costs a read; leasing takes SQLite's write lock: only when worth it.
+            with read_only(self.engine).connect() as conn:
+                if not peek_due(conn, now=self.clock(), due_before=due_before):
+                    return []
         with self.engine.begin() as conn:
             return claim_due(
                 conn,
@@ -362,52 +384,64 @@ class Notifier:
             error = f"could not send ({type(exc).__name__})"
             return Attempt(AttemptResult.UNREACHABLE, self.clock(), 0.0, error=error)
 
-    def _record(self, row: Leased, attempt: Attempt, tally: Tally) -> None:
+    def _record(self, ended: Sequence[tuple[Leased, Attempt]], tally: Tally) -> None:
+        """Write what came of attempts, in one transaction; then count and log each."""
+        if not ended:
+            return
         now = self.clock()
-        next_attempt_at: datetime | None = None
-        if attempt.result is AttemptResult.DELIVERED:
-            assert attempt.status is not None
-            with self.engine.begin() as conn:
-                held = record_delivered(
-                    conn,
-                    row.id,
-                    owner=self.owner,
-                    attempted_at=attempt.started_at,
-                    status=attempt.status,
-                    now=now,
-                )
-            outcome = "delivered"
-            tally.delivered += held
-        else:
-            next_attempt_at = self._next_attempt(row, attempt, now)
-            with self.engine.begin() as conn:
-                held = record_failed(
-                    conn,
-                    row.id,
-                    owner=self.owner,
-                    attempted_at=attempt.started_at,
-                    status=attempt.status,
-                    error=attempt.error or attempt.result.value,
-                    next_attempt_at=next_attempt_at,
-                )
-            outcome = "dead" if next_attempt_at is None else "retry"
-            if held and next_attempt_at is None:
-                tally.dead += 1
-            elif held:
-                tally.failed += 1
-            if held:
-                tally.problems.append(
-                    {
-                        "id": row.id,
-                        "submission_id": row.submission_id,
-                        "endpoint": endpoint_label(row.endpoint),
-                        "error": attempt.error,
-                        "outcome": outcome,
-                    }
-                )
+        outcomes = []
+        with self.engine.begin() as conn:
+            for row, attempt in ended:
+                next_attempt_at: datetime | None = None
+                if attempt.result is AttemptResult.DELIVERED:
+                    assert attempt.status is not None
+                    held = record_delivered(
+                        conn,
+                        row.id,
+                        owner=self.owner,
+                        attempted_at=attempt.started_at,
+                        status=attempt.status,
+                        now=now,
+                    )
+                    outcome = "delivered"
+                else:
+                    next_attempt_at = self._next_attempt(row, attempt, now)
+                    held = record_failed(
+                        conn,
+                        row.id,
+                        owner=self.owner,
+                        attempted_at=attempt.started_at,
+                        status=attempt.status,
+                        error=attempt.error or attempt.result.value,
+                        next_attempt_at=next_attempt_at,
+                    )
+                    outcome = "dead" if next_attempt_at is None else "retry"
+                outcomes.append((row, attempt, outcome, next_attempt_at, held))
+        for row, attempt, outcome, next_attempt_at, held in outcomes:
+            self._count(row, attempt, outcome, held, tally)
+            self._log(row, attempt, outcome, next_attempt_at, held=held)
+
+    def _count(self, row: Leased, attempt: Attempt, outcome: str, held: bool, tally: Tally) -> None:
         if self.metrics is not None:
             self.metrics.observe_notification(attempt.result.value, dead=held and outcome == "dead")
-        self._log(row, attempt, outcome, next_attempt_at, held=held)
+        if not held:
+            return
+        if outcome == "delivered":
+            tally.delivered += 1
+            return
+        if outcome == "dead":
+            tally.dead += 1
+        else:
+            tally.failed += 1
+        tally.problems.append(
+            {
+                "id": row.id,
+                "submission_id": row.submission_id,
+                "endpoint": endpoint_label(row.endpoint),
+                "error": attempt.error,
+                "outcome": outcome,
+            }
+        )
 
     def _next_attempt(self, row: Leased, attempt: Attempt, now: datetime) -> datetime | None:
         """Return when to try again, or None when the notification is dead."""
