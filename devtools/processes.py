@@ -178,6 +178,11 @@ class WorkerProcess:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """Return the worker's process id while it runs."""
+        return self._process.pid if self._process is not None else None
+
     def start(self, *, ready: str = "reconciling every", timeout: float = 30.0) -> None:
         """Start the worker and wait until its log says ``ready``."""
         self._log = self.log_path.open("ab")
