@@ -127,6 +127,14 @@ def _listed(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "endpoint": endpoint_label(row["endpoint"])}
 
 
+def _json(row: dict[str, Any]) -> dict[str, Any]:
+    """Return a listed notification for JSON: times in ISO 8601."""
+    return {
+        key: value.isoformat() if isinstance(value, datetime) else value
+        for key, value in row.items()
+    }
+
+
 @notify_cli.command("list")
 @click.option("--status", type=click.Choice(_STATUSES), default=None, help="Only this status.")
 @click.option("--submission", "submission_id", default=None, help="Only this submission.")
@@ -143,7 +151,7 @@ def notify_list(status: str | None, submission_id: str | None, limit: int, as_js
         ]
     if as_json:
         for row in rows:
-            echo_json(row)
+            echo_json(_json(row))
         return
     if not rows:
         click.echo("no notifications match", err=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -104,6 +105,8 @@ def test_notify_list_filters_and_never_shows_bodies_or_keys(
     rows = [json.loads(line) for line in notify(runner, "list", "--json").stdout.splitlines()]
     assert [row["id"] for row in rows] == [3, 2, 1]
     assert all("payload" not in row for row in rows)
+    assert datetime.fromisoformat(rows[0]["created_at"]).tzinfo is not None
+    assert "T" in rows[0]["created_at"]  # ISO 8601, as `events list --json` prints times
     assert {row["endpoint"] for row in rows} == {notify_config.url}
 
     dead = notify(runner, "list", "--status", "dead", "--json").stdout.splitlines()
