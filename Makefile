@@ -16,13 +16,17 @@ $(VENV)/.installed: requirements.txt pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements.txt
 	@touch $@
 
-# Dev and bench tools go on top; packages already pinned by the lock are left as they are.
+# Dev, demo and bench tools go on top; packages already pinned by the lock are left as they are.
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $@
 
 $(VENV)/.installed-bench: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	@touch $@
+
+$(VENV)/.installed-demo: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[demo]"
 	@touch $@
 
 ## lock: compile requirements.txt from pyproject.toml's runtime dependencies (needs PyPI);
@@ -56,8 +60,9 @@ pytest: $(VENV)/.installed-dev
 	@pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
 
-## demo: the whole loop offline: receiver, a local ittybit stand-in with faulty webhooks, reconcile
-demo: $(VENV)/.installed
+## demo: the whole loop offline: receiver, a local ittybit stand-in with faulty webhooks, reconcile,
+## and the notifications a local application receives
+demo: $(VENV)/.installed-demo
 	$(BIN)/python -m devtools.demo
 
 ## bench: webhook throughput vs bare Flask and a reconcile pass vs its ideal (not in make test);

@@ -1,7 +1,7 @@
 """Run every benchmark, print one table, write it to bench/results/latest.json.
 
     python -m bench.run                 # everything (what ``make bench`` runs)
-    python -m bench.run --only webhook  # or: --only reconcile
+    python -m bench.run --only webhook  # or: --only reconcile, --only notify
     python -m bench.run --duration 5 --sizes 1000
 
 PostgreSQL runs too when TEST_DATABASE_URL or DATABASE_URL points at one; the benchmark
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, databases
+from bench.notify import P95_TARGET_MS, NotifyRun, run_notify_suite
 from bench.reconcile import ReconcileRun, run_reconcile_suite
 from bench.webhook import WORKER_CLASSES, WebhookRun, run_webhook_suite
 
@@ -111,6 +112,15 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
                     "ok": growth <= RSS_GROWTH,
                 }
             )
+    for run in result.get("notify", []):
+        checks.append(
+            {
+                "target": f"notify {run['database']}: webhook 200 -> application p95 "
+                f"<= {P95_TARGET_MS:g} ms, every one delivered",
+                "value": f"{run['p95_ms']:g} ms, {run['delivered']}/{run['expected']}",
+                "ok": run["p95_ms"] <= P95_TARGET_MS and run["delivered"] == run["expected"],
+            }
+        )
     return checks
 
 
@@ -204,6 +214,43 @@ def render_table(result: dict[str, Any]) -> str:
             ],
             rows,
         )
+    notify = result.get("notify", [])
+    if notify:
+        rows = [
+            [
+                run["database"],
+                run["webhooks"],
+                f"{run['p50_ms']:.0f}",
+                f"{run['p95_ms']:.0f}",
+                f"{run['max_ms']:.0f}",
+                run["burst"],
+                f"{run['burst_seconds']:.1f}",
+                f"{run['burst_per_s']:.0f}",
+                f"{run['burst_p95_ms']:.0f}",
+                f"{run['idle_cpu_pct']:.1f}",
+                f"{run['peek_us']:.0f}",
+                f"{run['select_us']:.0f}",
+            ]
+            for run in notify
+        ]
+        out += ["", "Notifications (the Procfile's web and worker; webhook 200 -> app):", ""]
+        out += _table(
+            [
+                "database",
+                "webhooks",
+                "p50 ms",
+                "p95 ms",
+                "max ms",
+                "burst",
+                "burst s",
+                "burst notifications/s",
+                "burst p95 ms",
+                "idle worker CPU %",
+                "look for due rows µs",
+                "SELECT 1 µs",
+            ],
+            rows,
+        )
     checks = verdicts(result)
     if checks:
         out += ["", "Targets:", ""]
@@ -220,7 +267,7 @@ def _load() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    parser.add_argument("--only", choices=["webhook", "reconcile"], default=None)
+    parser.add_argument("--only", choices=["webhook", "reconcile", "notify"], default=None)
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default=None)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per load run")
     parser.add_argument("--connections", type=int, nargs="+", default=[16, 64])
@@ -230,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deliveries", type=int, default=30000, help="per real-app run")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--latency", type=float, default=0.05, help="stand-in latency, s")
+    parser.add_argument(
+        "--notify-webhooks", type=int, default=40, help="sent one by one, for latency"
+    )
+    parser.add_argument("--notify-burst", type=int, default=300, help="sent at once")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
     args = parser.parse_args(argv)
 
@@ -268,6 +319,15 @@ def main(argv: list[str] | None = None) -> int:
                     progress=_progress,
                 )
                 result["reconcile"] = [run.as_dict() for run in passes]
+            if args.only in (None, "notify"):
+                notified: list[NotifyRun] = run_notify_suite(
+                    found,
+                    webhooks=args.notify_webhooks,
+                    burst=args.notify_burst,
+                    workdir=workdir,
+                    progress=_progress,
+                )
+                result["notify"] = [run.as_dict() for run in notified]
     finally:
         # The signed deliveries are large and of no use afterwards; the servers' logs stay.
         for path in [*workdir.glob("*.tsv"), *workdir.glob("standin-jobs-*.txt")]:

@@ -1,22 +1,28 @@
-"""``make demo``: the whole loop offline — submit, faulty webhooks, reconcile — on localhost.
+"""``make demo``: the whole loop offline (submit, faulty webhooks, reconcile, notify) locally.
 
 Starts the receiver exactly as the Procfile's ``web`` line does (gunicorn, SQLite in a
-temporary directory) and the ittybit stand-in, each on a free local port; submits a
-batch of jobs with ``jobhooks submit``; lets the stand-in deliver with faults
-(some webhooks dropped, some duplicated, a late ``processing``); runs
-``jobhooks reconcile``; prints where every submission stood after the webhooks
-and after the reconcile pass. Everything it started is stopped on the way out, also on
-Ctrl-C or an error. Needs nothing configured and no network beyond 127.0.0.1.
+temporary directory), its ``worker``, the ittybit stand-in and a stand-in for your
+application's notification endpoint, each on a free local port; submits a batch of jobs
+with ``jobhooks submit``; lets the stand-in deliver with faults (some webhooks dropped,
+some duplicated, a late ``processing``); runs ``jobhooks reconcile``; prints where every
+submission stood after the webhooks and after the reconcile pass, and each notification
+the application received (verified with the ``standardwebhooks`` library), one per final
+state. Everything it started is stopped on the way out, also on Ctrl-C or an error.
+Needs nothing configured and no network beyond 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +33,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from config.settings import Settings
-from devtools.processes import ROOT, WebProcess, base_env, free_port, jobhooks_command
+from devtools.notify_app import NotifyApp, Received, describe
+from devtools.processes import (
+    ROOT,
+    WebProcess,
+    WorkerProcess,
+    base_env,
+    free_port,
+    jobhooks_command,
+)
 from devtools.standin import DeliveryRecord, Standin, StandinConfig
 from receiver.db import create_db_engine
 from receiver.models import FINAL_STATUSES, Submission
@@ -46,8 +60,14 @@ BATCH = [
 ]
 
 
+#: The application's endpoint prints from its own threads: one whole line at a time.
+_PRINTING = threading.Lock()
+
+
 def _say(text: str = "") -> None:
-    print(text, flush=True)
+    with _PRINTING:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
 
 
 def _run(command: Sequence[str], env: dict[str, str], *, timeout: float = 120) -> str:
@@ -131,11 +151,47 @@ def _submit(env: dict[str, str], item: tuple[str, str, str, str]) -> dict[str, A
     return submitted
 
 
+def _show_notification(received: Received) -> None:
+    verified = "verified" if received.verified else "NOT VERIFIED"
+    _say(f"   application <- {describe(received)}  ({verified})")
+
+
+def _check_notifications(
+    received: list[Received], after: dict[str, dict[str, Any]]
+) -> list[list[str]]:
+    """Return the table of what the application got; raise RuntimeError if it is not right.
+
+    Right: every request verified, one notification per submission in a final state, of
+    that state's type, and nothing else.
+    """
+    if not all(item.verified for item in received):
+        raise RuntimeError("a notification did not verify with standardwebhooks")
+    applied = [item for item in received if item.applied]
+    by_submission: dict[str, list[Received]] = defaultdict(list)
+    for item in applied:
+        by_submission[item.submission_id or "?"].append(item)
+    rows: list[list[str]] = []
+    for sid, row in after.items():
+        got = by_submission.pop(sid, [])
+        expected = [f"submission.{row['status']}"] if row["status"] in FINAL_STATUSES else []
+        if [item.type for item in got] != expected:
+            message = f"{sid} is {row['status']} but the application got {[i.type for i in got]}"
+            raise RuntimeError(message)
+        rows.extend([sid, item.type, item.webhook_id] for item in got)
+    if by_submission:
+        message = f"notifications for unknown submissions: {sorted(by_submission)}"
+        raise RuntimeError(message)
+    return rows
+
+
 def run_demo(config: StandinConfig, workdir: Path) -> int:
     """Run the demo in ``workdir``; return the exit status."""
     port = free_port()
     standin = Standin(config).start()
+    notify_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    application = NotifyApp([notify_secret], on_applied=_show_notification).start()
     web: WebProcess | None = None
+    worker: WorkerProcess | None = None
     engine: Engine | None = None
     try:
         env = base_env(
@@ -148,21 +204,30 @@ def run_demo(config: StandinConfig, workdir: Path) -> int:
                 "LOG_LEVEL": "warning",
                 "ITTYBIT_API_URL": standin.url,
                 "ITTYBIT_API_KEY": config.api_key,
+                "NOTIFY_URL": application.url,
+                "NOTIFY_SECRET": notify_secret,
+                # The worker only notifies here: step 4 reconciles by hand, to show it.
+                "RECONCILE_INTERVAL": "1h",
             }
         )
         _say("jobhooks demo: everything runs on 127.0.0.1, nothing to configure")
         _say(f"   receiver     gunicorn (Procfile web) on :{port}, SQLite in {workdir}")
         _say(f"   ittybit      a local stand-in on {standin.url}")
+        _say(f"   worker       the Procfile's worker: reconciles and notifies {application.url}")
+        _say("   application  a local endpoint printing each notification it gets (<-)")
         _say(
             f"   faults       {config.drop_rate:.0%} of webhooks dropped, "
             f"{config.duplicate_rate:.0%} duplicated, {config.reorder_rate:.0%} of jobs "
             f"get a late 'processing'; seed {config.seed}"
         )
         _say()
-        _say("1. migrate, start the receiver")
+        _say("1. migrate, start the receiver and the worker")
         _run(jobhooks_command("db", "upgrade"), env)
         web = WebProcess(env, log_path=workdir / "web.log")
         web.start()
+        # Its log (one line per notification sent) says when it is ready.
+        worker = WorkerProcess({**env, "LOG_LEVEL": "info"}, log_path=workdir / "worker.log")
+        worker.start()
         engine = create_db_engine(Settings.from_env(env))
 
         _say(f"2. submit {len(BATCH)} jobs with `jobhooks submit … --meta campaign=…`")
@@ -226,13 +291,31 @@ def run_demo(config: StandinConfig, workdir: Path) -> int:
             _say(f"{mismatches} submission(s) disagree with ittybit; see {workdir / 'web.log'}")
             return 1
         _say(f"All {len(after)} submissions match ittybit, with their output URL or error.")
+        _say()
+
+        _say("6. what your application received: one signed notification per final state")
+        finals = sum(row["status"] in FINAL_STATUSES for row in after.values())
+        if not application.wait_applied(finals, timeout=30):
+            message = f"the application got {len(application.applied)} of {finals} notifications"
+            raise RuntimeError(f"{message}; see {workdir / 'worker.log'}")
+        time.sleep(1.0)  # anything more (there should be nothing) would arrive by now
+        rows = _check_notifications(application.received, after)
+        _say(_table(rows, ["submission", "type", "webhook-id (dedupe on it)"]))
+        _say(
+            f"   {len(application.received)} request(s), each verified with the standardwebhooks "
+            "library and applied once by its webhook-id"
+        )
+        _say()
         _say("Try a signed test webhook by hand: `jobhooks trigger succeeded` (see README).")
         return 0
     finally:
         if engine is not None:
             engine.dispose()
+        if worker is not None:
+            worker.stop()
         if web is not None:
             web.stop()
+        application.stop()
         standin.close()
 
 

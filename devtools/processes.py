@@ -17,6 +17,7 @@ import httpx
 __all__ = [
     "ROOT",
     "WebProcess",
+    "WorkerProcess",
     "base_env",
     "free_port",
     "jobhooks_command",
@@ -160,3 +161,67 @@ class WebProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class WorkerProcess:
+    """The Procfile's ``worker`` process (the reconcile loop, which also notifies)."""
+
+    def __init__(self, env: Mapping[str, str], *, log_path: Path, cwd: Path = ROOT) -> None:
+        self.env = dict(env)
+        self.log_path = log_path
+        self.cwd = cwd
+        self.command = procfile_command("worker", cwd / "Procfile")
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """Return the worker's process id while it runs."""
+        return self._process.pid if self._process is not None else None
+
+    def start(self, *, ready: str = "reconciling every", timeout: float = 30.0) -> None:
+        """Start the worker and wait until its log says ``ready``."""
+        self._log = self.log_path.open("ab")
+        self._process = subprocess.Popen(
+            ["/bin/sh", "-c", f"exec {self.command}"],
+            cwd=self.cwd,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while ready not in self.log_path.read_text(encoding="utf-8", errors="replace"):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                message = f"the worker did not start:\n{self.log_tail()}"
+                raise RuntimeError(message)
+            time.sleep(0.1)
+
+    def stop(self, *, timeout: float = 30.0) -> int | None:
+        """Stop it as Heroku does (SIGTERM); kill it if it hangs. Return its exit status."""
+        process, self._process = self._process, None
+        code = None
+        if process is not None:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+            try:
+                code = process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return code
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])

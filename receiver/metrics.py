@@ -33,7 +33,15 @@ from config.settings import Settings
 from receiver.db import get_read_engine
 from receiver.errors import error_response
 from receiver.logs import current
-from receiver.models import Outcome, Status, Submission, WebhookEvent
+from receiver.models import (
+    Notification,
+    NotificationStatus,
+    Outcome,
+    Status,
+    Submission,
+    WebhookEvent,
+    utcnow,
+)
 
 __all__ = ["Metrics", "bp", "get_metrics", "init_app", "mark_worker_started", "multiprocess"]
 
@@ -51,6 +59,16 @@ _UNMATCHED = (
     sa.select(sa.func.count())
     .select_from(_events)
     .where(_events.c.outcome == Outcome.UNMATCHED.value)
+)
+_notifications = Notification.__table__  # type: ignore[attr-defined]
+_NOTIFICATIONS_WAITING = (
+    sa.select(_notifications.c.status, sa.func.count(), sa.func.min(_notifications.c.created_at))
+    .where(
+        _notifications.c.status.in_(
+            [NotificationStatus.PENDING.value, NotificationStatus.DEAD.value]
+        )
+    )
+    .group_by(_notifications.c.status)
 )
 
 bp = Blueprint("metrics", __name__)
@@ -75,6 +93,10 @@ class DatabaseCollector(Collector):
             with self.engine.connect() as conn:
                 by_status = {str(status): int(count) for status, count in conn.execute(_BY_STATUS)}
                 unmatched = int(conn.execute(_UNMATCHED).scalar_one())
+                waiting = {
+                    status: (int(count), oldest)
+                    for status, count, oldest in conn.execute(_NOTIFICATIONS_WAITING)
+                }
         except SQLAlchemyError:
             up.add_metric([], 0)
             yield up
@@ -94,6 +116,29 @@ class DatabaseCollector(Collector):
             "Inbox deliveries kept as unmatched, waiting for their submission.",
             value=unmatched,
         )
+        yield from _notification_gauges(waiting)
+
+
+def _notification_gauges(waiting: dict[str, tuple[int, Any]]) -> Iterator[Metric]:
+    """Yield the outbox's gauges from its pending and dead counts and oldest pending row."""
+    pending, oldest = waiting.get(NotificationStatus.PENDING.value, (0, None))
+    dead, _ = waiting.get(NotificationStatus.DEAD.value, (0, None))
+    yield GaugeMetricFamily(
+        "jobhooks_notifications_pending",
+        "Notifications to the application not delivered yet (retrying included).",
+        value=pending,
+    )
+    age = 0.0 if oldest is None else max(0.0, (utcnow() - oldest).total_seconds())
+    yield GaugeMetricFamily(
+        "jobhooks_notifications_oldest_pending_age_seconds",
+        "Age of the oldest pending notification (0 when none is pending).",
+        value=age,
+    )
+    yield GaugeMetricFamily(
+        "jobhooks_notifications_dead",
+        "Notifications given up after NOTIFY_MAX_AGE; `notify retry --dead` sends them again.",
+        value=dead,
+    )
 
 
 class Metrics:
@@ -148,6 +193,18 @@ class Metrics:
             ["result"],
             registry=registry,
         )
+        self.notification_deliveries = Counter(
+            "jobhooks_notification_deliveries",
+            "Attempts to deliver a notification, by result: delivered, failed (answered, "
+            "not 2xx in time), unreachable (no answer).",
+            ["result"],
+            registry=registry,
+        )
+        self.notifications_given_up = Counter(
+            "jobhooks_notifications_given_up",
+            "Notifications that became dead after their last failed attempt.",
+            registry=registry,
+        )
         self.web_workers = Gauge(
             "jobhooks_web_workers",
             "gunicorn workers serving requests.",
@@ -187,6 +244,12 @@ class Metrics:
             self._child(self.rematched_events, "matched").inc(rematched)
         if rejected_events:
             self._child(self.rematched_events, "rejected").inc(rejected_events)
+
+    def observe_notification(self, result: str, *, dead: bool = False) -> None:
+        """Count one attempt to deliver a notification, and whether it was given up."""
+        self._child(self.notification_deliveries, result).inc()
+        if dead:
+            self.notifications_given_up.inc()
 
     def exposition(self) -> bytes:
         """Return the metrics in Prometheus text format, every process's when multiprocess."""

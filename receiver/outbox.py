@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from flask import Flask, current_app
@@ -23,13 +24,16 @@ from receiver.models import FINAL_STATUSES, Notification, NotificationStatus, Su
 
 __all__ = [
     "EVENT_TYPES",
+    "TEST_EVENT_TYPE",
     "Outbox",
+    "endpoint_label",
     "event_type",
     "get_outbox",
     "init_app",
     "list_notifications",
     "new_message_id",
     "notification_body",
+    "retry_dead_notifications",
     "retry_notifications",
 ]
 
@@ -46,6 +50,9 @@ EVENT_TYPES = (
     "submission.expired",
     "submission.updated",
 )
+
+#: The type of ``notify test``'s notification, sent at once and never stored.
+TEST_EVENT_TYPE = "notification.test"
 
 Render = Callable[[Any], dict[str, Any]]
 
@@ -66,6 +73,19 @@ def event_type(old_status: str, new_status: str, *, events: str) -> str | None:
 def new_message_id() -> str:
     """Return a fresh ``webhook-id``: the application dedupes on it across retries."""
     return f"msg_{secrets.token_hex(12)}"
+
+
+def endpoint_label(url: str) -> str:
+    """Return ``url`` fit for logs and listings: no user, password, query or fragment.
+
+    An application's URL may carry a key (``?key=…``), as PUBLIC_URL's never does.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def notification_body(kind: str, submission: Mapping[str, Any], *, now: datetime) -> str:
@@ -94,7 +114,9 @@ class Outbox:
         def render(row: Any) -> dict[str, Any]:
             return submission_json(row, settings)
 
-        return cls(endpoints=settings.notify_urls, events=settings.notify_events, render=render)
+        # An endpoint named twice is still one endpoint: it is owed one notification.
+        endpoints = tuple(dict.fromkeys(settings.notify_urls))
+        return cls(endpoints=endpoints, events=settings.notify_events, render=render)
 
     def announce(
         self,
@@ -189,16 +211,39 @@ def list_notifications(
 def retry_notifications(conn: Connection, ids: Sequence[int], *, now: datetime) -> int:
     """Send notifications again from now on (``dead`` ones too); return how many.
 
-    Delivered ones are left alone: the application already has them.
+    Delivered ones are left alone: the application already has them. A pending one being
+    sent right now keeps its lease, so no second worker sends it at the same time.
     """
     if not ids:
         return 0
+    chosen = _notifications.c.id.in_(list(ids))
+    pending = _notifications.c.status == NotificationStatus.PENDING.value
+    conn.execute(
+        sa.update(_notifications)
+        .where(chosen, _notifications.c.status == NotificationStatus.DEAD.value)
+        .values(
+            status=NotificationStatus.PENDING.value,
+            next_attempt_at=now,
+            lease_owner=None,
+            lease_until=None,
+        )
+    )
+    conn.execute(
+        sa.update(_notifications)
+        .where(chosen, pending, _notifications.c.next_attempt_at > now)
+        .values(next_attempt_at=now)
+    )
+    count = conn.execute(
+        sa.select(sa.func.count()).select_from(_notifications).where(chosen, pending)
+    ).scalar_one()
+    return int(count)
+
+
+def retry_dead_notifications(conn: Connection, *, now: datetime) -> int:
+    """Send every ``dead`` notification again from now on; return how many."""
     result = conn.execute(
         sa.update(_notifications)
-        .where(
-            _notifications.c.id.in_(list(ids)),
-            _notifications.c.status != NotificationStatus.DELIVERED.value,
-        )
+        .where(_notifications.c.status == NotificationStatus.DEAD.value)
         .values(
             status=NotificationStatus.PENDING.value,
             next_attempt_at=now,

@@ -28,10 +28,11 @@ from receiver.models import utcnow
 from receiver.outbox import get_outbox
 from receiver.polls import human_duration
 from receiver.stuck import count_stuck
+from reconcile.notifier import delivering_in_background
 from reconcile.poller import PassOptions, Reconciler
 from reconcile.summary import Summary
 
-__all__ = ["reconcile_command"]
+__all__ = ["reconcile_command", "stop_on_signals"]
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,11 @@ def reconcile_command(
         if loop:
             # The worker is a long-running process: its log lines go where the web's do.
             configure_logging(level=config.log_level, fmt=config.log_format, stream=sys.stdout)
-            with _stop_on_signals(stop):
+            # The worker also delivers the outbox, on a thread of its own (with NOTIFY_URL).
+            with (
+                stop_on_signals(stop),
+                delivering_in_background(get_engine(), config, stop, metrics=get_metrics()),
+            ):
                 _run_loop(reconciler, interval or config.reconcile_interval, as_json=as_json)
             return
         with database_errors():
@@ -179,7 +184,7 @@ def _run_loop(reconciler: Reconciler, interval: float, *, as_json: bool) -> None
 
 
 @contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     """Turn SIGTERM (Heroku's stop) and SIGINT into a clean stop after the job in hand."""
 
     def handle(signum: int, _frame: FrameType | None) -> None:

@@ -211,3 +211,47 @@ def test_the_python_load_generator_sends_each_delivery_and_reports(
     for port, msg_id in seen:
         slices.setdefault(port, set()).add(int(msg_id.rsplit("_", 1)[1]) % 2)
     assert all(len(parities) == 1 for parities in slices.values()), slices
+
+
+def _notify(**values: Any) -> dict[str, Any]:
+    run = {
+        "database": "sqlite",
+        "webhooks": 40,
+        "p50_ms": 300.0,
+        "p95_ms": 520.0,
+        "max_ms": 600.0,
+        "burst": 300,
+        "burst_seconds": 6.0,
+        "burst_per_s": 50.0,
+        "burst_p95_ms": 900.0,
+        "idle_cpu_pct": 0.3,
+        "peek_us": 120.0,
+        "select_us": 90.0,
+        "delivered": 340,
+        "expected": 340,
+    }
+    run.update(values)
+    return run
+
+
+def test_notifications_must_arrive_within_two_seconds_p95_and_all_of_them() -> None:
+    target = "notify sqlite: webhook 200 -> application p95 <= 2000 ms, every one delivered"
+    assert _failed({"notify": [_notify()]}) == set()
+    assert _failed({"notify": [_notify(p95_ms=2001.0)]}) == {target}
+    assert _failed({"notify": [_notify(delivered=339)]}) == {target}
+
+
+def test_the_table_shows_the_notification_figures() -> None:
+    result = {
+        "meta": {
+            "finished": "2026-01-01T00:00:00+00:00",
+            "cpus": 2,
+            "python": "3.11",
+            "load_generator": "wrk",
+            "load_before": "0.1 0.1 0.1",
+            "load_after": "0.2 0.2 0.2",
+        },
+        "notify": [_notify()],
+    }
+    table = render_table(result)
+    assert "| sqlite | 40 | 300 | 520 | 600 | 300 | 6.0 | 50 | 900 | 0.3 | 120 | 90 |" in table

@@ -1,0 +1,256 @@
+"""Notifications: from a final webhook's 200 to the application, with the worker idle.
+
+For each database the Procfile's ``web`` and ``worker`` run as deployed (production
+settings, the worker's reconcile pass due only hourly), with ``NOTIFY_URL`` pointing at
+the stand-in application (``devtools.notify_app``, verifying with ``standardwebhooks``).
+
+- *Latency*: final webhooks are sent one at a time, each at a random moment of the
+  worker's idle poll; the latency of one is from the receiver's 200 to the application
+  receiving its notification.
+- *Burst*: many final webhooks at once from 8 senders; how long until the application has
+  every notification, and the latency of each.
+- *Idle cost*: the worker's CPU while nothing is due (its poll every 0.5 s), and the
+  time of one look for due rows (``peek_due``) on the table the runs filled, beside the
+  time of ``SELECT 1`` through the same connection (a round trip and SQLAlchemy's own
+  cost: the floor of any look).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import secrets
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from bench.common import Database, service_env
+from bench.webhook import seed_submissions
+from config.settings import Settings
+from devtools.notify_app import NotifyApp
+from devtools.processes import WebProcess, WorkerProcess, free_port
+from receiver.db import read_only
+from receiver.models import utcnow
+from receiver.signing import sign_standard_webhook, webhook_token
+from reconcile.notify_claims import peek_due
+
+__all__ = ["NotifyRun", "run_notify_suite"]
+
+#: The target: a notification reaches the application within this of the webhook's 200.
+P95_TARGET_MS = 2000.0
+_PEEKS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyRun:
+    """One database's notification figures."""
+
+    database: str
+    webhooks: int
+    p50_ms: float
+    p95_ms: float
+    max_ms: float
+    burst: int
+    burst_seconds: float
+    burst_per_s: float
+    burst_p95_ms: float
+    idle_cpu_pct: float
+    peek_us: float
+    select_us: float
+    delivered: int
+    expected: int
+    load: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def _delivery(
+    settings: Settings, row: tuple[str, str, str], msg_id: str
+) -> tuple[str, dict[str, str], bytes]:
+    """Return (path, headers, body) of a signed final webhook on the submission's own URL."""
+    sub, user, job_id = row
+    stamp = int(time.time())
+    job = {
+        "id": job_id,
+        "object": "job",
+        "kind": "video",
+        "status": "succeeded",
+        "output": {"url": f"https://cdn.bench.invalid/{job_id}.mp4"},
+        "metadata": {"submission_id": sub, "user_id": user},
+        "updated_at": stamp,
+    }
+    body = json.dumps(job, separators=(",", ":")).encode()
+    key = settings.webhook_secrets[0]
+    headers = {
+        "Content-Type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(stamp),
+        "webhook-signature": sign_standard_webhook(key, msg_id=msg_id, timestamp=stamp, body=body),
+    }
+    token = webhook_token(settings.secret_keys, submission_id=sub, user_id=user)
+    return f"/webhooks/ittybit/{token}", headers, body
+
+
+def _cpu_seconds(pid: int) -> float:
+    """Return user + system CPU seconds the process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def _latencies(app: NotifyApp, answered: dict[str, float]) -> list[float]:
+    """Return, per submission answered, seconds from its 200 to its notification."""
+    arrived = {item.submission_id: item.at for item in app.applied}
+    return [arrived[sub] - at for sub, at in answered.items() if sub in arrived]
+
+
+def run_one(
+    database: Database, *, webhooks: int, burst: int, workdir: Path, progress: Any = print
+) -> NotifyRun:
+    """Measure one database: latency one at a time, a burst, the idle worker's cost."""
+    database.reset()
+    rows = seed_submissions(database, "nt", webhooks + burst)
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    app = NotifyApp([secret]).start()
+    env = service_env(
+        database,
+        PORT=str(free_port()),
+        NOTIFY_URL=app.url,
+        NOTIFY_SECRET=secret,
+        RECONCILE_INTERVAL="1h",
+        LOG_LEVEL="info",
+    )
+    settings = Settings.from_env(env)
+    web = WebProcess(env, log_path=workdir / f"notify-web-{database.name}.log")
+    worker = WorkerProcess(env, log_path=workdir / f"notify-worker-{database.name}.log")
+    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
+    try:
+        web.start()
+        worker.start(ready="reconcile pass")
+        pid = worker.pid
+        assert pid is not None
+        time.sleep(1.0)
+        before = _cpu_seconds(pid)
+        time.sleep(10.0)
+        idle_cpu = (_cpu_seconds(pid) - before) / 10.0
+
+        chance = random.Random(3)
+        answered: dict[str, float] = {}
+        with httpx.Client(base_url=web.url, timeout=10) as client:
+            for n, row in enumerate(rows[:webhooks], start=1):
+                path, headers, body = _delivery(settings, row, f"msg_nt_{n}")
+                response = client.post(path, content=body, headers=headers)
+                answered[row[0]] = time.time()
+                response.raise_for_status()
+                if not app.wait_applied(n, timeout=30):
+                    message = f"notification {n} did not arrive within 30 s"
+                    raise RuntimeError(message)
+                time.sleep(chance.uniform(0.2, 0.8))  # a random moment of the idle poll
+        latencies = _latencies(app, answered)
+        progress(
+            f"notify: {database.name}: p95 {_percentile(latencies, 0.95) * 1000:.0f} ms "
+            f"from the 200 to the application"
+        )
+
+        burst_answered: dict[str, float] = {}
+        lock = threading.Lock()
+
+        # Signed before the clock starts; one client (its pool) for the 8 senders.
+        burst_deliveries = [
+            (row[0], *_delivery(settings, row, f"msg_nt_b{n}"))
+            for n, row in enumerate(rows[webhooks:])
+        ]
+        sender = httpx.Client(base_url=web.url, timeout=10, limits=httpx.Limits(max_connections=8))
+
+        def send(delivery: tuple[str, str, dict[str, str], bytes]) -> None:
+            sub, path, headers, body = delivery
+            sender.post(path, content=body, headers=headers).raise_for_status()
+            with lock:
+                burst_answered[sub] = time.time()
+
+        started = time.time()
+        with sender, ThreadPoolExecutor(8) as pool:
+            list(pool.map(send, burst_deliveries))
+        progress(f"notify: {database.name}: burst sent in {time.time() - started:.1f}s")
+        if not app.wait_applied(webhooks + burst, timeout=120):
+            message = f"the burst's notifications did not all arrive ({len(app.applied)})"
+            raise RuntimeError(message)
+        burst_seconds = max(item.at for item in app.applied) - started
+        burst_latencies = _latencies(app, burst_answered)
+        code = worker.stop()
+        if code != 0:
+            message = f"the worker exited {code} on SIGTERM:\n{worker.log_tail()}"
+            raise RuntimeError(message)
+
+        engine = database.engine()
+        try:
+            with read_only(engine).connect() as conn:
+                now = utcnow()
+                started_peeks = time.perf_counter()
+                for _ in range(_PEEKS):
+                    peek_due(conn, now=now)
+                peek_us = (time.perf_counter() - started_peeks) / _PEEKS * 1e6
+                # The floor: the least statement, through the same connection.
+                trivial = sa.select(sa.literal(1))
+                started_trivial = time.perf_counter()
+                for _ in range(_PEEKS):
+                    conn.execute(trivial).all()
+                select_us = (time.perf_counter() - started_trivial) / _PEEKS * 1e6
+        finally:
+            engine.dispose()
+    finally:
+        worker.stop()
+        web.stop()
+        app.stop()
+    verified = all(item.verified for item in app.received)
+    return NotifyRun(
+        database=database.name,
+        webhooks=webhooks,
+        p50_ms=round(statistics.median(latencies) * 1000, 1),
+        p95_ms=round(_percentile(latencies, 0.95) * 1000, 1),
+        max_ms=round(max(latencies) * 1000, 1),
+        burst=burst,
+        burst_seconds=round(burst_seconds, 2),
+        burst_per_s=round(burst / burst_seconds, 1) if burst_seconds else 0.0,
+        burst_p95_ms=round(_percentile(burst_latencies, 0.95) * 1000, 1),
+        idle_cpu_pct=round(idle_cpu * 100, 2),
+        peek_us=round(peek_us, 1),
+        select_us=round(select_us, 1),
+        delivered=len(app.applied) if verified else 0,
+        expected=webhooks + burst,
+        load=load,
+    )
+
+
+def run_notify_suite(
+    databases: list[Database],
+    *,
+    webhooks: int,
+    burst: int,
+    workdir: Path,
+    progress: Any = print,
+) -> list[NotifyRun]:
+    """Measure every database."""
+    runs = []
+    for database in databases:
+        progress(f"notify: {database.name}, {webhooks} webhooks one by one, a burst of {burst}")
+        started = time.monotonic()
+        runs.append(
+            run_one(database, webhooks=webhooks, burst=burst, workdir=workdir, progress=progress)
+        )
+        progress(f"notify: done in {time.monotonic() - started:.0f}s")
+    return runs

@@ -1,0 +1,519 @@
+"""Deliver the outbox: each notification to its endpoint, signed, retried, in order.
+
+Rows are leased a few at a time (``reconcile.notify_claims``) and sent on a small thread
+pool; every database write happens on the calling thread. A notification is signed with
+Standard Webhooks headers, its ``webhook-id`` the row's ``message_id``, the same on every
+attempt so that the application can dedupe. A 2xx within ten seconds delivers it; anything
+else is retried with exponential backoff and jitter, from seconds up to an hour, later when
+a 429 or 503 says ``Retry-After``, until ``NOTIFY_MAX_AGE`` has passed since the change:
+then it is ``dead``, kept, and retried only by hand. Every attempt is one log line.
+
+The loop looks for due rows every half second, on a read-only connection (SQLite's write
+lock is taken only when there is something to lease), so a notification goes out well
+within two seconds of its change when the endpoint is up.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from config.settings import Settings
+from receiver.db import read_only
+from receiver.ittybit import parse_retry_after
+from receiver.models import utcnow
+from receiver.outbox import endpoint_label
+from receiver.signing import sign_standard_webhook
+from reconcile.notify_claims import Leased, claim_due, peek_due, record_delivered, record_failed
+from reconcile.poller import lease_owner
+
+if TYPE_CHECKING:
+    from receiver.metrics import Metrics
+
+__all__ = [
+    "DELIVERY_TIMEOUT",
+    "Attempt",
+    "AttemptResult",
+    "Backoff",
+    "Notifier",
+    "Tally",
+    "delivering_in_background",
+    "send_notification",
+    "signature_header",
+]
+
+log = logging.getLogger(__name__)
+
+#: A notification is delivered by a 2xx answer within this many seconds.
+DELIVERY_TIMEOUT = 10.0
+#: How long a lease lasts: longer than the longest attempt, so no two workers send one row
+#: at once; a crashed worker's rows go out again after it.
+LEASE_SECONDS = 60.0
+#: How often an idle notifier looks for due rows.
+POLL_INTERVAL = 0.5
+#: How long the loop waits after the database failed it before trying again.
+RECOVERY_PAUSE = 5.0
+USER_AGENT = "jobhooks-notify/1"
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Waits between attempts: ``first`` doubling up to ``cap``, each drawn from its upper half.
+
+    The jitter spreads the retries of many notifications that failed together (an
+    application's outage) instead of sending them back all at once.
+    """
+
+    first: float = 5.0
+    cap: float = 3600.0
+
+    def delay(self, attempts: int, rng: random.Random) -> float:
+        """Return the wait after attempt number ``attempts`` (1-based)."""
+        ceiling = min(self.cap, self.first * 2.0 ** max(0, attempts - 1))
+        return ceiling * rng.uniform(0.5, 1.0)
+
+
+class AttemptResult(StrEnum):
+    """What one attempt came to."""
+
+    DELIVERED = "delivered"
+    #: The endpoint answered, but not with a 2xx within the time allowed.
+    FAILED = "failed"
+    #: No answer: connection refused or reset, a name that does not resolve, a timeout.
+    UNREACHABLE = "unreachable"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One POST of a notification and what came of it."""
+
+    result: AttemptResult
+    started_at: datetime
+    seconds: float
+    status: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
+
+
+def signature_header(keys: Sequence[bytes], *, msg_id: str, timestamp: int, body: bytes) -> str:
+    """Return ``webhook-signature``: one ``v1`` signature per key, newest first.
+
+    While a secret is being rotated (``NOTIFY_SECRET=new,old``) an application still
+    holding the old one verifies as well as one holding the new: Standard Webhooks
+    libraries accept a request when any of the listed signatures matches their secret.
+    """
+    return " ".join(
+        sign_standard_webhook(key, msg_id=msg_id, timestamp=timestamp, body=body) for key in keys
+    )
+
+
+def send_notification(
+    client: httpx.Client,
+    endpoint: str,
+    body: bytes,
+    *,
+    msg_id: str,
+    keys: Sequence[bytes],
+    now: datetime,
+    timeout: float = DELIVERY_TIMEOUT,
+) -> Attempt:
+    """POST one signed notification to ``endpoint`` and tell what came of it."""
+    timestamp = int(now.timestamp())
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature_header(keys, msg_id=msg_id, timestamp=timestamp, body=body),
+    }
+    started = time.monotonic()
+    try:
+        # Streamed and closed unread: the answer's status is all that counts, and an
+        # application's body never reaches a log line or the database.
+        with client.stream(
+            "POST", endpoint, content=body, headers=headers, timeout=timeout
+        ) as response:
+            status = response.status_code
+            retry_after = None
+            if status in (429, 503):
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    except httpx.TimeoutException:
+        seconds = time.monotonic() - started
+        error = f"no answer within {timeout:g}s"
+        return Attempt(AttemptResult.UNREACHABLE, now, seconds, error=error)
+    except httpx.HTTPError as exc:
+        seconds = time.monotonic() - started
+        return Attempt(AttemptResult.UNREACHABLE, now, seconds, error=_describe(exc, endpoint))
+    seconds = time.monotonic() - started
+    if 200 <= status < 300 and seconds <= timeout:
+        return Attempt(AttemptResult.DELIVERED, now, seconds, status=status)
+    if 200 <= status < 300:
+        error = f"HTTP {status} after {seconds:.1f}s, past the {timeout:g}s allowed"
+    else:
+        error = f"HTTP {status}"
+    return Attempt(
+        AttemptResult.FAILED, now, seconds, status=status, error=error, retry_after=retry_after
+    )
+
+
+def _describe(exc: httpx.HTTPError, endpoint: str) -> str:
+    """Say why a request got no answer, without the URL's query (it may hold a key)."""
+    detail = str(exc).splitlines()[0] if str(exc) else ""
+    detail = detail.replace(endpoint, endpoint_label(endpoint))[:200]
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
+@dataclass(slots=True)
+class Tally:
+    """What a run of the notifier did."""
+
+    delivered: int = 0
+    failed: int = 0
+    dead: int = 0
+    seconds: float = 0.0
+    problems: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and self.dead == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "delivered": self.delivered,
+            "failed": self.failed,
+            "dead": self.dead,
+            "seconds": round(self.seconds, 3),
+            "problems": self.problems[:20],
+        }
+
+
+class Notifier:
+    """Sends due notifications from one database; several may run at once."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        keys: Sequence[bytes],
+        max_age: float,
+        clock: Callable[[], datetime] = utcnow,
+        stop: threading.Event | None = None,
+        owner: str | None = None,
+        metrics: Metrics | None = None,
+        lease_seconds: float = LEASE_SECONDS,
+        concurrency: int = 8,
+        poll_interval: float = POLL_INTERVAL,
+        backoff: Backoff | None = None,
+        timeout: float = DELIVERY_TIMEOUT,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not keys:
+            message = "notifications need a signing key (NOTIFY_SECRET)"
+            raise ValueError(message)
+        if lease_seconds <= timeout:
+            message = f"the lease must outlast an attempt ({timeout:g}s)"
+            raise ValueError(message)
+        self.engine = engine
+        self.keys = tuple(keys)
+        self.max_age = max_age
+        self.clock = clock
+        self.stop = stop or threading.Event()
+        self.owner = owner or lease_owner()
+        self.metrics = metrics
+        self.lease_seconds = lease_seconds
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval
+        self.backoff = backoff or Backoff()
+        self.timeout = timeout
+        self.rng = rng or random.Random()
+        #: Free slots worth a claim while attempts are under way.
+        self._refill = max(1, concurrency // 2)
+        self.client = httpx.Client(
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+            follow_redirects=False,  # a redirect is not a 2xx: the URL should be fixed
+        )
+
+    @classmethod
+    def from_settings(cls, engine: Engine, settings: Settings, **options: Any) -> Notifier:
+        """Return a notifier signing with ``NOTIFY_SECRET``, giving up after NOTIFY_MAX_AGE."""
+        return cls(engine, keys=settings.notify_secrets, max_age=settings.notify_max_age, **options)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Notifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run(self, *, loop: bool = False) -> Tally:
+        """Send what is due; return the tally.
+
+        Once (``loop=False``): every notification due when the run starts, and those that
+        become due as earlier ones of their submission are delivered; a failed one waits
+        for a later run. With ``loop=True``: until :attr:`stop` is set.
+        """
+        tally = Tally()
+        started = time.monotonic()
+        due_before = None if loop else self.clock()
+        in_flight: dict[Future[Attempt], Leased] = {}
+        finished: queue.SimpleQueue[Future[Attempt]] = queue.SimpleQueue()
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="notify")
+        # A claim that filled every free slot means more may be due: the next one goes
+        # straight to leasing, without looking first.
+        busy = False
+        claimed_at = -self.poll_interval
+        try:
+            while True:
+                free = self.concurrency - len(in_flight)
+                # Claims are batched: at once when idle or half the slots are free, else
+                # once a poll interval (slow attempts must not hold the others back).
+                if (
+                    free > 0
+                    and not self.stop.is_set()
+                    and (
+                        not in_flight
+                        or free >= self._refill
+                        or time.monotonic() - claimed_at >= self.poll_interval
+                    )
+                ):
+                    rows = self._claim(free, due_before, look_first=not busy)
+                    claimed_at = time.monotonic()
+                    busy = len(rows) == free
+                    for row in rows:
+                        future = pool.submit(self._send, row)
+                        in_flight[future] = row
+                        future.add_done_callback(finished.put)
+                if not in_flight:
+                    if not loop or self.stop.is_set():
+                        return tally
+                    self.stop.wait(self.poll_interval)
+                    continue
+                try:
+                    # Each attempt reports itself when it ends (it may free the next of
+                    # its submission); the others that ended meanwhile are recorded with it.
+                    done = [finished.get(timeout=self.poll_interval)]
+                except queue.Empty:
+                    continue
+                while not finished.empty():
+                    done.append(finished.get_nowait())
+                self._record([(in_flight.pop(future), future.result()) for future in done], tally)
+        finally:
+            # Attempts under way finish (ten seconds at most) and are recorded, so their
+            # leases do not linger; a failure to record leaves the lease to run out.
+            ended = [(row, future.result()) for future, row in in_flight.items()]
+            try:
+                self._record(ended, tally)
+            except SQLAlchemyError as exc:
+                log.warning("could not record %d notification(s): %s", len(ended), exc)
+            pool.shutdown(wait=True)
+            tally.seconds = time.monotonic() - started
+
+    def run_forever(self) -> None:
+        """Run the loop until :attr:`stop` is set; no exception ends it."""
+        log.info("delivering notifications until SIGTERM")
+        while not self.stop.is_set():
+            try:
+                self.run(loop=True)
+            except SQLAlchemyError as exc:
+                detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+                log.warning(
+                    "notify loop: database unavailable, retrying in %gs: %s",
+                    RECOVERY_PAUSE,
+                    detail,
+                    extra={"data": {"event": "notify_loop_failed", "error": type(exc).__name__}},
+                )
+                self.stop.wait(RECOVERY_PAUSE)
+            except Exception as exc:  # the worker outlives any one bad round
+                log.exception(
+                    "notify loop failed: %s",
+                    type(exc).__name__,
+                    extra={"data": {"event": "notify_loop_failed", "error": type(exc).__name__}},
+                )
+                self.stop.wait(RECOVERY_PAUSE)
+        log.info("notify loop stopped")
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def _claim(self, size: int, due_before: datetime | None, *, look_first: bool) -> list[Leased]:
+        if look_first:
+            # Looking costs a read; leasing takes SQLite's write lock: only when worth it.
+            with read_only(self.engine).connect() as conn:
+                if not peek_due(conn, now=self.clock(), due_before=due_before):
+                    return []
+        with self.engine.begin() as conn:
+            return claim_due(
+                conn,
+                now=self.clock(),
+                limit=size,
+                owner=self.owner,
+                lease_seconds=self.lease_seconds,
+                due_before=due_before,
+            )
+
+    def _send(self, row: Leased) -> Attempt:
+        try:
+            return send_notification(
+                self.client,
+                row.endpoint,
+                row.payload.encode("utf-8"),
+                msg_id=row.message_id,
+                keys=self.keys,
+                now=self.clock(),
+                timeout=self.timeout,
+            )
+        except Exception as exc:  # one bad row must not stop the others
+            log.warning("notification %d: unexpected error while sending", row.id, exc_info=True)
+            error = f"could not send ({type(exc).__name__})"
+            return Attempt(AttemptResult.UNREACHABLE, self.clock(), 0.0, error=error)
+
+    def _record(self, ended: Sequence[tuple[Leased, Attempt]], tally: Tally) -> None:
+        """Write what came of attempts, in one transaction; then count and log each."""
+        if not ended:
+            return
+        now = self.clock()
+        outcomes = []
+        with self.engine.begin() as conn:
+            for row, attempt in ended:
+                next_attempt_at: datetime | None = None
+                if attempt.result is AttemptResult.DELIVERED:
+                    assert attempt.status is not None
+                    held = record_delivered(
+                        conn,
+                        row.id,
+                        owner=self.owner,
+                        attempted_at=attempt.started_at,
+                        status=attempt.status,
+                        now=now,
+                    )
+                    outcome = "delivered"
+                else:
+                    next_attempt_at = self._next_attempt(row, attempt, now)
+                    held = record_failed(
+                        conn,
+                        row.id,
+                        owner=self.owner,
+                        attempted_at=attempt.started_at,
+                        status=attempt.status,
+                        error=attempt.error or attempt.result.value,
+                        next_attempt_at=next_attempt_at,
+                    )
+                    outcome = "dead" if next_attempt_at is None else "retry"
+                outcomes.append((row, attempt, outcome, next_attempt_at, held))
+        for row, attempt, outcome, next_attempt_at, held in outcomes:
+            self._count(row, attempt, outcome, held, tally)
+            self._log(row, attempt, outcome, next_attempt_at, held=held)
+
+    def _count(self, row: Leased, attempt: Attempt, outcome: str, held: bool, tally: Tally) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_notification(attempt.result.value, dead=held and outcome == "dead")
+        if not held:
+            return
+        if outcome == "delivered":
+            tally.delivered += 1
+            return
+        if outcome == "dead":
+            tally.dead += 1
+        else:
+            tally.failed += 1
+        tally.problems.append(
+            {
+                "id": row.id,
+                "submission_id": row.submission_id,
+                "endpoint": endpoint_label(row.endpoint),
+                "error": attempt.error,
+                "outcome": outcome,
+            }
+        )
+
+    def _next_attempt(self, row: Leased, attempt: Attempt, now: datetime) -> datetime | None:
+        """Return when to try again, or None when the notification is dead."""
+        give_up_at = row.created_at + timedelta(seconds=self.max_age)
+        if now >= give_up_at:
+            return None
+        wait = self.backoff.delay(row.attempts + 1, self.rng)
+        if attempt.retry_after is not None:
+            wait = max(wait, attempt.retry_after)
+        # The last try comes at the deadline rather than never.
+        return min(now + timedelta(seconds=wait), give_up_at)
+
+    def _log(
+        self,
+        row: Leased,
+        attempt: Attempt,
+        outcome: str,
+        next_attempt_at: datetime | None,
+        *,
+        held: bool,
+    ) -> None:
+        data = {
+            "event": "notification_attempt",
+            "notification_id": row.id,
+            "message_id": row.message_id,
+            "submission_id": row.submission_id,
+            "type": row.event_type,
+            "endpoint": endpoint_label(row.endpoint),
+            "attempt": row.attempts + 1,
+            "result": attempt.result.value,
+            "status": attempt.status,
+            "seconds": round(attempt.seconds, 3),
+            "error": attempt.error,
+            "outcome": outcome,
+            "next_attempt_at": next_attempt_at.isoformat() if next_attempt_at else None,
+        }
+        level = logging.INFO if attempt.result is AttemptResult.DELIVERED else logging.WARNING
+        if not held:
+            # Its lease ran out and another notifier took the row over: its record stands.
+            level = logging.WARNING
+            data["outcome"] = "lease_lost"
+        log.log(
+            level,
+            "notification %d %s to %s: %s in %.2fs (%s)",
+            row.id,
+            row.event_type,
+            data["endpoint"],
+            attempt.status or attempt.error,
+            attempt.seconds,
+            data["outcome"],
+            extra={"data": data},
+        )
+
+
+@contextmanager
+def delivering_in_background(
+    engine: Engine, settings: Settings, stop: threading.Event, *, metrics: Metrics | None = None
+) -> Iterator[Notifier | None]:
+    """Deliver notifications on a thread of their own while the block runs.
+
+    For the worker (``reconcile --loop``): nothing happens when NOTIFY_URL is unset. The
+    thread ends once ``stop`` is set, after the attempts under way; leaving the block sets it.
+    """
+    if not settings.notify_urls:
+        yield None
+        return
+    notifier = Notifier.from_settings(engine, settings, stop=stop, metrics=metrics)
+    thread = threading.Thread(target=notifier.run_forever, name="notify-loop")
+    thread.start()
+    try:
+        yield notifier
+    finally:
+        stop.set()
+        thread.join()
+        notifier.close()

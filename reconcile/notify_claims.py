@@ -1,0 +1,175 @@
+"""Leases that keep notifiers apart, and the order they keep per submission and endpoint.
+
+A notification is due when it is pending, its next attempt time has come, nobody holds a
+live lease on it, and no earlier notification of the same submission to the same endpoint
+is still pending: the application never gets ``succeeded`` before the ``processing`` that
+came first. A claim leases due rows in one short transaction and commits (``FOR UPDATE
+SKIP LOCKED`` on PostgreSQL; on SQLite a writer's transaction begins IMMEDIATE, so claimers
+take turns). A crashed notifier's lease runs out and the row is sent again, with the same
+``webhook-id``. Recording an attempt's outcome writes only over the recorder's own lease.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+
+from receiver.models import Notification, NotificationStatus
+
+__all__ = [
+    "Leased",
+    "claim_due",
+    "peek_due",
+    "record_delivered",
+    "record_failed",
+]
+
+_table = Notification.__table__  # type: ignore[attr-defined]
+_c = _table.c
+_earlier = _table.alias("earlier")
+_PENDING = NotificationStatus.PENDING.value
+
+
+@dataclass(frozen=True, slots=True)
+class Leased:
+    """A notification in a notifier's hands: what to send, where, and since when it is owed."""
+
+    id: int
+    message_id: str
+    submission_id: str
+    endpoint: str
+    event_type: str
+    payload: str
+    attempts: int
+    created_at: datetime
+
+
+_FIELDS = [_c[name] for name in Leased.__slots__]
+
+
+def _due(now: Any, due_before: Any) -> Any:
+    """Return the condition a row must meet to be sent now.
+
+    ``due_before``: its next attempt time must have come by then (``now``, or earlier for
+    a run that sends only what was due when it started).
+    """
+    earlier_pending = (
+        sa.select(_earlier.c.id)
+        .where(
+            _earlier.c.submission_id == _c.submission_id,
+            _earlier.c.endpoint == _c.endpoint,
+            _earlier.c.status == _PENDING,
+            _earlier.c.id < _c.id,
+        )
+        .exists()
+    )
+    return sa.and_(
+        _c.status == _PENDING,
+        _c.next_attempt_at <= due_before,
+        sa.or_(_c.lease_until.is_(None), _c.lease_until <= now),
+        ~earlier_pending,
+    )
+
+
+# Built once: the idle worker runs this every poll.
+_PEEK = sa.select(_c.id).where(_due(sa.bindparam("now"), sa.bindparam("due_before"))).limit(1)
+
+
+def peek_due(conn: Connection, *, now: datetime, due_before: datetime | None = None) -> bool:
+    """Tell whether any notification is due, leasing nothing (a cheap read)."""
+    params = {"now": now, "due_before": now if due_before is None else due_before}
+    return conn.execute(_PEEK, params).first() is not None
+
+
+def claim_due(
+    conn: Connection,
+    *,
+    now: datetime,
+    limit: int,
+    owner: str,
+    lease_seconds: float,
+    due_before: datetime | None = None,
+) -> list[Leased]:
+    """Lease up to ``limit`` due notifications, oldest first; return them by id."""
+    chosen = (
+        sa.select(_c.id)
+        .where(_due(now, now if due_before is None else due_before))
+        .order_by(_c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte("due")
+    )
+    statement = (
+        sa.update(_table)
+        .where(_c.id == chosen.c.id)
+        .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
+        .returning(*_FIELDS)
+    )
+    rows = [Leased(*row) for row in conn.execute(statement)]
+    rows.sort(key=lambda row: row.id)
+    return rows
+
+
+def _mine(notification_id: int, owner: str) -> Any:
+    return sa.and_(_c.id == notification_id, _c.lease_owner == owner, _c.status == _PENDING)
+
+
+def record_delivered(
+    conn: Connection,
+    notification_id: int,
+    *,
+    owner: str,
+    attempted_at: datetime,
+    status: int,
+    now: datetime,
+) -> bool:
+    """Mark a notification delivered, if ``owner`` still holds it; tell whether it did."""
+    result = conn.execute(
+        sa.update(_table)
+        .where(_mine(notification_id, owner))
+        .values(
+            status=NotificationStatus.DELIVERED.value,
+            attempts=_c.attempts + 1,
+            last_attempt_at=attempted_at,
+            last_status=status,
+            last_error=None,
+            delivered_at=now,
+            lease_owner=None,
+            lease_until=None,
+        )
+    )
+    return bool(result.rowcount)
+
+
+def record_failed(
+    conn: Connection,
+    notification_id: int,
+    *,
+    owner: str,
+    attempted_at: datetime,
+    status: int | None,
+    error: str,
+    next_attempt_at: datetime | None,
+) -> bool:
+    """Record a failed attempt: retry at ``next_attempt_at``, or ``dead`` when it is None.
+
+    Only over ``owner``'s own lease; tell whether it held it.
+    """
+    values: dict[str, Any] = {
+        "attempts": _c.attempts + 1,
+        "last_attempt_at": attempted_at,
+        "last_status": status,
+        "last_error": error[:500],
+        "lease_owner": None,
+        "lease_until": None,
+    }
+    if next_attempt_at is None:
+        values["status"] = NotificationStatus.DEAD.value
+    else:
+        values["next_attempt_at"] = next_attempt_at
+    result = conn.execute(sa.update(_table).where(_mine(notification_id, owner)).values(values))
+    return bool(result.rowcount)
