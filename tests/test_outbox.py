@@ -29,10 +29,10 @@ from receiver.polls import reconcile_now
 from receiver.replay import rematch_unmatched
 from receiver.submissions import create_test_submission, get_submission, submission_json
 from receiver.trigger import build_trigger
-from tests.helpers import event_envelope, job_payload
+from tests.helpers import add_submission, event_envelope, job_payload, token_url
 from tests.notify_helpers import NOTIFY_SECRET, notifications
 from tests.reconcile_helpers import FakeIttybit
-from tests.test_webhooks import PROJECT_URL, add_submission, post, submission, token_url
+from tests.test_webhooks import PROJECT_URL, post, submission
 
 ENDPOINTS = ("https://app.example.com/hooks/a", "https://app.example.com/hooks/b")
 _submissions = Submission.__table__  # type: ignore[attr-defined]
