@@ -90,9 +90,7 @@ def _field(location: tuple[int | str, ...]) -> str | None:
 _TYPE_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "none", "datetime"})
 
 
-def validation_hook(
-    req: Any, resp: Any, error: Exception | None, instance: Any, *_: Any
-) -> None:
+def validation_hook(req: Any, resp: Any, error: Exception | None, instance: Any, *_: Any) -> None:
     """Answer spectree's validation failures in the API's shape (its ``before`` hook)."""
     if not isinstance(error, ValidationError):
         return
@@ -110,9 +108,7 @@ def validation_hook(
     raise ApiProblem(400, "invalid_parameter", message, field=field)
 
 
-def response_hook(
-    req: Any, resp: Any, error: Exception | None, instance: Any, *_: Any
-) -> None:
+def response_hook(req: Any, resp: Any, error: Exception | None, instance: Any, *_: Any) -> None:
     """Refuse to send an answer the document does not describe (spectree's ``after`` hook)."""
     if not isinstance(error, ValidationError):
         return

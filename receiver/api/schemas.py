@@ -45,6 +45,13 @@ assert set(_NotificationStatusName.__args__) == {  # type: ignore[attr-defined]
 }
 
 
+def _absent_is_no_default(schema: dict[str, Any]) -> None:
+    """Leave ``default: null`` out of parameters that may be absent (null is no value)."""
+    for field in schema.get("properties", {}).values():
+        if "default" in field and field["default"] is None:
+            del field["default"]
+
+
 class ErrorBody(BaseModel):
     """Every error: a code, a message for people, and the failing field when there is one."""
 
@@ -113,7 +120,9 @@ class SubmissionList(BaseModel):
 class ListQuery(BaseModel):
     """Filters and paging of the submission list; ``meta.KEY=VALUE`` may be added."""
 
-    model_config = ConfigDict(extra="allow", title="ListQuery")
+    model_config = ConfigDict(
+        extra="allow", title="ListQuery", json_schema_extra=_absent_is_no_default
+    )
 
     status: _StatusName | _Absent = None
     user_id: str | _Absent = Field(None, min_length=1, max_length=200)
@@ -202,7 +211,9 @@ class NotificationList(BaseModel):
 class NotificationsQuery(BaseModel):
     """Filters and paging of the notification list."""
 
-    model_config = ConfigDict(extra="forbid", title="NotificationsQuery")
+    model_config = ConfigDict(
+        extra="forbid", title="NotificationsQuery", json_schema_extra=_absent_is_no_default
+    )
 
     status: _NotificationStatusName | _Absent = None
     submission_id: str | _Absent = Field(None, min_length=1, max_length=200)
@@ -213,7 +224,9 @@ class NotificationsQuery(BaseModel):
 class CreateHeaders(BaseModel):
     """The headers of a create that the API reads (Authorization is the security scheme)."""
 
-    model_config = ConfigDict(extra="allow", title="CreateHeaders")
+    model_config = ConfigDict(
+        extra="allow", title="CreateHeaders", json_schema_extra=_absent_is_no_default
+    )
 
     idempotency_key: str | _Absent = Field(
         None,
