@@ -33,7 +33,7 @@ from receiver.submissions import (
     webhook_url,
 )
 
-__all__ = ["RESERVED_METADATA", "SubmitResult", "refused", "submit_job"]
+__all__ = ["RESERVED_METADATA", "SubmitResult", "refused", "request_job", "submit_job"]
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,46 @@ def _prepare(
         return submission, False
 
 
+def _check_reserved(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    extra = dict(metadata)
+    reserved = RESERVED_METADATA & set(extra)
+    if reserved:
+        message = f"metadata {', '.join(sorted(reserved))} is set by the service"
+        raise InvalidSubmission(message)
+    return extra
+
+
+def request_job(
+    engine: Engine,
+    *,
+    submission_id: str,
+    user_id: str,
+    input_url: str,
+    now: datetime,
+    kind: str = "video",
+    options: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> SubmitResult:
+    """Store the submission and that its job is asked for, without asking ittybit now.
+
+    The worker's next pass creates the job (see ``reconcile.poller``), with the same
+    idempotency key as :func:`submit_job`. Raises InvalidSubmission as it does.
+    """
+    submission, created = _prepare(
+        engine,
+        submission_id=submission_id,
+        user_id=user_id,
+        input_url=input_url,
+        metadata=_check_reserved(metadata or {}),
+        job={
+            "job_kind": kind,
+            "job_options": dict(options) if options else None,
+            "job_requested_at": now,
+        },
+    )
+    return SubmitResult(submission, created=created, sent=False)
+
+
 def submit_job(
     engine: Engine,
     client: IttybitClient,
@@ -145,11 +185,7 @@ def submit_job(
     the same call later completes it. Raises InvalidSubmission when the arguments
     disagree with an existing submission.
     """
-    extra = dict(metadata or {})
-    reserved = RESERVED_METADATA & set(extra)
-    if reserved:
-        message = f"metadata {', '.join(sorted(reserved))} is set by the service"
-        raise InvalidSubmission(message)
+    extra = _check_reserved(metadata or {})
     job = {"job_kind": kind, "job_options": dict(options) if options else None}
     submission, created = _prepare(
         engine,

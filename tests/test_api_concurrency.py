@@ -80,8 +80,11 @@ def test_eight_creates_of_one_submission_without_a_key_still_make_one_job(
         app, lambda client: client.post("/api/v1/submissions", json=body(), headers=headers)
     )
     statuses = Counter(answer.status_code for answer in answers)
-    assert set(statuses) <= {200, 201}, statuses
-    assert len({answer.get_json()["job_id"] for answer in answers}) == 1
+    # One waits on ittybit (one slot: WEB_CONCURRENCY 2 less one kept for webhooks); the
+    # others find the job made (200) or store the request for the worker (202).
+    assert statuses[201] == 1, statuses
+    assert set(statuses) <= {200, 201, 202}, statuses
+    assert len({answer.get_json()["job_id"] for answer in answers} - {None}) == 1
     assert count(engine, "submissions") == 1
     assert slow_standin.stats().jobs == 1
 

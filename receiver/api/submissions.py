@@ -30,6 +30,7 @@ from receiver.api.schemas import (
     SubmissionBody,
     SubmissionList,
 )
+from receiver.api.slots import ittybit_slot
 from receiver.api.spec import spec
 from receiver.db import get_engine, get_read_engine
 from receiver.history import submission_timeline
@@ -45,7 +46,7 @@ from receiver.submissions import (
     submission_json,
     validate_submission,
 )
-from receiver.submit import RESERVED_METADATA, refused, submit_job
+from receiver.submit import RESERVED_METADATA, refused, request_job, submit_job
 
 __all__ = [
     "create_submission_view",
@@ -112,7 +113,7 @@ def _conflict(existing: Submission, field: str) -> ApiProblem:
     resp=Documented(
         HTTP_200=(SubmissionBody, "It existed already with the same data; its job is made."),
         HTTP_201=(SubmissionBody, "Stored, and its ittybit job created."),
-        HTTP_202=(SubmissionBody, "Stored as pending: ittybit could not be reached in time."),
+        HTTP_202=(SubmissionBody, "Stored as pending: ittybit was not reached in time."),
         HTTP_400=ErrorBody,
         HTTP_401=ErrorBody,
         HTTP_409=(ErrorBody, "It exists with other data, or its Idempotency-Key is busy."),
@@ -126,9 +127,10 @@ def create_submission_view() -> Response:
     """Store a submission and create its ittybit job.
 
     201 when the job was created; 202 when ittybit did not answer in time (or answered
-    5xx or 429): the submission is stored as pending and the worker creates its job later,
-    with the same idempotency key, so never twice. An `Idempotency-Key` header makes a
-    retry answer the first answer again.
+    5xx or 429), or when as many requests as may wait on ittybit already do: the
+    submission is stored as pending and the worker creates its job later, with the same
+    idempotency key, so never twice. An `Idempotency-Key` header makes a retry answer the
+    first answer again.
     """
     context = _context()
     body: CreateSubmissionBody = context.json
@@ -187,20 +189,23 @@ def _create(body: CreateSubmissionBody) -> Response:
             raise _conflict(existing, differs.removeprefix("job_"))
     client = api_client()
     config = settings()
+    job = {
+        "submission_id": submission_id,
+        "user_id": clean["user_id"],
+        "input_url": clean["input_url"],
+        "now": utcnow(),
+        "kind": body.kind,
+        "options": body.options,
+        "metadata": body.metadata,
+    }
     try:
-        result = submit_job(
-            get_engine(),
-            client,
-            config,
-            submission_id=submission_id,
-            user_id=clean["user_id"],
-            input_url=clean["input_url"],
-            now=utcnow(),
-            outbox=get_outbox(),
-            kind=body.kind,
-            options=body.options,
-            metadata=body.metadata,
-        )
+        with ittybit_slot(config) as free:
+            if free:
+                result = submit_job(get_engine(), client, config, outbox=get_outbox(), **job)
+            else:
+                # Every slot waits on ittybit already: the worker creates this job.
+                note(ittybit_busy=True)
+                result = request_job(get_engine(), **job)
     except InvalidSubmission as exc:  # a concurrent request stored other data first
         raise ApiProblem(409, "conflict", str(exc)) from None
     submission = result.submission
@@ -403,16 +408,21 @@ def reconcile_submission_view(submission_id: str) -> Response:
         message = "a test submission has no real ittybit job to ask about"
         raise ApiProblem(409, "test_submission", message)
     config = settings()
+    client = api_client()
     try:
-        outcome = reconcile_now(
-            get_engine(),
-            api_client(),
-            submission_id,
-            now=utcnow(),
-            give_up_after=config.give_up_after,
-            outbox=get_outbox(),
-            source="api",
-        )
+        with ittybit_slot(config) as free:
+            if not free:
+                message = "every slot for waiting on ittybit is taken; retry in a moment"
+                raise ApiProblem(503, "ittybit_busy", message, headers={"Retry-After": "1"})
+            outcome = reconcile_now(
+                get_engine(),
+                client,
+                submission_id,
+                now=utcnow(),
+                give_up_after=config.give_up_after,
+                outbox=get_outbox(),
+                source="api",
+            )
     except LookupError:
         raise _not_found(submission_id) from None
     if outcome is None:
