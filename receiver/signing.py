@@ -10,6 +10,7 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Protocol
 
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -64,7 +65,14 @@ class TokenClaims:
 
 
 def _serializer(secret_keys: Sequence[str]) -> URLSafeSerializer:
+    return _serializer_for(tuple(secret_keys))
+
+
+@lru_cache(maxsize=8)
+def _serializer_for(secret_keys: tuple[str, ...]) -> URLSafeSerializer:
     # itsdangerous signs with the last key and verifies with any; settings list newest first.
+    # Made once per set of keys: building one cost as much as signing with it, and a page
+    # of the API's list signs a URL for each of its 100 submissions.
     return URLSafeSerializer(list(reversed(secret_keys)), salt=TOKEN_SALT)
 
 

@@ -26,6 +26,26 @@ _submissions = Submission.__table__  # type: ignore[attr-defined]
 _meta = SubmissionMeta.__table__  # type: ignore[attr-defined]
 _notifications = Notification.__table__  # type: ignore[attr-defined]
 _c = _submissions.c
+#: What the submission object shows (``receiver.submissions.submission_json``), and the id:
+#: reading only these keeps a page's rows (and SQLite's sort of them) small.
+SHOWN_COLUMNS = (
+    "id",
+    "submission_id",
+    "user_id",
+    "input_url",
+    "job_id",
+    "status",
+    "provider_status",
+    "output_url",
+    "error",
+    "meta",
+    "is_test",
+    "provider_updated_at",
+    "created_at",
+    "updated_at",
+)
+_SHOWN = [_c[name] for name in SHOWN_COLUMNS]
+_BY_SUBMISSION_ID = sa.select(*_SHOWN).where(_c.submission_id == sa.bindparam("submission_id"))
 _NOTIFICATION_COLUMNS = (
     "id",
     "message_id",
@@ -71,7 +91,7 @@ def submissions_statement(
     limit: int = 100,
 ) -> sa.Select[Any]:
     """Return the SELECT of one page: every filter given, after ``after``, newest first."""
-    statement = sa.select(_submissions).where(_c.is_test.is_(False))
+    statement = sa.select(*_SHOWN).where(_c.is_test.is_(False))
     if status is not None:
         statement = statement.where(_c.status == status)
     if user_id is not None:
@@ -88,6 +108,11 @@ def submissions_statement(
             _c.updated_at <= moment, sa.or_(_c.updated_at < moment, _c.id < last_id)
         )
     return statement.order_by(_c.updated_at.desc(), _c.id.desc()).limit(limit)
+
+
+def get_submission_row(conn: Connection, submission_id: str) -> Any | None:
+    """Return one submission's shown columns, or None."""
+    return conn.execute(_BY_SUBMISSION_ID, {"submission_id": submission_id}).first()
 
 
 def list_submissions_page(
