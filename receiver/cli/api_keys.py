@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import click
 from flask.cli import AppGroup
 
@@ -45,11 +47,9 @@ def api_keys_list(as_json: bool) -> None:
         for key in keys:
             echo_json(
                 {
-                    name: value.isoformat() if value else value
+                    name: value.isoformat() if isinstance(value, datetime) else value
                     for name, value in key.items()
-                    if name != "name"
                 }
-                | {"name": key["name"]}
             )
         return
     if not keys:
