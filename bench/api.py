@@ -1,11 +1,14 @@
 """Application API: GET one submission and a filtered page of 100, among 100,000 submissions.
 
 The Procfile's web process as deployed (two sync workers, production settings) serves
-a database holding 100,000 submissions (six statuses, 1,000 owners, 100 campaigns of
-1,000 each). The load generator sends, with a valid key, either ``GET
-/api/v1/submissions/{id}`` over 5,000 ids, or ``GET
-/api/v1/submissions?meta.campaign=…&limit=100`` over the 100 campaigns: a page of 100
-out of 1,000 matches, through the metadata pairs' index.
+a database holding 100,000 submissions (six statuses, 1,000 owners of 100 each, 100
+campaigns of 1,000 each). The load generator sends, with a valid key, one of:
+
+- ``get``: ``GET /api/v1/submissions/{id}`` over 5,000 ids;
+- ``owner``: ``GET /api/v1/submissions?user_id=…&limit=100`` over 1,000 owners: their page
+  of 100, read in order from the (user_id, updated_at) index;
+- ``meta``: ``GET /api/v1/submissions?meta.campaign=…&limit=100`` over the 100 campaigns:
+  the newest 100 of 1,000 matches, found through the metadata pairs and sorted.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ __all__ = ["ApiRun", "run_api_suite"]
 LUA = ROOT / "bench" / "api.lua"
 CAMPAIGNS = 100
 OWNERS = 1000
+REQUESTS = ("get", "owner", "meta")
 _STATUSES = ("pending", "processing", "succeeded", "failed", "cancelled", "expired")
 
 
@@ -112,6 +116,11 @@ def write_paths(path: Path, request: str, rows: int) -> None:
     chooser = random.Random(7)
     if request == "get":
         paths = [f"/api/v1/submissions/sub_{chooser.randint(1, rows)}" for _ in range(5000)]
+    elif request == "owner":
+        paths = [
+            f"/api/v1/submissions?user_id=user_{owner}&limit=100"
+            for owner in chooser.sample(range(OWNERS), OWNERS)
+        ]
     else:
         paths = [
             f"/api/v1/submissions?meta.campaign=c{campaign}&limit=100"
@@ -184,7 +193,7 @@ def run_api_suite(
         server = WebProcess(env, log_path=workdir / f"gunicorn-api-{database.name}.log")
         server.start(timeout=60)
         try:
-            for request in ("get", "list"):
+            for request in REQUESTS:
                 paths = workdir / f"api-{request}.txt"
                 write_paths(paths, request, rows)
                 for conns in connections:

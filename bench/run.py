@@ -236,8 +236,8 @@ def render_table(result: dict[str, Any]) -> str:
         ]
         out += [
             "",
-            "Application API (GET one submission; a page of 100 filtered on metadata), "
-            "2 gunicorn workers:",
+            "Application API (get: one submission; owner: an owner's page of 100; meta: a "
+            "page of 100 filtered on metadata), 2 gunicorn workers:",
             "",
         ]
         out += _table(
