@@ -74,6 +74,10 @@ def api_error(
     return response
 
 
+#: What pydantic puts in an error's location for the member of a union it tried.
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "none", "datetime"})
+
+
 def _field(location: tuple[int | str, ...]) -> str | None:
     # pydantic adds the member of a union it tried (`literal[...]`, `str`): not a field.
     parts = [
@@ -85,9 +89,6 @@ def _field(location: tuple[int | str, ...]) -> str | None:
         )
     ]
     return ".".join(parts) if parts else None
-
-
-_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "none", "datetime"})
 
 
 def validation_hook(req: Any, resp: Any, error: Exception | None, instance: Any, *_: Any) -> None:

@@ -9,11 +9,10 @@ from flask import Response, jsonify, request
 from spectree import Response as Documented
 
 from receiver.api.blueprint import bp
-from receiver.api.listing import list_notifications_page
+from receiver.api.listing import list_notifications_page, public_endpoint
 from receiver.api.pagination import decode_cursor, encode_cursor
 from receiver.api.schemas import ErrorBody, NotificationList, NotificationsQuery
 from receiver.api.spec import spec
-from receiver.api.submissions import _public_endpoint
 from receiver.db import get_read_engine
 
 __all__ = ["list_notifications_view"]
@@ -50,6 +49,6 @@ def list_notifications_view() -> Response:
     data = []
     for row in rows:
         shown = {name: _plain(value) for name, value in row.items()}
-        shown["endpoint"] = _public_endpoint(shown["endpoint"])
+        shown["endpoint"] = public_endpoint(shown["endpoint"])
         data.append(shown)
     return jsonify(data=data, next_cursor=None if following is None else encode_cursor(following))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import sqlalchemy as sa
 from flask import Response, jsonify, request
@@ -17,7 +16,7 @@ from receiver.api.auth import current_key
 from receiver.api.blueprint import bp
 from receiver.api.client import api_client, settings
 from receiver.api.errors import ApiProblem
-from receiver.api.listing import get_submission_row, list_submissions_page
+from receiver.api.listing import get_submission_row, list_submissions_page, public_endpoint
 from receiver.api.pagination import decode_cursor, encode_cursor
 from receiver.api.schemas import (
     CreateHeaders,
@@ -111,8 +110,8 @@ def _conflict(existing: Submission, field: str) -> ApiProblem:
     json=CreateSubmissionBody,
     headers=CreateHeaders,
     resp=Documented(
-        HTTP_200=(SubmissionBody, "It existed already with the same data; its job is made."),
-        HTTP_201=(SubmissionBody, "Stored, and its ittybit job created."),
+        HTTP_200=(SubmissionBody, "It existed already with the same data, and its job."),
+        HTTP_201=(SubmissionBody, "Stored, and its ittybit job created now."),
         HTTP_202=(SubmissionBody, "Stored as pending: ittybit was not reached in time."),
         HTTP_400=ErrorBody,
         HTTP_401=ErrorBody,
@@ -215,7 +214,8 @@ def _create(body: CreateSubmissionBody) -> Response:
     if submission.job_id is None:
         note(pending=True)
         return _answer(submission, 202)
-    return _answer(submission, 201 if result.created else 200)
+    # 201 when this request had ittybit make the job; 200 when it was there already.
+    return _answer(submission, 201 if result.sent else 200)
 
 
 @bp.put("/submissions/<submission_id>")
@@ -349,14 +349,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _public_endpoint(url: str) -> str:
-    """Return a notification endpoint without a query string or credentials it may carry."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 @bp.get("/submissions/<submission_id>/events")
 @spec.validate(
     query=EventsQuery,
@@ -381,7 +373,7 @@ def submission_events_view(submission_id: str) -> Response:
     for entry in entries:
         shown = {name: _plain(value) for name, value in entry.items()}
         if "endpoint" in shown:
-            shown["endpoint"] = _public_endpoint(shown["endpoint"])
+            shown["endpoint"] = public_endpoint(shown["endpoint"])
         data.append(shown)
     return jsonify(data=data)
 
