@@ -33,6 +33,16 @@ def read_requests(path: Path, host: str) -> list[bytes]:
     return requests
 
 
+def read_get_requests(path: Path, host: str, headers: list[str]) -> list[bytes]:
+    """Return a GET request for each path of the file (the API benchmark's)."""
+    extra = "".join(f"{header}\r\n" for header in headers)
+    return [
+        f"GET {line} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode()
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line
+    ]
+
+
 class Stats:
     def __init__(self) -> None:
         self.latencies: list[float] = []
@@ -139,12 +149,19 @@ def _percentile(sorted_values: list[float], fraction: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.loadgen")
     parser.add_argument("url")
-    parser.add_argument("--deliveries", type=Path, required=True)
+    parser.add_argument("--deliveries", type=Path, default=None)
+    parser.add_argument("--get-paths", type=Path, default=None, help="GET these paths instead")
+    parser.add_argument("--header", action="append", default=[], help="with --get-paths")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--duration", type=float, default=10.0)
     args = parser.parse_args(argv)
     parts = urlsplit(args.url)
-    requests = read_requests(args.deliveries, parts.netloc)
+    if args.get_paths is not None:
+        requests = read_get_requests(args.get_paths, parts.netloc, args.header)
+    elif args.deliveries is not None:
+        requests = read_requests(args.deliveries, parts.netloc)
+    else:
+        parser.error("give --deliveries or --get-paths")
     started = time.monotonic()
     stats = asyncio.run(run(args.url, requests, args.connections, args.duration))
     elapsed = time.monotonic() - started

@@ -1,7 +1,7 @@
 """Run every benchmark, print one table, write it to bench/results/latest.json.
 
     python -m bench.run                 # everything (what ``make bench`` runs)
-    python -m bench.run --only webhook  # or: --only reconcile, --only notify
+    python -m bench.run --only webhook  # or: --only reconcile, --only notify, --only api
     python -m bench.run --duration 5 --sizes 1000
 
 PostgreSQL runs too when TEST_DATABASE_URL or DATABASE_URL points at one; the benchmark
@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.api import ApiRun, run_api_suite
 from bench.common import RESULTS, databases
 from bench.notify import P95_TARGET_MS, NotifyRun, run_notify_suite
 from bench.reconcile import ReconcileRun, run_reconcile_suite
@@ -34,6 +35,8 @@ WEBHOOK_RATIO = 0.40
 WEBHOOK_P99_MS = {16: 50.0, 64: 250.0}
 RECONCILE_RATIO = 0.80
 RSS_GROWTH = 0.10
+API_P99_MS = 20.0
+API_CONNECTIONS = 16
 
 
 def _progress(message: str) -> None:
@@ -85,6 +88,17 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "target": f"webhook {name}: no errors, every 2xx stored",
                 "value": f"{run['errors']} errors, {run['lost']} lost",
                 "ok": run["errors"] == 0 and run["lost"] == 0 and run["wrapped"] == 0,
+            }
+        )
+    for run in result.get("api", []):
+        if run["connections"] != API_CONNECTIONS:
+            continue
+        checks.append(
+            {
+                "target": f"api {run['database']} {run['request']} c={run['connections']}: "
+                f"p99 <= {API_P99_MS:g} ms, no errors",
+                "value": f"{run['p99_ms']:g} ms, {run['errors']} errors",
+                "ok": run["p99_ms"] <= API_P99_MS and run["errors"] == 0,
             }
         )
     reconcile = result.get("reconcile", [])
@@ -251,6 +265,42 @@ def render_table(result: dict[str, Any]) -> str:
             ],
             rows,
         )
+    api = result.get("api", [])
+    if api:
+        rows = [
+            [
+                run["database"],
+                run["request"],
+                run["rows"],
+                run["connections"],
+                f"{run['rps']:.0f}",
+                f"{run['p50_ms']:.1f}",
+                f"{run['p99_ms']:.1f}",
+                run["errors"],
+                run["server_cpu_us"],
+            ]
+            for run in api
+        ]
+        out += [
+            "",
+            "Application API (get: one submission; owner: an owner's page of 100; meta: a "
+            "page of 100 filtered on metadata), 2 gunicorn workers:",
+            "",
+        ]
+        out += _table(
+            [
+                "database",
+                "request",
+                "submissions",
+                "conns",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "errors",
+                "server CPU µs/req",
+            ],
+            rows,
+        )
     checks = verdicts(result)
     if checks:
         out += ["", "Targets:", ""]
@@ -267,7 +317,7 @@ def _load() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    parser.add_argument("--only", choices=["webhook", "reconcile", "notify"], default=None)
+    parser.add_argument("--only", choices=["webhook", "reconcile", "notify", "api"], default=None)
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default=None)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per load run")
     parser.add_argument("--connections", type=int, nargs="+", default=[16, 64])
@@ -281,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         "--notify-webhooks", type=int, default=40, help="sent one by one, for latency"
     )
     parser.add_argument("--notify-burst", type=int, default=300, help="sent at once")
+    parser.add_argument("--api-rows", type=int, default=100_000, help="submissions for the API")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
     args = parser.parse_args(argv)
 
@@ -328,9 +379,23 @@ def main(argv: list[str] | None = None) -> int:
                     progress=_progress,
                 )
                 result["notify"] = [run.as_dict() for run in notified]
+            if args.only in (None, "api"):
+                api_runs: list[ApiRun] = run_api_suite(
+                    found,
+                    rows=args.api_rows,
+                    connections=args.connections,
+                    duration=args.duration,
+                    workdir=workdir,
+                    progress=_progress,
+                )
+                result["api"] = [run.as_dict() for run in api_runs]
     finally:
         # The signed deliveries are large and of no use afterwards; the servers' logs stay.
-        for path in [*workdir.glob("*.tsv"), *workdir.glob("standin-jobs-*.txt")]:
+        for path in [
+            *workdir.glob("*.tsv"),
+            *workdir.glob("standin-jobs-*.txt"),
+            *workdir.glob("api-*.txt"),
+        ]:
             path.unlink()
         result["meta"]["load_after"] = _load()
         result["meta"]["finished"] = datetime.now(UTC).isoformat(timespec="seconds")

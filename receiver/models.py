@@ -14,6 +14,8 @@ from sqlmodel import Field, SQLModel
 __all__ = [
     "FINAL_STATUSES",
     "TERMINAL_STATUSES",
+    "ApiKey",
+    "IdempotentRequest",
     "Notification",
     "NotificationStatus",
     "Outcome",
@@ -21,6 +23,7 @@ __all__ = [
     "ReconcilePass",
     "Status",
     "Submission",
+    "SubmissionMeta",
     "UTCDateTime",
     "WebhookEvent",
     "utcnow",
@@ -96,7 +99,7 @@ class Submission(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     submission_id: str = Field(max_length=200, unique=True, index=True)
-    user_id: str = Field(max_length=200, index=True)
+    user_id: str = Field(max_length=200)
     input_url: str = Field(max_length=2048)
     job_id: str | None = Field(default=None, max_length=200, unique=True, index=True)
     status: str = Field(default=Status.PENDING, max_length=20, index=True)
@@ -124,8 +127,16 @@ class Submission(SQLModel, table=True):
     job_options: dict[str, Any] | None = Field(
         default=None, sa_column=_json_column("job_options", nullable=True)
     )
+    # Migration 0005: when a job was asked for through `submit` or the API; the worker
+    # creates the job of a pending submission only when one was asked for (a submission
+    # added or registered by hand has its job made elsewhere).
+    job_requested_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
-    __table_args__ = (sa.Index("ix_submissions_status_updated_at", "status", "updated_at"),)
+    __table_args__ = (
+        sa.Index("ix_submissions_status_updated_at", "status", "updated_at"),
+        # The API's list filtered by owner, newest change first (migration 0005).
+        sa.Index("ix_submissions_user_id_updated_at", "user_id", "updated_at"),
+    )
 
 
 class WebhookEvent(SQLModel, table=True):
@@ -216,4 +227,66 @@ class Notification(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_notifications_status_next_attempt_at", "status", "next_attempt_at"),
         sa.Index("ix_notifications_submission_id_id", "submission_id", "id"),
+    )
+
+
+class SubmissionMeta(SQLModel, table=True):
+    """One metadata pair of a submission, kept by database triggers for the API's filter.
+
+    Written by triggers on ``submissions`` (migration 0005) whenever ``meta`` is inserted or
+    changed, whoever writes it; only string, number and boolean values up to 200 characters.
+    """
+
+    __tablename__ = "submission_meta"
+
+    key: str = Field(max_length=200, primary_key=True)
+    value: str = Field(max_length=200, primary_key=True)
+    submission_pk: int = Field(
+        primary_key=True, foreign_key="submissions.id", ondelete="CASCADE", index=True
+    )
+
+
+class ApiKey(SQLModel, table=True):
+    """A key of the application API; only its SHA-256 is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100)
+    key_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+    __table_args__ = (
+        # A name belongs to one live key; revoked keys keep theirs for the record.
+        sa.Index(
+            "ux_api_keys_live_name",
+            "name",
+            unique=True,
+            sqlite_where=sa.text("revoked_at IS NULL"),
+            postgresql_where=sa.text("revoked_at IS NULL"),
+        ),
+    )
+
+
+class IdempotentRequest(SQLModel, table=True):
+    """The first answer to an API request sent with an ``Idempotency-Key``.
+
+    The unique (key, Idempotency-Key) pair decides which of concurrent requests does the
+    work; ``status`` is null until that one has answered.
+    """
+
+    __tablename__ = "api_idempotency"
+
+    id: int | None = Field(default=None, primary_key=True)
+    api_key_id: int = Field(foreign_key="api_keys.id", ondelete="CASCADE")
+    idempotency_key: str = Field(max_length=200)
+    request_hash: str = Field(max_length=64)
+    status: int | None = Field(default=None)
+    body: str | None = Field(default=None, sa_type=sa.Text)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+
+    __table_args__ = (
+        sa.UniqueConstraint("api_key_id", "idempotency_key", name="uq_api_idempotency_key"),
     )

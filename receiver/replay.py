@@ -33,6 +33,7 @@ __all__ = [
     "ReplayError",
     "Replayed",
     "rematch_event",
+    "rematch_for",
     "rematch_unmatched",
     "replay_event",
     "replay_one",
@@ -245,6 +246,43 @@ def rematch_unmatched(
                 report.matched += 1
         if len(ids) < batch:
             return report
+
+
+def rematch_for(
+    engine: Engine,
+    *,
+    job_id: str | None,
+    submission_id: str,
+    now: datetime,
+    outbox: Outbox,
+    limit: int = 100,
+) -> RematchReport:
+    """Match the unmatched deliveries stored for one job or submission id, now.
+
+    For a submission just registered through the API: its webhooks that arrived first
+    are applied at once instead of at the worker's next pass (which takes any left over).
+    """
+    wanted = _events.c.submission_id == submission_id
+    if job_id is not None:
+        wanted = sa.or_(wanted, _events.c.job_id == job_id)
+    statement = (
+        sa.select(_events.c.id)
+        .where(_events.c.outcome == Outcome.UNMATCHED.value, wanted)
+        .order_by(_events.c.id)
+        .limit(limit)
+    )
+    with engine.connect() as conn:
+        ids = list(conn.execute(statement).scalars())
+    report = RematchReport()
+    for event_id in ids:
+        outcome = _rematch_one(engine, event_id, now=now, outbox=outbox, dry_run=False)
+        if outcome is _UNREADABLE:
+            report.errors += 1
+        elif outcome == Outcome.REJECTED.value:
+            report.rejected += 1
+        elif outcome not in (None, Outcome.UNMATCHED.value):
+            report.matched += 1
+    return report
 
 
 #: The outcome of an event whose stored body can no longer be read.

@@ -8,8 +8,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Protocol
 
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -64,13 +67,43 @@ class TokenClaims:
 
 
 def _serializer(secret_keys: Sequence[str]) -> URLSafeSerializer:
+    return _serializer_for(tuple(secret_keys))
+
+
+@lru_cache(maxsize=8)
+def _serializer_for(secret_keys: tuple[str, ...]) -> URLSafeSerializer:
     # itsdangerous signs with the last key and verifies with any; settings list newest first.
+    # Made once per set of keys: building one cost as much as signing with it, and a page
+    # of the API's list signs a URL for each of its 100 submissions.
     return URLSafeSerializer(list(reversed(secret_keys)), salt=TOKEN_SALT)
 
 
+@lru_cache(maxsize=8)
+def _signing_key(secret_key: str) -> bytes:
+    # itsdangerous's default key derivation ("django-concat", SHA-1), once per key.
+    salted = TOKEN_SALT.encode() + b"signer" + secret_key.encode()
+    return hashlib.sha1(salted).digest()  # noqa: S324 (itsdangerous's format, not a password)
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
 def webhook_token(secret_keys: Sequence[str], *, submission_id: str, user_id: str) -> str:
-    """Return the URL-safe token naming a submission and its owner."""
-    return _serializer(secret_keys).dumps({"s": submission_id, "u": user_id})
+    """Return the URL-safe token naming a submission and its owner.
+
+    Byte for byte the token itsdangerous's ``URLSafeSerializer`` makes with the newest key
+    (``tests/test_signing.py`` compares them; it verifies them too), built here directly:
+    through itsdangerous a token cost about 48 µs, measured, a third of the time an API page
+    of 100 submissions took, each shown with its webhook URL; this costs a fraction of that.
+    """
+    payload = json.dumps(
+        {"s": submission_id, "u": user_id}, ensure_ascii=False, separators=(",", ":")
+    ).encode()
+    compressed = zlib.compress(payload)
+    data = b"." + _b64(compressed) if len(compressed) < len(payload) - 1 else _b64(payload)
+    signature = hmac.new(_signing_key(secret_keys[0]), data, hashlib.sha1).digest()
+    return (data + b"." + _b64(signature)).decode()
 
 
 def verify_webhook_token(secret_keys: Sequence[str], token: str) -> TokenClaims:

@@ -14,7 +14,15 @@ from sqlalchemy import Connection
 
 from receiver.models import FINAL_STATUSES, Status, Submission
 
-__all__ = ["ACTIVE_STATUSES", "count_not_due", "count_stuck", "due", "lease_free", "unsubmitted"]
+__all__ = [
+    "ACTIVE_STATUSES",
+    "awaiting_job",
+    "count_not_due",
+    "count_stuck",
+    "due",
+    "lease_free",
+    "unsubmitted",
+]
 
 #: Statuses the reconciler still polls.
 ACTIVE_STATUSES = tuple(status.value for status in Status if status not in FINAL_STATUSES)
@@ -61,13 +69,35 @@ def count_not_due(conn: Connection, *, now: datetime, stuck_before: datetime) ->
     )
 
 
+def awaiting_job(now: datetime, requested_before: datetime) -> Any:
+    """Return the condition of a pending submission whose asked-for job the worker creates.
+
+    A job was asked for (``submit`` or the API) before ``requested_before`` and none was
+    made yet; not a test; its next try is due and no one holds a live lease on it.
+    """
+    return sa.and_(
+        _c.status == Status.PENDING.value,
+        _c.job_id.is_(None),
+        _c.job_requested_at.is_not(None),
+        _c.job_requested_at <= requested_before,
+        _c.is_test.is_(False),
+        sa.or_(_c.next_poll_at.is_(None), _c.next_poll_at <= now),
+        lease_free(now),
+    )
+
+
 def unsubmitted(
     conn: Connection, *, stuck_before: datetime, sample: int = 5
 ) -> tuple[int, list[str]]:
-    """Return how many ``pending`` submissions never got a job, and a few of their ids."""
+    """Return how many ``pending`` submissions have no job and none asked for, and a few ids.
+
+    Added or registered without a job (its job made elsewhere, or never): the worker does
+    not create those; ``submit`` does, or their webhooks match them.
+    """
     where = sa.and_(
         _c.status == Status.PENDING.value,
         _c.job_id.is_(None),
+        _c.job_requested_at.is_(None),
         _c.updated_at <= stuck_before,
         _c.is_test.is_(False),
     )

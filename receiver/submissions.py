@@ -42,7 +42,14 @@ _IMPORT_KEYS = frozenset({"submission_id", "user_id", "input_url", "job_id", "st
 
 
 class InvalidSubmission(ValueError):
-    """A submission's fields are missing or malformed; the message says which."""
+    """A submission's fields are missing or malformed; the message says which.
+
+    ``field`` names the field at fault when there is one (the API reports it).
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def webhook_url(settings: Settings, *, submission_id: str, user_id: str) -> str:
@@ -82,11 +89,11 @@ def _identifier(name: str, value: Any) -> str:
         value = str(value)
     if not isinstance(value, str) or not value.strip():
         message = f"{name} is required"
-        raise InvalidSubmission(message)
+        raise InvalidSubmission(message, field=name)
     text: str = value.strip()
     if len(text) > _MAX_ID or not text.isprintable():
         message = f"{name} must be at most {_MAX_ID} printable characters"
-        raise InvalidSubmission(message)
+        raise InvalidSubmission(message, field=name)
     return text
 
 
@@ -99,24 +106,24 @@ def validate_submission(record: Mapping[str, Any]) -> dict[str, Any]:
     input_url = record.get("input_url")
     if not isinstance(input_url, str) or len(input_url) > 2048:
         message = "input_url is required"
-        raise InvalidSubmission(message)
+        raise InvalidSubmission(message, field="input_url")
     parts = urlsplit(input_url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         message = f"input_url must be an http(s) URL, got {input_url[:80]!r}"
-        raise InvalidSubmission(message)
+        raise InvalidSubmission(message, field="input_url")
     status = record.get("status") or Status.PENDING.value
     if status not in _STATUSES:
         message = f"status must be one of {', '.join(_STATUSES)}"
-        raise InvalidSubmission(message)
+        raise InvalidSubmission(message, field="status")
     metadata = record.get("metadata") or {}
     if not isinstance(metadata, dict):
         message = "metadata must be an object"
-        raise InvalidSubmission(message)
+        raise InvalidSubmission(message, field="metadata")
     job_id = record.get("job_id")
     submission_id = _identifier("submission_id", record.get("submission_id"))
     if submission_id.startswith(TEST_PREFIX):
         message = f"submission_id must not start with {TEST_PREFIX!r}: those are test submissions"
-        raise InvalidSubmission(message)
+        raise InvalidSubmission(message, field="submission_id")
     return {
         "submission_id": submission_id,
         "user_id": _identifier("user_id", record.get("user_id")),
@@ -132,13 +139,19 @@ def get_submission(session: Session, submission_id: str) -> Submission | None:
     return session.exec(select(Submission).where(Submission.submission_id == submission_id)).first()
 
 
-def create_submission(session: Session, **fields: Any) -> Submission:
-    """Add a validated submission and commit; raise InvalidSubmission on bad or taken ids."""
+def create_submission(
+    session: Session, *, job: Mapping[str, Any] | None = None, **fields: Any
+) -> Submission:
+    """Add a validated submission and commit; raise InvalidSubmission on bad or taken ids.
+
+    ``job`` holds the columns of an asked-for job (``job_kind``, ``job_options``,
+    ``job_requested_at``), set by ``submit`` and the API so the worker can create it later.
+    """
     values = validate_submission(fields)
     if get_submission(session, values["submission_id"]) is not None:
         message = f"submission {values['submission_id']!r} already exists"
         raise InvalidSubmission(message)
-    submission = Submission(**values)
+    submission = Submission(**values, **(job or {}))
     session.add(submission)
     try:
         session.commit()

@@ -21,7 +21,7 @@ from sqlmodel import Session
 from config.settings import Settings
 from receiver.apply import apply_job_state, find_submission
 from receiver.deliveries import owner_conflict
-from receiver.ittybit import ApiError, IttybitClient, idempotency_key
+from receiver.ittybit import RETRYABLE_STATUSES, ApiError, IttybitClient, idempotency_key
 from receiver.jobstate import JobState
 from receiver.models import Status, Submission
 from receiver.outbox import Outbox
@@ -33,7 +33,7 @@ from receiver.submissions import (
     webhook_url,
 )
 
-__all__ = ["RESERVED_METADATA", "SubmitResult", "submit_job"]
+__all__ = ["RESERVED_METADATA", "SubmitResult", "refused", "request_job", "submit_job"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,23 @@ class SubmitResult:
     created: bool
     sent: bool
     error: str | None = None
+    #: The API's failure, when the error came from ittybit.
+    api_error: ApiError | None = None
+
+
+def refused(error: ApiError) -> bool:
+    """Tell whether ittybit refused the job itself: asking again the same way cannot help.
+
+    Its 4xx answers, but not 429 or a request still in progress (409), and not a refused
+    API key, which the operator can fix: those stay worth another try.
+    """
+    status = error.status
+    return (
+        status is not None
+        and 400 <= status < 500
+        and status not in RETRYABLE_STATUSES
+        and status not in (401, 403, 409)
+    )
 
 
 def _prepare(
@@ -60,8 +77,13 @@ def _prepare(
     user_id: str,
     input_url: str,
     metadata: Mapping[str, Any],
+    job: Mapping[str, Any],
 ) -> tuple[Submission, bool]:
-    """Create the submission, or check the existing one agrees and merge new metadata."""
+    """Create the submission, or check the existing one agrees and merge new metadata.
+
+    ``job`` (kind, options, when it was asked for) is stored on a submission without a
+    job, so that the worker can create that job later exactly as it was asked.
+    """
     with Session(engine, expire_on_commit=False) as session:
         submission = get_submission(session, submission_id)
         if submission is None:
@@ -69,6 +91,7 @@ def _prepare(
                 return (
                     create_submission(
                         session,
+                        job=job,
                         submission_id=submission_id,
                         user_id=user_id,
                         input_url=input_url,
@@ -93,12 +116,53 @@ def _prepare(
         if submission.job_id is None and submission.status != Status.PENDING:
             message = f"submission {submission_id!r} is {submission.status} without a job"
             raise InvalidSubmission(message)
-        merged = {**submission.meta, **metadata}
-        if submission.job_id is None and merged != submission.meta:
-            submission.meta = merged
+        if submission.job_id is None:
+            submission.meta = {**submission.meta, **metadata}
+            for name, value in job.items():
+                setattr(submission, name, value)
             session.add(submission)
             session.commit()
         return submission, False
+
+
+def _check_reserved(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    extra = dict(metadata)
+    reserved = RESERVED_METADATA & set(extra)
+    if reserved:
+        message = f"metadata {', '.join(sorted(reserved))} is set by the service"
+        raise InvalidSubmission(message)
+    return extra
+
+
+def request_job(
+    engine: Engine,
+    *,
+    submission_id: str,
+    user_id: str,
+    input_url: str,
+    now: datetime,
+    kind: str = "video",
+    options: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> SubmitResult:
+    """Store the submission and that its job is asked for, without asking ittybit now.
+
+    The worker's next pass creates the job (see ``reconcile.poller``), with the same
+    idempotency key as :func:`submit_job`. Raises InvalidSubmission as it does.
+    """
+    submission, created = _prepare(
+        engine,
+        submission_id=submission_id,
+        user_id=user_id,
+        input_url=input_url,
+        metadata=_check_reserved(metadata or {}),
+        job={
+            "job_kind": kind,
+            "job_options": dict(options) if options else None,
+            "job_requested_at": now,
+        },
+    )
+    return SubmitResult(submission, created=created, sent=False)
 
 
 def submit_job(
@@ -121,13 +185,15 @@ def submit_job(
     the same call later completes it. Raises InvalidSubmission when the arguments
     disagree with an existing submission.
     """
-    extra = dict(metadata or {})
-    reserved = RESERVED_METADATA & set(extra)
-    if reserved:
-        message = f"metadata {', '.join(sorted(reserved))} is set by the service"
-        raise InvalidSubmission(message)
+    extra = _check_reserved(metadata or {})
+    job = {"job_kind": kind, "job_options": dict(options) if options else None}
     submission, created = _prepare(
-        engine, submission_id=submission_id, user_id=user_id, input_url=input_url, metadata=extra
+        engine,
+        submission_id=submission_id,
+        user_id=user_id,
+        input_url=input_url,
+        metadata=extra,
+        job={**job, "job_requested_at": now},
     )
     if submission.job_id is not None:
         log.info("%s already has job %s; nothing sent", submission_id, submission.job_id)
@@ -144,21 +210,27 @@ def submit_job(
             idempotency_key=idempotency_key(sid),
         )
     except ApiError as exc:
+        api_error: ApiError | None = exc
         error: str | None = exc.message
     else:
+        api_error = None
         error = _store_job(engine, submission_id=sid, state=state, now=now, outbox=outbox)
     if error is not None:
         log.warning("submit %s failed: %s", sid, error)
+        values: dict[str, Any] = {"error": f"submit failed: {error}"[:2000], "updated_at": now}
+        if api_error is not None and refused(api_error):
+            # ittybit said no to this job: the worker must not keep asking for it.
+            values["job_requested_at"] = None
         with engine.begin() as conn:
             conn.execute(
                 sa.update(_submissions)
                 .where(_submissions.c.submission_id == sid, _submissions.c.job_id.is_(None))
-                .values(error=f"submit failed: {error}"[:2000], updated_at=now)
+                .values(values)
             )
     with Session(engine) as session:
         stored = get_submission(session, sid)
         assert stored is not None  # submissions are never deleted here
-        return SubmitResult(stored, created=created, sent=True, error=error)
+        return SubmitResult(stored, created=created, sent=True, error=error, api_error=api_error)
 
 
 def _store_job(

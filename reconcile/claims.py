@@ -9,6 +9,7 @@ runs out; a live one renews the leases of the rows it still holds.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,9 +18,19 @@ from sqlalchemy import Connection
 
 from receiver.models import Submission
 from receiver.polls import PolledJob
-from receiver.stuck import due, lease_free
+from receiver.stuck import awaiting_job, due, lease_free
 
-__all__ = ["claim_named", "claim_stuck", "peek_named", "peek_stuck", "release", "renew"]
+__all__ = [
+    "PendingJob",
+    "claim_awaiting_job",
+    "claim_named",
+    "claim_stuck",
+    "peek_awaiting_job",
+    "peek_named",
+    "peek_stuck",
+    "release",
+    "renew",
+]
 
 _table = Submission.__table__  # type: ignore[attr-defined]
 _c = _table.c
@@ -125,3 +136,65 @@ def renew(
         .values(lease_until=now + timedelta(seconds=lease_seconds))
     )
     return int(result.rowcount)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingJob:
+    """A pending submission whose asked-for job is still to be created."""
+
+    id: int
+    submission_id: str
+    user_id: str
+    input_url: str
+    job_kind: str
+    job_options: dict[str, Any] | None
+    poll_attempts: int
+
+
+_PENDING_FIELDS = [_c[name] for name in PendingJob.__slots__]
+
+
+def claim_awaiting_job(
+    conn: Connection,
+    *,
+    now: datetime,
+    requested_before: datetime,
+    limit: int,
+    owner: str,
+    lease_seconds: float,
+) -> list[PendingJob]:
+    """Lease up to ``limit`` submissions whose job the worker should create now, by id.
+
+    Leased like the polled ones, so two workers never both create the same job (and the
+    idempotency key would make ittybit answer the same job anyway).
+    """
+    chosen = (
+        sa.select(_c.id)
+        .where(awaiting_job(now, requested_before))
+        .order_by(_c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte("awaiting")
+    )
+    statement = (
+        sa.update(_table)
+        .where(_c.id == chosen.c.id)
+        .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
+        .returning(*_PENDING_FIELDS)
+    )
+    rows = [PendingJob(*row) for row in conn.execute(statement)]
+    rows.sort(key=lambda row: row.id)
+    return rows
+
+
+def peek_awaiting_job(
+    conn: Connection, *, now: datetime, requested_before: datetime, limit: int
+) -> list[PendingJob]:
+    """Return what :func:`claim_awaiting_job` would lease, leasing nothing (dry runs)."""
+    statement = (
+        sa.select(*_PENDING_FIELDS)
+        .where(awaiting_job(now, requested_before))
+        .order_by(_c.id)
+        .limit(limit)
+    )
+    return [PendingJob(*row) for row in conn.execute(statement)]

@@ -50,7 +50,8 @@ _SUMMARY_ROWS = (
     ("skipped", "named but not polled (no job, a test, or leased)"),
     ("rematched", "unmatched webhooks applied to their submission"),
     ("rejected_events", "unmatched webhooks refused on matching"),
-    ("unsubmitted", "pending with no job: run submit"),
+    ("submitted", "jobs created for pending submissions"),
+    ("unsubmitted", "pending, no job asked for: run submit"),
 )
 
 
@@ -110,7 +111,13 @@ def reconcile_command(
     # Retry waits end at once on SIGTERM: the request in hand is abandoned, not the pass.
     with client_from_settings(config, sleep=stop.wait) as client:
         reconciler = Reconciler(
-            get_engine(), client, options, outbox=get_outbox(), stop=stop, metrics=get_metrics()
+            get_engine(),
+            client,
+            options,
+            outbox=get_outbox(),
+            stop=stop,
+            metrics=get_metrics(),
+            settings=config,
         )
         if loop:
             # The worker is a long-running process: its log lines go where the web's do.

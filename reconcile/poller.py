@@ -27,23 +27,39 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from config.settings import Settings
+from config.settings import WEB_WORKER_TIMEOUT, Settings
 from receiver.db import read_only
 from receiver.ittybit import ApiError, AuthError, BadResponse, Interrupted, IttybitClient
 from receiver.models import ReconcilePass, Submission, utcnow
 from receiver.outbox import Outbox
-from receiver.polls import Fetched, JobResult, PolledJob, settle_job
+from receiver.polls import Fetched, JobResult, PolledJob, poll_delay, settle_job
 from receiver.replay import rematch_unmatched
 from receiver.stuck import count_not_due, unsubmitted
-from reconcile.claims import claim_named, claim_stuck, peek_named, peek_stuck, release, renew
+from receiver.submissions import InvalidSubmission
+from receiver.submit import submit_job
+from reconcile.claims import (
+    PendingJob,
+    claim_awaiting_job,
+    claim_named,
+    claim_stuck,
+    peek_awaiting_job,
+    peek_named,
+    peek_stuck,
+    release,
+    renew,
+)
 from reconcile.summary import Summary, log_pass, log_result
 
 if TYPE_CHECKING:
     from receiver.metrics import Metrics
 
-__all__ = ["PassOptions", "Reconciler", "lease_owner"]
+__all__ = ["SUBMIT_GRACE", "PassOptions", "Reconciler", "lease_owner"]
 
 log = logging.getLogger(__name__)
+
+#: A job asked for this long ago is the worker's to create: no web request that asked for
+#: it can still be running (gunicorn ends every request by then), so the two never race.
+SUBMIT_GRACE = float(WEB_WORKER_TIMEOUT)
 
 _submissions = Submission.__table__  # type: ignore[attr-defined]
 _passes = ReconcilePass.__table__  # type: ignore[attr-defined]
@@ -96,7 +112,10 @@ class Reconciler:
         owner: str | None = None,
         progress: Callable[[int], object] | None = None,
         metrics: Metrics | None = None,
+        settings: Settings | None = None,
     ) -> None:
+        """Prepare passes; with ``settings`` (the webhook URLs' keys) a pass also creates
+        the jobs asked for by pending submissions (``submit`` or the API)."""
         self.engine = engine
         self.client = client
         self.options = options
@@ -106,9 +125,10 @@ class Reconciler:
         self.owner = owner or lease_owner()
         self.progress = progress
         self.metrics = metrics
+        self.settings = settings
 
     def run_pass(self) -> Summary:
-        """Re-match unmatched events, then poll every due job once; return the tally."""
+        """Re-match unmatched events, create asked-for jobs, poll every due job once."""
         started = time.monotonic()
         started_at = self.clock()
         options = self.options
@@ -141,6 +161,7 @@ class Reconciler:
         summary.rematched = report.matched
         summary.rejected_events = report.rejected
         summary.errors += report.errors
+        self._create_jobs(summary, now=now)
         with read_only(self.engine).connect() as conn:
             summary.unsubmitted, summary.unsubmitted_sample = unsubmitted(
                 conn, stuck_before=now - timedelta(seconds=options.stuck_after)
@@ -151,6 +172,97 @@ class Reconciler:
                 summary.unsubmitted,
                 ", ".join(summary.unsubmitted_sample),
             )
+
+    def _create_jobs(self, summary: Summary, *, now: datetime) -> None:
+        """Create the jobs pending submissions asked for, a batch per pass, leased.
+
+        Through ``submit_job``, the command's and the API's code, with the submission's
+        idempotency key: a job ittybit already made for it is answered again, never made
+        twice. A failure backs off like a poll (1 min, 2, 4… up to 1 h).
+        """
+        settings = self.settings
+        if settings is None:
+            return
+        options = self.options
+        requested_before = now - timedelta(seconds=SUBMIT_GRACE)
+        with self.engine.begin() as conn:
+            if options.dry_run:
+                summary.submitted = len(
+                    peek_awaiting_job(
+                        conn, now=now, requested_before=requested_before, limit=options.batch
+                    )
+                )
+                return
+            jobs = claim_awaiting_job(
+                conn,
+                now=now,
+                requested_before=requested_before,
+                limit=options.batch,
+                owner=self.owner,
+                lease_seconds=options.lease_seconds,
+            )
+        if not jobs:
+            return
+        with ThreadPoolExecutor(
+            min(options.concurrency, len(jobs)), thread_name_prefix="submit"
+        ) as pool:
+            errors = list(pool.map(lambda job: self._create_job(job, settings), jobs))
+        failed = []
+        for job, error in zip(jobs, errors, strict=True):
+            if error is None:
+                summary.submitted += 1
+                continue
+            failed.append((job, error))
+            if isinstance(error, AuthError):
+                summary.aborted = error.message
+            else:
+                summary.problem(job.submission_id, f"job not created: {error}")
+        self._after_creating(jobs, failed)
+
+    def _create_job(self, job: PendingJob, settings: Settings) -> ApiError | str | None:
+        """Create one asked-for job; return the error, if any."""
+        try:
+            result = submit_job(
+                self.engine,
+                self.client,
+                settings,
+                submission_id=job.submission_id,
+                user_id=job.user_id,
+                input_url=job.input_url,
+                now=self.clock(),
+                outbox=self.outbox,
+                kind=job.job_kind,
+                options=job.job_options,
+            )
+        except (InvalidSubmission, SQLAlchemyError) as exc:
+            return f"{type(exc).__name__}: {exc}"[:300]
+        if result.submission.job_id is not None:
+            log.info("created job %s for %s", result.submission.job_id, job.submission_id)
+            return None
+        return result.api_error or result.error or "no job was created"
+
+    def _after_creating(
+        self, jobs: Sequence[PendingJob], failed: Sequence[tuple[PendingJob, ApiError | str]]
+    ) -> None:
+        """Give the leases back; a job not created is tried again after a backoff."""
+        now = self.clock()
+        try:
+            with self.engine.begin() as conn:
+                for job, error in failed:
+                    attempts = job.poll_attempts + 1
+                    message = error.message if isinstance(error, ApiError) else error
+                    conn.execute(
+                        sa.update(_submissions)
+                        .where(_submissions.c.id == job.id)
+                        .values(
+                            poll_attempts=attempts,
+                            next_poll_at=now + timedelta(seconds=poll_delay(attempts)),
+                            poll_error=message[:500],
+                        )
+                    )
+                release(conn, [job.id for job in jobs], owner=self.owner)
+        except SQLAlchemyError as exc:
+            log.warning("could not release %d lease(s); they expire: %s", len(jobs), exc)
 
     def _count_not_due(self, summary: Summary) -> None:
         now = self.clock()

@@ -29,6 +29,8 @@ class Summary:
     skipped: int = 0
     rematched: int = 0
     rejected_events: int = 0
+    #: Jobs created for pending submissions that asked for one (submit, the API).
+    submitted: int = 0
     unsubmitted: int = 0
     #: Running jobs not polled because they changed within STUCK_AFTER, or back off.
     not_due: int = 0

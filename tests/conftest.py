@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 from config.settings import Settings
 from devtools.processes import ROOT, WebProcess, base_env, free_port, procfile_command
 from receiver import create_app
+from receiver.api.client import close_api_client
 from receiver.cli import cli as jobhooks_cli
 from receiver.db import create_db_engine, get_engine
 from receiver.ittybit import set_testing
@@ -150,6 +151,7 @@ def app_config(database_url: str) -> dict[str, Any]:
 def app(app_config: dict[str, Any]) -> Iterator[Flask]:
     app = create_app(app_config)
     yield app
+    close_api_client(app)
     get_engine(app).dispose()
 
 

@@ -234,6 +234,22 @@ def _notify(**values: Any) -> dict[str, Any]:
     return run
 
 
+def _api(request: str, **values: Any) -> dict[str, Any]:
+    run = {
+        "database": "sqlite",
+        "request": request,
+        "rows": 100000,
+        "connections": 16,
+        "rps": 900.0,
+        "p50_ms": 8.0,
+        "p99_ms": 15.0,
+        "errors": 0,
+        "server_cpu_us": 1500,
+    }
+    run.update(values)
+    return run
+
+
 def test_notifications_must_arrive_within_two_seconds_p95_and_all_of_them() -> None:
     target = "notify sqlite: webhook 200 -> application p95 <= 2000 ms, every one delivered"
     assert _failed({"notify": [_notify()]}) == set()
@@ -255,3 +271,35 @@ def test_the_table_shows_the_notification_figures() -> None:
     }
     table = render_table(result)
     assert "| sqlite | 40 | 300 | 520 | 600 | 300 | 6.0 | 50 | 900 | 0.3 | 120 | 90 |" in table
+
+
+def test_api_targets_are_p99_at_16_connections_without_errors() -> None:
+    result = {
+        "api": [
+            _api("get"),
+            _api("owner", p99_ms=20.5),
+            _api("meta", errors=1),
+            _api("meta", connections=64, p99_ms=90.0),  # no target at 64
+        ]
+    }
+    checks = verdicts(result)
+    assert [check["target"] for check in checks] == [
+        "api sqlite get c=16: p99 <= 20 ms, no errors",
+        "api sqlite owner c=16: p99 <= 20 ms, no errors",
+        "api sqlite meta c=16: p99 <= 20 ms, no errors",
+    ]
+    assert [check["ok"] for check in checks] == [True, False, False]
+    table = render_table(
+        {
+            "meta": {
+                "finished": "2026-01-01T00:00:00+00:00",
+                "cpus": 2,
+                "python": "3.11",
+                "load_generator": "wrk",
+                "load_before": "0.1",
+                "load_after": "0.2",
+            },
+            **result,
+        }
+    )
+    assert "| sqlite | owner | 100000 | 16 | 900 | 8.0 | 20.5 | 0 | 1500 |" in table

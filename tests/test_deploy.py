@@ -205,10 +205,12 @@ def test_a_pin_outside_the_projects_specifier_is_caught() -> None:
     lock_text = _repin(_lock_text(), "flask", "0.1")
     problems = lock_problems(_pyproject(), lock_text, installed_distribution)
     specifier = _pyproject_requirement("flask").specifier
-    assert problems == [
+    # Other dependencies that want flask (spectree) report the same pin as well.
+    assert (
         f"requirements.txt pins flask==0.1, outside the {specifier} that pyproject.toml wants: "
         + RELOCK
-    ]
+    ) in problems
+    assert all(problem.startswith("requirements.txt pins flask==0.1, ") for problem in problems)
     installed = metadata.version("flask")
     assert venv_problems(lock_text, installed_distribution) == [
         f"flask {installed} is installed, requirements.txt pins 0.1: "

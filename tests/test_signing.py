@@ -419,3 +419,28 @@ def test_token_with_wrong_claim_shape_is_refused() -> None:
     odd = URLSafeSerializer(NEW_KEY, salt=TOKEN_SALT).dumps({"s": "sub_1", "u": 7})
     with pytest.raises(VerificationError):
         verify_webhook_token([NEW_KEY], odd)
+
+
+@given(
+    submission_id=st.text(max_size=200),
+    user_id=st.text(max_size=200),
+    keys=st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=3),
+)
+@settings(max_examples=300, deadline=None)
+def test_tokens_are_those_itsdangerous_makes(
+    submission_id: str, user_id: str, keys: list[str]
+) -> None:
+    """The token is built without itsdangerous's serializer, but must be its token exactly."""
+    made = webhook_token(keys, submission_id=submission_id, user_id=user_id)
+    reference = URLSafeSerializer(list(reversed(keys)), salt=TOKEN_SALT)
+    assert made == reference.dumps({"s": submission_id, "u": user_id})
+    assert reference.loads(made) == {"s": submission_id, "u": user_id}
+    claims = verify_webhook_token(keys, made)
+    assert (claims.submission_id, claims.user_id) == (submission_id, user_id)
+
+
+def test_long_repetitive_ids_make_compressed_tokens_as_itsdangerous_does() -> None:
+    made = webhook_token(["k" * 20], submission_id="a" * 200, user_id="a" * 200)
+    assert made.startswith(".")  # itsdangerous's mark of a compressed payload
+    reference = URLSafeSerializer(["k" * 20], salt=TOKEN_SALT)
+    assert made == reference.dumps({"s": "a" * 200, "u": "a" * 200})

@@ -1,0 +1,14 @@
+"""The API's blueprint, ``/api/v1``: every view module adds its routes to it."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from receiver.api.auth import require_key
+from receiver.api.errors import register_error_handlers
+
+__all__ = ["bp"]
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+bp.before_request(require_key)
+register_error_handlers(bp)

@@ -1,0 +1,20 @@
+"""``/api/v1/openapi.json``: the OpenAPI 3.1 document, generated, served without a key."""
+
+from __future__ import annotations
+
+from flask import Response, jsonify
+from spectree import Response as Documented
+
+from receiver.api.blueprint import bp
+from receiver.api.spec import spec
+
+__all__ = ["openapi_document"]
+
+
+@bp.get("/openapi.json")
+@spec.validate(
+    resp=Documented("HTTP_200"), security={}, validation_error_status=400, tags=["document"]
+)
+def openapi_document() -> Response:
+    """Return this API's OpenAPI 3.1 document (no key needed)."""
+    return jsonify(spec.spec)

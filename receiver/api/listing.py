@@ -1,0 +1,165 @@
+"""The queries behind the API's lists: keyset pages, newest change first, on indexes.
+
+Submissions are ordered by (updated_at, id) descending and a page starts after the last
+row of the one before, so a row never shows up twice in one walk through the pages, and
+rows inserted or changed meanwhile move to the front instead of shifting the rest. Every
+filter has its index (migration 0005): status (status, updated_at), user_id (user_id,
+updated_at), none or updated_after (updated_at), ``meta.KEY=VALUE`` the metadata pairs
+(key, value, submission). ``tests/test_api_plans.py`` reads the plans on both databases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+from sqlalchemy.dialects import postgresql
+
+from receiver.models import Notification, Submission, SubmissionMeta
+
+__all__ = ["list_notifications_page", "list_submissions_page", "submissions_statement"]
+
+_submissions = Submission.__table__  # type: ignore[attr-defined]
+_meta = SubmissionMeta.__table__  # type: ignore[attr-defined]
+_notifications = Notification.__table__  # type: ignore[attr-defined]
+_c = _submissions.c
+#: What the submission object shows (``receiver.submissions.submission_json``), and the id:
+#: reading only these keeps a page's rows (and SQLite's sort of them) small.
+SHOWN_COLUMNS = (
+    "id",
+    "submission_id",
+    "user_id",
+    "input_url",
+    "job_id",
+    "status",
+    "provider_status",
+    "output_url",
+    "error",
+    "meta",
+    "is_test",
+    "provider_updated_at",
+    "created_at",
+    "updated_at",
+)
+_SHOWN = [_c[name] for name in SHOWN_COLUMNS]
+_BY_SUBMISSION_ID = sa.select(*_SHOWN).where(_c.submission_id == sa.bindparam("submission_id"))
+_NOTIFICATION_COLUMNS = (
+    "id",
+    "message_id",
+    "submission_id",
+    "endpoint",
+    "event_type",
+    "status",
+    "attempts",
+    "created_at",
+    "next_attempt_at",
+    "last_attempt_at",
+    "last_status",
+    "last_error",
+    "delivered_at",
+)
+
+
+def _has_pair(key: str, value: str, dialect: str) -> Any:
+    """Return the condition: the submission has metadata ``key`` = ``value``.
+
+    The pairs drive: the matching ids from their index, each row by primary key, then
+    sorted, at a cost that follows the matches, not the table. PostgreSQL, given a plain
+    IN (…), may instead read every submission through another index for a hash join;
+    ``id = ANY(<the ids as one array>)`` leaves it the id lookups. SQLite plans IN (…) so.
+    """
+    pairs = sa.select(_meta.c.submission_pk).where(_meta.c.key == key, _meta.c.value == value)
+    if dialect != "postgresql":
+        return _c.id.in_(pairs)
+    ids = sa.select(sa.func.array_agg(_meta.c.submission_pk)).where(
+        _meta.c.key == key, _meta.c.value == value
+    )
+    return _c.id == sa.any_(sa.cast(ids.scalar_subquery(), postgresql.ARRAY(sa.Integer)))
+
+
+def submissions_statement(
+    *,
+    dialect: str,
+    status: str | None = None,
+    user_id: str | None = None,
+    updated_after: datetime | None = None,
+    meta: Mapping[str, str] | None = None,
+    after: tuple[datetime, int] | None = None,
+    limit: int = 100,
+) -> sa.Select[Any]:
+    """Return the SELECT of one page: every filter given, after ``after``, newest first."""
+    statement = sa.select(*_SHOWN).where(_c.is_test.is_(False))
+    if status is not None:
+        statement = statement.where(_c.status == status)
+    if user_id is not None:
+        statement = statement.where(_c.user_id == user_id)
+    if updated_after is not None:
+        statement = statement.where(_c.updated_at > updated_after)
+    for key, value in (meta or {}).items():
+        statement = statement.where(_has_pair(key, value, dialect))
+    if after is not None:
+        moment, last_id = after
+        # The first condition bounds the index range on both databases; the second
+        # breaks ties between rows changed in the same microsecond.
+        statement = statement.where(
+            _c.updated_at <= moment, sa.or_(_c.updated_at < moment, _c.id < last_id)
+        )
+    return statement.order_by(_c.updated_at.desc(), _c.id.desc()).limit(limit)
+
+
+def get_submission_row(conn: Connection, submission_id: str) -> Any | None:
+    """Return one submission's shown columns, or None."""
+    return conn.execute(_BY_SUBMISSION_ID, {"submission_id": submission_id}).first()
+
+
+def list_submissions_page(
+    conn: Connection,
+    *,
+    limit: int,
+    after: tuple[datetime, int] | None = None,
+    **filters: Any,
+) -> tuple[list[Any], tuple[datetime, int] | None]:
+    """Return one page of submission rows and the position the next page starts after."""
+    statement = submissions_statement(
+        dialect=conn.dialect.name, after=after, limit=limit + 1, **filters
+    )
+    rows = list(conn.execute(statement))
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], (last.updated_at, last.id)
+
+
+def list_notifications_page(
+    conn: Connection,
+    *,
+    limit: int,
+    status: str | None = None,
+    submission_id: str | None = None,
+    before_id: int | None = None,
+) -> tuple[list[dict[str, Any]], int | None]:
+    """Return one page of the outbox, newest first, and the id the next page starts below."""
+    statement = sa.select(*(_notifications.c[name] for name in _NOTIFICATION_COLUMNS))
+    if status is not None:
+        statement = statement.where(_notifications.c.status == status)
+    if submission_id is not None:
+        statement = statement.where(_notifications.c.submission_id == submission_id)
+    if before_id is not None:
+        statement = statement.where(_notifications.c.id < before_id)
+    statement = statement.order_by(_notifications.c.id.desc()).limit(limit + 1)
+    rows = [dict(row._mapping) for row in conn.execute(statement)]
+    if len(rows) <= limit:
+        return rows, None
+    return rows[:limit], int(rows[limit - 1]["id"])
+
+
+def public_endpoint(url: str) -> str:
+    """Return a notification endpoint without a query string or credentials it may carry."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -1,0 +1,238 @@
+"""The API's request and response bodies: pydantic models that validate and document.
+
+The OpenAPI document is generated from these same models (``receiver.api.spec``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
+
+from receiver.models import NotificationStatus, Status
+
+__all__ = [
+    "MAX_LIMIT",
+    "META_PREFIX",
+    "CreateHeaders",
+    "CreateSubmissionBody",
+    "ErrorBody",
+    "EventList",
+    "EventsQuery",
+    "ListQuery",
+    "NotificationList",
+    "NotificationsQuery",
+    "RegisterSubmissionBody",
+    "SubmissionBody",
+    "SubmissionList",
+]
+
+#: The most rows one page may ask for.
+MAX_LIMIT = 500
+#: Query parameters ``meta.KEY=VALUE`` filter on a metadata key.
+META_PREFIX = "meta."
+
+_StatusName = Literal["pending", "processing", "succeeded", "failed", "cancelled", "expired"]
+#: A parameter that may be left out: absent is None, and the document shows no null.
+_Absent = SkipJsonSchema[None]
+_NotificationStatusName = Literal["pending", "delivered", "dead"]
+assert set(_StatusName.__args__) == {status.value for status in Status}  # type: ignore[attr-defined]
+assert set(_NotificationStatusName.__args__) == {  # type: ignore[attr-defined]
+    status.value for status in NotificationStatus
+}
+
+
+def _absent_is_no_default(schema: dict[str, Any]) -> None:
+    """Leave ``default: null`` out of parameters that may be absent (null is no value)."""
+    for field in schema.get("properties", {}).values():
+        if "default" in field and field["default"] is None:
+            del field["default"]
+
+
+class ErrorBody(BaseModel):
+    """Every error: a code, a message for people, and the failing field when there is one."""
+
+    error: str = Field(description="A stable code, such as `validation_error` or `not_found`.")
+    message: str
+    field: str | None = Field(None, description="The request field that failed validation.")
+
+
+class CreateSubmissionBody(BaseModel):
+    """A submission to store and send to ittybit as a job."""
+
+    model_config = ConfigDict(extra="forbid", title="CreateSubmissionBody")
+
+    submission_id: str = Field(min_length=1, max_length=200, description="Your id for it.")
+    user_id: str = Field(min_length=1, max_length=200, description="Its owner.")
+    input_url: str = Field(
+        min_length=1, max_length=2048, description="The video's http(s) URL ittybit reads."
+    )
+    kind: str = Field("video", min_length=1, max_length=50, description="The ittybit job kind.")
+    options: dict[str, Any] | None = Field(None, description="The ittybit job's options.")
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra metadata for the job; `submission_id` and `user_id` are added.",
+    )
+
+
+class RegisterSubmissionBody(BaseModel):
+    """A submission whose ittybit job the application created itself."""
+
+    model_config = ConfigDict(extra="forbid", title="RegisterSubmissionBody")
+
+    user_id: str = Field(min_length=1, max_length=200)
+    input_url: str = Field(min_length=1, max_length=2048)
+    job_id: str | None = Field(None, min_length=1, max_length=200)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class SubmissionBody(BaseModel):
+    """A submission, as ``jobhooks submissions show`` prints it."""
+
+    submission_id: str
+    user_id: str
+    input_url: str
+    job_id: str | None
+    status: _StatusName
+    provider_status: str | None
+    output_url: str | None
+    error: str | None
+    metadata: dict[str, Any]
+    test: bool
+    webhook_url: str
+    provider_updated_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SubmissionList(BaseModel):
+    """One page of submissions, newest change first."""
+
+    data: list[SubmissionBody]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page."
+    )
+
+
+class ListQuery(BaseModel):
+    """Filters and paging of the submission list; ``meta.KEY=VALUE`` may be added."""
+
+    model_config = ConfigDict(
+        extra="allow", title="ListQuery", json_schema_extra=_absent_is_no_default
+    )
+
+    status: _StatusName | _Absent = None
+    user_id: str | _Absent = Field(None, min_length=1, max_length=200)
+    updated_after: AwareDatetime | _Absent = Field(
+        None, description="Only submissions changed after this time (ISO 8601 with offset)."
+    )
+    limit: int = Field(100, ge=1, le=MAX_LIMIT)
+    cursor: str | _Absent = Field(None, min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _only_meta_extras(self) -> ListQuery:
+        for name in self.model_extra or {}:
+            if not name.startswith(META_PREFIX) or len(name) == len(META_PREFIX):
+                raise PydanticCustomError(
+                    "unknown_parameter",
+                    "unknown parameter {name} (filter metadata with meta.KEY=VALUE)",
+                    {"name": name},
+                )
+        return self
+
+    def meta_filters(self) -> dict[str, str]:
+        """Return the ``meta.KEY=VALUE`` filters as {KEY: VALUE}."""
+        return {
+            name.removeprefix(META_PREFIX): str(value)
+            for name, value in (self.model_extra or {}).items()
+        }
+
+
+class Timeline(BaseModel):
+    """One thing that happened to a submission: a delivery, a poll or a notification."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: Literal["delivery", "poll", "notification"]
+    at: datetime
+    id: int
+    source: str | None = Field(None, description="Deliveries: url or endpoint; polls: who asked.")
+    job_id: str | None = None
+    provider_status: str | None = None
+    outcome: str | None = Field(None, description="Deliveries: applied, duplicate, stale…")
+    reason: str | None = None
+    result: str | None = Field(None, description="Polls: updated, unchanged, errors…")
+    detail: str | None = None
+    headers: dict[str, str] | None = Field(
+        None, description="Deliveries: the headers kept, never a signature."
+    )
+
+
+class EventList(BaseModel):
+    """A submission's history, oldest first."""
+
+    data: list[Timeline]
+
+
+class EventsQuery(BaseModel):
+    """No parameters; present so that unknown ones are refused."""
+
+    model_config = ConfigDict(extra="forbid", title="EventsQuery")
+
+
+class Notification(BaseModel):
+    """One notification to the application, from the outbox (its body is not shown)."""
+
+    id: int
+    message_id: str
+    submission_id: str
+    endpoint: str
+    event_type: str
+    status: _NotificationStatusName
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime
+    last_attempt_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+
+
+class NotificationList(BaseModel):
+    """One page of notifications, newest first."""
+
+    data: list[Notification]
+    next_cursor: str | None
+
+
+class NotificationsQuery(BaseModel):
+    """Filters and paging of the notification list."""
+
+    model_config = ConfigDict(
+        extra="forbid", title="NotificationsQuery", json_schema_extra=_absent_is_no_default
+    )
+
+    status: _NotificationStatusName | _Absent = None
+    submission_id: str | _Absent = Field(None, min_length=1, max_length=200)
+    limit: int = Field(100, ge=1, le=MAX_LIMIT)
+    cursor: str | _Absent = Field(None, min_length=1, max_length=200)
+
+
+class CreateHeaders(BaseModel):
+    """The headers of a create that the API reads (Authorization is the security scheme)."""
+
+    model_config = ConfigDict(
+        extra="allow", title="CreateHeaders", json_schema_extra=_absent_is_no_default
+    )
+
+    idempotency_key: str | _Absent = Field(
+        None,
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Makes retries safe: the same key and body answer the first answer again.",
+    )
