@@ -21,6 +21,7 @@ __all__ = ["cli", "init_app", "load_app", "main"]
 
 def init_app(app: Flask) -> None:
     """Register the app's commands on ``app.cli``."""
+    from receiver.cli.admin import admin_cli
     from receiver.cli.db import db_cli
     from receiver.cli.events import events_cli
     from receiver.cli.submissions import submissions_cli, webhook_url_command
@@ -34,6 +35,7 @@ def init_app(app: Flask) -> None:
         submit_command,
         trigger_command,
         events_cli,
+        admin_cli,
     ]
     for command in commands:
         app.cli.add_command(command)  # type: ignore[arg-type]
