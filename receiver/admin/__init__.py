@@ -51,7 +51,7 @@ class AdminSessionInterface(SecureCookieSessionInterface):
 def _security_headers(response: Response) -> Response:
     if _under_admin(request.path):
         for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
+            response.headers[name] = value
     return response
 
 
