@@ -363,3 +363,12 @@ def test_csrf_token_of_one_session_does_not_work_in_another(
     sign_in(other)
     response = other.post("/admin/actions/replay", data={"event_id": event_id, "csrf_token": token})
     assert response.status_code == 400
+
+
+def test_only_admin_paths_open_a_session(app: Flask) -> None:
+    """Webhooks, the API and probes never spend time on, or read, the admin's cookie."""
+    from flask import session
+
+    for path, null in (("/webhooks/ittybit", True), ("/healthz", True), ("/admin/", False)):
+        with app.test_request_context(path):
+            assert app.session_interface.is_null_session(session) is null, path
