@@ -1,7 +1,7 @@
 """Run every benchmark, print one table, write it to bench/results/latest.json.
 
     python -m bench.run                 # everything (what ``make bench`` runs)
-    python -m bench.run --only webhook  # or: --only reconcile
+    python -m bench.run --only webhook  # or: --only reconcile, --only admin
     python -m bench.run --duration 5 --sizes 1000
 
 PostgreSQL runs too when TEST_DATABASE_URL or DATABASE_URL points at one; the benchmark
@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.admin import AdminRun, run_admin_suite
 from bench.common import RESULTS, databases
 from bench.reconcile import ReconcileRun, run_reconcile_suite
 from bench.webhook import WORKER_CLASSES, WebhookRun, run_webhook_suite
@@ -33,6 +34,7 @@ WEBHOOK_RATIO = 0.40
 WEBHOOK_P99_MS = {16: 50.0, 64: 250.0}
 RECONCILE_RATIO = 0.80
 RSS_GROWTH = 0.10
+ADMIN_P95_MS = 100.0
 
 
 def _progress(message: str) -> None:
@@ -111,6 +113,14 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
                     "ok": growth <= RSS_GROWTH,
                 }
             )
+    for run in result.get("admin", []):
+        checks.append(
+            {
+                "target": f"admin {run['database']} {run['page']}: p95 <= {ADMIN_P95_MS:g} ms",
+                "value": f"{run['p95_ms']:g} ms",
+                "ok": run["p95_ms"] <= ADMIN_P95_MS,
+            }
+        )
     return checks
 
 
@@ -204,6 +214,22 @@ def render_table(result: dict[str, Any]) -> str:
             ],
             rows,
         )
+    admin = result.get("admin", [])
+    if admin:
+        rows = [
+            [
+                run["database"],
+                run["page"],
+                f"`{run['path']}`",
+                run["rows"],
+                f"{run['p50_ms']:.1f}",
+                f"{run['p95_ms']:.1f}",
+                f"{run['max_ms']:.1f}",
+            ]
+            for run in admin
+        ]
+        out += ["", "Admin pages (one signed-in client, sequential requests):", ""]
+        out += _table(["database", "page", "path", "rows", "p50 ms", "p95 ms", "max ms"], rows)
     checks = verdicts(result)
     if checks:
         out += ["", "Targets:", ""]
@@ -220,7 +246,7 @@ def _load() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    parser.add_argument("--only", choices=["webhook", "reconcile"], default=None)
+    parser.add_argument("--only", choices=["webhook", "reconcile", "admin"], default=None)
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default=None)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per load run")
     parser.add_argument("--connections", type=int, nargs="+", default=[16, 64])
@@ -230,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deliveries", type=int, default=30000, help="per real-app run")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--latency", type=float, default=0.05, help="stand-in latency, s")
+    parser.add_argument("--admin-submissions", type=int, default=100_000)
+    parser.add_argument("--admin-deliveries", type=int, default=500_000)
+    parser.add_argument("--admin-requests", type=int, default=100, help="per admin page")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
     args = parser.parse_args(argv)
 
@@ -268,6 +297,16 @@ def main(argv: list[str] | None = None) -> int:
                     progress=_progress,
                 )
                 result["reconcile"] = [run.as_dict() for run in passes]
+            if args.only in (None, "admin"):
+                pages: list[AdminRun] = run_admin_suite(
+                    found,
+                    submissions=args.admin_submissions,
+                    deliveries=args.admin_deliveries,
+                    requests=args.admin_requests,
+                    workdir=workdir,
+                    progress=_progress,
+                )
+                result["admin"] = [run.as_dict() for run in pages]
     finally:
         # The signed deliveries are large and of no use afterwards; the servers' logs stay.
         for path in [*workdir.glob("*.tsv"), *workdir.glob("standin-jobs-*.txt")]:
