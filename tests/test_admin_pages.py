@@ -185,6 +185,31 @@ def test_submissions_are_filtered_by_status_user_metadata_and_id(
     assert listed("after=garbage") == {"a", "b", "c", "d"}
 
 
+def test_a_metadata_search_looks_at_a_bounded_number_of_rows_per_page(
+    signed_in: FlaskClient, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from receiver.admin import queries
+
+    monkeypatch.setattr(queries, "SCAN_LIMIT", 10)
+    # 25 submissions, newest first n=0..24; campaign "x" on n = 3, 4 and 21 only.
+    for n in range(25):
+        campaign = "x" if n in (3, 4, 21) else "y"
+        add_submission(
+            engine, f"s{n:02}", at=NOW - timedelta(seconds=n), meta={"campaign": campaign}
+        )
+    found: list[str] = []
+    hints = 0
+    url: str | None = "/admin/submissions?meta=campaign%3Dx"
+    while url is not None:
+        html = signed_in.get(url).text
+        found += _ids(html, "submissions")
+        hints += 'id="searched-to"' in html
+        match = re.search(r'<a href="([^"]+)" rel="next"', html)
+        url = match.group(1).replace("&amp;", "&") if match else None
+    assert found == ["s03", "s04", "s21"]
+    assert hints == 2  # rows 0-9 and 10-19 were looked at; 20-24 ended the search
+
+
 def test_a_submission_page_shows_its_fields_and_whole_timeline(
     signed_in: FlaskClient, engine: Engine
 ) -> None:

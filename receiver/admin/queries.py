@@ -28,6 +28,7 @@ from receiver.stuck import count_stuck
 
 __all__ = [
     "PAGE_SIZE",
+    "SCAN_LIMIT",
     "Cursor",
     "DeliveryFilter",
     "NotificationFilter",
@@ -42,6 +43,8 @@ __all__ = [
 ]
 
 PAGE_SIZE = 50
+#: The most submissions one page of a metadata search looks at.
+SCAN_LIMIT = 10_000
 
 _submissions = Submission.__table__  # type: ignore[attr-defined]
 _events = WebhookEvent.__table__  # type: ignore[attr-defined]
@@ -79,6 +82,8 @@ class Page:
 
     rows: list[dict[str, Any]]
     next: Cursor | None
+    #: Set when a bounded search stopped before the end: it looked at rows down to here.
+    searched_to: datetime | None = None
 
 
 def _page(rows: Sequence[Any], time_key: str, limit: int) -> Page:
@@ -113,21 +118,23 @@ class Overview:
         return max((count for _, count in self.per_hour), default=0)
 
 
-def _hour_bucket(conn: Connection) -> Any:
-    column = _events.c.received_at
-    if conn.dialect.name == "postgresql":
-        return sa.func.to_char(sa.func.timezone("UTC", column), "YYYY-MM-DD HH24")
-    # SQLite keeps UTC text, 'YYYY-MM-DD HH:MM:SS.ffffff': the hour is its first 13 characters.
-    return sa.func.substr(column, 1, 13)
-
-
 def overview(conn: Connection, *, now: datetime, stuck_after: float) -> Overview:
     """Return the overview's numbers."""
-    statuses = {status.value: 0 for status in Status}
-    for status, count in conn.execute(
-        sa.select(_submissions.c.status, sa.func.count()).group_by(_submissions.c.status)
-    ):
-        statuses[status] = count
+    # One count per status, each a range of the status index: measured 2-3 times faster
+    # than a GROUP BY over the same index on SQLite with 100,000 submissions.
+    names = [status.value for status in Status]
+    counted_statuses = conn.execute(
+        sa.select(
+            *(
+                sa.select(sa.func.count())
+                .select_from(_submissions)
+                .where(_submissions.c.status == name)
+                .scalar_subquery()
+                for name in names
+            )
+        )
+    ).one()
+    statuses = {name: int(count) for name, count in zip(names, counted_statuses, strict=True)}
     stuck = count_stuck(conn, now=now, stuck_before=now - timedelta(seconds=stuck_after))
 
     day_ago = now - timedelta(days=1)
@@ -144,21 +151,23 @@ def overview(conn: Connection, *, now: datetime, stuck_after: float) -> Overview
 
     last = conn.execute(sa.select(_passes).order_by(_passes.c.finished_at.desc()).limit(1)).first()
 
-    # 24 hours ending with the current one, each counted by the index on received_at.
+    # 24 hours ending with the current one, each counted as a range of the index on
+    # received_at: no function per row (grouping by the hour's text was 5 times slower).
     current_hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    first_hour = current_hour - timedelta(hours=23)
-    bucket = _hour_bucket(conn).label("hour")
-    counted: dict[str, int] = dict(
-        conn.execute(
-            sa.select(bucket, sa.func.count())
-            .where(_events.c.received_at >= first_hour)
-            .group_by(bucket)
-        ).all()
-    )
-    per_hour = []
-    for offset in range(24):
-        hour = first_hour + timedelta(hours=offset)
-        per_hour.append((hour, int(counted.get(hour.strftime("%Y-%m-%d %H"), 0))))
+    hours = [current_hour - timedelta(hours=23 - offset) for offset in range(24)]
+    received = _events.c.received_at
+    counted_hours = conn.execute(
+        sa.select(
+            *(
+                sa.select(sa.func.count())
+                .select_from(_events)
+                .where(received >= hour, received < hour + timedelta(hours=1))
+                .scalar_subquery()
+                for hour in hours
+            )
+        )
+    ).one()
+    per_hour = [(hour, int(count)) for hour, count in zip(hours, counted_hours, strict=True)]
 
     notifications = {
         status: int(
@@ -219,19 +228,45 @@ def list_submissions(
 ) -> Page:
     """Return a page of submissions, the most recently changed first."""
     c = _submissions.c
-    query = sa.select(*_SUBMISSION_COLUMNS)
-    if filters.status:
-        query = query.where(c.status == filters.status)
-    if filters.user_id:
-        query = query.where(c.user_id == filters.user_id)
+    order = (c.updated_at.desc(), c.id.desc())
+
+    def candidates(query: Any) -> Any:
+        # Every filter an index serves, and the cursor.
+        if filters.status:
+            query = query.where(c.status == filters.status)
+        if filters.user_id:
+            query = query.where(c.user_id == filters.user_id)
+        if filters.search:
+            query = query.where(
+                sa.or_(c.submission_id == filters.search, c.job_id == filters.search)
+            )
+        if after is not None:
+            query = query.where(sa.tuple_(c.updated_at, c.id) < sa.tuple_(after.at, after.id))
+        return query
+
+    query = candidates(sa.select(*_SUBMISSION_COLUMNS))
+    boundary = None
     if filters.meta_key:
+        # No index can serve any metadata key, so one page looks at most SCAN_LIMIT
+        # candidates, newest first, and the next page goes on below them: a value that
+        # matches nothing costs a bounded scan, not the whole table.
+        boundary = conn.execute(
+            candidates(sa.select(c.updated_at, c.id))
+            .order_by(*order)
+            .offset(SCAN_LIMIT - 1)
+            .limit(1)
+        ).first()
         query = query.where(c.meta[filters.meta_key].as_string() == filters.meta_value)
-    if filters.search:
-        query = query.where(sa.or_(c.submission_id == filters.search, c.job_id == filters.search))
-    if after is not None:
-        query = query.where(sa.tuple_(c.updated_at, c.id) < sa.tuple_(after.at, after.id))
-    query = query.order_by(c.updated_at.desc(), c.id.desc()).limit(limit + 1)
-    return _page(conn.execute(query).all(), "updated_at", limit)
+        if boundary is not None:
+            query = query.where(
+                sa.tuple_(c.updated_at, c.id) >= sa.tuple_(boundary.updated_at, boundary.id)
+            )
+    page = _page(conn.execute(query.order_by(*order).limit(limit + 1)).all(), "updated_at", limit)
+    if boundary is not None and page.next is None:
+        # Fewer than a page matched among the candidates looked at: older ones remain.
+        page.next = Cursor(boundary.updated_at, boundary.id)
+        page.searched_to = boundary.updated_at
+    return page
 
 
 def get_submission_row(conn: Connection, submission_id: str) -> dict[str, Any] | None:
@@ -339,13 +374,20 @@ def list_notifications(
 ) -> Page:
     """Return a page of notifications, the newest first."""
     c = _notifications.c
-    query = sa.select(*_NOTIFICATION_COLUMNS)
+    # The page's ids first, from the indexes alone (status, submission_id), then their rows:
+    # sorting a status's ids costs little, sorting its whole rows (read one by one) did not.
+    ids = sa.select(c.id)
     if filters.status:
-        query = query.where(c.status == filters.status)
+        ids = ids.where(c.status == filters.status)
     if filters.submission_id:
-        query = query.where(c.submission_id == filters.submission_id)
+        ids = ids.where(c.submission_id == filters.submission_id)
     # By id alone: the primary key orders notifications as they were written.
     if after is not None:
-        query = query.where(c.id < after.id)
-    query = query.order_by(c.id.desc()).limit(limit + 1)
+        ids = ids.where(c.id < after.id)
+    ids = ids.order_by(c.id.desc()).limit(limit + 1)
+    query = (
+        sa.select(*_NOTIFICATION_COLUMNS)
+        .where(c.id.in_(ids.scalar_subquery()))
+        .order_by(c.id.desc())
+    )
     return _page(conn.execute(query).all(), "created_at", limit)

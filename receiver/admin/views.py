@@ -160,6 +160,7 @@ def submissions() -> ResponseReturnValue:
         page=page,
         filters=filters,
         meta=meta,
+        scan_limit=queries.SCAN_LIMIT,
         statuses=_STATUSES,
         **_page_urls(page),
     )
