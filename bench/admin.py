@@ -250,7 +250,8 @@ def _time_page(client: httpx.Client, path: str, requests: int) -> tuple[list[flo
         if answer.status_code != 200:
             message = f"{path} answered {answer.status_code}"
             raise RuntimeError(message)
-    rows = len(re.findall(r"<tr[ >]", answer.text)) - 1
+    # Table rows on the page, less the header row (0 for a page without a table).
+    rows = max(len(re.findall(r"<tr[ >]", answer.text)) - 1, 0)
     return timings, rows
 
 
