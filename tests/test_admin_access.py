@@ -98,7 +98,9 @@ def test_a_page_asked_for_before_signing_in_is_shown_after(
     assert signed.headers["Location"] == "/admin/deliveries?outcome=unmatched"
 
 
-@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/admin", "/api/x"])
+@pytest.mark.parametrize(
+    "target", ["https://evil.example/", "//evil.example/admin", "/api/x", "/administrators"]
+)
 def test_login_never_redirects_off_the_admin_view(
     client: FlaskClient, account: None, target: str
 ) -> None:

@@ -370,6 +370,16 @@ def test_replaying_an_unmatched_delivery_applies_it_once_its_submission_exists(
         assert conn.execute(sa.select(events.c.outcome)).scalar_one() == "applied"
 
 
+def test_an_action_naming_nothing_answers_404(signed_in: FlaskClient) -> None:
+    for action, field in (
+        ("/admin/actions/reconcile", "submission_id"),
+        ("/admin/actions/replay", "event_id"),
+        ("/admin/actions/retry-notification", "notification_id"),
+    ):
+        response = post_form(signed_in, "/admin/", action, **{field: ""})
+        assert response.status_code == 404, action
+
+
 def test_a_replay_that_is_refused_says_why(signed_in: FlaskClient, engine: Engine) -> None:
     response = post_form(signed_in, "/admin/", "/admin/actions/replay", event_id=999)
     assert response.status_code == 302

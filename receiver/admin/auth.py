@@ -43,7 +43,7 @@ def current_admin() -> Admin | None:
 
 def safe_next(target: str | None) -> str | None:
     """Return ``target`` if it is a path of the admin view, else None (no open redirect)."""
-    if not target or not target.startswith("/admin") or target.startswith("//"):
+    if not target or not (target == "/admin" or target.startswith(("/admin/", "/admin?"))):
         return None
     if "\\" in target or any(ord(char) < 32 for char in target):
         return None

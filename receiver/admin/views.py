@@ -286,7 +286,9 @@ def reconcile_submission() -> ResponseReturnValue:
     from receiver.polls import reconcile_now
 
     settings = _settings()
-    submission_id = request.form.get("submission_id", "")
+    submission_id = request.form.get("submission_id", "").strip()
+    if not submission_id:
+        abort(404, "No submission named.")
     page = url_for("admin.submission", submission_id=submission_id)
     if not settings.ittybit_api_key:
         flash("Cannot ask ittybit: ITTYBIT_API_KEY is not set for the web process.", "error")
