@@ -63,7 +63,7 @@ pytest: $(VENV)/.installed-dev
 ## demo: the whole loop offline: receiver, a local ittybit stand-in with faulty webhooks, reconcile,
 ## and the notifications a local application receives
 demo: $(VENV)/.installed-demo
-	$(BIN)/python -m devtools.demo
+	$(BIN)/python -m devtools.demo $(DEMO_ARGS)
 
 ## bench: webhook throughput vs bare Flask and a reconcile pass vs its ideal (not in make test);
 ## PostgreSQL too when TEST_DATABASE_URL or DATABASE_URL points at it. See bench/README.md.

@@ -1,7 +1,7 @@
 """Run every benchmark, print one table, write it to bench/results/latest.json.
 
     python -m bench.run                 # everything (what ``make bench`` runs)
-    python -m bench.run --only webhook  # or: --only reconcile, --only notify, --only api
+    python -m bench.run --only webhook  # or: reconcile, notify, api, admin
     python -m bench.run --duration 5 --sizes 1000
 
 PostgreSQL runs too when TEST_DATABASE_URL or DATABASE_URL points at one; the benchmark
@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.admin import AdminRun, run_admin_suite
 from bench.api import ApiRun, run_api_suite
 from bench.common import RESULTS, databases
 from bench.notify import P95_TARGET_MS, NotifyRun, run_notify_suite
@@ -37,6 +38,7 @@ RECONCILE_RATIO = 0.80
 RSS_GROWTH = 0.10
 API_P99_MS = 20.0
 API_CONNECTIONS = 16
+ADMIN_P95_MS = 100.0
 
 
 def _progress(message: str) -> None:
@@ -133,6 +135,14 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
                 f"<= {P95_TARGET_MS:g} ms, every one delivered",
                 "value": f"{run['p95_ms']:g} ms, {run['delivered']}/{run['expected']}",
                 "ok": run["p95_ms"] <= P95_TARGET_MS and run["delivered"] == run["expected"],
+            }
+        )
+    for run in result.get("admin", []):
+        checks.append(
+            {
+                "target": f"admin {run['database']} {run['page']}: p95 <= {ADMIN_P95_MS:g} ms",
+                "value": f"{run['p95_ms']:g} ms",
+                "ok": run["p95_ms"] <= ADMIN_P95_MS,
             }
         )
     return checks
@@ -301,6 +311,22 @@ def render_table(result: dict[str, Any]) -> str:
             ],
             rows,
         )
+    admin = result.get("admin", [])
+    if admin:
+        rows = [
+            [
+                run["database"],
+                run["page"],
+                f"`{run['path']}`",
+                run["rows"],
+                f"{run['p50_ms']:.1f}",
+                f"{run['p95_ms']:.1f}",
+                f"{run['max_ms']:.1f}",
+            ]
+            for run in admin
+        ]
+        out += ["", "Admin pages (one signed-in client, sequential requests):", ""]
+        out += _table(["database", "page", "path", "rows", "p50 ms", "p95 ms", "max ms"], rows)
     checks = verdicts(result)
     if checks:
         out += ["", "Targets:", ""]
@@ -317,7 +343,9 @@ def _load() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    parser.add_argument("--only", choices=["webhook", "reconcile", "notify", "api"], default=None)
+    parser.add_argument(
+        "--only", choices=["webhook", "reconcile", "notify", "api", "admin"], default=None
+    )
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default=None)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per load run")
     parser.add_argument("--connections", type=int, nargs="+", default=[16, 64])
@@ -332,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--notify-burst", type=int, default=300, help="sent at once")
     parser.add_argument("--api-rows", type=int, default=100_000, help="submissions for the API")
+    parser.add_argument("--admin-submissions", type=int, default=100_000)
+    parser.add_argument("--admin-deliveries", type=int, default=500_000)
+    parser.add_argument("--admin-requests", type=int, default=100, help="per admin page")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
     args = parser.parse_args(argv)
 
@@ -389,6 +420,16 @@ def main(argv: list[str] | None = None) -> int:
                     progress=_progress,
                 )
                 result["api"] = [run.as_dict() for run in api_runs]
+            if args.only in (None, "admin"):
+                pages: list[AdminRun] = run_admin_suite(
+                    found,
+                    submissions=args.admin_submissions,
+                    deliveries=args.admin_deliveries,
+                    requests=args.admin_requests,
+                    workdir=workdir,
+                    progress=_progress,
+                )
+                result["admin"] = [run.as_dict() for run in pages]
     finally:
         # The signed deliveries are large and of no use afterwards; the servers' logs stay.
         for path in [

@@ -89,9 +89,19 @@ def _run(command: Sequence[str], env: dict[str, str], *, timeout: float = 120) -
 
 
 def _submissions(engine: Engine) -> dict[str, dict[str, Any]]:
+    """Return the demo's own submissions (a kept database may hold others)."""
     table = Submission.__table__  # type: ignore[attr-defined]
+    ours = [item[0] for item in BATCH]
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(table).order_by(table.c.submission_id)).mappings().all()
+        rows = (
+            conn.execute(
+                sa.select(table)
+                .where(table.c.submission_id.in_(ours))
+                .order_by(table.c.submission_id)
+            )
+            .mappings()
+            .all()
+        )
     return {row["submission_id"]: dict(row) for row in rows}
 
 
@@ -184,8 +194,12 @@ def _check_notifications(
     return rows
 
 
-def run_demo(config: StandinConfig, workdir: Path) -> int:
-    """Run the demo in ``workdir``; return the exit status."""
+def run_demo(config: StandinConfig, workdir: Path, database_url: str | None = None) -> int:
+    """Run the demo in ``workdir``; return the exit status.
+
+    With ``database_url`` the demo's submissions are written there and kept (for example
+    into the database ``make run`` serves, to look at them in the admin view).
+    """
     port = free_port()
     standin = Standin(config).start()
     notify_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
@@ -197,7 +211,7 @@ def run_demo(config: StandinConfig, workdir: Path) -> int:
         env = base_env(
             {
                 "APP_ENV": "development",
-                "DATABASE_URL": f"sqlite:///{workdir / 'demo.db'}",
+                "DATABASE_URL": database_url or f"sqlite:///{workdir / 'demo.db'}",
                 "PORT": str(port),
                 "PUBLIC_URL": f"http://127.0.0.1:{port}",
                 "WEB_CONCURRENCY": "2",
@@ -211,7 +225,8 @@ def run_demo(config: StandinConfig, workdir: Path) -> int:
             }
         )
         _say("jobhooks demo: everything runs on 127.0.0.1, nothing to configure")
-        _say(f"   receiver     gunicorn (Procfile web) on :{port}, SQLite in {workdir}")
+        where = "the database given" if database_url else f"SQLite in {workdir}"
+        _say(f"   receiver     gunicorn (Procfile web) on :{port}, {where}")
         _say(f"   ittybit      a local stand-in on {standin.url}")
         _say(f"   worker       the Procfile's worker: reconciles and notifies {application.url}")
         _say("   application  a local endpoint printing each notification it gets (<-)")
@@ -223,12 +238,15 @@ def run_demo(config: StandinConfig, workdir: Path) -> int:
         _say()
         _say("1. migrate, start the receiver and the worker")
         _run(jobhooks_command("db", "upgrade"), env)
+        engine = create_db_engine(Settings.from_env(env))
+        if _submissions(engine):
+            _say("that database holds the demo's submissions already: the demo adds them once")
+            return 1
         web = WebProcess(env, log_path=workdir / "web.log")
         web.start()
         # Its log (one line per notification sent) says when it is ready.
         worker = WorkerProcess({**env, "LOG_LEVEL": "info"}, log_path=workdir / "worker.log")
         worker.start()
-        engine = create_db_engine(Settings.from_env(env))
 
         _say(f"2. submit {len(BATCH)} jobs with `jobhooks submit … --meta campaign=…`")
         with ThreadPoolExecutor(max_workers=3) as pool:
@@ -326,6 +344,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duplicate-rate", type=float, default=0.2)
     parser.add_argument("--reorder-rate", type=float, default=0.25)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="write the submissions to this database and keep them (default: a temporary "
+        "SQLite file), e.g. sqlite:///$PWD/instance/jobhooks.db, the one `make run` serves",
+    )
     args = parser.parse_args(argv)
     config = StandinConfig(
         seed=args.seed,
@@ -338,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     workdir = Path(tempfile.mkdtemp(prefix="jobhooks-demo-"))
     try:
-        return run_demo(config, workdir)
+        return run_demo(config, workdir, args.database_url)
     except KeyboardInterrupt:
         _say("\ninterrupted: stopped the receiver and the stand-in")
         return 130

@@ -31,7 +31,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if settings.env == "development":
         app.logger.info("APP_ENV=development: development defaults in use, not for production")
 
-    from receiver import api, cli, db, errors, health, metrics, outbox, webhooks
+    from receiver import admin, api, cli, db, errors, health, metrics, outbox, webhooks
 
     db.init_app(app, settings)
     outbox.init_app(app, settings)
@@ -42,4 +42,5 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(webhooks.bp)
     api.init_app(app)
+    admin.init_app(app, settings)
     return app

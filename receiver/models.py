@@ -1,4 +1,4 @@
-"""Database tables: submissions, the webhook inbox, reconciler polls and the notification outbox."""
+"""Database tables: submissions, the webhook inbox, polls, the outbox and admin accounts."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from sqlmodel import Field, SQLModel
 __all__ = [
     "FINAL_STATUSES",
     "TERMINAL_STATUSES",
+    "AdminLoginFailure",
+    "AdminUser",
     "ApiKey",
     "IdempotentRequest",
     "Notification",
@@ -290,3 +292,47 @@ class IdempotentRequest(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("api_key_id", "idempotency_key", name="uq_api_idempotency_key"),
     )
+
+
+# --- the admin view (migration 0006) --------------------------------------------------------
+
+
+class AdminUser(SQLModel, table=True):
+    """A person allowed into the admin view (``jobhooks admin create``)."""
+
+    __tablename__ = "admin_users"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=254, unique=True)
+    #: werkzeug's scrypt hash (memory-hard); the password itself is never stored.
+    password_hash: str = Field(max_length=255)
+    #: What the session cookie names the account by, never the row id (SQLite reuses ids):
+    #: a deleted account's cookie cannot log into an account made after it.
+    session_token: str = Field(max_length=64, unique=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_login_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: Set by the fifth failed login within the lock-out window; refused until then.
+    locked_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class AdminLoginFailure(SQLModel, table=True):
+    """One failed login for an account: in the database, so every web worker counts them."""
+
+    __tablename__ = "admin_login_failures"
+
+    id: int | None = Field(default=None, primary_key=True)
+    admin_id: int
+    failed_at: datetime = Field(sa_type=UTCDateTime)
+
+    __table_args__ = (
+        sa.Index("ix_admin_login_failures_admin_id_failed_at", "admin_id", "failed_at"),
+    )
+
+
+# The admin view's deliveries page filters by outcome newest first, and its overview counts
+# unmatched and rejected deliveries of the last day: one range of this index each.
+sa.Index(
+    "ix_webhook_events_outcome_received_at",
+    WebhookEvent.__table__.c.outcome,  # type: ignore[attr-defined]
+    WebhookEvent.__table__.c.received_at,  # type: ignore[attr-defined]
+)

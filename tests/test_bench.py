@@ -303,3 +303,37 @@ def test_api_targets_are_p99_at_16_connections_without_errors() -> None:
         }
     )
     assert "| sqlite | owner | 100000 | 16 | 900 | 8.0 | 20.5 | 0 | 1500 |" in table
+
+
+def _admin(page: str, p95_ms: float) -> dict[str, Any]:
+    return {
+        "database": "sqlite",
+        "page": page,
+        "path": "/admin/",
+        "requests": 100,
+        "p50_ms": p95_ms / 2,
+        "p95_ms": p95_ms,
+        "max_ms": p95_ms * 2,
+        "rows": 50,
+    }
+
+
+def test_an_admin_page_slower_than_100_ms_at_p95_misses_its_target() -> None:
+    result = {"admin": [_admin("overview", 100.0), _admin("deliveries", 100.1)]}
+    assert _failed(result) == {"admin sqlite deliveries: p95 <= 100 ms"}
+    assert len(verdicts(result)) == 2
+
+
+def test_the_table_shows_each_admin_page() -> None:
+    result = {
+        "meta": {
+            "finished": "2026-01-01T00:00:00+00:00",
+            "cpus": 2,
+            "python": "3.11",
+            "load_generator": "wrk",
+            "load_before": "0.1",
+            "load_after": "0.2",
+        },
+        "admin": [_admin("overview", 42.0)],
+    }
+    assert "| sqlite | overview | `/admin/` | 50 | 21.0 | 42.0 | 84.0 |" in render_table(result)

@@ -21,6 +21,7 @@ __all__ = ["cli", "init_app", "load_app", "main"]
 
 def init_app(app: Flask) -> None:
     """Register the app's commands on ``app.cli``."""
+    from receiver.cli.admin import admin_cli
     from receiver.cli.api_keys import api_keys_cli
     from receiver.cli.db import db_cli
     from receiver.cli.events import events_cli
@@ -36,6 +37,7 @@ def init_app(app: Flask) -> None:
         trigger_command,
         events_cli,
         api_keys_cli,
+        admin_cli,
     ]
     for command in commands:
         app.cli.add_command(command)  # type: ignore[arg-type]

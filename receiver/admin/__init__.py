@@ -1,0 +1,86 @@
+"""The admin view (``/admin``): server-rendered pages for the people on call.
+
+Sessions are Flask's signed cookie (``SECRET_KEY``) managed by Flask-Login; every form
+carries a Flask-WTF CSRF token. Both are confined to ``/admin``: the webhook endpoints and
+the application API never open the admin's session or ask for a CSRF token.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import Flask, Request, Response, request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+
+from config.settings import Settings
+
+__all__ = ["PREFIX", "SECURITY_HEADERS", "init_app"]
+
+PREFIX = "/admin"
+COOKIE_NAME = "jobhooks_admin"
+#: Sent with every answer under /admin. No script runs on these pages at all.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+def _under_admin(path: str) -> bool:
+    return path == PREFIX or path.startswith(PREFIX + "/")
+
+
+class AdminSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, opened only under /admin.
+
+    Everywhere else (webhooks, the API, probes) the session is the null session: nothing
+    is read from or written to a cookie, and no time is spent on it on the webhook path.
+    """
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if not _under_admin(request.path):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
+
+
+def _security_headers(response: Response) -> Response:
+    if _under_admin(request.path):
+        for name, value in SECURITY_HEADERS.items():
+            response.headers[name] = value
+    return response
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Give ``app`` the admin view: its session cookie, login, CSRF and pages."""
+    from flask_wtf.csrf import CSRFProtect
+
+    from receiver.admin import auth, views
+
+    app.secret_key = settings.secret_keys[0]
+    app.config.update(
+        # Older keys still open sessions they signed: SECRET_KEY rotates as for URLs.
+        SECRET_KEY_FALLBACKS=list(settings.secret_keys[1:]),
+        SESSION_COOKIE_NAME=COOKIE_NAME,
+        SESSION_COOKIE_PATH=PREFIX,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.public_url.startswith("https://"),
+        # The cookie is re-signed on every request and refused once its signature is older
+        # than this: the session ends after this long without a request.
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=settings.admin_session_idle),
+        SESSION_REFRESH_EACH_REQUEST=True,
+        # CSRF is checked by the admin blueprint alone (auth.guard), never app-wide.
+        WTF_CSRF_CHECK_DEFAULT=False,
+        # A token lives as long as the session; the idle expiry bounds it.
+        WTF_CSRF_TIME_LIMIT=None,
+    )
+    app.session_interface = AdminSessionInterface()
+    csrf = CSRFProtect(app)
+    auth.init_app(app, csrf)
+    app.after_request(_security_headers)
+    app.register_blueprint(views.bp, url_prefix=PREFIX)

@@ -1,0 +1,219 @@
+"""Admin accounts: create, list and delete them, and check a login with its lock-out.
+
+Shared by ``jobhooks admin …`` and the login form. Passwords are hashed with werkzeug's
+scrypt (memory-hard, salted); five failed logins for an account within
+:data:`LOCKOUT_WINDOW` lock it for :data:`LOCKOUT_FOR`, counted in the database so that
+every web worker agrees.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cache
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from receiver.models import AdminLoginFailure, AdminUser
+
+__all__ = [
+    "LOCKOUT_FAILURES",
+    "LOCKOUT_FOR",
+    "LOCKOUT_WINDOW",
+    "MIN_PASSWORD_LENGTH",
+    "Admin",
+    "AdminError",
+    "authenticate",
+    "create_admin",
+    "delete_admin",
+    "end_sessions",
+    "find_by_session_token",
+    "list_admins",
+    "normalise_email",
+]
+
+LOCKOUT_FAILURES = 5
+LOCKOUT_WINDOW = timedelta(minutes=15)
+LOCKOUT_FOR = timedelta(minutes=15)
+MIN_PASSWORD_LENGTH = 12
+#: werkzeug's scrypt: N=2**15, r=8, p=1 (32 MiB per check).
+_METHOD = "scrypt"
+
+_admins = AdminUser.__table__  # type: ignore[attr-defined]
+_failures = AdminLoginFailure.__table__  # type: ignore[attr-defined]
+_ADMIN_COLUMNS = (
+    _admins.c.id,
+    _admins.c.email,
+    _admins.c.session_token,
+    _admins.c.created_at,
+    _admins.c.last_login_at,
+    _admins.c.locked_until,
+)
+
+
+@cache
+def _no_account_hash() -> str:
+    """Return a hash to check when no account matches (made once, on the first login).
+
+    An unknown email then costs what a wrong password does, so the answer's timing does
+    not tell which accounts exist.
+    """
+    return generate_password_hash(secrets.token_urlsafe(16), method=_METHOD)
+
+
+class AdminError(ValueError):
+    """An account cannot be created or found; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Admin:
+    """An admin account as the view and the CLI see it: never its password hash."""
+
+    id: int
+    email: str
+    session_token: str
+    created_at: datetime
+    last_login_at: datetime | None
+    locked_until: datetime | None
+
+
+def normalise_email(email: str) -> str:
+    """Return the email as accounts are keyed: trimmed and lower-cased; refuse a non-email."""
+    text = email.strip().lower()
+    local, at, domain = text.partition("@")
+    if not at or not local or not domain or len(text) > 254 or not text.isprintable():
+        message = f"{email!r} is not an email address"
+        raise AdminError(message)
+    if any(char.isspace() for char in text):
+        message = f"{email!r} is not an email address"
+        raise AdminError(message)
+    return text
+
+
+def create_admin(engine: Engine, email: str, password: str, *, now: datetime) -> Admin:
+    """Add an account; raise AdminError for a bad email, a short password or a taken email."""
+    address = normalise_email(email)
+    if len(password) < MIN_PASSWORD_LENGTH:
+        message = f"the password must be at least {MIN_PASSWORD_LENGTH} characters"
+        raise AdminError(message)
+    values = {
+        "email": address,
+        "password_hash": generate_password_hash(password, method=_METHOD),
+        "session_token": secrets.token_urlsafe(32),
+        "created_at": now,
+    }
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.insert(_admins).values(values))
+    except IntegrityError:
+        message = f"an account for {address} exists already"
+        raise AdminError(message) from None
+    found = _find(engine, _admins.c.email == address)
+    assert found is not None
+    return found
+
+
+def list_admins(engine: Engine) -> list[Admin]:
+    """Return every account, by email."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(*_ADMIN_COLUMNS).order_by(_admins.c.email))
+        return [Admin(*row) for row in rows]
+
+
+def delete_admin(engine: Engine, email: str) -> None:
+    """Delete an account and its failed logins; its sessions end with it."""
+    address = normalise_email(email)
+    with engine.begin() as conn:
+        admin_id = conn.execute(
+            sa.select(_admins.c.id).where(_admins.c.email == address)
+        ).scalar_one_or_none()
+        if admin_id is None:
+            message = f"no account for {address}"
+            raise AdminError(message)
+        conn.execute(sa.delete(_failures).where(_failures.c.admin_id == admin_id))
+        conn.execute(sa.delete(_admins).where(_admins.c.id == admin_id))
+
+
+def find_by_session_token(engine: Engine, token: str) -> Admin | None:
+    """Return the account a session names, or None (deleted, or its sessions ended)."""
+    return _find(engine, _admins.c.session_token == token)
+
+
+def end_sessions(engine: Engine, admin_id: int) -> None:
+    """End every session of an account (logout): its cookies name a token no longer valid."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(_admins)
+            .where(_admins.c.id == admin_id)
+            .values(session_token=secrets.token_urlsafe(32))
+        )
+
+
+def authenticate(engine: Engine, email: str, password: str, *, now: datetime) -> Admin | None:
+    """Return the account if the password is right and it is not locked, else None.
+
+    Every refusal looks the same to the caller (unknown email, wrong password, locked);
+    a wrong password is recorded, and the fifth within the window locks the account.
+    """
+    try:
+        address = normalise_email(email)
+    except AdminError:
+        address = ""
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(_admins.c.id, _admins.c.password_hash, _admins.c.locked_until).where(
+                _admins.c.email == address
+            )
+        ).first()
+    # The hash is checked in every case, outside any transaction: it takes tens of
+    # milliseconds, and SQLite's write lock must not wait on it.
+    password_hash = _no_account_hash() if row is None else row.password_hash
+    right = check_password_hash(password_hash, password)
+    if row is None:
+        return None
+    if row.locked_until is not None and row.locked_until > now:
+        return None
+    if not right:
+        _record_failure(engine, row.id, now=now)
+        return None
+    with engine.begin() as conn:
+        conn.execute(sa.delete(_failures).where(_failures.c.admin_id == row.id))
+        conn.execute(
+            sa.update(_admins)
+            .where(_admins.c.id == row.id)
+            .values(last_login_at=now, locked_until=None)
+        )
+    return _find(engine, _admins.c.id == row.id)
+
+
+def _record_failure(engine: Engine, admin_id: int, *, now: datetime) -> None:
+    with engine.begin() as conn:
+        # The account's row lock orders concurrent failures (PostgreSQL; SQLite has one
+        # writer anyway), so the fifth is always seen as the fifth.
+        conn.execute(
+            sa.select(_admins.c.id).where(_admins.c.id == admin_id).with_for_update()
+        ).first()
+        conn.execute(sa.insert(_failures).values(admin_id=admin_id, failed_at=now))
+        recent = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(_failures)
+            .where(_failures.c.admin_id == admin_id, _failures.c.failed_at > now - LOCKOUT_WINDOW)
+        ).scalar_one()
+        if recent >= LOCKOUT_FAILURES:
+            conn.execute(
+                sa.update(_admins)
+                .where(_admins.c.id == admin_id)
+                .values(locked_until=now + LOCKOUT_FOR)
+            )
+            # Counting starts afresh once the lock ends.
+            conn.execute(sa.delete(_failures).where(_failures.c.admin_id == admin_id))
+
+
+def _find(engine: Engine, where: sa.ColumnElement[bool]) -> Admin | None:
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(*_ADMIN_COLUMNS).where(where)).first()
+    return None if row is None else Admin(*row)

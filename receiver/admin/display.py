@@ -1,0 +1,96 @@
+"""How values are shown on the admin pages: times, JSON bodies, and never a secret.
+
+Everything that came from outside (bodies, headers, reasons, errors) passes through
+:func:`redact`, which cuts webhook-URL tokens out; headers named like a credential are
+shown as ``[redacted]`` whatever they hold.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint
+
+from receiver.logs import redact_tokens
+
+__all__ = [
+    "REDACTED",
+    "elide_url",
+    "link_or_none",
+    "pretty_body",
+    "redact",
+    "register",
+    "shown_headers",
+    "when",
+]
+
+REDACTED = "[redacted]"
+_SECRET_HEADER_WORDS = ("signature", "authorization", "cookie", "token", "secret", "key")
+
+
+def redact(value: Any) -> str:
+    """Return ``value`` as text with every webhook-URL token replaced by ``[token]``."""
+    if value is None:
+        return ""
+    return redact_tokens(str(value))
+
+
+def when(value: datetime | None) -> str:
+    """Return a time as ``2026-11-30 14:05:09 UTC``, or ``-``."""
+    if value is None:
+        return "-"
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def pretty_body(body: str) -> str:
+    """Return a stored body indented when it is JSON (as it was otherwise), tokens cut."""
+    try:
+        text = json.dumps(json.loads(body), indent=2, ensure_ascii=False, sort_keys=False)
+    except ValueError:
+        text = body
+    return redact(text)
+
+
+def shown_headers(headers: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """Return stored headers to show: a signature or credential only as ``[redacted]``."""
+    shown = []
+    for name, value in sorted((headers or {}).items()):
+        lowered = name.lower()
+        if any(word in lowered for word in _SECRET_HEADER_WORDS):
+            shown.append((name, REDACTED))
+        else:
+            shown.append((name, redact(value)))
+    return shown
+
+
+def elide_url(url: str | None) -> str:
+    """Return a URL without its query, fragment or credentials (they may hold a key)."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    elided = f"{parts.scheme}://{host}{redact(parts.path)}"
+    if parts.query or parts.fragment:
+        elided += "?…"
+    return elided
+
+
+def link_or_none(url: str | None) -> str | None:
+    """Return ``url`` if it is safe to link to (http or https), else None."""
+    if url and urlsplit(url).scheme in ("http", "https"):
+        return redact(url)
+    return None
+
+
+def register(bp: Blueprint) -> None:
+    """Make the helpers available to the admin templates as filters."""
+    bp.add_app_template_filter(redact, "redact")
+    bp.add_app_template_filter(when, "when")
+    bp.add_app_template_filter(elide_url, "elide_url")
+    bp.add_app_template_filter(link_or_none, "link_or_none")

@@ -1,0 +1,88 @@
+"""``jobhooks admin …``: the accounts that may sign in to the admin view (``/admin``)."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+
+import click
+from flask.cli import AppGroup
+
+from receiver.cli.common import database_errors, echo_json
+from receiver.db import get_engine, get_read_engine
+from receiver.models import utcnow
+
+__all__ = ["admin_cli"]
+
+admin_cli = AppGroup("admin", help="Create, list and delete admin view accounts.")
+
+
+def _stamp(value: datetime | None) -> str:
+    return "-" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@admin_cli.command("create")
+@click.argument("email")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from the first line of stdin instead of prompting.",
+)
+def admin_create(email: str, password_stdin: bool) -> None:
+    """Create an account for EMAIL; the password is asked for (twice) or read from stdin."""
+    from receiver.admin.accounts import AdminError, create_admin
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    with database_errors():
+        try:
+            admin = create_admin(get_engine(), email, password, now=utcnow())
+        except AdminError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"created admin {admin.email}; sign in at /admin/login")
+
+
+@admin_cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def admin_list(as_json: bool) -> None:
+    """List the accounts: email, created, last login, locked until."""
+    from receiver.admin.accounts import list_admins
+
+    with database_errors():
+        admins = list_admins(get_read_engine())
+    for admin in admins:
+        if as_json:
+            echo_json(
+                {
+                    "email": admin.email,
+                    "created_at": admin.created_at.isoformat(),
+                    "last_login_at": admin.last_login_at and admin.last_login_at.isoformat(),
+                    "locked_until": admin.locked_until and admin.locked_until.isoformat(),
+                }
+            )
+        else:
+            locked = ""
+            if admin.locked_until is not None and admin.locked_until > utcnow():
+                locked = f"  locked until {_stamp(admin.locked_until)}"
+            click.echo(
+                f"{admin.email}  created {_stamp(admin.created_at)}  "
+                f"last login {_stamp(admin.last_login_at)}{locked}"
+            )
+    if not admins and not as_json:
+        click.echo("no admin accounts (create one with `jobhooks admin create EMAIL`)")
+
+
+@admin_cli.command("delete")
+@click.argument("email")
+def admin_delete(email: str) -> None:
+    """Delete the account for EMAIL; its sessions end at once."""
+    from receiver.admin.accounts import AdminError, delete_admin
+
+    with database_errors():
+        try:
+            delete_admin(get_engine(), email)
+        except AdminError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"deleted admin {email.strip().lower()}")
