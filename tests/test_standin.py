@@ -248,7 +248,9 @@ def test_jobs_run_to_their_final_state_with_increasing_timestamps(
             assert state.error
         assert truth[job_id]["finished_at"] == truth[job_id]["updated_at"]
 
-    events = httpx.get(f"{standin.url}/events", params={"limit": 100}, headers=AUTH).json()
+    events = httpx.get(
+        f"{standin.url}/events", params={"limit": 100, "order": "asc"}, headers=AUTH
+    ).json()
     for job_id in ids:
         mine = [event for event in events["data"] if event["data"]["id"] == job_id]
         kinds = [event["kind"] for event in mine]
@@ -277,9 +279,12 @@ def test_lists_page_with_has_more_and_link(start_standin: Callable[..., Standin]
     assert [job["id"] for job in rest.json()["data"]] == ids[2:]
     assert rest.headers["Has-More"] == "false"
 
-    events = httpx.get(f"{standin.url}/events", headers=AUTH).json()["data"]
+    events = httpx.get(f"{standin.url}/events", params={"order": "asc"}, headers=AUTH).json()
+    events = events["data"]
     assert [event["kind"] for event in events] == ["job.created"] * 3
-    after = httpx.get(f"{standin.url}/events", params={"after": events[0]["id"]}, headers=AUTH)
+    after = httpx.get(
+        f"{standin.url}/events", params={"order": "asc", "after": events[0]["id"]}, headers=AUTH
+    )
     assert [event["id"] for event in after.json()["data"]] == [e["id"] for e in events[1:]]
     unknown = httpx.get(f"{standin.url}/events", params={"after": "evt_x"}, headers=AUTH)
     assert unknown.status_code == 400

@@ -131,6 +131,7 @@ class JobMachine:
         self._tasks: dict[str, str] = {}
         self._idempotency: dict[str, str] = {}
         self._events: list[dict[str, Any]] = []
+        self._event_index: dict[str, int] = {}
         self._pending_transitions = 0
         self._last_stamp = datetime.fromtimestamp(0, UTC)
 
@@ -184,6 +185,12 @@ class JobMachine:
         """Return every event so far, oldest first."""
         with self._lock:
             return list(self._events)
+
+    def event(self, event_id: str) -> dict[str, Any] | None:
+        """Return one event as ``GET /events/{id}`` shows it, or None."""
+        with self._lock:
+            index = self._event_index.get(event_id)
+            return None if index is None else self._events[index]
 
     def truth(self) -> dict[str, dict[str, Any]]:
         """Return every job as ``GET /jobs/{id}`` would show it now, without its URL."""
@@ -248,7 +255,9 @@ class JobMachine:
             "object": "event",
             "kind": f"job.{'created' if job.updated_at is None else job.status}",
             "data": job.snapshot(),
-            "created_at": _iso(job.updated_at or job.created_at),
+            # Unix seconds, as ittybit lists its events; the job inside keeps ISO times.
+            "created_at": round((job.updated_at or job.created_at).timestamp(), 6),
         }
+        self._event_index[event["id"]] = len(self._events)
         self._events.append(event)
         return event

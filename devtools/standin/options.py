@@ -38,6 +38,8 @@ class StandinConfig:
     max_attempts: int = 8
     delivery_timeout: float = 5.0
     delivery_workers: int = 8
+    #: False: ``GET /events`` answers 404, as an API without the event list would.
+    event_list: bool = True
     output_base: str = "https://cdn.standin.invalid"
 
     def __post_init__(self) -> None:
