@@ -2,7 +2,7 @@
 
 It implements what this service uses — ``POST /jobs`` (with ``Idempotency-Key``),
 ``GET /jobs``, ``GET /jobs/{id}``, ``GET /tasks/{id}`` and the event list, ``GET /events``
-(newest first unless ``order=asc``; ``after``/``before`` cursors, ``limit`` 1–100,
+(newest first unless ``order=asc``; ``after``/``before`` cursors, ``limit`` 1 to 100,
 ``Has-More``, ``has_more`` and ``Link: rel="next"``) and ``GET /events/{id}`` —
 runs each job through ``queued → processing → succeeded`` (``failed`` when the input
 URL contains "fail", ``cancelled`` for "cancel", and never finishing for "stuck"),
