@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from flask.testing import FlaskClient
+from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy.engine import Engine
 
 from config.settings import Settings
-from devtools.standin import Standin, StandinConfig, running
-from receiver.db import create_db_engine
+from devtools.standin import DEFAULT_API_KEY, Standin, StandinConfig, running
+from receiver import create_app
+from receiver.db import create_db_engine, get_engine
 from receiver.models import WebhookEvent, utcnow
 from reconcile import feed, feed_lease
 from reconcile.summary import Summary
@@ -42,6 +43,7 @@ from tests.helpers import (
     stored_events,
     token_url,
 )
+from tests.test_metrics import scrape, value
 
 pytestmark = pytest.mark.usefixtures("no_retry_waits")
 
@@ -457,3 +459,72 @@ def test_three_reconcilers_at_once_read_each_page_once(database_url: str) -> Non
     finally:
         for engine in engines:
             engine.dispose()
+
+
+# --- the command line and the metrics ---------------------------------------------------------
+
+
+@pytest.fixture
+def cli(
+    app_config: dict[str, Any], standin: Standin
+) -> Iterator[tuple[FlaskCliRunner, Engine, FlaskClient]]:
+    """The jobhooks commands, asking the stand-in; with its engine and a web client."""
+    app_config["ITTYBIT_API_URL"] = standin.url
+    app_config["ITTYBIT_API_KEY"] = DEFAULT_API_KEY
+    app = create_app(app_config)
+    try:
+        yield app.test_cli_runner(), get_engine(app), app.test_client()
+    finally:
+        get_engine(app).dispose()
+
+
+def test_the_summary_counts_the_event_list(
+    cli: tuple[FlaskCliRunner, Engine, FlaskClient], standin: Standin
+) -> None:
+    runner, engine, client = cli
+    first = runner.invoke(args=["reconcile"])
+    assert first.exit_code == 0, first.output
+    assert "event list: 1 page(s), 0 event(s); first pass: the list is empty" in first.stdout
+    jobs = create_jobs(standin, 3)
+    add_submissions_for(engine, jobs, changed_at=an_hour_ago())
+    assert standin.wait_idle(10)
+
+    text = runner.invoke(args=["reconcile", "--older-than", "0s"])
+    assert text.exit_code == 0, text.output
+    cursor = standin._machine.events()[-1]["id"]
+    assert f"event list: 1 page(s), 9 event(s), read up to {cursor}" in text.stdout
+    lines = {line.split()[0]: line.split()[1] for line in text.stdout.splitlines()[1:]}
+    assert (lines["events_read"], lines["events_applied"], lines["events_duplicate"]) == (
+        "9",
+        "6",
+        "3",
+    )
+    assert lines["checked"] == "0"
+
+    as_json = json.loads(runner.invoke(args=["reconcile", "--json"]).stdout)
+    assert (as_json["event_pages"], as_json["events_read"], as_json["event_cursor"]) == (
+        1,
+        0,
+        cursor,
+    )
+    samples = scrape(client)
+    assert value(samples, "jobhooks_reconcile_event_pages_total") == 3
+    assert value(samples, "jobhooks_reconcile_events_read_total") == 9
+    assert value(samples, "jobhooks_reconcile_events_total", outcome="applied") == 6
+    assert value(samples, "jobhooks_reconcile_events_total", outcome="duplicate") == 3
+
+
+def test_events_since_reads_the_list_again(
+    cli: tuple[FlaskCliRunner, Engine, FlaskClient], standin: Standin
+) -> None:
+    runner, engine, _ = cli
+    runner.invoke(args=["reconcile"])
+    jobs = create_jobs(standin, 2)
+    add_submissions_for(engine, jobs, changed_at=an_hour_ago())
+    assert standin.wait_idle(10)
+    runner.invoke(args=["reconcile"])
+    again = json.loads(runner.invoke(args=["reconcile", "--events-since", "1h", "--json"]).stdout)
+    assert (again["events_read"], again["events_duplicate"], again["events_applied"]) == (6, 6, 0)
+    refused = runner.invoke(args=["reconcile", "--loop", "--events-since", "1h"])
+    assert refused.exit_code == 2
+    assert "--events-since is a one-off backfill" in refused.output
