@@ -147,9 +147,9 @@ class EventFeed:
             self._move(cursor, cursor_at)
             summary.event_cursor = cursor
             summary.events_note = (
-                f"first pass: reading from the newest event ({cursor}) on"
+                f"first pass: placed at the newest event; later passes read what follows {cursor}"
                 if cursor
-                else "first pass: the list is empty, reading from its beginning on"
+                else "first pass: the list is empty; later passes read it from its beginning"
             )
             log.info("event list: %s", summary.events_note)
             return

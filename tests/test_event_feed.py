@@ -68,7 +68,9 @@ def test_a_pass_over_an_empty_list_costs_one_request(engine: Engine, standin: St
     summary = start_feed(engine, standin)
     assert standin.request_counts() == {"GET /events": 1}
     assert summary.event_pages == 1
-    assert summary.events_note == "first pass: the list is empty, reading from its beginning on"
+    assert summary.events_note == (
+        "first pass: the list is empty; later passes read it from its beginning"
+    )
     row = feed_row(engine)
     assert row is not None
     assert (row["api_url"], row["cursor"], row["lease_owner"]) == (standin.url, None, None)
@@ -484,7 +486,7 @@ def test_the_summary_counts_the_event_list(
     runner, engine, client = cli
     first = runner.invoke(args=["reconcile"])
     assert first.exit_code == 0, first.output
-    assert "event list: 1 page(s), 0 event(s); first pass: the list is empty" in first.stdout
+    assert "event list: 1 page(s), 0 event(s); first pass: the list is empty;" in first.stdout
     jobs = create_jobs(standin, 3)
     add_submissions_for(engine, jobs, changed_at=an_hour_ago())
     assert standin.wait_idle(10)
