@@ -673,3 +673,53 @@ def test_command_serves_until_interrupted_and_logs_no_token(
     delivered = [line for line in err.splitlines() if "delivered, 200 applied:" in line]
     assert len(delivered) == 2
     assert delivered[1].endswith(f"succeeded to {url}{HOOK}[token]")
+
+
+def test_held_jobs_finish_on_cue(start_standin: Callable[..., Standin]) -> None:
+    standin = start_standin(hold_finals=True)
+    job_id = create(standin).json()["id"]
+    stuck_id = create(standin, "https://example.com/stuck.mp4").json()["id"]
+    assert standin.wait_idle(10)
+    assert standin.jobs()[job_id]["status"] == "processing"
+    finish = httpx.post(f"{standin.url}/_standin/finish")
+    assert finish.json() == {"finishing": 1}
+    assert standin.wait_idle(10)
+    assert (standin.jobs()[job_id]["status"], standin.jobs()[stuck_id]["status"]) == (
+        "succeeded",
+        "processing",
+    )
+    assert standin.finish_held() == 0
+
+
+def test_the_event_list_reads_both_ways_and_can_be_missing(
+    start_standin: Callable[..., Standin],
+) -> None:
+    standin = start_standin(step=60)
+    ids = [create(standin).json()["id"] for _ in range(3)]
+    listed = [event["data"]["id"] for event in standin._machine.events()]
+    assert listed == ids
+    events = [event["id"] for event in standin._machine.events()]
+    newest = httpx.get(f"{standin.url}/events", params={"limit": 1}, headers=AUTH)
+    assert [event["id"] for event in newest.json()["data"]] == events[-1:]
+    assert (newest.headers["Has-More"], newest.json()["has_more"]) == ("true", True)
+    older = httpx.get(
+        f"{standin.url}/events", params={"after": events[2], "limit": 5}, headers=AUTH
+    )
+    assert [event["id"] for event in older.json()["data"]] == [events[1], events[0]]
+    before = httpx.get(
+        f"{standin.url}/events", params={"order": "asc", "before": events[2]}, headers=AUTH
+    )
+    assert [event["id"] for event in before.json()["data"]] == events[:2]
+    one = httpx.get(f"{standin.url}/events/{events[0]}", headers=AUTH)
+    assert one.json()["kind"] == "job.created"
+    assert isinstance(one.json()["created_at"], float)
+    assert (
+        httpx.get(f"{standin.url}/events", params={"limit": 101}, headers=AUTH).status_code == 400
+    )
+    counts = httpx.get(f"{standin.url}/_standin/requests").json()
+    assert counts["GET /events"] == 4
+    assert standin.requests_made("GET /events") == 5  # and GET /events/{id}
+
+    missing = start_standin(event_list=False)
+    assert httpx.get(f"{missing.url}/events", headers=AUTH).status_code == 404
+    assert missing.requests_made() == 1

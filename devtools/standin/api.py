@@ -35,8 +35,9 @@ class JobsApi:
 
     With ``event_list=False`` the events answer 404, as an API without the list would.
 
-    ``GET /_standin/stats`` and ``GET /_standin/jobs`` show what was sent and the truth;
-    they need no key and are not counted.
+    ``GET /_standin/stats``, ``GET /_standin/jobs`` and ``GET /_standin/requests`` show
+    what was sent, the truth and the API requests counted; ``POST /_standin/finish`` lets
+    held jobs finish. They need no key and are not counted.
     """
 
     def __init__(
@@ -57,6 +58,8 @@ class JobsApi:
                 Rule("/events/<event_id>", methods=["GET"], endpoint="get_event"),
                 Rule("/_standin/stats", methods=["GET"], endpoint="stats"),
                 Rule("/_standin/jobs", methods=["GET"], endpoint="truth"),
+                Rule("/_standin/requests", methods=["GET"], endpoint="requests"),
+                Rule("/_standin/finish", methods=["POST"], endpoint="finish"),
             ],
             strict_slashes=False,
         )
@@ -90,6 +93,10 @@ class JobsApi:
             return _json(self._stats().as_dict())
         if endpoint == "truth":
             return _json(self._machine.truth())
+        if endpoint == "requests":
+            return _json(self.request_counts())
+        if endpoint == "finish":
+            return _json({"finishing": self._machine.finish_held()})
         with self._requests_lock:
             self._requests[f"{request.method} {request.path}"] += 1
         if self.config.latency > 0:

@@ -138,6 +138,10 @@ class Standin:
         """Start counting API requests afresh."""
         self._api.reset_request_counts()
 
+    def finish_held(self) -> int:
+        """Let the jobs held at processing (``hold_finals``) finish; return how many."""
+        return self._machine.finish_held()
+
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         return self._api(environ, start_response)
 
