@@ -19,6 +19,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Connection, Engine
@@ -153,20 +154,34 @@ class EventFeed:
             )
             log.info("event list: %s", summary.events_note)
             return
-        while summary.event_pages < self.max_pages and not self.stop.is_set():
-            page = self._page(summary, after=cursor, limit=PAGE_SIZE, order="asc")
-            if page.events:
-                self._apply_page(page, summary)
+        # The next page is fetched while this one is applied: it starts after this page's
+        # last event whatever applying does, and the wait for ittybit overlaps the writes.
+        with ThreadPoolExecutor(1, thread_name_prefix="event-list") as pool:
+            ahead: Future[EventPage] | None = None
+            while summary.event_pages < self.max_pages and not self.stop.is_set():
+                if ahead is None:
+                    ahead = pool.submit(self._fetch, cursor, PAGE_SIZE, "asc")
+                page = self._count(summary, ahead.result(), order="asc")
+                ahead = None
                 last = next((event for event in reversed(page.events) if event.id), None)
-                if last is not None:
-                    cursor, cursor_at = last.id, last.created_at or cursor_at
-                    if not self._move(cursor, cursor_at):
-                        summary.events_note = "lost the event list's lease to another reconciler"
-                        break
-            if not page.has_more or not page.events:
-                break
-        else:
-            summary.events_more = not self.stop.is_set()
+                more = page.has_more and last is not None
+                if more and summary.event_pages < self.max_pages and last is not None:
+                    ahead = pool.submit(self._fetch, last.id, PAGE_SIZE, "asc")
+                if page.events:
+                    self._apply_page(page, summary)
+                    if last is not None:
+                        cursor, cursor_at = last.id, last.created_at or cursor_at
+                        if not self._move(cursor, cursor_at):
+                            summary.events_note = (
+                                "lost the event list's lease to another reconciler"
+                            )
+                            break
+                if not more:
+                    break
+            else:
+                summary.events_more = not self.stop.is_set()
+            if ahead is not None:
+                ahead.cancel()
         summary.event_cursor = cursor
         if summary.events_more:
             summary.events_note = (
@@ -177,16 +192,24 @@ class EventFeed:
     def _page(
         self, summary: Summary, *, after: str | None, limit: int, order: str | None
     ) -> EventPage:
+        return self._count(summary, self._fetch(after, limit, order), order=order)
+
+    def _fetch(self, after: str | None, limit: int, order: str | None) -> EventPage:
+        """Ask for one page; 404, 405 or 501 mean this API has no event list."""
         try:
-            page = self.client.list_events(after=after, limit=limit, order=order)
+            return self.client.list_events(after=after, limit=limit, order=order)
         except AuthError:
             raise
         except ApiError as exc:
             if exc.status in UNAVAILABLE_STATUSES:
                 raise EventListUnavailable(exc.status, exc.message) from None
             raise
+
+    @staticmethod
+    def _count(summary: Summary, page: EventPage, *, order: str | None) -> EventPage:
         summary.event_pages += 1
-        summary.events_read += len(page.events) if order == "asc" else 0
+        if order == "asc":  # read forward: each event is applied
+            summary.events_read += len(page.events)
         return page
 
     def _place_since(self, summary: Summary, seconds: float) -> tuple[str | None, datetime | None]:
@@ -214,7 +237,20 @@ class EventFeed:
         return (oldest.id, oldest.created_at) if oldest else (None, None)
 
     def _apply_page(self, page: EventPage, summary: Summary) -> None:
-        """Apply a page's job and task events in one transaction."""
+        """Apply a page's job and task events in one transaction.
+
+        A job id that belongs to another submission fails the whole page; it is then
+        applied again with a savepoint around each event, and that one is rejected.
+        """
+        try:
+            counts = self._write_page(page, guarded=False)
+        except IntegrityError:
+            log.info("event list: a job id collides; applying the page event by event")
+            counts = self._write_page(page, guarded=True)
+        for name, count in counts.items():
+            setattr(summary, f"events_{name}", getattr(summary, f"events_{name}") + count)
+
+    def _write_page(self, page: EventPage, *, guarded: bool) -> dict[str, int]:
         counts: dict[str, int] = {}
         with self.engine.begin() as conn:
             now = self.clock()
@@ -222,12 +258,13 @@ class EventFeed:
                 if not about_a_job(event):
                     counts["ignored"] = counts.get("ignored", 0) + 1
                     continue
-                outcome = self._apply_one(conn, event, now=now)
+                outcome = self._apply_one(conn, event, now=now, guarded=guarded)
                 counts[outcome.value] = counts.get(outcome.value, 0) + 1
-        for name, count in counts.items():
-            setattr(summary, f"events_{name}", getattr(summary, f"events_{name}") + count)
+        return counts
 
-    def _apply_one(self, conn: Connection, event: ApiEvent, *, now: datetime) -> Outcome:
+    def _apply_one(
+        self, conn: Connection, event: ApiEvent, *, now: datetime, guarded: bool
+    ) -> Outcome:
         state = event.state
         assert state is not None
         delivery = Delivery(
@@ -235,6 +272,10 @@ class EventFeed:
             body=json.dumps(dict(event.raw), separators=(",", ":")),
             headers={},
         )
+        if not guarded:
+            return process_delivery(
+                conn, delivery=delivery, state=state, claims=None, now=now, outbox=self.outbox
+            ).outcome
         try:
             with conn.begin_nested():
                 result = process_delivery(
@@ -252,12 +293,6 @@ class EventFeed:
                 now=now,
             )
             return Outcome.REJECTED
-        log.debug(
-            "event %s job=%s: %s",
-            event.id,
-            state.job_id,
-            result.outcome.value,
-        )
         return result.outcome
 
     def _move(self, cursor: str | None, cursor_at: datetime | None) -> bool:

@@ -217,6 +217,34 @@ def test_a_crash_in_the_middle_of_a_page_loses_nothing(
     assert set(statuses(engine).values()) == {"succeeded"}
 
 
+def test_a_job_id_collision_rejects_that_event_and_applies_the_rest(
+    engine: Engine, standin: Standin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job id another submission took meanwhile fails its event alone, not the page."""
+    start_feed(engine, standin)
+    jobs = create_jobs(standin, 2)
+    add_submissions_for(engine, jobs, changed_at=an_hour_ago())
+    assert standin.wait_idle(10)
+    real = feed.process_delivery
+    taken = jobs["sub_ev_0"]
+
+    def collides(*args: Any, **kwargs: Any) -> Any:
+        if kwargs["state"].job_id == taken and kwargs["state"].provider_status == "succeeded":
+            raise sa.exc.IntegrityError("UPDATE submissions", {}, Exception("job_id taken"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(feed, "process_delivery", collides)
+    with reconciler(engine, standin, stuck_after=3600.0) as one:
+        summary = one.run_pass()
+    assert (summary.events_read, summary.events_rejected, summary.events_applied) == (6, 1, 3)
+    rejected = [event for event in stored_events(engine) if event["outcome"] == "rejected"]
+    assert [(event["job_id"], event["reason"]) for event in rejected] == [
+        (taken, "job id belongs to another submission")
+    ]
+    # The polls left after the list are not due yet (STUCK_AFTER): the list did this alone.
+    assert statuses(engine) == {"sub_ev_0": "processing", "sub_ev_1": "succeeded"}
+
+
 def test_a_webhook_for_an_event_read_from_the_list_is_a_duplicate(
     client: FlaskClient, engine: Engine, standin: Standin
 ) -> None:
