@@ -43,11 +43,11 @@ _EVENT_ROWS = (
     ("event_pages", "pages of ittybit's event list read"),
     ("events_read", "events read after the cursor"),
     ("events_applied", "events that changed a submission"),
-    ("events_duplicate", "events already recorded (their webhook came)"),
+    ("events_duplicate", "events already recorded (by their webhook, or the same state)"),
     ("events_stale", "events older than what is stored"),
     ("events_unmatched", "events kept for a submission not known yet"),
     ("events_rejected", "events refused (owner or job disagrees)"),
-    ("events_ignored", "events about no job or task, not stored"),
+    ("events_ignored", "events about no job or task: not stored"),
 )
 _SUMMARY_ROWS = (
     ("checked", "jobs fetched from ittybit"),

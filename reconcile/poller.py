@@ -153,6 +153,8 @@ class Reconciler:
         if not options.submission_ids:
             self._read_events(summary)
             self._before_polling(summary, now=started_at)
+        else:
+            summary.events_note = "not read: the submissions named are asked about directly"
         if summary.events_more and not self.stop.is_set():
             # The unread pages very likely settle the jobs a poll would ask about now.
             log.info("the event list has more pages: polls wait for the next pass")
