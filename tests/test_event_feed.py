@@ -22,8 +22,11 @@ from config.settings import Settings
 from devtools.standin import DEFAULT_API_KEY, Standin, StandinConfig, running
 from receiver import create_app
 from receiver.db import create_db_engine, get_engine
+from receiver.ittybit import IttybitClient
 from receiver.models import WebhookEvent, utcnow
 from reconcile import feed, feed_lease
+from reconcile.cli import _run_loop
+from reconcile.poller import PassOptions, Reconciler
 from reconcile.summary import Summary
 from tests.event_feed_helpers import (
     add_submissions_for,
@@ -39,6 +42,7 @@ from tests.helpers import (
     SECRET_KEY,
     add_submission,
     encode,
+    quiet_outbox,
     signed_headers,
     stored_events,
     token_url,
@@ -557,3 +561,38 @@ def test_events_since_reads_the_list_again(
     refused = runner.invoke(args=["reconcile", "--loop", "--events-since", "1h"])
     assert refused.exit_code == 2
     assert "--events-since is a one-off backfill" in refused.output
+
+
+def test_the_worker_reads_on_at_once_while_the_list_has_more(
+    engine: Engine, standin: Standin
+) -> None:
+    """A pass stopped by its page budget is followed by the next without the interval."""
+    start_feed(engine, standin)
+    jobs = create_jobs(standin, 100)
+    add_submissions_for(engine, jobs, changed_at=an_hour_ago())
+    assert standin.wait_idle(10)
+    summaries: list[Summary] = []
+
+    class Counting(Reconciler):
+        def run_pass(self) -> Summary:
+            summary = super().run_pass()
+            summaries.append(summary)
+            if not summary.events_more:
+                self.stop.set()
+            return summary
+
+    with IttybitClient(base_url=standin.url, api_key=DEFAULT_API_KEY) as client:
+        worker = Counting(
+            engine,
+            client,
+            PassOptions(stuck_after=0.0, event_pages=1),
+            outbox=quiet_outbox(),
+            owner="worker",
+        )
+        started = time.monotonic()
+        _run_loop(worker, 3600.0, as_json=False)
+    assert time.monotonic() - started < 60, "the worker waited the interval"
+    assert [summary.events_more for summary in summaries] == [True, True, False]
+    assert sum(summary.events_read for summary in summaries) == 300
+    assert [summary.checked for summary in summaries] == [0, 0, 0]
+    assert set(statuses(engine).values()) == {"succeeded"}
