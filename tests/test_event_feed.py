@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from flask.testing import FlaskClient, FlaskCliRunner
+from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
 
 from config.settings import Settings
@@ -596,3 +597,22 @@ def test_the_worker_reads_on_at_once_while_the_list_has_more(
     assert sum(summary.events_read for summary in summaries) == 300
     assert [summary.checked for summary in summaries] == [0, 0, 0]
     assert set(statuses(engine).values()) == {"succeeded"}
+
+
+def test_a_failing_list_ends_the_reading_and_the_polls_go_on(
+    engine: Engine, api_server: HTTPServer
+) -> None:
+    """ittybit's list answers 503 (after retries): the pass says so and polls as before."""
+    api_server.expect_request("/events").respond_with_json({"error": "busy"}, status=503)
+    api_server.expect_request("/jobs/job_1").respond_with_json(
+        {"id": "job_1", "status": "succeeded", "output": {"url": "https://cdn.example.com/1"}}
+    )
+    add_submissions_for(engine, {"sub_1": "job_1"}, changed_at=an_hour_ago())
+    with IttybitClient(base_url=api_server.url_for("").rstrip("/"), api_key="key") as client:
+        one = Reconciler(engine, client, PassOptions(stuck_after=0.0), outbox=quiet_outbox())
+        summary = one.run_pass()
+        assert one.events_off is None, "a busy list is asked for again next pass"
+    assert summary.events_note == "stopped: GET /events: HTTP 503: busy"
+    assert (summary.event_pages, summary.checked, summary.updated) == (0, 1, 1)
+    assert feed_row(engine)["lease_owner"] is None  # type: ignore[index]
+    assert statuses(engine) == {"sub_1": "succeeded"}
