@@ -170,12 +170,13 @@ class EventFeed:
                 if page.events:
                     self._apply_page(page, summary)
                     if last is not None:
-                        cursor, cursor_at = last.id, last.created_at or cursor_at
-                        if not self._move(cursor, cursor_at):
+                        if not self._move(last.id, last.created_at or cursor_at):
                             summary.events_note = (
                                 "lost the event list's lease to another reconciler"
                             )
                             break
+                        cursor, cursor_at = last.id, last.created_at or cursor_at
+                        summary.event_cursor = cursor
                 if not more:
                     break
             else:
