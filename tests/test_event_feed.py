@@ -271,12 +271,15 @@ def test_a_webhook_for_an_event_read_from_the_list_is_a_duplicate(
     response = client.post(PROJECT_URL, data=body, headers=signed_headers(body, msg_id=msg_id))
     assert response.status_code == 200
     assert response.get_json()["outcome"] == "duplicate"
+    # Its key was taken by the listed event: nothing new was stored.
+    assert len(stored_events(engine)) == 3
     # A bare job on the submission's own URL carries no event id: its state is recorded.
     bare = encode(final["data"])
     response = client.post(token_url("sub_0"), data=bare, headers=signed_headers(bare))
     assert response.get_json()["outcome"] == "duplicate"
-    keys = [event["dedupe_key"] for event in stored_events(engine)]
-    assert keys.count(f"evt:{final['id']}") == 1
+    stored = stored_events(engine)
+    assert [event["source"] for event in stored] == ["events"] * 3 + ["url"]
+    assert [event["dedupe_key"] for event in stored].count(f"evt:{final['id']}") == 1
 
 
 def test_a_listed_event_whose_webhook_came_first_is_a_duplicate(
