@@ -77,17 +77,18 @@ def project_webhook() -> Response:
 
 def _read_body(settings: Settings) -> bytes | Response:
     """Return the raw body, or the refusal of an oversized body (413) or non-JSON one (415)."""
-    length = request.content_length
+    req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
+    length = req.content_length
     if length is not None and length > settings.max_body_bytes:
         return _too_large(settings)
-    if request.mimetype != "application/json":
+    if req.mimetype != "application/json":
         return error_response(
             415, "unsupported_media_type", "Content-Type must be application/json"
         )
     # Werkzeug stops a stream without Content-Length at the limit without saying so;
     # reading one byte more tells a body of exactly the limit from a longer one.
-    request.max_content_length = settings.max_body_bytes + 1
-    body = request.get_data(cache=False)
+    req.max_content_length = settings.max_body_bytes + 1
+    body = req.get_data(cache=False)
     return _too_large(settings) if len(body) > settings.max_body_bytes else body
 
 
