@@ -7,7 +7,7 @@ import logging
 import time
 
 from flask import Blueprint, Response, current_app, request
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from config.settings import Settings
 from receiver.db import database_unavailable, get_engine
@@ -167,6 +167,20 @@ def _handle(
 
 
 def _store(delivery: Delivery, state: JobState, claims: TokenClaims | None) -> DeliveryResult:
+    try:
+        return _store_once(delivery, state, claims)
+    except DBAPIError as exc:
+        # A pooled connection cut since its last use (a database restart or failover)
+        # fails at the first statement, the read that finds the submission: nothing was
+        # written, and the connection is discarded. Once more, on a new one. A connection
+        # lost after a write answers 503 instead, and ittybit retries.
+        first_read = (exc.statement or "").lstrip()[:6].upper() == "SELECT"
+        if not (exc.connection_invalidated and first_read):
+            raise
+    return _store_once(delivery, state, claims)
+
+
+def _store_once(delivery: Delivery, state: JobState, claims: TokenClaims | None) -> DeliveryResult:
     now = utcnow()
     outbox = get_outbox()
     with get_engine().connect() as conn:
