@@ -65,8 +65,8 @@ pytest: $(VENV)/.installed-dev
 demo: $(VENV)/.installed-demo
 	$(BIN)/python -m devtools.demo $(DEMO_ARGS)
 
-## bench: webhook throughput vs bare Flask and a reconcile pass vs its ideal (not in make test);
-## PostgreSQL too when TEST_DATABASE_URL or DATABASE_URL points at it. See bench/README.md.
+## bench: webhook throughput vs the raw-driver reference, reconcile, notify, API, admin (not in make test);
+## PostgreSQL too when TEST_DATABASE_URL names a server (in a database of its own). See bench/README.md.
 bench: $(VENV)/.installed-bench
 	@command -v wrk >/dev/null 2>&1 || $(MAKE) --no-print-directory wrk || \
 		echo "bench: wrk is not available; the Python load generator stands in (slower)"

@@ -9,18 +9,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from config.settings import Settings
+from devtools.databases import create_scratch_database, drop_scratch_database
 from devtools.processes import ROOT, base_env
 from receiver.db import create_db_engine
 from receiver.migrate import upgrade
 
 __all__ = [
-    "BENCH_SCHEMA",
+    "BENCH_DATABASE_PREFIX",
     "RESULTS",
     "ROOT",
     "SECRET_KEY",
@@ -32,8 +32,9 @@ __all__ = [
 ]
 
 RESULTS = ROOT / "bench" / "results"
-#: PostgreSQL runs use a schema of their own, dropped and made anew: nothing else is touched.
-BENCH_SCHEMA = "jobhooks_bench"
+#: PostgreSQL runs use a database of their own beside TEST_DATABASE_URL's, named so and
+#: dropped afterwards: the database the URL names is never changed.
+BENCH_DATABASE_PREFIX = "jobhooks_bench_"
 SECRET_KEY = "bench-secret-key-0123456789abcdef"
 WEBHOOK_KEY = b"jobhooks-bench-webhook-key-32byt"
 WEBHOOK_SECRET = "whsec_" + __import__("base64").b64encode(WEBHOOK_KEY).decode()
@@ -54,16 +55,19 @@ class Database:
         return create_db_engine(self.settings())
 
     def reset(self) -> None:
-        """Empty the benchmark's database (a new SQLite file, or the bench schema) and migrate."""
+        """Empty the benchmark's database (a new SQLite file, or its own PostgreSQL
+        database's schema) and migrate."""
         if self.name == "sqlite":
             path = Path(sa.make_url(self.url).database or "")
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
         else:
-            plain = sa.create_engine(_without_options(self.url))
+            own = sa.make_url(self.url).database or ""
+            assert own.startswith(BENCH_DATABASE_PREFIX), own  # never a database it did not make
+            plain = sa.create_engine(self.url)
             with plain.begin() as conn:
-                conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {BENCH_SCHEMA} CASCADE"))
-                conn.execute(sa.text(f"CREATE SCHEMA {BENCH_SCHEMA}"))
+                conn.execute(sa.text("DROP SCHEMA IF EXISTS public CASCADE"))
+                conn.execute(sa.text("CREATE SCHEMA public"))
             plain.dispose()
         engine = self.engine()
         try:
@@ -71,44 +75,33 @@ class Database:
         finally:
             engine.dispose()
 
-    def drop(self) -> None:
-        """Remove what :meth:`reset` made (the SQLite file goes with its folder)."""
-        if self.name == "postgresql":
-            plain = sa.create_engine(_without_options(self.url))
-            with plain.begin() as conn:
-                conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {BENCH_SCHEMA} CASCADE"))
-            plain.dispose()
 
-
-def _without_options(url: str) -> sa.URL:
-    return sa.make_url(url).difference_update_query(["options"])
-
-
-def _postgres_url() -> str | None:
-    raw = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL") or ""
+def _postgres_server() -> str | None:
+    """Return TEST_DATABASE_URL (SQLAlchemy form) when it names a PostgreSQL server."""
+    raw = os.environ.get("TEST_DATABASE_URL") or ""
     if not raw.startswith(("postgres://", "postgresql://", "postgresql+psycopg://")):
         return None
-    url = Settings.from_env({"APP_ENV": "test", "SECRET_KEY": "x", "DATABASE_URL": raw})
-    options = quote(f"-csearch_path={BENCH_SCHEMA}")
-    separator = "&" if "?" in url.database_url else "?"
-    return f"{url.database_url}{separator}options={options}"
+    settings = Settings.from_env({"APP_ENV": "test", "SECRET_KEY": "x", "DATABASE_URL": raw})
+    return settings.database_url
 
 
 @contextmanager
 def databases(only: str | None = None) -> Iterator[list[Database]]:
-    """Yield SQLite (a file in a temporary folder) and PostgreSQL when a URL points at one."""
+    """Yield SQLite (a file in a temporary folder), and PostgreSQL when TEST_DATABASE_URL
+    names a server: a database of the benchmark's own there, dropped afterwards."""
     folder = Path(tempfile.mkdtemp(prefix="jobhooks-bench-"))
-    found = [Database("sqlite", f"sqlite:///{folder / 'bench.db'}")]
-    postgres = _postgres_url()
-    if postgres is not None:
-        found.append(Database("postgresql", postgres))
-    if only:
-        found = [database for database in found if database.name == only]
+    found = []
+    if only in (None, "sqlite"):
+        found.append(Database("sqlite", f"sqlite:///{folder / 'bench.db'}"))
+    server = _postgres_server() if only in (None, "postgresql") else None
+    own = None if server is None else create_scratch_database(server, BENCH_DATABASE_PREFIX)
+    if own is not None:
+        found.append(Database("postgresql", own))
     try:
         yield found
     finally:
-        for database in found:
-            database.drop()
+        if own is not None:
+            drop_scratch_database(own, BENCH_DATABASE_PREFIX)
         shutil.rmtree(folder, ignore_errors=True)
 
 

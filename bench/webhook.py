@@ -31,6 +31,8 @@ from receiver.submissions import import_submissions
 __all__ = ["WebhookRun", "run_webhook_suite"]
 
 LUA = ROOT / "bench" / "deliveries.lua"
+#: The apps measured beside the real one, under the same gunicorn command and settings.
+_APPS = {"bare": "bench.bare:app", "reference": "bench.reference:app"}
 #: gunicorn options per worker class, added to the Procfile's web line.
 WORKER_CLASSES = {
     "sync": "",
@@ -200,8 +202,8 @@ def load(
 
 def _server(database: Database, app: str, worker: str, log_path: Path) -> WebProcess:
     command = procfile_command("web")
-    if app == "bare":
-        command = command.replace("wsgi:app", "bench.bare:app").replace(
+    if app in _APPS:
+        command = command.replace("wsgi:app", _APPS[app]).replace(
             "config/gunicorn.py", "python:bench.gunicorn_bare"
         )
     extra = WORKER_CLASSES[worker]
@@ -300,10 +302,11 @@ def run_webhook_suite(
     workdir: Path,
     progress: Any = print,
 ) -> list[WebhookRun]:
-    """Run bare, real, bare again for every database, worker class and connection count.
+    """Run bare, reference, real, reference again for every database, worker and load.
 
-    Each real run is compared with the better of the bare runs just before and just after
-    it, made under the same conditions on a shared machine.
+    Each real run is compared with the better of the reference runs just before and just
+    after it, made under the same conditions on a shared machine; the bare run is the
+    ceiling no database-writing handler reaches, kept for context.
     """
     runs: list[WebhookRun] = []
     bare_file = workdir / "bare.tsv"
@@ -311,48 +314,41 @@ def run_webhook_suite(
         progress(f"webhook: preparing {database.name}")
         database.reset()
         plan = [(worker, conns) for worker in workers for conns in connections]
-        tags = {}
         for worker, conns in plan:
-            tag = f"{database.name[:2]}{worker[:2]}{conns}"
-            rows = seed_submissions(database, tag, deliveries_per_run)
-            tags[(worker, conns)] = tag
-            if not bare_file.exists():
-                write_deliveries(bare_file, database, "bare", rows[:5000])
+            for app in ("real", "ref1", "ref2"):
+                rows = seed_submissions(
+                    database, _tag(database, app, worker, conns), deliveries_per_run
+                )
+                if not bare_file.exists():
+                    write_deliveries(bare_file, database, "bare", rows[:5000])
         for worker, conns in plan:
-            bare = {
-                "database": database,
-                "app": "bare",
-                "worker": worker,
-                "connections": conns,
-                "duration": duration,
-                "deliveries": bare_file,
-                "tag": None,
-                "workdir": workdir,
-            }
-            progress(f"webhook: bare flask (before), {worker}, {conns} connections")
-            before = run_one(**bare)
-            tag = tags[(worker, conns)]
-            progress(f"webhook: real app on {database.name}, {worker}, {conns} connections")
-            # Signed just before the run, so every delivery is inside the timestamp tolerance.
-            path = workdir / f"{tag}.tsv"
-            write_deliveries(path, database, tag, _rows(tag, deliveries_per_run))
-            real = run_one(
-                database,
-                app="real",
-                worker=worker,
-                connections=conns,
-                duration=duration,
-                deliveries=path,
-                tag=tag,
-                workdir=workdir,
+            common: dict[str, Any] = {"worker": worker, "connections": conns, "duration": duration}
+            progress(f"webhook: bare flask, {worker}, {conns} connections")
+            runs.append(
+                run_one(
+                    database, app="bare", deliveries=bare_file, tag=None, workdir=workdir, **common
+                )
             )
-            progress(f"webhook: bare flask (after), {worker}, {conns} connections")
-            after = run_one(**bare)
-            # The ceiling is the better of the two bare runs around the real one: a busy
+            measured: dict[str, WebhookRun] = {}
+            for app in ("ref1", "real", "ref2"):
+                tag = _tag(database, app, worker, conns)
+                name = "real" if app == "real" else "reference"
+                progress(f"webhook: {name} on {database.name}, {worker}, {conns} connections")
+                # Signed just before the run, so every delivery is inside the timestamp tolerance.
+                path = workdir / f"{tag}.tsv"
+                write_deliveries(path, database, tag, _rows(tag, deliveries_per_run))
+                measured[app] = run_one(
+                    database, app=name, deliveries=path, tag=tag, workdir=workdir, **common
+                )
+            # The limit is the better of the two reference runs around the real one: a busy
             # moment on a shared machine must not flatter the ratio.
-            runs.append(max(before, after, key=lambda run: run.rps))
-            runs.append(real)
+            runs.append(max(measured["ref1"], measured["ref2"], key=lambda run: run.rps))
+            runs.append(measured["real"])
     return runs
+
+
+def _tag(database: Database, app: str, worker: str, connections: int) -> str:
+    return f"{database.name[:2]}{app}{worker[:2]}{connections}"
 
 
 def _rows(tag: str, count: int) -> list[tuple[str, str, str]]:

@@ -20,7 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql
 
-from receiver.inbox import insert_event
+from receiver.hotsql import HotStatement
+from receiver.inbox import EVENT_COLUMNS, insert_event
 from receiver.jobstate import JobState
 from receiver.models import Submission, WebhookEvent
 from receiver.outbox import Outbox
@@ -31,24 +32,18 @@ __all__ = ["apply_job_state", "find_submission"]
 _submissions = Submission.__table__  # type: ignore[attr-defined]
 _events = WebhookEvent.__table__  # type: ignore[attr-defined]
 _columns = [_submissions.c[name] for name in SubmissionRow.__slots__]
-_BY_JOB_ID = (
+_BY_JOB_ID = HotStatement(
     sa.select(*_columns).where(_submissions.c.job_id == sa.bindparam("key")).with_for_update()
 )
-_BY_SUBMISSION_ID = (
+_BY_SUBMISSION_ID = HotStatement(
     sa.select(*_columns)
     .where(_submissions.c.submission_id == sa.bindparam("key"))
     .with_for_update()
 )
-_EVENT_COLUMNS = tuple(column.key for column in _events.c if column.key != "id")
+_EVENT_COLUMNS = EVENT_COLUMNS
 
 
-@cache
-def _update(names: tuple[str, ...]) -> sa.Update:
-    """Return the UPDATE that sets exactly ``names`` (and ``updated_at``) on one row.
-
-    Built once per set of columns, so SQLAlchemy reuses its compiled form; setting only
-    the columns that change keeps the indexes on the others untouched.
-    """
+def _update_statement(names: tuple[str, ...]) -> sa.Update:
     return (
         sa.update(_submissions)
         .where(_submissions.c.id == sa.bindparam("_id"))
@@ -57,7 +52,17 @@ def _update(names: tuple[str, ...]) -> sa.Update:
 
 
 @cache
-def _update_with_event(names: tuple[str, ...]) -> sa.Update:
+def _update(names: tuple[str, ...]) -> HotStatement:
+    """Return the UPDATE that sets exactly ``names`` (and ``updated_at``) on one row.
+
+    Built and compiled once per set of columns; setting only the columns that change keeps
+    the indexes on the others untouched.
+    """
+    return HotStatement(_update_statement(names))
+
+
+@cache
+def _update_with_event(names: tuple[str, ...]) -> HotStatement:
     """Return :func:`_update` with the inbox row inserted first, in the same statement.
 
     ``WITH event AS (INSERT … ON CONFLICT DO NOTHING RETURNING id) UPDATE … WHERE … AND
@@ -71,8 +76,8 @@ def _update_with_event(names: tuple[str, ...]) -> sa.Update:
         .returning(_events.c.id)
         .cte("event")
     )
-    return (
-        _update(names)
+    return HotStatement(
+        _update_statement(names)
         .where(sa.exists(sa.select(event.c.id)))
         .returning(sa.select(event.c.id).scalar_subquery())
         .add_cte(event)
@@ -90,9 +95,9 @@ def find_submission(
     for statement, key in ((_BY_JOB_ID, job_id), (_BY_SUBMISSION_ID, submission_id)):
         if key is None:
             continue
-        row = conn.execute(statement, {"key": key}).first()
-        if row is not None:
-            return SubmissionRow(*row)
+        rows = statement.execute(conn, {"key": key})
+        if rows:
+            return SubmissionRow(*rows[0])
     return None
 
 
@@ -123,7 +128,7 @@ def apply_job_state(
         if not _store_with_event(conn, submission, change, now=now, event=stored):
             return None
     elif change.values is not None:
-        conn.execute(_update(tuple(sorted(change.values))), _params(submission, change, now))
+        _update(tuple(sorted(change.values))).execute(conn, _params(submission, change, now))
     new_status = change.new_status
     if new_status is not None and new_status != submission.status:
         outbox.announce(
@@ -160,9 +165,10 @@ def _store_with_event(
     params = _params(submission, change, now)
     if conn.dialect.name == "postgresql":
         params.update({f"event_{name}": event[name] for name in _EVENT_COLUMNS})
-        return conn.execute(_update_with_event(names), params).scalar_one_or_none() is not None
+        rows = _update_with_event(names).execute(conn, params)
+        return bool(rows) and rows[0][0] is not None
     # SQLite has no INSERT inside WITH: the inbox row goes first, and guards the change.
     if insert_event(conn, dict(event)) is None:
         return False
-    conn.execute(_update(names), params)
+    _update(names).execute(conn, params)
     return True

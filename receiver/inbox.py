@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 
+from receiver.hotsql import HotStatement
 from receiver.jobstate import JobState
 from receiver.models import Outcome, WebhookEvent
 from receiver.signing import HeaderLookup
@@ -77,12 +78,17 @@ def dedupe_key(delivery_id: str | None, state: JobState) -> str:
     return f"st:{digest.hexdigest()}"
 
 
-def _insert_for(dialect_name: str) -> Any:
+#: The columns of an inbox row, as :func:`event_values` fills them.
+EVENT_COLUMNS = tuple(column.key for column in _events.c if column.key != "id")
+
+
+def _insert_for(dialect_name: str) -> HotStatement:
     insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
-    return (
+    return HotStatement(
         insert(_events)
         .on_conflict_do_nothing(index_elements=[_events.c.dedupe_key])
-        .returning(_events.c.id)
+        .returning(_events.c.id),
+        keys=EVENT_COLUMNS,
     )
 
 
@@ -121,8 +127,11 @@ def event_values(
 
 def insert_event(conn: Connection, values: dict[str, Any]) -> int | None:
     """Insert an inbox row; return its id, or ``None`` when its key was already stored."""
-    inserted = conn.execute(_INSERTS[conn.dialect.name], values).scalar_one_or_none()
-    return None if inserted is None else int(inserted)
+    if len(values) != len(EVENT_COLUMNS):
+        message = f"an inbox row has the columns {EVENT_COLUMNS}, not {tuple(values)}"
+        raise ValueError(message)
+    rows = _INSERTS[conn.dialect.name].execute(conn, values)
+    return int(rows[0][0]) if rows else None
 
 
 def record_event(

@@ -165,9 +165,10 @@ def _log_request(response: Response) -> Response:
     duration = state.duration()
     response.headers[REQUEST_ID_HEADER] = state.request_id
     status = response.status_code
-    method = request.method
+    req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
+    method = req.method
     # Matched route or not, whatever the method: the route's shape is all the log needs.
-    path = redact_tokens(request.path)
+    path = redact_tokens(req.path)
     level = logging.INFO
     if status >= 500:
         level = logging.ERROR
@@ -183,8 +184,8 @@ def _log_request(response: Response) -> Response:
     }
     data.update(state.fields)
     delivery = data.get("delivery_id")
-    if delivery is None and request.blueprint == "webhooks":
-        headers = request.headers
+    if delivery is None and req.blueprint == "webhooks":
+        headers = req.headers
         claimed = headers.get("webhook-id") or headers.get("svix-id")
         if claimed:
             # Not verified (the signature may be what failed), but it is what the sender said.

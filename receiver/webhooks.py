@@ -7,7 +7,7 @@ import logging
 import time
 
 from flask import Blueprint, Response, current_app, request
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from config.settings import Settings
 from receiver.db import database_unavailable, get_engine
@@ -77,17 +77,18 @@ def project_webhook() -> Response:
 
 def _read_body(settings: Settings) -> bytes | Response:
     """Return the raw body, or the refusal of an oversized body (413) or non-JSON one (415)."""
-    length = request.content_length
+    req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
+    length = req.content_length
     if length is not None and length > settings.max_body_bytes:
         return _too_large(settings)
-    if request.mimetype != "application/json":
+    if req.mimetype != "application/json":
         return error_response(
             415, "unsupported_media_type", "Content-Type must be application/json"
         )
     # Werkzeug stops a stream without Content-Length at the limit without saying so;
     # reading one byte more tells a body of exactly the limit from a longer one.
-    request.max_content_length = settings.max_body_bytes + 1
-    body = request.get_data(cache=False)
+    req.max_content_length = settings.max_body_bytes + 1
+    body = req.get_data(cache=False)
     return _too_large(settings) if len(body) > settings.max_body_bytes else body
 
 
@@ -166,6 +167,20 @@ def _handle(
 
 
 def _store(delivery: Delivery, state: JobState, claims: TokenClaims | None) -> DeliveryResult:
+    try:
+        return _store_once(delivery, state, claims)
+    except DBAPIError as exc:
+        # A pooled connection cut since its last use (a database restart or failover)
+        # fails at the first statement, the read that finds the submission: nothing was
+        # written, and the connection is discarded. Once more, on a new one. A connection
+        # lost after a write answers 503 instead, and ittybit retries.
+        first_read = (exc.statement or "").lstrip()[:6].upper() == "SELECT"
+        if not (exc.connection_invalidated and first_read):
+            raise
+    return _store_once(delivery, state, claims)
+
+
+def _store_once(delivery: Delivery, state: JobState, claims: TokenClaims | None) -> DeliveryResult:
     now = utcnow()
     outbox = get_outbox()
     with get_engine().connect() as conn:

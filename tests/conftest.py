@@ -8,7 +8,6 @@ of their own there (``jobhooks_test_…``) and drop only that one.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
@@ -23,6 +22,7 @@ from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
 
 from config.settings import Settings
+from devtools.databases import create_scratch_database, drop_scratch_database
 from devtools.processes import ROOT, WebProcess, base_env, free_port, procfile_command
 from receiver import create_app
 from receiver.api.client import close_api_client
@@ -60,35 +60,18 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def create_test_database(server_url: str) -> str:
-    """Create an empty database of its own on the server ``server_url`` names; return its URL.
+#: The tests' own databases are named so; nothing else is ever dropped.
+TEST_DATABASE_PREFIX = "jobhooks_test_"
 
-    The database ``server_url`` names is only connected to, never changed: it may hold
-    real data. Needs a role allowed to create databases (``CREATEDB``).
-    """
-    name = f"jobhooks_test_{os.getpid()}_{secrets.token_hex(4)}"
-    server = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    try:
-        with server.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    finally:
-        server.dispose()
-    return sa.make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+def create_test_database(server_url: str) -> str:
+    """Create an empty database of the tests' own beside the one ``server_url`` names."""
+    return create_scratch_database(server_url, TEST_DATABASE_PREFIX)
 
 
 def drop_test_database(url: str) -> None:
     """Drop a database made by :func:`create_test_database`, and refuse any other."""
-    parsed = sa.make_url(url)
-    name = parsed.database or ""
-    if not name.startswith("jobhooks_test_"):
-        message = f"refusing to drop {name!r}: the tests drop only the databases they made"
-        raise ValueError(message)
-    server = sa.create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with server.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        server.dispose()
+    drop_scratch_database(url, TEST_DATABASE_PREFIX)
 
 
 _TABLES: dict[str, list[str]] = {}
@@ -101,8 +84,17 @@ def empty_tables(engine: Engine) -> None:
     if tables is None:
         names = sa.inspect(engine).get_table_names()
         tables = _TABLES[key] = [name for name in names if name != "alembic_version"]
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    statement = sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+    try:
+        with engine.begin() as conn:
+            conn.execute(statement)
+    except sa.exc.DBAPIError as exc:
+        # A test that cut every connection (a restart) left this pool's one dead: it is
+        # discarded now; the pool pings only connections idle for a while.
+        if not exc.connection_invalidated:
+            raise
+        with engine.begin() as conn:
+            conn.execute(statement)
 
 
 @pytest.fixture(scope="session")

@@ -139,6 +139,64 @@ def test_postgresql_restart_between_requests_the_pool_recovers(
     assert b"jobhooks_database_up 1.0" in client.get("/metrics").data
 
 
+def _cut_every_connection(admin: Engine) -> None:
+    with admin.connect() as conn:
+        conn.execute(
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+
+
+@pytest.mark.postgres
+def test_postgresql_a_connection_idle_past_the_limit_is_pinged_and_replaced(
+    client: FlaskClient,
+    engine: Engine,
+    admin: Engine,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not a webhook: a probe finds the pool working after a restart it slept through."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("a server restart is a PostgreSQL scenario")
+    from receiver import db
+
+    pings: list[object] = []
+    ping = engine.dialect.do_ping
+    monkeypatch.setattr(db, "PING_AFTER_IDLE", 0.2)
+    monkeypatch.setattr(engine.dialect, "do_ping", lambda conn: pings.append(conn) or ping(conn))
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    assert pings == []  # in steady use: no round trip spent on checking
+    _cut_every_connection(admin)
+    time.sleep(0.3)
+    assert client.get("/readyz").status_code == 200
+    assert len(pings) >= 1
+
+
+@pytest.mark.postgres
+def test_postgresql_a_cut_connection_in_steady_use_costs_a_webhook_nothing(
+    client: FlaskClient, engine: Engine, admin: Engine, database_url: str
+) -> None:
+    """Cut while in use, no ping catches it: the webhook's first read fails, and it is
+    retried once on a new connection; the delivery is stored once."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("a server restart is a PostgreSQL scenario")
+    add_submission(engine)
+    for n in range(3):
+        body = encode(job_payload(status="processing"))
+        headers = signed_headers(body, msg_id=f"warm_{n}")
+        assert client.post(token_url(), data=body, headers=headers).status_code == 200
+    _cut_every_connection(admin)
+    body = encode(job_payload())
+    response = client.post(token_url(), data=body, headers=signed_headers(body, msg_id="m2"))
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["outcome"] == "applied"
+    stored, count = state(engine)
+    assert (stored["status"], count) == ("succeeded", 4)
+
+
 def test_sqlite_disk_full_answers_a_json_5xx_and_writes_nothing(
     client: FlaskClient, engine: Engine, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

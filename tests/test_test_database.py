@@ -59,9 +59,41 @@ def test_a_test_run_leaves_the_configured_database_alone(configured_url: str) ->
 
 
 def test_dropping_refuses_a_database_the_tests_did_not_make(configured_url: str) -> None:
-    with pytest.raises(ValueError, match="drop only the databases they made"):
+    with pytest.raises(ValueError, match="only databases named jobhooks_test_"):
         drop_test_database(configured_url)
 
 
 def _settings_for(url: str) -> Settings:
     return Settings.from_env({"APP_ENV": "test", "SECRET_KEY": "x", "DATABASE_URL": url})
+
+
+def test_the_benchmark_works_in_a_database_of_its_own(
+    configured_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``make bench`` makes, migrates, resets and drops its own database; the configured
+    database keeps what it holds, and DATABASE_URL is never read."""
+    from bench.common import BENCH_DATABASE_PREFIX, databases
+
+    sentinel = f"keep_me_{secrets.token_hex(4)}"
+    configured = sa.create_engine(configured_url)
+    with configured.begin() as conn:
+        conn.execute(sa.text(f"CREATE TABLE {sentinel} (value text)"))
+        conn.execute(sa.text(f"INSERT INTO {sentinel} VALUES ('real data')"))
+    monkeypatch.setenv("TEST_DATABASE_URL", configured_url)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/not_read")
+    try:
+        with databases("postgresql") as found:
+            (database,) = found
+            own = sa.make_url(database.url).database or ""
+            assert own.startswith(BENCH_DATABASE_PREFIX)
+            database.reset()
+            database.reset()  # again: a second suite starts from empty tables too
+        with configured.connect() as conn:
+            names = conn.execute(sa.text("SELECT datname FROM pg_database")).scalars().all()
+            kept = conn.execute(sa.text(f"SELECT value FROM {sentinel}")).scalar_one()
+        assert own not in names
+        assert kept == "real data"
+    finally:
+        with configured.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {sentinel}"))
+        configured.dispose()
