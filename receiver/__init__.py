@@ -8,13 +8,15 @@ from typing import Any
 
 from flask import Flask
 
-from config.settings import Settings
-
 __all__ = ["create_app"]
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Create the app from the environment, or from ``config`` alone (tests pass their own)."""
+    # Imported here, not at the top: `import receiver` comes first for every command,
+    # `jobhooks --help` included, which needs neither the settings nor the database.
+    from config.settings import Settings
+
     app = Flask(__name__, instance_relative_config=True)
     environ = os.environ if config is None else {key: str(value) for key, value in config.items()}
     settings = Settings.from_env(environ, instance_path=app.instance_path)

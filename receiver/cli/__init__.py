@@ -3,6 +3,11 @@
 The app's own commands are registered on ``app.cli`` here; the worker's (``reconcile``)
 come from the ``flask.commands`` entry points in ``pyproject.toml``, Flask's way for
 another package to add commands, so that ``receiver`` never imports ``reconcile``.
+
+Start-up is dominated by imports, so every command module imports only click and Flask
+at its top and the rest inside the commands: ``jobhooks --help`` lists the commands without
+creating the app (and so without configuration), and a command creates the app only when
+it runs.
 """
 
 from __future__ import annotations
@@ -11,16 +16,15 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import click
 from flask import Flask
 from flask.cli import FlaskGroup
-
-from config.settings import ConfigError
 
 __all__ = ["cli", "init_app", "load_app", "main"]
 
 
-def init_app(app: Flask) -> None:
-    """Register the app's commands on ``app.cli``."""
+def _commands() -> list[Callable[..., Any]]:
+    """Return the app's own commands (their modules import nothing heavy at the top)."""
     from receiver.cli.admin import admin_cli
     from receiver.cli.api_keys import api_keys_cli
     from receiver.cli.db import db_cli
@@ -29,7 +33,7 @@ def init_app(app: Flask) -> None:
     from receiver.cli.submit import submit_command
     from receiver.cli.trigger import trigger_command
 
-    commands: list[Callable[..., Any]] = [
+    return [
         db_cli,
         submissions_cli,
         webhook_url_command,
@@ -39,12 +43,17 @@ def init_app(app: Flask) -> None:
         api_keys_cli,
         admin_cli,
     ]
-    for command in commands:
+
+
+def init_app(app: Flask) -> None:
+    """Register the app's commands on ``app.cli``."""
+    for command in _commands():
         app.cli.add_command(command)  # type: ignore[arg-type]
 
 
 def load_app() -> Flask:
     """Create the app from the environment; a bad setting exits 2 with one line."""
+    from config.settings import ConfigError
     from receiver import create_app
 
     try:
@@ -54,13 +63,31 @@ def load_app() -> Flask:
         raise SystemExit(2) from None
 
 
-cli = FlaskGroup(
+class JobhooksGroup(FlaskGroup):
+    """Flask's group, holding the app's commands itself so that listing them needs no app.
+
+    ``FlaskGroup`` creates the app to list or find the commands registered on ``app.cli``,
+    which made ``--help`` validate the configuration and import the whole web app. Here
+    the commands are on the group; the app is created when a command runs (each runs in
+    an app context: ``AppGroup`` commands and ``with_appcontext`` push one).
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        # FlaskGroup's own listing creates the app to add app.cli's commands: they are
+        # this group's own here, so the built-in and plugin ones complete the list.
+        self._load_plugin_commands()
+        return sorted(click.Group.list_commands(self, ctx))
+
+
+cli = JobhooksGroup(
     name="jobhooks",
     create_app=load_app,
     add_version_option=False,
     help="jobhooks: receive, reconcile and submit ittybit jobs. Settings come from the "
     "environment (see the README).",
 )
+for _command in _commands():
+    cli.add_command(_command)  # type: ignore[arg-type]
 
 
 def main() -> None:
