@@ -8,16 +8,25 @@ cause of a slow start: each runs the real console script in a fresh process unde
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
 from click.testing import CliRunner
+from flask import Flask
+from flask.testing import FlaskCliRunner
 
+from receiver import create_app
 from receiver.cli import cli as jobhooks_cli
+from receiver.db import get_engine
+from tests.helpers import SECRET_KEY, add_submission
 
 BIN = Path(sys.executable).parent
 #: Loaded only by the web surfaces or the commands that use them: never by `--help` or
@@ -87,6 +96,27 @@ def test_help_needs_no_configuration_and_loads_nothing_heavy(tmp_path: Path) -> 
     assert sorted(set(NOT_FOR_HELP) & modules) == []
 
 
+def test_show_loads_only_what_reading_a_submission_needs(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    path = tmp_path / "jobhooks.db"
+    shutil.copyfile(sqlite_template, path)
+    env = {
+        "APP_ENV": "production",
+        "SECRET_KEY": SECRET_KEY,
+        "PUBLIC_URL": "https://hooks.example.com",
+        "DATABASE_URL": f"sqlite:///{path}",
+    }
+    app = create_app({**env, "APP_ENV": "test"}, web=False)
+    add_submission(get_engine(app))
+    get_engine(app).dispose()
+    done, modules = run_jobhooks(["submissions", "show", "sub_1"], env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["submission_id"] == "sub_1"
+    assert {"receiver.models", "sqlalchemy"} <= modules  # it did read through the models
+    assert sorted(set(NOT_FOR_SHOW) & modules) == []
+
+
 def test_a_real_command_still_needs_its_configuration(tmp_path: Path) -> None:
     done, _ = run_jobhooks(["submissions", "show", "sub_1"], {}, tmp_path)
     assert done.returncode == 2
@@ -121,3 +151,64 @@ def test_every_help_needs_no_configuration(monkeypatch: pytest.MonkeyPatch) -> N
         result = runner.invoke(jobhooks_cli, [*path, "--help"], prog_name="jobhooks")
         assert result.exit_code == 0, (path, result.output)
         assert result.output.startswith(f"Usage: {' '.join(('jobhooks', *path))} "), path
+
+
+# --- which app a command gets ------------------------------------------------------------------
+
+
+def test_a_commands_app_has_no_web_surfaces(app_config: dict[str, Any]) -> None:
+    web = create_app(app_config)
+    lean = create_app(app_config, web=False)
+    try:
+        web_routes = {rule.rule for rule in web.url_map.iter_rules()}
+        lean_routes = {rule.rule for rule in lean.url_map.iter_rules()}
+        assert {"/webhooks/ittybit", "/healthz", "/metrics", "/admin/"} <= web_routes
+        assert any(route.startswith("/api/v1/") for route in web_routes)
+        assert lean_routes == {"/static/<path:filename>"}
+        assert sorted(lean.cli.commands) == sorted(web.cli.commands)
+    finally:
+        get_engine(web).dispose()
+        get_engine(lean).dispose()
+
+
+@pytest.fixture
+def lean_app(app_config: dict[str, Any]) -> Iterator[Flask]:
+    app = create_app(app_config, web=False)
+    yield app
+    get_engine(app).dispose()
+
+
+def test_commands_run_on_the_commands_app(lean_app: Flask) -> None:
+    runner: FlaskCliRunner = lean_app.test_cli_runner()
+    add = ["submissions", "add", "sub_1", "--user-id", "u", "--input", "https://e.example/a.mp4"]
+    assert runner.invoke(args=add).exit_code == 0
+    shown = runner.invoke(args=["submissions", "show", "sub_1"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["status"] == "pending"
+    for args in (
+        ["webhook-url", "sub_1"],
+        ["events", "list"],
+        ["events", "prune", "--older-than", "30d", "--dry-run"],
+        ["api-keys", "list"],
+        ["admin", "list"],
+        ["notify", "list"],
+        ["db", "upgrade"],
+    ):
+        result = runner.invoke(args=args)
+        assert result.exit_code == 0, (args, result.output)
+    # reconcile counts into the metrics, which a command's app makes when first asked.
+    result = runner.invoke(args=["reconcile", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.splitlines()[-1])["checked"] == 0
+
+
+def test_routes_gets_the_web_app(
+    monkeypatch: pytest.MonkeyPatch, app_config: dict[str, Any]
+) -> None:
+    for name, value in app_config.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("FLASK_RUN_FROM_CLI", "")
+    result = CliRunner().invoke(jobhooks_cli, ["routes"], prog_name="jobhooks")
+    assert result.exit_code == 0, result.output
+    assert "/webhooks/ittybit" in result.output
+    assert "/api/v1/" in result.output

@@ -7,7 +7,7 @@ another package to add commands, so that ``receiver`` never imports ``reconcile`
 Start-up is dominated by imports, so every command module imports only click and Flask
 at its top and the rest inside the commands: ``jobhooks --help`` lists the commands without
 creating the app (and so without configuration), and a command creates the app only when
-it runs.
+it runs, without the web surfaces it does not serve (``create_app(web=False)``).
 """
 
 from __future__ import annotations
@@ -18,9 +18,14 @@ from typing import Any
 
 import click
 from flask import Flask
-from flask.cli import FlaskGroup
+from flask.cli import FlaskGroup, ScriptInfo
 
 __all__ = ["cli", "init_app", "load_app", "main"]
+
+#: Flask's own commands that serve or show the web app: they get every blueprint.
+_WEB_COMMANDS = frozenset({"run", "shell", "routes"})
+#: Where the group notes, on its ScriptInfo, that the command it runs needs the web app.
+_WEB = "jobhooks.web"
 
 
 def _commands() -> list[Callable[..., Any]]:
@@ -52,12 +57,19 @@ def init_app(app: Flask) -> None:
 
 
 def load_app() -> Flask:
-    """Create the app from the environment; a bad setting exits 2 with one line."""
+    """Create the app from the environment; a bad setting exits 2 with one line.
+
+    Only Flask's ``run``, ``shell`` and ``routes`` get the web surfaces; every other
+    command gets the app without them (see :class:`JobhooksGroup`).
+    """
     from config.settings import ConfigError
     from receiver import create_app
 
+    ctx = click.get_current_context(silent=True)
+    info = ctx.find_object(ScriptInfo) if ctx is not None else None
+    web = info is None or bool(info.data.get(_WEB, False))
     try:
-        return create_app()
+        return create_app(web=web)
     except ConfigError as exc:
         sys.stderr.write(f"jobhooks: configuration error: {exc}\n")
         raise SystemExit(2) from None
@@ -71,6 +83,11 @@ class JobhooksGroup(FlaskGroup):
     the commands are on the group; the app is created when a command runs (each runs in
     an app context: ``AppGroup`` commands and ``with_appcontext`` push one).
     """
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in _WEB_COMMANDS:
+            ctx.ensure_object(ScriptInfo).data[_WEB] = True
+        return super().get_command(ctx, name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         # FlaskGroup's own listing creates the app to add app.cli's commands: they are
