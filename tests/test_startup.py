@@ -23,6 +23,8 @@ from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskCliRunner
 
+from bench.run import render_table, verdicts
+from bench.startup import StartupRun
 from receiver import create_app
 from receiver.cli import cli as jobhooks_cli
 from receiver.db import get_engine
@@ -212,3 +214,30 @@ def test_routes_gets_the_web_app(
     assert result.exit_code == 0, result.output
     assert "/webhooks/ittybit" in result.output
     assert "/api/v1/" in result.output
+
+
+# --- the benchmark's verdict (the timing itself is `make bench`'s) -----------------------------
+
+
+def test_the_benchmark_holds_each_command_to_half_a_second() -> None:
+    runs = [
+        StartupRun("--help", 10, median_s=0.3, p90_s=0.4, max_s=0.7, min_s=0.2).as_dict(),
+        StartupRun("submissions show", 10, median_s=0.8, p90_s=0.9, max_s=1.0, min_s=0.7).as_dict(),
+    ]
+    checks = {check["target"]: check["ok"] for check in verdicts({"startup": runs})}
+    assert checks == {
+        "command jobhooks --help: median <= 0.5 s": True,
+        "command jobhooks submissions show: median <= 0.5 s": False,
+    }
+    table = render_table({"meta": _META, "startup": runs})
+    assert "| `jobhooks submissions show` | 10 | 0.800 | 0.900 | 1.000 |" in table
+
+
+_META = {
+    "finished": "2026-11-30T09:00:00+00:00",
+    "cpus": 2,
+    "python": "3.11",
+    "load_generator": "wrk",
+    "load_before": "0.1",
+    "load_after": "0.2",
+}
