@@ -87,6 +87,11 @@ class JobhooksGroup(FlaskGroup):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in _WEB_COMMANDS:
             ctx.ensure_object(ScriptInfo).data[_WEB] = True
+        # The group's own commands come first in FlaskGroup's lookup too; finding one
+        # needs no scan of every installed distribution's entry points for plugins.
+        own = self.commands.get(name)
+        if own is not None:
+            return own
         return super().get_command(ctx, name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
