@@ -1,7 +1,7 @@
 """Run every benchmark, print one table, write it to bench/results/latest.json.
 
     python -m bench.run                 # everything (what ``make bench`` runs)
-    python -m bench.run --only webhook  # or: reconcile, events, notify, api, admin
+    python -m bench.run --only webhook  # or: reconcile, events, notify, api, admin, startup
     python -m bench.run --duration 5 --sizes 1000
 
 PostgreSQL runs too when TEST_DATABASE_URL names a server: the benchmark makes a database of
@@ -28,6 +28,8 @@ from bench.common import RESULTS, databases
 from bench.events import REQUESTS_PER_JOB, EventsRun, run_events_suite
 from bench.notify import P95_TARGET_MS, NotifyRun, run_notify_suite
 from bench.reconcile import ReconcileRun, run_reconcile_suite
+from bench.startup import TARGET_S as STARTUP_TARGET_S
+from bench.startup import StartupRun, run_startup_suite
 from bench.webhook import WORKER_CLASSES, WebhookRun, run_webhook_suite
 
 __all__ = ["main", "render_table", "verdicts"]
@@ -162,6 +164,14 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "target": f"admin {run['database']} {run['page']}: p95 <= {ADMIN_P95_MS:g} ms",
                 "value": f"{run['p95_ms']:g} ms",
                 "ok": run["p95_ms"] <= ADMIN_P95_MS,
+            }
+        )
+    for run in result.get("startup", []):
+        checks.append(
+            {
+                "target": f"command jobhooks {run['command']}: median <= {STARTUP_TARGET_S:g} s",
+                "value": f"{run['median_s']:g} s",
+                "ok": run["median_s"] <= STARTUP_TARGET_S,
             }
         )
     return checks
@@ -394,6 +404,20 @@ def render_table(result: dict[str, Any]) -> str:
         ]
         out += ["", "Admin pages (one signed-in client, sequential requests):", ""]
         out += _table(["database", "page", "path", "rows", "p50 ms", "p95 ms", "max ms"], rows)
+    startup = result.get("startup", [])
+    if startup:
+        rows = [
+            [
+                f"`jobhooks {run['command']}`",
+                run["runs"],
+                f"{run['median_s']:.3f}",
+                f"{run['p90_s']:.3f}",
+                f"{run['max_s']:.3f}",
+            ]
+            for run in startup
+        ]
+        out += ["", "Command start-up (fresh processes, wall time; SQLite):", ""]
+        out += _table(["command", "runs", "median s", "p90 s", "max s"], rows)
     checks = verdicts(result)
     if checks:
         out += ["", "Targets:", ""]
@@ -412,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument(
         "--only",
-        choices=["webhook", "reconcile", "events", "notify", "api", "admin"],
+        choices=["webhook", "reconcile", "events", "notify", "api", "admin", "startup"],
         default=None,
     )
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default=None)
@@ -433,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--admin-submissions", type=int, default=100_000)
     parser.add_argument("--admin-deliveries", type=int, default=500_000)
     parser.add_argument("--admin-requests", type=int, default=100, help="per admin page")
+    parser.add_argument("--startup-runs", type=int, default=10, help="per timed command")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
     args = parser.parse_args(argv)
 
@@ -509,6 +534,11 @@ def main(argv: list[str] | None = None) -> int:
                     progress=_progress,
                 )
                 result["admin"] = [run.as_dict() for run in pages]
+            if args.only in (None, "startup"):
+                started_runs: list[StartupRun] = run_startup_suite(
+                    runs=args.startup_runs, workdir=workdir, progress=_progress
+                )
+                result["startup"] = [run.as_dict() for run in started_runs]
     finally:
         # The signed deliveries are large and of no use afterwards; the servers' logs stay.
         for path in [

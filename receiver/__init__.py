@@ -8,13 +8,21 @@ from typing import Any
 
 from flask import Flask
 
-from config.settings import Settings
-
 __all__ = ["create_app"]
 
 
-def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Create the app from the environment, or from ``config`` alone (tests pass their own)."""
+def create_app(config: Mapping[str, Any] | None = None, *, web: bool = True) -> Flask:
+    """Create the app from the environment, or from ``config`` alone (tests pass their own).
+
+    ``web=False`` leaves out what only answers HTTP (the webhooks, the API, the admin view,
+    health, ``/metrics`` and the request hooks): the command line's own commands need the
+    settings, the database and the outbox, and start in a fraction of the time without
+    importing the rest (bench/README.md, "Command start-up").
+    """
+    # Imported here, not at the top: `import receiver` comes first for every command,
+    # `jobhooks --help` included, which needs neither the settings nor the database.
+    from config.settings import Settings
+
     app = Flask(__name__, instance_relative_config=True)
     environ = os.environ if config is None else {key: str(value) for key, value in config.items()}
     settings = Settings.from_env(environ, instance_path=app.instance_path)
@@ -31,16 +39,19 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if settings.env == "development":
         app.logger.info("APP_ENV=development: development defaults in use, not for production")
 
-    from receiver import admin, api, cli, db, errors, health, metrics, outbox, webhooks
+    from receiver import cli, db, outbox
 
     db.init_app(app, settings)
     outbox.init_app(app, settings)
-    logs.init_app(app)
-    metrics.init_app(app)
-    errors.init_app(app)
     cli.init_app(app)
-    app.register_blueprint(health.bp)
-    app.register_blueprint(webhooks.bp)
-    api.init_app(app)
-    admin.init_app(app, settings)
+    if web:
+        from receiver import admin, api, errors, health, metrics, webhooks
+
+        logs.init_app(app)
+        metrics.init_app(app)
+        errors.init_app(app)
+        app.register_blueprint(health.bp)
+        app.register_blueprint(webhooks.bp)
+        api.init_app(app)
+        admin.init_app(app, settings)
     return app

@@ -289,8 +289,15 @@ class Metrics:
 
 
 def get_metrics(app: Flask | None = None) -> Metrics:
-    """Return the metrics of ``app`` (default: the current app)."""
-    metrics: Metrics = (app or current_app).extensions[_EXTENSION]
+    """Return the metrics of ``app`` (default: the current app).
+
+    The web app makes them in :func:`init_app`; a command's app (``create_app(web=False)``)
+    makes them here, the first time a command that counts (reconcile, notify) asks.
+    """
+    extensions = (app or current_app).extensions
+    metrics: Metrics | None = extensions.get(_EXTENSION)
+    if metrics is None:
+        metrics = extensions[_EXTENSION] = Metrics(get_read_engine(app))
     return metrics
 
 

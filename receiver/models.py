@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
+
+from receiver.statuses import FINAL_STATUSES, TERMINAL_STATUSES, NotificationStatus, Outcome, Status
 
 __all__ = [
     "FINAL_STATUSES",
@@ -61,33 +62,6 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-class Status(StrEnum):
-    """The local status of a submission."""
-
-    PENDING = "pending"
-    PROCESSING = "processing"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    EXPIRED = "expired"
-
-
-#: States ittybit reports as final: never overwritten by a running state.
-TERMINAL_STATUSES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
-#: States the reconciler stops polling: the terminal ones plus its own give-up.
-FINAL_STATUSES = TERMINAL_STATUSES | {Status.EXPIRED}
-
-
-class Outcome(StrEnum):
-    """What the service did with one delivery."""
-
-    APPLIED = "applied"
-    DUPLICATE = "duplicate"
-    STALE = "stale"
-    UNMATCHED = "unmatched"
-    REJECTED = "rejected"
 
 
 def _json_column(name: str, *, nullable: bool = False) -> Any:
@@ -216,14 +190,6 @@ class EventFeed(SQLModel, table=True):
     #: One reconciler reads the list at a time: the holder of a live lease.
     lease_owner: str | None = Field(default=None, max_length=100)
     lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
-
-
-class NotificationStatus(StrEnum):
-    """Where a notification to the application stands."""
-
-    PENDING = "pending"
-    DELIVERED = "delivered"
-    DEAD = "dead"
 
 
 class Notification(SQLModel, table=True):

@@ -13,12 +13,16 @@ import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from config.settings import Settings
-from receiver.models import Submission
 from receiver.signing import sign_standard_webhook, webhook_token
+
+# Types only: `jobhooks --help` imports this module for TRIGGER_STATUSES, and the settings
+# and the models would bring pydantic and SQLAlchemy with them.
+if TYPE_CHECKING:
+    from config.settings import Settings
+    from receiver.models import Submission
 
 __all__ = ["TRIGGER_STATUSES", "TriggerRequest", "base_url", "build_trigger"]
 

@@ -14,23 +14,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 from flask.cli import with_appcontext
 
 from receiver.cli.common import Duration, database_errors, echo_json, settings
 from receiver.cli.submit import require_api
-from receiver.db import get_engine, get_read_engine
-from receiver.ittybit import client_from_settings
-from receiver.logs import configure_logging
-from receiver.metrics import get_metrics
-from receiver.models import utcnow
-from receiver.outbox import get_outbox
-from receiver.polls import human_duration
-from receiver.stuck import count_stuck
-from reconcile.notifier import delivering_in_background
-from reconcile.poller import PassOptions, Reconciler
-from reconcile.summary import Summary
+
+# `jobhooks` loads this module to list its commands (`--help` included): the poller, the
+# ittybit client (httpx) and the metrics are imported by the command when it runs.
+if TYPE_CHECKING:
+    from reconcile.poller import Reconciler
+    from reconcile.summary import Summary
 
 __all__ = ["reconcile_command", "stop_on_signals"]
 
@@ -116,6 +112,14 @@ def reconcile_command(
     One pass by default; --loop runs until SIGTERM. Exit status 1 if any job
     could not be checked, 2 on bad arguments or configuration.
     """
+    from receiver.db import get_engine
+    from receiver.ittybit import client_from_settings
+    from receiver.logs import configure_logging
+    from receiver.metrics import get_metrics
+    from receiver.outbox import get_outbox
+    from reconcile.notifier import delivering_in_background
+    from reconcile.poller import PassOptions, Reconciler
+
     config = settings()
     require_api(config)
     if loop and submission_ids:
@@ -168,6 +172,10 @@ def _run_once(reconciler: Reconciler, *, as_json: bool) -> Summary:
     if options.submission_ids:
         total = len(options.submission_ids)
     else:
+        from receiver.db import get_read_engine
+        from receiver.models import utcnow
+        from receiver.stuck import count_stuck
+
         now = utcnow()
         stuck_before = now - timedelta(seconds=options.stuck_after)
         with get_read_engine().connect() as conn:
@@ -276,6 +284,8 @@ def _event_line(summary: Summary) -> str:
 
 def _nothing_due(summary: Summary, stuck_after: float) -> str:
     """Say why a pass checked nothing, and how to include what it left out."""
+    from receiver.polls import human_duration
+
     parts = []
     if summary.not_due:
         parts.append(

@@ -11,27 +11,20 @@ import json
 import sys
 import threading
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from flask.cli import AppGroup, with_appcontext
 
-from config.settings import Settings
 from receiver.cli.common import ConfigurationError, Duration, database_errors, echo_json, settings
-from receiver.db import get_engine, get_read_engine
-from receiver.logs import configure_logging
-from receiver.metrics import get_metrics
-from receiver.models import NotificationStatus, utcnow
-from receiver.outbox import (
-    TEST_EVENT_TYPE,
-    endpoint_label,
-    list_notifications,
-    new_message_id,
-    retry_dead_notifications,
-    retry_notifications,
-)
+from receiver.statuses import NotificationStatus
 from reconcile.cli import stop_on_signals
-from reconcile.notifier import DELIVERY_TIMEOUT, LEASE_SECONDS, Notifier, send_notification
+from reconcile.notify_limits import DELIVERY_TIMEOUT, LEASE_SECONDS
+
+# `jobhooks` loads this module to list its commands (`--help` included): the notifier
+# (httpx), the outbox and the database are imported by each command when it runs.
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 __all__ = ["notify_cli"]
 
@@ -56,15 +49,25 @@ def _require_endpoints(config: Settings) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the tally as JSON.")
 @click.pass_context
-@with_appcontext
 def notify_cli(ctx: click.Context, loop: bool, lease: float, as_json: bool) -> None:
     """Send the notifications due to your application (NOTIFY_URL), signed.
 
     Without a subcommand: send what is due now, once, or with --loop until SIGTERM.
     Exit status 1 if one could not be delivered (it is retried later).
     """
-    if ctx.invoked_subcommand is not None:
-        return
+    # The group's own work needs the app; a subcommand (`notify list --help` included)
+    # creates it itself, when it runs.
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(_send_due, loop=loop, lease=lease, as_json=as_json)
+
+
+@with_appcontext
+def _send_due(loop: bool, lease: float, as_json: bool) -> None:
+    from receiver.db import get_engine
+    from receiver.logs import configure_logging
+    from receiver.metrics import get_metrics
+    from reconcile.notifier import Notifier
+
     config = settings()
     _require_endpoints(config)
     if lease <= DELIVERY_TIMEOUT:
@@ -124,6 +127,8 @@ _TABLE = (
 
 def _listed(row: dict[str, Any]) -> dict[str, Any]:
     """Return a listed notification as printed: its endpoint without a query string."""
+    from receiver.outbox import endpoint_label
+
     return {**row, "endpoint": endpoint_label(row["endpoint"])}
 
 
@@ -142,6 +147,9 @@ def _json(row: dict[str, Any]) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def notify_list(status: str | None, submission_id: str | None, limit: int, as_json: bool) -> None:
     """List notifications, newest first, without their bodies."""
+    from receiver.db import get_read_engine
+    from receiver.outbox import list_notifications
+
     with database_errors(), get_read_engine().connect() as conn:
         rows = [
             _listed(row)
@@ -181,6 +189,10 @@ def notify_retry(ids: tuple[int, ...], all_dead: bool) -> None:
     Delivered ones are left alone. A retried one that fails again, past NOTIFY_MAX_AGE,
     is dead again at once: fix the endpoint first (`notify test`).
     """
+    from receiver.db import get_engine
+    from receiver.models import utcnow
+    from receiver.outbox import retry_dead_notifications, retry_notifications
+
     if bool(ids) == all_dead:
         raise click.UsageError("name notifications (ID…) or give --dead, not both")
     now = utcnow()
@@ -202,6 +214,11 @@ def notify_test() -> None:
 
     Nothing is stored. Exit status 1 if an endpoint did not answer 2xx in time.
     """
+    from receiver.db import get_engine
+    from receiver.models import utcnow
+    from receiver.outbox import TEST_EVENT_TYPE, endpoint_label, new_message_id
+    from reconcile.notifier import Notifier, send_notification
+
     config = settings()
     _require_endpoints(config)
     failed = 0

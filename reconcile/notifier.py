@@ -39,6 +39,7 @@ from receiver.models import utcnow
 from receiver.outbox import endpoint_label
 from receiver.signing import sign_standard_webhook
 from reconcile.notify_claims import Leased, claim_due, peek_due, record_delivered, record_failed
+from reconcile.notify_limits import DELIVERY_TIMEOUT, LEASE_SECONDS
 from reconcile.poller import lease_owner
 
 if TYPE_CHECKING:
@@ -58,11 +59,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: A notification is delivered by a 2xx answer within this many seconds.
-DELIVERY_TIMEOUT = 10.0
-#: How long a lease lasts: longer than the longest attempt, so no two workers send one row
-#: at once; a crashed worker's rows go out again after it.
-LEASE_SECONDS = 60.0
 #: How often an idle notifier looks for due rows.
 POLL_INTERVAL = 0.5
 #: How long the loop waits after the database failed it before trying again.

@@ -150,9 +150,10 @@ def browser() -> Iterator[object]:
 
 
 def test_on_call_in_a_browser(browser: object, site: tuple[str, dict[str, str]]) -> None:
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webdriver import WebDriver
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     assert isinstance(browser, WebDriver)
     driver = browser
@@ -165,6 +166,15 @@ def test_on_call_in_a_browser(browser: object, site: tuple[str, dict[str, str]])
     def text(css: str) -> str:
         return str(driver.find_element(By.CSS_SELECTOR, css).text)
 
+    def arrived_at(url: str) -> bool:
+        # A click on a form's button returns once the POST is sent, not once its
+        # redirect has loaded: wait for the page it leads to before looking at it.
+        try:
+            WebDriverWait(driver, 10).until(lambda _: driver.current_url == url)
+        except TimeoutException:
+            return False
+        return True
+
     # A page asked for before signing in: the login page, then that page.
     driver.get(f"{base}/admin/")
     assert driver.current_url.startswith(f"{base}/admin/login")
@@ -174,7 +184,7 @@ def test_on_call_in_a_browser(browser: object, site: tuple[str, dict[str, str]])
     driver.find_element(By.CSS_SELECTOR, "#login-form button[type=submit]").click()
 
     # The overview: 4 submissions (1 succeeded by its webhook), 1 unmatched delivery today.
-    assert driver.current_url == f"{base}/admin/"
+    assert arrived_at(f"{base}/admin/"), driver.current_url
     assert text("h1").startswith("Overview")
     assert text('[data-status="succeeded"]') == "1"
     assert text('[data-status="pending"]') == "3"
@@ -223,7 +233,7 @@ def test_on_call_in_a_browser(browser: object, site: tuple[str, dict[str, str]])
 
     # Signing out lands on the login page, and the pages are closed again.
     driver.find_element(By.ID, "logout").click()
-    assert driver.current_url == f"{base}/admin/login"
+    assert arrived_at(f"{base}/admin/login"), driver.current_url
     assert "Signed out." in text(".flash")
     shot("9-signed-out")
     driver.get(f"{base}/admin/submissions")

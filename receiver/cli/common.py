@@ -6,15 +6,15 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from flask import current_app
-from sqlalchemy.exc import SQLAlchemyError
 
-from config.settings import Settings, parse_duration
-from receiver.history import parse_since
-from receiver.models import utcnow
+# Every command module imports this one, `jobhooks --help` included: what reaches the
+# settings or the database is imported inside the function that uses it.
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 __all__ = [
     "ConfigurationError",
@@ -59,6 +59,8 @@ class ConfigurationError(click.ClickException):
 @contextmanager
 def database_errors() -> Iterator[None]:
     """Turn database failures into one clear line and exit status 1."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         yield
     except SQLAlchemyError as exc:
@@ -84,6 +86,8 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
         if isinstance(value, int | float):
             seconds = float(value)
         else:
+            from config.settings import parse_duration
+
             try:
                 seconds = parse_duration(str(value))
             except ValueError as exc:
@@ -103,6 +107,9 @@ class Since(click.ParamType):  # type: ignore[type-arg]
     ) -> datetime:
         if isinstance(value, datetime):
             return value
+        from receiver.history import parse_since
+        from receiver.models import utcnow
+
         try:
             return parse_since(str(value), now=utcnow())
         except ValueError as exc:

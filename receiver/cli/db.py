@@ -6,8 +6,6 @@ import click
 from flask.cli import AppGroup
 
 from receiver.cli.common import database_errors
-from receiver.db import get_engine
-from receiver.migrate import upgrade
 
 __all__ = ["db_cli"]
 
@@ -18,6 +16,9 @@ db_cli = AppGroup("db", help="Manage the database schema.")
 @click.option("--revision", default="head", show_default=True, help="Target revision.")
 def db_upgrade(revision: str) -> None:
     """Apply database migrations."""
+    from receiver.db import get_engine
+    from receiver.migrate import upgrade
+
     with database_errors():
         upgrade(get_engine(), revision)
     click.echo(f"database upgraded to {revision}")

@@ -13,20 +13,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
-import sqlalchemy as sa
 from flask.cli import AppGroup
 
 from receiver.cli.common import Duration, Since, database_errors, echo_json
-from receiver.db import get_engine, get_read_engine
-from receiver.history import event_json, get_event, list_events
-from receiver.models import Outcome, WebhookEvent, utcnow
-from receiver.outbox import get_outbox
-from receiver.prune import count_prunable, prune_events
-from receiver.replay import ReplayError, rematch_unmatched, replay_one
+from receiver.statuses import Outcome
 
 __all__ = ["events_cli"]
 
-_events = WebhookEvent.__table__  # type: ignore[attr-defined]
 _OUTCOMES = [outcome.value for outcome in Outcome]
 
 events_cli = AppGroup("events", help="List, show, replay and prune stored webhook deliveries.")
@@ -79,6 +72,9 @@ def events_list(
     as_json: bool,
 ) -> None:
     """List stored deliveries, newest first."""
+    from receiver.db import get_read_engine
+    from receiver.history import event_json, list_events
+
     with database_errors(), get_read_engine().connect() as conn:
         rows = list_events(
             conn,
@@ -106,6 +102,9 @@ def events_list(
 @click.argument("event_id", type=int)
 def events_show(event_id: int) -> None:
     """Print one stored delivery as JSON: what was received and what was done with it."""
+    from receiver.db import get_read_engine
+    from receiver.history import event_json, get_event
+
     with database_errors(), get_read_engine().connect() as conn:
         event = get_event(conn, event_id)
     if event is None:
@@ -132,8 +131,16 @@ def events_replay(
     Give event ids, or --outcome unmatched for every delivery that arrived before its
     submission. Safe to repeat. Exit status 1 if an event could not be replayed.
     """
+    import sqlalchemy as sa
+
+    from receiver.db import get_engine
+    from receiver.models import WebhookEvent, utcnow
+    from receiver.outbox import get_outbox
+    from receiver.replay import ReplayError, rematch_unmatched, replay_one
+
     if bool(event_ids) == bool(outcome):
         raise click.UsageError("give event ids or --outcome unmatched (not both)")
+    events = WebhookEvent.__table__  # type: ignore[attr-defined]
     engine = get_engine()
     if outcome is not None:
         with database_errors():
@@ -141,8 +148,8 @@ def events_replay(
             with engine.connect() as conn:
                 waiting = conn.execute(
                     sa.select(sa.func.count())
-                    .select_from(_events)
-                    .where(_events.c.outcome == Outcome.UNMATCHED.value)
+                    .select_from(events)
+                    .where(events.c.outcome == Outcome.UNMATCHED.value)
                 ).scalar_one()
         summary = {
             "matched": report.matched,
@@ -203,6 +210,10 @@ def events_replay(
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
 def events_prune(older_than: float, batch: int, dry_run: bool) -> None:
     """Delete old deliveries in batches, keeping the latest one of every submission."""
+    from receiver.db import get_engine
+    from receiver.models import utcnow
+    from receiver.prune import count_prunable, prune_events
+
     before = utcnow() - timedelta(seconds=older_than)
     stamp = f"{before:%Y-%m-%d %H:%M:%S}"
     engine = get_engine()

@@ -6,19 +6,8 @@ from typing import TextIO
 
 import click
 from flask.cli import AppGroup, with_appcontext
-from sqlmodel import Session
 
 from receiver.cli.common import database_errors, echo_json, parse_pairs, settings
-from receiver.db import get_engine, get_read_engine
-from receiver.submissions import (
-    InvalidSubmission,
-    create_submission,
-    get_submission,
-    import_submissions,
-    prune_test_submissions,
-    submission_json,
-    webhook_url,
-)
 
 __all__ = ["submissions_cli", "webhook_url_command"]
 
@@ -35,6 +24,11 @@ def submissions_add(
     submission_id: str, user_id: str, input_url: str, job_id: str | None, meta: tuple[str, ...]
 ) -> None:
     """Add a submission and print it as JSON."""
+    from sqlmodel import Session
+
+    from receiver.db import get_engine
+    from receiver.submissions import InvalidSubmission, create_submission, submission_json
+
     metadata = parse_pairs(meta, "--meta")
     with database_errors(), Session(get_engine()) as session:
         try:
@@ -55,6 +49,11 @@ def submissions_add(
 @click.argument("submission_id")
 def submissions_show(submission_id: str) -> None:
     """Print a submission as JSON."""
+    from sqlmodel import Session
+
+    from receiver.db import get_read_engine
+    from receiver.submissions import get_submission, submission_json
+
     with database_errors(), Session(get_read_engine()) as session:
         submission = get_submission(session, submission_id)
         if submission is None:
@@ -74,6 +73,9 @@ def submissions_show(submission_id: str) -> None:
 )
 def submissions_import(file: TextIO, batch: int) -> None:
     """Import submissions from a JSON Lines FILE ('-' for stdin); nothing is written on error."""
+    from receiver.db import get_engine
+    from receiver.submissions import InvalidSubmission, import_submissions
+
     with database_errors():
         try:
             report = import_submissions(get_engine(), file, batch=batch)
@@ -87,6 +89,11 @@ def submissions_import(file: TextIO, batch: int) -> None:
 @with_appcontext  # `flask` pushes one, app.cli and the test runner do not
 def webhook_url_command(submission_id: str) -> None:
     """Print the signed webhook URL of a submission."""
+    from sqlmodel import Session
+
+    from receiver.db import get_read_engine
+    from receiver.submissions import get_submission, webhook_url
+
     with database_errors(), Session(get_read_engine()) as session:
         submission = get_submission(session, submission_id)
         if submission is None:
@@ -102,6 +109,9 @@ def webhook_url_command(submission_id: str) -> None:
 @submissions_cli.command("prune-tests")
 def submissions_prune_tests() -> None:
     """Delete every test submission (made by trigger) and what was recorded about it."""
+    from receiver.db import get_engine
+    from receiver.submissions import prune_test_submissions
+
     with database_errors():
         deleted = prune_test_submissions(get_engine())
     click.echo(f"deleted {deleted} test submission(s)")

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from flask.cli import with_appcontext
 
-from config.settings import Settings
 from receiver.cli.common import (
     ConfigurationError,
     database_errors,
@@ -21,12 +20,9 @@ from receiver.cli.common import (
     parse_pairs,
     settings,
 )
-from receiver.db import get_engine
-from receiver.ittybit import client_from_settings
-from receiver.models import utcnow
-from receiver.outbox import get_outbox
-from receiver.submissions import InvalidSubmission, submission_json
-from receiver.submit import RESERVED_METADATA, submit_job
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 __all__ = ["require_api", "submit_command"]
 
@@ -76,6 +72,13 @@ def submit_command(
     failure it stays pending with the error; running the same command again
     completes it without ever creating a second job.
     """
+    from receiver.db import get_engine
+    from receiver.ittybit import client_from_settings
+    from receiver.models import utcnow
+    from receiver.outbox import get_outbox
+    from receiver.submissions import InvalidSubmission, submission_json
+    from receiver.submit import RESERVED_METADATA, submit_job
+
     config = settings()
     require_api(config)
     metadata = parse_pairs(meta, "--meta")

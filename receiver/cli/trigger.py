@@ -7,15 +7,10 @@ and reports on that, or reuses one named with ``--submission``.
 from __future__ import annotations
 
 import click
-import httpx
 from flask.cli import with_appcontext
-from sqlmodel import Session
 
 from receiver.cli.common import database_errors, settings
-from receiver.db import get_engine
-from receiver.models import utcnow
-from receiver.submissions import create_test_submission, get_submission
-from receiver.trigger import TRIGGER_STATUSES, base_url, build_trigger
+from receiver.trigger import TRIGGER_STATUSES
 
 __all__ = ["trigger_command"]
 
@@ -51,6 +46,14 @@ def trigger_command(
     Makes a test submission (test_…) unless --submission names one. A real submission is
     refused: a test webhook never changes real data. Exit status 1 on a non-2xx answer.
     """
+    import httpx
+    from sqlmodel import Session
+
+    from receiver.db import get_engine
+    from receiver.models import utcnow
+    from receiver.submissions import create_test_submission, get_submission
+    from receiver.trigger import base_url, build_trigger
+
     config = settings()
     try:
         target = base_url(target_url, config)

@@ -1,0 +1,243 @@
+"""Commands load only what they use, and ``--help`` needs no configuration.
+
+How fast a command starts is measured by ``make bench`` (``bench/startup.py``), never here:
+a timed test fails on a busy machine and passes on a fast one. What these tests hold is the
+cause of a slow start: each runs the real console script in a fresh process under
+``python -X importtime`` and reads which modules it imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner
+from flask import Flask
+from flask.testing import FlaskCliRunner
+
+from bench.run import render_table, verdicts
+from bench.startup import StartupRun
+from receiver import create_app
+from receiver.cli import cli as jobhooks_cli
+from receiver.db import get_engine
+from tests.helpers import SECRET_KEY, add_submission
+
+BIN = Path(sys.executable).parent
+#: Loaded only by the web surfaces or the commands that use them: never by `--help` or
+#: `submissions show`.
+NOT_FOR_SHOW = (
+    "alembic",
+    "httpx",
+    "prometheus_client",
+    "spectree",
+    "flask_login",
+    "flask_wtf",
+    "wtforms",
+    "rich",
+    "receiver.api",
+    "receiver.admin",
+    "receiver.webhooks",
+    "receiver.metrics",
+    "receiver.migrate",
+    "receiver.ittybit",
+    "reconcile.poller",
+    "reconcile.notifier",
+)
+#: What a command that reads the database needs: `--help` needs none of it.
+NOT_FOR_HELP = (
+    *NOT_FOR_SHOW,
+    "sqlalchemy",
+    "sqlmodel",
+    "pydantic",
+    "pydantic_settings",
+    "pythonjsonlogger",
+    "config.settings",
+    "receiver.models",
+    "receiver.db",
+)
+
+
+def run_jobhooks(
+    args: list[str], env: dict[str, str], cwd: Path
+) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run the console script under ``-X importtime``; return it and the modules it imported."""
+    full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd), **env}
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", str(BIN / "jobhooks"), *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    modules = {
+        line.rsplit("|", 1)[1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:") and not line.endswith("imported package")
+    }
+    return done, modules
+
+
+def test_help_needs_no_configuration_and_loads_nothing_heavy(tmp_path: Path) -> None:
+    # Production (APP_ENV unset) without SECRET_KEY: any command that runs stops with exit 2.
+    done, modules = run_jobhooks(["--help"], {}, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Usage: jobhooks" in done.stdout
+    for name in ("submissions", "reconcile", "notify", "routes"):
+        assert f"\n  {name} " in done.stdout
+    assert "receiver.cli" in modules  # the check sees what was imported
+    assert sorted(set(NOT_FOR_HELP) & modules) == []
+
+
+def test_show_loads_only_what_reading_a_submission_needs(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    path = tmp_path / "jobhooks.db"
+    shutil.copyfile(sqlite_template, path)
+    env = {
+        "APP_ENV": "production",
+        "SECRET_KEY": SECRET_KEY,
+        "PUBLIC_URL": "https://hooks.example.com",
+        "DATABASE_URL": f"sqlite:///{path}",
+    }
+    app = create_app({**env, "APP_ENV": "test"}, web=False)
+    add_submission(get_engine(app))
+    get_engine(app).dispose()
+    done, modules = run_jobhooks(["submissions", "show", "sub_1"], env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["submission_id"] == "sub_1"
+    assert {"receiver.models", "sqlalchemy"} <= modules  # it did read through the models
+    assert sorted(set(NOT_FOR_SHOW) & modules) == []
+
+
+def test_a_real_command_still_needs_its_configuration(tmp_path: Path) -> None:
+    done, _ = run_jobhooks(["submissions", "show", "sub_1"], {}, tmp_path)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    said = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
+    assert len(said) == 1, said
+    assert said[0].startswith("jobhooks: configuration error: SECRET_KEY: ")
+
+
+def _command_paths() -> list[tuple[str, ...]]:
+    """Return every command and subcommand of ``jobhooks``, as the words that name it."""
+    ctx = click.Context(jobhooks_cli, info_name="jobhooks")
+    found: list[tuple[str, ...]] = []
+    for name in jobhooks_cli.list_commands(ctx):
+        command = jobhooks_cli.get_command(ctx, name)
+        found.append((name,))
+        if isinstance(command, click.Group):
+            found += [(name, sub) for sub in command.list_commands(ctx)]
+    return found
+
+
+def test_every_help_needs_no_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("APP_ENV", "SECRET_KEY", "DATABASE_URL", "PUBLIC_URL", "FLASK_APP"):
+        monkeypatch.delenv(name, raising=False)
+    # The group sets FLASK_RUN_FROM_CLI; monkeypatch puts it back as it was afterwards.
+    monkeypatch.setenv("FLASK_RUN_FROM_CLI", "")
+    paths = _command_paths()
+    assert ("notify", "list") in paths
+    assert ("submissions", "show") in paths
+    runner = CliRunner()
+    for path in [(), *paths]:
+        result = runner.invoke(jobhooks_cli, [*path, "--help"], prog_name="jobhooks")
+        assert result.exit_code == 0, (path, result.output)
+        assert result.output.startswith(f"Usage: {' '.join(('jobhooks', *path))} "), path
+
+
+# --- which app a command gets ------------------------------------------------------------------
+
+
+def test_a_commands_app_has_no_web_surfaces(app_config: dict[str, Any]) -> None:
+    web = create_app(app_config)
+    lean = create_app(app_config, web=False)
+    try:
+        web_routes = {rule.rule for rule in web.url_map.iter_rules()}
+        lean_routes = {rule.rule for rule in lean.url_map.iter_rules()}
+        assert {"/webhooks/ittybit", "/healthz", "/metrics", "/admin/"} <= web_routes
+        assert any(route.startswith("/api/v1/") for route in web_routes)
+        assert lean_routes == {"/static/<path:filename>"}
+        assert sorted(lean.cli.commands) == sorted(web.cli.commands)
+    finally:
+        get_engine(web).dispose()
+        get_engine(lean).dispose()
+
+
+@pytest.fixture
+def lean_app(app_config: dict[str, Any]) -> Iterator[Flask]:
+    app = create_app(app_config, web=False)
+    yield app
+    get_engine(app).dispose()
+
+
+def test_commands_run_on_the_commands_app(lean_app: Flask) -> None:
+    runner: FlaskCliRunner = lean_app.test_cli_runner()
+    add = ["submissions", "add", "sub_1", "--user-id", "u", "--input", "https://e.example/a.mp4"]
+    assert runner.invoke(args=add).exit_code == 0
+    shown = runner.invoke(args=["submissions", "show", "sub_1"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["status"] == "pending"
+    for args in (
+        ["webhook-url", "sub_1"],
+        ["events", "list"],
+        ["events", "prune", "--older-than", "30d", "--dry-run"],
+        ["api-keys", "list"],
+        ["admin", "list"],
+        ["notify", "list"],
+        ["db", "upgrade"],
+    ):
+        result = runner.invoke(args=args)
+        assert result.exit_code == 0, (args, result.output)
+    # reconcile counts into the metrics, which a command's app makes when first asked.
+    result = runner.invoke(args=["reconcile", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.splitlines()[-1])["checked"] == 0
+
+
+def test_routes_gets_the_web_app(
+    monkeypatch: pytest.MonkeyPatch, app_config: dict[str, Any]
+) -> None:
+    for name, value in app_config.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("FLASK_RUN_FROM_CLI", "")
+    result = CliRunner().invoke(jobhooks_cli, ["routes"], prog_name="jobhooks")
+    assert result.exit_code == 0, result.output
+    assert "/webhooks/ittybit" in result.output
+    assert "/api/v1/" in result.output
+
+
+# --- the benchmark's verdict (the timing itself is `make bench`'s) -----------------------------
+
+
+def test_the_benchmark_holds_each_command_to_half_a_second() -> None:
+    runs = [
+        StartupRun("--help", 10, median_s=0.3, p90_s=0.4, max_s=0.7, min_s=0.2).as_dict(),
+        StartupRun("submissions show", 10, median_s=0.8, p90_s=0.9, max_s=1.0, min_s=0.7).as_dict(),
+    ]
+    checks = {check["target"]: check["ok"] for check in verdicts({"startup": runs})}
+    assert checks == {
+        "command jobhooks --help: median <= 0.5 s": True,
+        "command jobhooks submissions show: median <= 0.5 s": False,
+    }
+    table = render_table({"meta": _META, "startup": runs})
+    assert "| `jobhooks submissions show` | 10 | 0.800 | 0.900 | 1.000 |" in table
+
+
+_META = {
+    "finished": "2026-11-30T09:00:00+00:00",
+    "cpus": 2,
+    "python": "3.11",
+    "load_generator": "wrk",
+    "load_before": "0.1",
+    "load_after": "0.2",
+}
