@@ -57,7 +57,9 @@ class ReconcileRun:
 class StandinProcess:
     """``bench.standin_server`` in a process of its own."""
 
-    def __init__(self, jobs: int, latency: float, workdir: Path) -> None:
+    def __init__(
+        self, jobs: int, latency: float, workdir: Path, *, extra: tuple[str, ...] = ()
+    ) -> None:
         self.jobs_file = workdir / f"standin-jobs-{jobs}.txt"
         self.log_path = workdir / f"standin-{jobs}.log"
         self.command = [
@@ -70,6 +72,7 @@ class StandinProcess:
             str(latency),
             "--jobs-file",
             str(self.jobs_file),
+            *extra,
         ]
         self.url = ""
         self._process: subprocess.Popen[str] | None = None

@@ -1,6 +1,6 @@
 """One reconcile pass as the CLI runs it, measured from inside its own process.
 
-    python -m bench.reconcile_worker     (configured by the environment, like the service)
+    python -m bench.reconcile_worker [reconcile options]   (configured by the environment)
 
 Runs ``jobhooks reconcile --json``'s command in this process, counts every SQL
 statement sent to the database (a ``before_cursor_execute`` listener on the app's engine),
@@ -57,7 +57,7 @@ def main() -> int:
     started = time.perf_counter()
     with app.app_context(), redirect_stdout(output):
         try:
-            reconcile_command.main(["--json"], standalone_mode=False)
+            reconcile_command.main(["--json", *sys.argv[1:]], standalone_mode=False)
         except SystemExit as exc:  # exit 1 when a job could not be checked
             if exc.code not in (0, 1, None):
                 raise

@@ -104,7 +104,10 @@ def webhook(token: str | None = None) -> tuple[str, int]:
         except (BadSignature, KeyError, TypeError):
             return "", 401
     payload = json.loads(body)
-    job = payload["data"] if payload.get("object") == "event" else payload
+    is_event = payload.get("object") == "event"
+    job = payload["data"] if is_event else payload
+    # The service's key: the event id of an envelope, else the webhook-id (receiver/inbox.py).
+    key = f"evt:{payload['id']}" if is_event else f"wh:{delivery_id}"
     metadata = job.get("metadata") or {}
     now = datetime.now(UTC)
     updated = datetime.fromtimestamp(job["updated_at"], UTC)
@@ -118,7 +121,7 @@ def webhook(token: str | None = None) -> tuple[str, int]:
         inserted = conn.execute(
             INSERT,
             (
-                f"wh:{delivery_id}",
+                key,
                 _stamp(now),
                 "url" if token else "endpoint",
                 delivery_id,

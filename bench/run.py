@@ -1,7 +1,7 @@
 """Run every benchmark, print one table, write it to bench/results/latest.json.
 
     python -m bench.run                 # everything (what ``make bench`` runs)
-    python -m bench.run --only webhook  # or: reconcile, notify, api, admin, startup
+    python -m bench.run --only webhook  # or: reconcile, events, notify, api, admin, startup
     python -m bench.run --duration 5 --sizes 1000
 
 PostgreSQL runs too when TEST_DATABASE_URL names a server: the benchmark makes a database of
@@ -25,6 +25,7 @@ from typing import Any
 from bench.admin import AdminRun, run_admin_suite
 from bench.api import ApiRun, run_api_suite
 from bench.common import RESULTS, databases
+from bench.events import REQUESTS_PER_JOB, EventsRun, run_events_suite
 from bench.notify import P95_TARGET_MS, NotifyRun, run_notify_suite
 from bench.reconcile import ReconcileRun, run_reconcile_suite
 from bench.startup import TARGET_S as STARTUP_TARGET_S
@@ -137,6 +138,17 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
                     "ok": growth <= RSS_GROWTH,
                 }
             )
+    for run in result.get("events", []):
+        checks.append(
+            {
+                "target": f"events {run['database']} N={run['jobs']}: every dropped final "
+                f"settled, <= {REQUESTS_PER_JOB:g} requests per settled job",
+                "value": f"{run['settled']}/{run['jobs']}, {run['requests_per_settled']:g}",
+                "ok": run["settled"] == run["jobs"]
+                and run["requests_per_settled"] <= REQUESTS_PER_JOB
+                and run["errors"] == 0,
+            }
+        )
     for run in result.get("notify", []):
         checks.append(
             {
@@ -262,6 +274,47 @@ def render_table(result: dict[str, Any]) -> str:
             ],
             rows,
         )
+    events = result.get("events", [])
+    if events:
+        rows = [
+            [
+                run["database"],
+                run["jobs"],
+                f"{run['settled']}/{run['jobs']}",
+                run["requests"],
+                f"{run['event_requests']} + {run['poll_requests']}",
+                f"{run['requests_per_settled']:g}",
+                f"{run['seconds']:.2f}",
+                f"{run['events_per_s']:.0f}",
+                run["statements_per_event"],
+                f"{run['peak_rss_mib']:.1f}",
+                run["errors"],
+            ]
+            for run in events
+        ]
+        latency = events[0]["latency_ms"]
+        out += [
+            "",
+            f"Event list catch-up: N final webhooks dropped, one pass (stand-in answers every "
+            f"request after {latency:g} ms; polling alone costs one request per job):",
+            "",
+        ]
+        out += _table(
+            [
+                "database",
+                "N",
+                "settled",
+                "requests",
+                "events + polls",
+                "requests/settled job",
+                "pass s",
+                "events/s",
+                "statements/event",
+                "peak RSS MiB",
+                "errors",
+            ],
+            rows,
+        )
     notify = result.get("notify", [])
     if notify:
         rows = [
@@ -383,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument(
         "--only",
-        choices=["webhook", "reconcile", "notify", "api", "admin", "startup"],
+        choices=["webhook", "reconcile", "events", "notify", "api", "admin", "startup"],
         default=None,
     )
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default=None)
@@ -393,6 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deliveries", type=int, default=30000, help="per real-app run")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--latency", type=float, default=0.05, help="stand-in latency, s")
+    parser.add_argument(
+        "--events-sizes", type=int, nargs="+", default=[5000], help="dropped finals per pass"
+    )
     parser.add_argument(
         "--notify-webhooks", type=int, default=40, help="sent one by one, for latency"
     )
@@ -440,6 +496,15 @@ def main(argv: list[str] | None = None) -> int:
                     progress=_progress,
                 )
                 result["reconcile"] = [run.as_dict() for run in passes]
+            if args.only in (None, "events"):
+                caught_up: list[EventsRun] = run_events_suite(
+                    found,
+                    sizes=args.events_sizes,
+                    latency=args.latency,
+                    workdir=workdir,
+                    progress=_progress,
+                )
+                result["events"] = [run.as_dict() for run in caught_up]
             if args.only in (None, "notify"):
                 notified: list[NotifyRun] = run_notify_suite(
                     found,

@@ -6,9 +6,10 @@ Run as its own process, so its threads never share the reconciler's interpreter:
 
 The jobs are made through the stand-in's own ``POST /jobs`` (in process, without the
 latency); every other job never finishes (its input names it ``stuck``), the rest reach
-``succeeded`` a moment after creation. Job ids are written one per line, then the line
-``ready <url>`` is printed. HTTP requests wait ``--latency`` seconds before the stand-in
-answers them, as its own ``latency`` setting does.
+``succeeded`` a moment after creation. With ``--hold-finals`` every job stops at
+``processing`` until ``POST /_standin/finish``, then succeeds. Job ids are written one
+per line, then the line ``ready <url>`` is printed. HTTP requests wait ``--latency``
+seconds before the stand-in answers them, as its own ``latency`` setting does.
 """
 
 from __future__ import annotations
@@ -48,13 +49,16 @@ def with_latency(app: WSGIApplication, seconds: float) -> WSGIApplication:
     return delayed
 
 
-def make_jobs(standin: Standin, count: int) -> list[str]:
-    """Create ``count`` jobs through the API; return their ids."""
+def make_jobs(standin: Standin, count: int, *, all_finish: bool = False) -> list[str]:
+    """Create ``count`` jobs through the API; return their ids.
+
+    Every other job never finishes, unless ``all_finish``.
+    """
     client = Client(standin)
     headers = {"Authorization": f"Bearer {standin.config.api_key}"}
     ids = []
     for n in range(count):
-        name = f"stuck-{n}" if n % 2 == 0 else f"upload-{n}"
+        name = f"stuck-{n}" if n % 2 == 0 and not all_finish else f"upload-{n}"
         response = client.post(
             "/jobs",
             json={
@@ -77,13 +81,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--jobs-file", type=Path, required=True)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--hold-finals",
+        action="store_true",
+        help="every job finishes, only once POST /_standin/finish asks (an outage on cue)",
+    )
     args = parser.parse_args(argv)
 
     # Jobs move queued -> processing -> final 10 ms apart, so they have settled long
     # before the reconciler asks.
-    standin = Standin(StandinConfig(api_key=DEFAULT_API_KEY, step=0.01))
+    standin = Standin(
+        StandinConfig(api_key=DEFAULT_API_KEY, step=0.01, hold_finals=args.hold_finals)
+    )
     standin.start_delivering()
-    ids = make_jobs(standin, args.jobs)
+    ids = make_jobs(standin, args.jobs, all_finish=args.hold_finals)
+    if not standin.wait_idle(timeout=300):
+        raise RuntimeError("the stand-in's jobs did not start within 5 minutes")
     args.jobs_file.write_text("\n".join(ids) + "\n", encoding="utf-8")
     server = make_server(
         "127.0.0.1",

@@ -40,6 +40,7 @@ _ENVIRONMENTS = ("production", "development", "test")
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _LOG_FORMATS = ("json", "text")
 _NOTIFY_EVENTS = ("final", "all")
+_ON_OFF = ("on", "off")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
@@ -240,6 +241,9 @@ class Settings(BaseSettings):
     reconcile_interval: Duration = 60.0
     reconcile_batch: Annotated[int, _whole_number(1, 10000)] = 100
     lease_seconds: Duration = Field(300.0, alias="RECONCILE_LEASE")
+    reconcile_events: Annotated[str, _choice(_ON_OFF)] = "on"
+    reconcile_event_pages: Annotated[int, _whole_number(1, 1000)] = 20
+    reconcile_events_since: Annotated[float | None, BeforeValidator(_duration)] = None
     notify_urls: Annotated[tuple[str, ...], BeforeValidator(_notify_urls)] = Field(
         (), alias="NOTIFY_URL", repr=False
     )

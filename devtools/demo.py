@@ -4,7 +4,8 @@ Starts the receiver exactly as the Procfile's ``web`` line does (gunicorn, SQLit
 temporary directory), its ``worker``, the ittybit stand-in and a stand-in for your
 application's notification endpoint, each on a free local port; submits a batch of jobs
 with ``jobhooks submit``; lets the stand-in deliver with faults (some webhooks dropped,
-some duplicated, a late ``processing``); runs ``jobhooks reconcile``; prints where every
+some duplicated, a late ``processing``); runs ``jobhooks reconcile``, which reads the
+stand-in's event list and so settles the dropped ones; prints where every
 submission stood after the webhooks and after the reconcile pass, and each notification
 the application received (verified with the ``standardwebhooks`` library), one per final
 state. Everything it started is stopped on the way out, also on Ctrl-C or an error.
@@ -44,7 +45,7 @@ from devtools.processes import (
 )
 from devtools.standin import DeliveryRecord, Standin, StandinConfig
 from receiver.db import create_db_engine
-from receiver.models import FINAL_STATUSES, Submission
+from receiver.models import FINAL_STATUSES, Submission, WebhookEvent
 
 __all__ = ["main"]
 
@@ -161,6 +162,22 @@ def _submit(env: dict[str, str], item: tuple[str, str, str, str]) -> dict[str, A
     return submitted
 
 
+def _settled_from_list(engine: Engine, stuck: list[str]) -> list[str]:
+    """Return which of ``stuck`` took their final state from an event of ittybit's list."""
+    table = WebhookEvent.__table__  # type: ignore[attr-defined]
+    finals = [status.value for status in FINAL_STATUSES]
+    with engine.connect() as conn:
+        found = conn.execute(
+            sa.select(table.c.submission_id).where(
+                table.c.source == "events",
+                table.c.outcome == "applied",
+                table.c.provider_status.in_(finals),
+                table.c.submission_id.in_(stuck),
+            )
+        ).scalars()
+        return sorted(set(found))
+
+
 def _show_notification(received: Received) -> None:
     verified = "verified" if received.verified else "NOT VERIFIED"
     _say(f"   application <- {describe(received)}  ({verified})")
@@ -236,12 +253,14 @@ def run_demo(config: StandinConfig, workdir: Path, database_url: str | None = No
             f"get a late 'processing'; seed {config.seed}"
         )
         _say()
-        _say("1. migrate, start the receiver and the worker")
+        _say("1. migrate, place the reconciler in ittybit's event list, start the processes")
         _run(jobhooks_command("db", "upgrade"), env)
         engine = create_db_engine(Settings.from_env(env))
         if _submissions(engine):
             _say("that database holds the demo's submissions already: the demo adds them once")
             return 1
+        first = json.loads(_run(jobhooks_command("reconcile", "--json"), env).splitlines()[-1])
+        _say(f"   `jobhooks reconcile`, the reconciler's {first['events_note']}")
         web = WebProcess(env, log_path=workdir / "web.log")
         web.start()
         # Its log (one line per notification sent) says when it is ready.
@@ -275,9 +294,17 @@ def run_demo(config: StandinConfig, workdir: Path, database_url: str | None = No
         _say(f"   {len(stuck)} submission(s) missed their final webhook: {', '.join(stuck) or '-'}")
         _say()
 
-        _say("4. `jobhooks reconcile --older-than 0s` asks ittybit about those")
+        _say("4. `jobhooks reconcile --older-than 0s` reads ittybit's event list, then polls")
         output = _run(jobhooks_command("reconcile", "--older-than", "0s"), env)
         _say("\n".join("   " + line for line in output.strip().splitlines()))
+        from_list = _settled_from_list(engine, stuck)
+        polled = [sid for sid in stuck if sid not in from_list]
+        _say(
+            f"   settled through the event list: {', '.join(from_list) or '-'}; "
+            f"asked about job by job: {', '.join(polled) or 'none'}"
+        )
+        if polled:
+            _say("   (some were not in the event list read: see the pass above)")
         _say()
 
         _say("5. before and after the reconcile pass")

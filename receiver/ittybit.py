@@ -30,11 +30,13 @@ from receiver.jobstate import (
     NotAJob,
     normalise,
     parse_json,
+    parse_timestamp,
     status_family,
 )
 
 __all__ = [
     "ApiError",
+    "ApiEvent",
     "ApiUnavailable",
     "AuthError",
     "BadResponse",
@@ -126,6 +128,8 @@ class ApiEvent:
     kind: str | None
     state: JobState | None
     raw: Mapping[str, Any] = field(repr=False)
+    #: When ittybit says the event happened, if it says so readably.
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +214,11 @@ class IttybitClient:
     ) -> None:
         self.close()
 
+    @property
+    def base_url(self) -> str:
+        """Return the API's base URL, without a trailing slash."""
+        return str(self._http.base_url).rstrip("/")
+
     def close(self) -> None:
         """Close the pooled connections."""
         self._http.close()
@@ -277,9 +286,17 @@ class IttybitClient:
             message = f"GET {job_id} answered with no job: {exc}"
             raise BadResponse(message, status=response.status_code) from None
 
-    def list_events(self, *, after: str | None = None, limit: int = 100) -> EventPage:
-        """Return one page of ``GET /events``, oldest first after the event id ``after``."""
+    def list_events(
+        self, *, after: str | None = None, limit: int = 100, order: str | None = "asc"
+    ) -> EventPage:
+        """Return one page of ``GET /events``: oldest first after the event id ``after``.
+
+        ittybit lists newest first unless asked otherwise: ``order=None`` sends no order
+        (so ``limit=1`` finds the newest event), ``order="desc"`` pages back in time.
+        """
         params: dict[str, str | int] = {"limit": limit}
+        if order is not None:
+            params["order"] = order
         if after:
             params["after"] = after
         self._start_call()
@@ -435,11 +452,16 @@ def _event(item: Mapping[str, Any]) -> ApiEvent:
         state: JobState | None = normalise(dict(item))
     except NotAJob:
         state = None
+    try:
+        created_at = parse_timestamp(item.get("created_at"))
+    except NotAJob:
+        created_at = None
     return ApiEvent(
         id=event_id if isinstance(event_id, str) else None,
         kind=kind if isinstance(kind, str) else None,
         state=state,
         raw=item,
+        created_at=created_at,
     )
 
 

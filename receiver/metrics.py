@@ -9,7 +9,7 @@ answer is the same whichever worker serves it.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -193,6 +193,23 @@ class Metrics:
             ["result"],
             registry=registry,
         )
+        self.events_read = Counter(
+            "jobhooks_reconcile_events_read",
+            "Events read from ittybit's event list by the reconciler.",
+            registry=registry,
+        )
+        self.events = Counter(
+            "jobhooks_reconcile_events",
+            "Events from ittybit's event list by what was done with them: applied, duplicate, "
+            "stale, unmatched, rejected, ignored (not about a job).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.event_pages = Counter(
+            "jobhooks_reconcile_event_pages",
+            "Pages of ittybit's event list requested by the reconciler.",
+            registry=registry,
+        )
         self.notification_deliveries = Counter(
             "jobhooks_notification_deliveries",
             "Attempts to deliver a notification, by result: delivered, failed (answered, "
@@ -244,6 +261,16 @@ class Metrics:
             self._child(self.rematched_events, "matched").inc(rematched)
         if rejected_events:
             self._child(self.rematched_events, "rejected").inc(rejected_events)
+
+    def observe_event_list(self, *, read: int, pages: int, outcomes: Mapping[str, int]) -> None:
+        """Count what one pass read from ittybit's event list."""
+        if read:
+            self.events_read.inc(read)
+        if pages:
+            self.event_pages.inc(pages)
+        for outcome, count in outcomes.items():
+            if count:
+                self._child(self.events, outcome).inc(count)
 
     def observe_notification(self, result: str, *, dead: bool = False) -> None:
         """Count one attempt to deliver a notification, and whether it was given up."""

@@ -18,6 +18,7 @@ __all__ = [
     "AdminLoginFailure",
     "AdminUser",
     "ApiKey",
+    "EventFeed",
     "IdempotentRequest",
     "Notification",
     "NotificationStatus",
@@ -166,6 +167,29 @@ class ReconcilePass(SQLModel, table=True):
     owner: str = Field(max_length=100)
     ok: bool
     counts: dict[str, Any] = Field(default_factory=dict, sa_column=_json_column("counts"))
+
+
+class EventFeed(SQLModel, table=True):
+    """Where the reconciler stands in one ittybit API's event list, and who reads it now.
+
+    One row per API base URL (migration 0007). ``started_at`` is null until a first pass
+    has placed the cursor; then a null ``cursor`` means the list is read from its
+    beginning. The cursor moves only after the changes of the page it ends were committed.
+    """
+
+    __tablename__ = "event_feeds"
+
+    id: int | None = Field(default=None, primary_key=True)
+    api_url: str = Field(max_length=500, unique=True)
+    #: The id of the last event read (``after=`` of the next page); null: from the start.
+    cursor: str | None = Field(default=None, max_length=200)
+    #: When ittybit listed the cursor's event, if it said.
+    cursor_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    updated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: One reconciler reads the list at a time: the holder of a live lease.
+    lease_owner: str | None = Field(default=None, max_length=100)
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class Notification(SQLModel, table=True):

@@ -35,6 +35,16 @@ log = logging.getLogger(__name__)
 # One line per request at INFO is noise in a worker's log.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
+_EVENT_ROWS = (
+    ("event_pages", "pages of ittybit's event list read"),
+    ("events_read", "events read after the cursor"),
+    ("events_applied", "events that changed a submission"),
+    ("events_duplicate", "events already recorded (by their webhook, or the same state)"),
+    ("events_stale", "events older than what is stored"),
+    ("events_unmatched", "events kept for a submission not known yet"),
+    ("events_rejected", "events refused (owner or job disagrees)"),
+    ("events_ignored", "events about no job or task: not stored"),
+)
 _SUMMARY_ROWS = (
     ("checked", "jobs fetched from ittybit"),
     ("updated", "state changed"),
@@ -75,6 +85,14 @@ _SUMMARY_ROWS = (
     metavar="ID",
     help="Reconcile just this submission, stuck or not (repeatable).",
 )
+@click.option(
+    "--events-since",
+    type=Duration(positive=True),
+    default=None,
+    metavar="DURATION",
+    help="First read ittybit's event list from this long ago (a backfill), e.g. 2h; "
+    "events already applied come back as duplicates.",
+)
 @click.option("--dry-run", is_flag=True, help="Fetch and report; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @with_appcontext
@@ -84,10 +102,12 @@ def reconcile_command(
     older_than: float | None,
     limit: int | None,
     submission_ids: tuple[str, ...],
+    events_since: float | None,
     dry_run: bool,
     as_json: bool,
 ) -> None:
-    """Poll ittybit for stuck jobs and apply what it says, as the webhook would have.
+    """Catch up from ittybit's event list, then poll the jobs still stuck and apply what
+    ittybit says, as the webhook would have.
 
     One pass by default; --loop runs until SIGTERM. Exit status 1 if any job
     could not be checked, 2 on bad arguments or configuration.
@@ -104,12 +124,17 @@ def reconcile_command(
     require_api(config)
     if loop and submission_ids:
         raise click.UsageError("--submission reconciles once; it cannot be used with --loop")
+    if loop and events_since is not None:
+        raise click.UsageError(
+            "--events-since is a one-off backfill; it cannot be used with --loop"
+        )
     options = PassOptions.from_settings(
         config,
         stuck_after=older_than,
         limit=limit,
         submission_ids=tuple(dict.fromkeys(submission_ids)),
         dry_run=dry_run,
+        events_since=events_since,
     )
     stop = threading.Event()
     # Retry waits end at once on SIGTERM: the request in hand is abandoned, not the pass.
@@ -193,6 +218,8 @@ def _run_loop(reconciler: Reconciler, interval: float, *, as_json: bool) -> None
         else:
             if as_json:
                 echo_json(summary.as_dict())
+            if summary.events_more and not reconciler.stop.is_set():
+                continue  # the event list has more pages: read on without waiting
         if reconciler.stop.wait(interval):
             break
     log.info("reconcile loop stopped")
@@ -220,6 +247,11 @@ def _report(summary: Summary, *, as_json: bool) -> None:
         return
     title = "reconcile dry run (nothing written)" if summary.dry_run else "reconcile pass"
     click.echo(f"{title} finished in {summary.seconds:.1f}s")
+    click.echo(_event_line(summary))
+    if summary.event_pages:
+        for name, meaning in _EVENT_ROWS:
+            click.echo(f"  {name:<17}{getattr(summary, name):>6}  {meaning}")
+    click.echo("then job by job:")
     for name, meaning in _SUMMARY_ROWS:
         click.echo(f"  {name:<16}{getattr(summary, name):>7}  {meaning}")
     if summary.unsubmitted_sample:
@@ -236,6 +268,18 @@ def _report(summary: Summary, *, as_json: bool) -> None:
             f"(job {problem['job_id'] or '-'}): {problem['detail']}",
             err=True,
         )
+
+
+def _event_line(summary: Summary) -> str:
+    """Say how the pass read ittybit's event list, and where it stopped."""
+    if summary.event_pages == 0:
+        return f"event list: {summary.events_note or 'not read'}"
+    line = f"event list: {summary.event_pages} page(s), {summary.events_read} event(s)"
+    if summary.event_cursor:
+        line += f", read up to {summary.event_cursor}"
+    if summary.events_note:
+        line += f"; {summary.events_note}"
+    return line
 
 
 def _nothing_due(summary: Summary, stuck_after: float) -> str:

@@ -48,6 +48,7 @@ from reconcile.claims import (
     release,
     renew,
 )
+from reconcile.feed import EventFeed, EventListUnavailable
 from reconcile.summary import Summary, log_pass, log_result
 
 if TYPE_CHECKING:
@@ -82,6 +83,13 @@ class PassOptions:
     limit: int | None = None
     submission_ids: tuple[str, ...] = ()
     dry_run: bool = False
+    #: Read ittybit's event list before polling (RECONCILE_EVENTS).
+    events: bool = True
+    event_pages: int = 20
+    #: Seconds back to place the event list's cursor at, this pass (``--events-since``).
+    events_since: float | None = None
+    #: The same, only when no pass has placed the cursor yet (RECONCILE_EVENTS_SINCE).
+    events_first_since: float | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> PassOptions:
@@ -92,6 +100,9 @@ class PassOptions:
             "batch": settings.reconcile_batch,
             "concurrency": settings.reconcile_concurrency,
             "lease_seconds": settings.lease_seconds,
+            "events": settings.reconcile_events == "on",
+            "event_pages": settings.reconcile_event_pages,
+            "events_first_since": settings.reconcile_events_since,
         }
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)
@@ -126,16 +137,32 @@ class Reconciler:
         self.progress = progress
         self.metrics = metrics
         self.settings = settings
+        #: Why this process reads no event list (turned off, or the API has none): said once.
+        self.events_off: str | None = None
+        self._events_off_said = False
+        if not options.events:
+            self.events_off = "turned off (RECONCILE_EVENTS=off)"
 
     def run_pass(self) -> Summary:
-        """Re-match unmatched events, create asked-for jobs, poll every due job once."""
+        """Read the event list, re-match unmatched events, create asked-for jobs, then poll
+        every job still due once."""
         started = time.monotonic()
         started_at = self.clock()
         options = self.options
         summary = Summary(dry_run=options.dry_run)
         if not options.submission_ids:
+            self._read_events(summary)
             self._before_polling(summary, now=started_at)
-        self._poll(summary)
+        else:
+            summary.events_note = "not read: the submissions named are asked about directly"
+        if summary.events_more and not self.stop.is_set():
+            # The unread pages very likely settle the jobs a poll would ask about now.
+            log.info("the event list has more pages: polls wait for the next pass")
+        elif summary.events_elsewhere:
+            # Its reader polls what the list leaves stuck, once it has read it.
+            log.info("another reconciler reads the event list: it polls afterwards")
+        elif summary.aborted is None:
+            self._poll(summary)
         if summary.checked == 0 and not options.submission_ids:
             self._count_not_due(summary)
         summary.stopped = self.stop.is_set()
@@ -151,7 +178,45 @@ class Reconciler:
                     rematched=summary.rematched,
                     rejected_events=summary.rejected_events,
                 )
+                self.metrics.observe_event_list(
+                    read=summary.events_read,
+                    pages=summary.event_pages,
+                    outcomes=summary.event_outcomes(),
+                )
         return summary
+
+    def _read_events(self, summary: Summary) -> None:
+        """Catch up from ittybit's event list, unless this process found it off or absent."""
+        if self.options.dry_run:
+            summary.events_note = "not read in a dry run"
+            return
+        if self.events_off is None:
+            feed = EventFeed(
+                self.engine,
+                self.client,
+                outbox=self.outbox,
+                owner=self.owner,
+                clock=self.clock,
+                lease_seconds=self.options.lease_seconds,
+                max_pages=self.options.event_pages,
+                stop=self.stop,
+            )
+            try:
+                feed.catch_up(
+                    summary,
+                    since=self.options.events_since,
+                    first_since=self.options.events_first_since,
+                )
+            except EventListUnavailable as exc:
+                self.events_off = f"the API has no event list ({exc.message})"
+            except AuthError as exc:
+                summary.aborted = exc.message
+                return
+        if self.events_off is not None:
+            summary.events_note = f"not read: {self.events_off}"
+            if not self._events_off_said:
+                self._events_off_said = True
+                log.warning("event list %s: polling job by job", summary.events_note)
 
     def _before_polling(self, summary: Summary, *, now: datetime) -> None:
         options = self.options

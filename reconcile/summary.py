@@ -8,11 +8,13 @@ from typing import Any
 
 from receiver.polls import JobResult, PolledJob
 
-__all__ = ["Summary", "log_pass", "log_result"]
+__all__ = ["EVENT_OUTCOMES", "Summary", "log_pass", "log_result"]
 
 log = logging.getLogger("reconcile.poller")
 
 _MAX_SAMPLES = 10
+#: What the reconciler does with an event from ittybit's list.
+EVENT_OUTCOMES = ("applied", "duplicate", "stale", "unmatched", "rejected", "ignored")
 
 
 @dataclass(slots=True)
@@ -35,6 +37,24 @@ class Summary:
     #: Running jobs not polled because they changed within STUCK_AFTER, or back off.
     not_due: int = 0
     backing_off: int = 0
+    #: The event list (``reconcile.feed``): events read forward from the cursor, by outcome.
+    events_read: int = 0
+    events_applied: int = 0
+    events_duplicate: int = 0
+    events_stale: int = 0
+    events_unmatched: int = 0
+    events_rejected: int = 0
+    #: Not about a job or a task: not stored.
+    events_ignored: int = 0
+    #: Requests to ``GET /events`` (finding the first cursor included).
+    event_pages: int = 0
+    #: Where the list's reading stopped (the last event read), and whether more is listed.
+    event_cursor: str | None = None
+    events_more: bool = False
+    #: Another reconciler held the list: it polls after reading, this pass polls nothing.
+    events_elsewhere: bool = False
+    #: Why the list was not read, or stopped early; None when it was read to its end.
+    events_note: str | None = None
     dry_run: bool = False
     stopped: bool = False
     aborted: str | None = None
@@ -75,6 +95,10 @@ class Summary:
                     "detail": detail,
                 }
             )
+
+    def event_outcomes(self) -> dict[str, int]:
+        """Return the events read from the list, by what was done with them."""
+        return {name: getattr(self, f"events_{name}") for name in EVENT_OUTCOMES}
 
     def as_dict(self) -> dict[str, Any]:
         """Return the summary as plain JSON values."""

@@ -57,6 +57,10 @@ class FakeIttybit:
         server.expect_request(re.compile(r"^/tasks/[^/]+$"), method="GET").respond_with_handler(
             self._get_task
         )
+        # An API without the event list, as older ittybit versions: the reconciler polls.
+        server.expect_request("/events", method="GET").respond_with_json(
+            {"error": {"code": "not_found", "message": "no such endpoint"}}, status=404
+        )
 
     @property
     def url(self) -> str:

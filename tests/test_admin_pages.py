@@ -274,6 +274,7 @@ def test_deliveries_are_filtered_by_outcome_source_and_time(
         ),
         "old_unmatched": add_event(engine, "k3", at=NOW - timedelta(days=2), outcome="unmatched"),
         "old_rejected": add_event(engine, "k4", at=NOW - timedelta(days=3), outcome="rejected"),
+        "listed": add_event(engine, "k5", at=NOW - timedelta(days=4), source="events"),
     }
 
     def listed(query: str) -> set[str]:
@@ -285,8 +286,9 @@ def test_deliveries_are_filtered_by_outcome_source_and_time(
     assert listed("") == set(ids)
     assert listed("outcome=unmatched") == {"new_unmatched", "old_unmatched"}
     assert listed("source=url") == {"new_url_applied"}
+    assert listed("source=events") == {"listed"}
     assert listed("since=24h") == {"new_url_applied", "new_unmatched"}
-    assert listed("until=1d") == {"old_unmatched", "old_rejected"}
+    assert listed("until=1d") == {"old_unmatched", "old_rejected", "listed"}
     assert listed("outcome=unmatched&since=24h") == {"new_unmatched"}
     assert listed("q=job_k3") == {"old_unmatched"}
 

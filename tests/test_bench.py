@@ -348,6 +348,58 @@ def test_the_table_shows_each_admin_page() -> None:
     assert "| sqlite | overview | `/admin/` | 50 | 21.0 | 42.0 | 84.0 |" in render_table(result)
 
 
+def _events(**values: Any) -> dict[str, Any]:
+    run = {
+        "database": "sqlite",
+        "jobs": 5000,
+        "latency_ms": 50.0,
+        "event_pages_setting": 51,
+        "settled": 5000,
+        "requests": 50,
+        "event_requests": 50,
+        "poll_requests": 0,
+        "requests_per_settled": 0.01,
+        "events_read": 5000,
+        "events_applied": 5000,
+        "seconds": 9.5,
+        "events_per_s": 526.3,
+        "statements_per_event": 5.0,
+        "peak_rss_mib": 98.0,
+        "errors": 0,
+    }
+    run.update(values)
+    return run
+
+
+def test_the_event_list_must_settle_every_dropped_final_for_at_most_a_fiftieth_request_each() -> (
+    None
+):
+    target = "events sqlite N=5000: every dropped final settled, <= 0.02 requests per settled job"
+    assert _failed({"events": [_events()]}) == set()
+    assert _failed({"events": [_events(settled=4999)]}) == {target}
+    assert _failed({"events": [_events(requests_per_settled=0.03)]}) == {target}
+    assert _failed({"events": [_events(errors=1)]}) == {target}
+
+
+def test_the_table_shows_the_event_list_figures() -> None:
+    result = {
+        "meta": {
+            "finished": "2026-01-01T00:00:00+00:00",
+            "cpus": 2,
+            "python": "3.11",
+            "load_generator": "wrk",
+            "load_before": "0.1 0.1 0.1",
+            "load_after": "0.2 0.2 0.2",
+        },
+        "events": [_events()],
+    }
+    table = render_table(result)
+    assert (
+        "| sqlite | 5000 | 5000/5000 | 50 | 50 + 0 | 0.01 | 9.50 | 526 | 5.0 | 98.0 | 0 |" in table
+    )
+    assert "after 50 ms" in table
+
+
 def test_the_reference_writes_what_the_real_app_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

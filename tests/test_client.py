@@ -330,7 +330,7 @@ def test_list_events_pages_after_an_event(client: IttybitClient, api_server: HTT
         ],
     }
     api_server.expect_request(
-        "/events", query_string={"limit": "2", "after": "evt_1"}
+        "/events", query_string={"limit": "2", "order": "asc", "after": "evt_1"}
     ).respond_with_json(page, headers={"Has-More": "true"})
     result = client.list_events(after="evt_1", limit=2)
     assert [event.id for event in result.events] == ["evt_2", "evt_3"]
@@ -340,6 +340,29 @@ def test_list_events_pages_after_an_event(client: IttybitClient, api_server: HTT
     assert result.events[1].state is None
     assert result.has_more is True
     assert result.next_after == "evt_3"
+    assert result.events[0].created_at == datetime.fromtimestamp(1_790_000_000, UTC)
+
+
+def test_list_events_newest_first_sends_no_order(
+    client: IttybitClient, api_server: HTTPServer
+) -> None:
+    """ittybit's default order is newest first: ``limit=1`` alone finds the newest event."""
+    newest = {"id": "evt_9", "object": "event", "kind": "job.created", "data": {}}
+    api_server.expect_request("/events", query_string={"limit": "1"}).respond_with_json(
+        {"data": [newest], "has_more": True}
+    )
+    result = client.list_events(limit=1, order=None)
+    assert [event.id for event in result.events] == ["evt_9"]
+    assert result.has_more is True
+
+
+def test_list_events_reads_has_more_from_a_link_header(
+    client: IttybitClient, api_server: HTTPServer
+) -> None:
+    api_server.expect_request("/events").respond_with_json(
+        {"data": []}, headers={"Link": '<https://api.example/events?after=evt_1>; rel="next"'}
+    )
+    assert client.list_events().has_more is True
 
 
 def test_list_events_last_page(client: IttybitClient, api_server: HTTPServer) -> None:

@@ -376,3 +376,23 @@ def test_entry_point_stops_with_one_line(entry_point: str, case: str, tmp_path: 
     assert result.stdout == ""
     if case == "missing-secret":
         assert "APP_ENV=development" in lines[0]
+
+
+def test_event_list_settings() -> None:
+    default = settings(APP_ENV="test")
+    assert (default.reconcile_events, default.reconcile_event_pages) == ("on", 20)
+    assert default.reconcile_events_since is None
+    value = settings(
+        APP_ENV="test",
+        RECONCILE_EVENTS="OFF",
+        RECONCILE_EVENT_PAGES="5",
+        RECONCILE_EVENTS_SINCE="2h",
+    )
+    assert (value.reconcile_events, value.reconcile_event_pages) == ("off", 5)
+    assert value.reconcile_events_since == 7200.0
+    base = {"APP_ENV": "test"}
+    assert refusal({**base, "RECONCILE_EVENTS": "maybe"}).startswith("RECONCILE_EVENTS: must be")
+    assert refusal({**base, "RECONCILE_EVENT_PAGES": "0"}).startswith("RECONCILE_EVENT_PAGES:")
+    assert refusal({**base, "RECONCILE_EVENTS_SINCE": "0s"}) == (
+        "RECONCILE_EVENTS_SINCE: must be greater than zero"
+    )

@@ -248,7 +248,9 @@ def test_jobs_run_to_their_final_state_with_increasing_timestamps(
             assert state.error
         assert truth[job_id]["finished_at"] == truth[job_id]["updated_at"]
 
-    events = httpx.get(f"{standin.url}/events", params={"limit": 100}, headers=AUTH).json()
+    events = httpx.get(
+        f"{standin.url}/events", params={"limit": 100, "order": "asc"}, headers=AUTH
+    ).json()
     for job_id in ids:
         mine = [event for event in events["data"] if event["data"]["id"] == job_id]
         kinds = [event["kind"] for event in mine]
@@ -277,9 +279,12 @@ def test_lists_page_with_has_more_and_link(start_standin: Callable[..., Standin]
     assert [job["id"] for job in rest.json()["data"]] == ids[2:]
     assert rest.headers["Has-More"] == "false"
 
-    events = httpx.get(f"{standin.url}/events", headers=AUTH).json()["data"]
+    events = httpx.get(f"{standin.url}/events", params={"order": "asc"}, headers=AUTH).json()
+    events = events["data"]
     assert [event["kind"] for event in events] == ["job.created"] * 3
-    after = httpx.get(f"{standin.url}/events", params={"after": events[0]["id"]}, headers=AUTH)
+    after = httpx.get(
+        f"{standin.url}/events", params={"order": "asc", "after": events[0]["id"]}, headers=AUTH
+    )
     assert [event["id"] for event in after.json()["data"]] == [e["id"] for e in events[1:]]
     unknown = httpx.get(f"{standin.url}/events", params={"after": "evt_x"}, headers=AUTH)
     assert unknown.status_code == 400
@@ -668,3 +673,53 @@ def test_command_serves_until_interrupted_and_logs_no_token(
     delivered = [line for line in err.splitlines() if "delivered, 200 applied:" in line]
     assert len(delivered) == 2
     assert delivered[1].endswith(f"succeeded to {url}{HOOK}[token]")
+
+
+def test_held_jobs_finish_on_cue(start_standin: Callable[..., Standin]) -> None:
+    standin = start_standin(hold_finals=True)
+    job_id = create(standin).json()["id"]
+    stuck_id = create(standin, "https://example.com/stuck.mp4").json()["id"]
+    assert standin.wait_idle(10)
+    assert standin.jobs()[job_id]["status"] == "processing"
+    finish = httpx.post(f"{standin.url}/_standin/finish")
+    assert finish.json() == {"finishing": 1}
+    assert standin.wait_idle(10)
+    assert (standin.jobs()[job_id]["status"], standin.jobs()[stuck_id]["status"]) == (
+        "succeeded",
+        "processing",
+    )
+    assert standin.finish_held() == 0
+
+
+def test_the_event_list_reads_both_ways_and_can_be_missing(
+    start_standin: Callable[..., Standin],
+) -> None:
+    standin = start_standin(step=60)
+    ids = [create(standin).json()["id"] for _ in range(3)]
+    listed = [event["data"]["id"] for event in standin._machine.events()]
+    assert listed == ids
+    events = [event["id"] for event in standin._machine.events()]
+    newest = httpx.get(f"{standin.url}/events", params={"limit": 1}, headers=AUTH)
+    assert [event["id"] for event in newest.json()["data"]] == events[-1:]
+    assert (newest.headers["Has-More"], newest.json()["has_more"]) == ("true", True)
+    older = httpx.get(
+        f"{standin.url}/events", params={"after": events[2], "limit": 5}, headers=AUTH
+    )
+    assert [event["id"] for event in older.json()["data"]] == [events[1], events[0]]
+    before = httpx.get(
+        f"{standin.url}/events", params={"order": "asc", "before": events[2]}, headers=AUTH
+    )
+    assert [event["id"] for event in before.json()["data"]] == events[:2]
+    one = httpx.get(f"{standin.url}/events/{events[0]}", headers=AUTH)
+    assert one.json()["kind"] == "job.created"
+    assert isinstance(one.json()["created_at"], float)
+    assert (
+        httpx.get(f"{standin.url}/events", params={"limit": 101}, headers=AUTH).status_code == 400
+    )
+    counts = httpx.get(f"{standin.url}/_standin/requests").json()
+    assert counts["GET /events"] == 4
+    assert standin.requests_made("GET /events") == 5  # and GET /events/{id}
+
+    missing = start_standin(event_list=False)
+    assert httpx.get(f"{missing.url}/events", headers=AUTH).status_code == 404
+    assert missing.requests_made() == 1

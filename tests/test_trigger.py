@@ -191,12 +191,13 @@ def test_test_submissions_are_left_out_of_the_reconciler(
     test_id = made(runner.invoke(args=["trigger", "processing"]).output)
     job = job_payload("job_abc123", "processing", submission_id="sub_1", user_id="user_1")
     ittybit_api.expect_request(re.compile("^/jobs/.*"), method="GET").respond_with_json(job)
+    ittybit_api.expect_request("/events").respond_with_json({"data": [], "has_more": False})
     passed = runner.invoke(args=["reconcile", "--older-than", "0s", "--json"])
     named = runner.invoke(args=["reconcile", "--submission", test_id, "--json"])
     assert passed.exit_code == 0, passed.output
     assert named.exit_code == 0, named.output
     # sub_1 has a real job: it is asked about; the test submission never is.
-    assert [entry[0].path for entry in ittybit_api.log] == ["/jobs/job_abc123"]
+    assert [entry[0].path for entry in ittybit_api.log] == ["/events", "/jobs/job_abc123"]
     assert json.loads(named.output.splitlines()[-1])["skipped"] == 1
 
 

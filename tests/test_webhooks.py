@@ -642,6 +642,19 @@ def test_same_event_without_webhook_id_is_deduplicated_by_event_id(
         get_engine(app).dispose()
 
 
+def test_an_event_is_keyed_by_its_id_whatever_webhook_id_carries_it(
+    client: FlaskClient, engine: Engine, sub_1: dict[str, Any]
+) -> None:
+    """One event sent to two endpoints (or listed by ittybit too) is stored once."""
+    body = encode(event_envelope(job_payload(), event_id="evt_twice"))
+    first = client.post(PROJECT_URL, data=body, headers=signed_headers(body, msg_id="msg_a"))
+    again = client.post(PROJECT_URL, data=body, headers=signed_headers(body, msg_id="msg_b"))
+    assert first.get_json()["outcome"] == "applied"
+    assert again.get_json()["outcome"] == "duplicate"
+    [event] = events(engine)
+    assert (event["dedupe_key"], event["delivery_id"]) == ("evt:evt_twice", "msg_a")
+
+
 def test_unmatched_delivery_twice_is_stored_once(client: FlaskClient, engine: Engine) -> None:
     payload = job_payload(submission_id="sub_later")
     first = post(client, PROJECT_URL, payload, msg_id="msg_u")

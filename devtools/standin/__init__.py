@@ -1,7 +1,9 @@
 """A local stand-in for the ittybit API: jobs, events and webhook deliveries with faults.
 
 It implements what this service uses — ``POST /jobs`` (with ``Idempotency-Key``),
-``GET /jobs``, ``GET /jobs/{id}``, ``GET /tasks/{id}`` and ``GET /events?after=…`` —
+``GET /jobs``, ``GET /jobs/{id}``, ``GET /tasks/{id}`` and the event list, ``GET /events``
+(newest first unless ``order=asc``; ``after``/``before`` cursors, ``limit`` 1 to 100,
+``Has-More``, ``has_more`` and ``Link: rel="next"``) and ``GET /events/{id}`` —
 runs each job through ``queued → processing → succeeded`` (``failed`` when the input
 URL contains "fail", ``cancelled`` for "cancel", and never finishing for "stuck"),
 and delivers a webhook for every status change after creation: the bare job to the
@@ -16,8 +18,13 @@ come back in a later session, whatever its seed. A job's deliveries go out one a
 another (a retry holds the ones behind it), so the only reordering is the one asked
 for: a ``processing`` delivery held back until after the final one.
 
+Every event is listed with the id its deliveries carry: the envelope sent to a
+project-level URL is the listed event, and its ``webhook-id`` is ``msg_`` and the
+event id's suffix. With ``event_list=False`` the list answers 404, as an API without it.
+
 What was sent is kept for tests: :meth:`Standin.stats`, :meth:`Standin.deliveries`,
-:meth:`Standin.jobs` (the truth) and :meth:`Standin.request_counts`; over HTTP at
+:meth:`Standin.jobs` (the truth) and :meth:`Standin.request_counts` (per method and
+path); over HTTP at
 ``GET /_standin/stats`` and ``GET /_standin/jobs``.
 
 One module per concern: ``options`` (the settings), ``api`` (the WSGI jobs API),

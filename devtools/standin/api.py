@@ -31,10 +31,13 @@ _MAX_LIMIT = 100
 
 
 class JobsApi:
-    """``POST /jobs``, ``GET /jobs[/{id}]``, ``GET /tasks/{id}``, ``GET /events``.
+    """``POST /jobs``, ``GET /jobs[/{id}]``, ``GET /tasks/{id}``, ``GET /events[/{id}]``.
 
-    ``GET /_standin/stats`` and ``GET /_standin/jobs`` show what was sent and the truth;
-    they need no key and are not counted.
+    With ``event_list=False`` the events answer 404, as an API without the list would.
+
+    ``GET /_standin/stats``, ``GET /_standin/jobs`` and ``GET /_standin/requests`` show
+    what was sent, the truth and the API requests counted; ``POST /_standin/finish`` lets
+    held jobs finish. They need no key and are not counted.
     """
 
     def __init__(
@@ -52,8 +55,11 @@ class JobsApi:
                 Rule("/jobs/<job_id>", methods=["GET"], endpoint="get_job"),
                 Rule("/tasks/<task_id>", methods=["GET"], endpoint="get_task"),
                 Rule("/events", methods=["GET"], endpoint="list_events"),
+                Rule("/events/<event_id>", methods=["GET"], endpoint="get_event"),
                 Rule("/_standin/stats", methods=["GET"], endpoint="stats"),
                 Rule("/_standin/jobs", methods=["GET"], endpoint="truth"),
+                Rule("/_standin/requests", methods=["GET"], endpoint="requests"),
+                Rule("/_standin/finish", methods=["POST"], endpoint="finish"),
             ],
             strict_slashes=False,
         )
@@ -62,6 +68,11 @@ class JobsApi:
         """Return how often each API request (``"GET /jobs/job_…"``) was made."""
         with self._requests_lock:
             return dict(self._requests)
+
+    def reset_request_counts(self) -> None:
+        """Start counting API requests afresh (a test measuring one pass)."""
+        with self._requests_lock:
+            self._requests.clear()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ)
@@ -82,6 +93,10 @@ class JobsApi:
             return _json(self._stats().as_dict())
         if endpoint == "truth":
             return _json(self._machine.truth())
+        if endpoint == "requests":
+            return _json(self.request_counts())
+        if endpoint == "finish":
+            return _json({"finishing": self._machine.finish_held()})
         with self._requests_lock:
             self._requests[f"{request.method} {request.path}"] += 1
         if self.config.latency > 0:
@@ -129,7 +144,21 @@ class JobsApi:
         return _page(request, self._machine.listing(request.args.get("status")))
 
     def _api_list_events(self, request: Request) -> Response:
-        return _page(request, self._machine.events())
+        if not self.config.event_list:
+            return _error(404, "not_found", "no such endpoint")
+        events = self._machine.events()
+        kind = request.args.get("kind")
+        if kind:
+            events = [event for event in events if event["kind"] == kind]
+        return _event_page(request, events)
+
+    def _api_get_event(self, request: Request, event_id: str) -> Response:
+        if not self.config.event_list:
+            return _error(404, "not_found", "no such endpoint")
+        event = self._machine.event(event_id)
+        if event is None:
+            return _error(404, "not_found", f"no event {event_id}")
+        return _json(event)
 
 
 def _check_create(body: Any) -> str | None:
@@ -159,14 +188,61 @@ def _error(status: int, code: str, message: str) -> Response:
     return _json({"error": code, "message": message}, status=status)
 
 
-def _page(request: Request, items: list[dict[str, Any]]) -> Response:
-    """Answer one page of ``items`` after the ``after`` id, with Has-More and Link headers."""
+def _limit(request: Request) -> int | Response:
     try:
         limit = int(request.args.get("limit", "20"))
     except ValueError:
         return _error(400, "invalid_request", "limit must be a whole number")
     if not 1 <= limit <= _MAX_LIMIT:
         return _error(400, "invalid_request", f"limit must be between 1 and {_MAX_LIMIT}")
+    return limit
+
+
+def _event_page(request: Request, events: list[dict[str, Any]]) -> Response:
+    """Answer one page of ``GET /events`` as ittybit does: newest first unless ``order=asc``.
+
+    ``after`` gives the events that follow the cursor in the order asked for (older ones
+    in the default order), ``before`` those that precede it; ``limit`` is 1 to 100.
+    """
+    limit = _limit(request)
+    if isinstance(limit, Response):
+        return limit
+    order = request.args.get("order", "desc")
+    if order not in ("asc", "desc"):
+        return _error(400, "invalid_request", "order must be asc or desc")
+    items = events if order == "asc" else events[::-1]
+    after, before = request.args.get("after"), request.args.get("before")
+    if after and before:
+        return _error(400, "invalid_request", "give after or before, not both")
+    ids = [item["id"] for item in items]
+    cursor = after or before
+    if cursor and cursor not in ids:
+        return _error(400, "invalid_cursor", f"unknown cursor {cursor}")
+    if after:
+        start = ids.index(after) + 1
+        page = items[start : start + limit]
+        has_more = start + limit < len(items)
+    elif before:
+        end = ids.index(before)
+        page = items[max(0, end - limit) : end]
+        has_more = end - limit > 0
+    else:
+        page = items[:limit]
+        has_more = limit < len(items)
+    response = _json({"object": "list", "data": page, "has_more": has_more})
+    response.headers["Has-More"] = "true" if has_more else "false"
+    if has_more and page and not before:
+        query = {key: value for key, value in request.args.items() if key != "after"}
+        query["after"] = page[-1]["id"]
+        response.headers["Link"] = f'<{request.base_url}?{urlencode(query)}>; rel="next"'
+    return response
+
+
+def _page(request: Request, items: list[dict[str, Any]]) -> Response:
+    """Answer one page of ``items`` after the ``after`` id, with Has-More and Link headers."""
+    limit = _limit(request)
+    if isinstance(limit, Response):
+        return limit
     after = request.args.get("after")
     start = 0
     if after:

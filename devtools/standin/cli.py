@@ -48,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--webhook-secret", default=None, help="whsec_… to sign deliveries")
     parser.add_argument("--project-url", default=None, help="project-level webhook endpoint")
     parser.add_argument("--max-attempts", type=int, default=8)
+    parser.add_argument(
+        "--no-event-list",
+        dest="event_list",
+        action="store_false",
+        help="answer GET /events with 404, as an API without the list",
+    )
     args = parser.parse_args(argv)
     try:
         config = StandinConfig(
@@ -63,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             webhook_secret=args.webhook_secret,
             project_url=args.project_url,
             max_attempts=args.max_attempts,
+            event_list=args.event_list,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -131,7 +131,10 @@ class JobMachine:
         self._tasks: dict[str, str] = {}
         self._idempotency: dict[str, str] = {}
         self._events: list[dict[str, Any]] = []
+        self._event_index: dict[str, int] = {}
         self._pending_transitions = 0
+        #: Jobs held at processing (``hold_finals``), with the final state each will reach.
+        self._held: list[tuple[str, str]] = []
         self._last_stamp = datetime.fromtimestamp(0, UTC)
 
     @property
@@ -185,6 +188,21 @@ class JobMachine:
         with self._lock:
             return list(self._events)
 
+    def event(self, event_id: str) -> dict[str, Any] | None:
+        """Return one event as ``GET /events/{id}`` shows it, or None."""
+        with self._lock:
+            index = self._event_index.get(event_id)
+            return None if index is None else self._events[index]
+
+    def finish_held(self) -> int:
+        """Let every held job reach its final state a step from now; return how many."""
+        with self._lock:
+            held, self._held = self._held, []
+            for job_id, status in held:
+                self._pending_transitions += 1
+                self._clock.call_later(self.config.step, partial(self._transition, job_id, status))
+            return len(held)
+
     def truth(self) -> dict[str, dict[str, Any]]:
         """Return every job as ``GET /jobs/{id}`` would show it now, without its URL."""
         with self._lock:
@@ -216,6 +234,8 @@ class JobMachine:
         self._tasks[job.task_id] = job.id
         self._add_event(job)
         steps = [RUNNING] if job.outcome == "stuck" else [RUNNING, job.outcome]
+        if self.config.hold_finals and job.outcome != "stuck":
+            self._held.append((job.id, steps.pop()))
         for number, status in enumerate(steps, start=1):
             self._pending_transitions += 1
             self._clock.call_later(
@@ -248,7 +268,9 @@ class JobMachine:
             "object": "event",
             "kind": f"job.{'created' if job.updated_at is None else job.status}",
             "data": job.snapshot(),
-            "created_at": _iso(job.updated_at or job.created_at),
+            # Unix seconds, as ittybit lists its events; the job inside keeps ISO times.
+            "created_at": round((job.updated_at or job.created_at).timestamp(), 6),
         }
+        self._event_index[event["id"]] = len(self._events)
         self._events.append(event)
         return event

@@ -38,6 +38,11 @@ class StandinConfig:
     max_attempts: int = 8
     delivery_timeout: float = 5.0
     delivery_workers: int = 8
+    #: False: ``GET /events`` answers 404, as an API without the event list would.
+    event_list: bool = True
+    #: Jobs stop at ``processing`` until :meth:`Standin.finish_held` (or
+    #: ``POST /_standin/finish``) lets them reach their final state: an outage on cue.
+    hold_finals: bool = False
     output_base: str = "https://cdn.standin.invalid"
 
     def __post_init__(self) -> None:

@@ -128,6 +128,20 @@ class Standin:
         """Return how often each API request (``"GET /jobs/job_…"``) was made."""
         return self._api.request_counts()
 
+    def requests_made(self, prefix: str = "") -> int:
+        """Return how many API requests were made whose ``"METHOD /path"`` starts so."""
+        return sum(
+            count for key, count in self._api.request_counts().items() if key.startswith(prefix)
+        )
+
+    def reset_request_counts(self) -> None:
+        """Start counting API requests afresh."""
+        self._api.reset_request_counts()
+
+    def finish_held(self) -> int:
+        """Let the jobs held at processing (``hold_finals``) finish; return how many."""
+        return self._machine.finish_held()
+
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         return self._api(environ, start_response)
 

@@ -43,7 +43,7 @@ display.register(bp)
 
 _STATUSES = [status.value for status in Status]
 _OUTCOMES = [outcome.value for outcome in Outcome]
-_SOURCES = ["url", "endpoint"]
+_SOURCES = ["url", "endpoint", "events"]
 _NOTIFICATION_STATUSES = [status.value for status in NotificationStatus]
 
 

@@ -1,0 +1,320 @@
+"""Catch up from ittybit's event list: one request for up to 100 events, before any poll.
+
+A pass holds the feed's lease (``reconcile.feed_lease``), reads ``GET /events`` forward
+from the stored cursor (``order=asc&after=<cursor>&limit=100``), and applies each page's
+job and task events in one transaction through the webhook's own code
+(``receiver.deliveries.process_delivery``: the one rule function, the inbox row first,
+the outbox in the same transaction). Each event is stored in the inbox with source
+``events`` under the key of its event id, the key its webhook has too, so whichever comes
+second is a duplicate; an event for a submission not known yet is kept ``unmatched`` and
+matched later like a webhook. Only then, in a transaction of its own, does the cursor move.
+
+Events about anything but a job or a task (``run.*``, account events, unknown kinds) are
+counted as ``ignored`` and not stored: nothing here could match them to a submission.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime, timedelta
+
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from receiver.deliveries import process_delivery
+from receiver.inbox import Delivery, dedupe_key, record_rejected
+from receiver.ittybit import ApiError, ApiEvent, AuthError, EventPage, IttybitClient
+from receiver.models import Outcome
+from receiver.outbox import Outbox
+from reconcile import feed_lease
+from reconcile.summary import Summary
+
+__all__ = ["PAGE_SIZE", "UNAVAILABLE_STATUSES", "EventFeed", "EventListUnavailable"]
+
+log = logging.getLogger("reconcile.feed")
+
+#: ittybit's largest page.
+PAGE_SIZE = 100
+#: Answers that mean this API has no event list: the reconciler polls job by job instead.
+UNAVAILABLE_STATUSES = frozenset({404, 405, 501})
+#: Event kinds about a job or a task (``job.succeeded``, ``task.updated``…).
+_JOB_KINDS = ("job", "task")
+_SOURCE = "events"
+
+
+class EventListUnavailable(Exception):
+    """The API answered ``GET /events`` with 404, 405 or 501: it has no event list."""
+
+    def __init__(self, status: int | None, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def about_a_job(event: ApiEvent) -> bool:
+    """Tell whether an event carries a job or task state the rules can apply."""
+    if event.state is None:
+        return False
+    return event.kind is None or event.kind.split(".", 1)[0] in _JOB_KINDS
+
+
+class EventFeed:
+    """Read the event list after the stored cursor and apply it, one page at a time."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        client: IttybitClient,
+        *,
+        outbox: Outbox,
+        owner: str,
+        clock: Callable[[], datetime],
+        lease_seconds: float,
+        max_pages: int,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.engine = engine
+        self.client = client
+        self.api_url = client.base_url
+        self.outbox = outbox
+        self.owner = owner
+        self.clock = clock
+        self.lease_seconds = lease_seconds
+        self.max_pages = max_pages
+        self.stop = stop or threading.Event()
+
+    def catch_up(
+        self, summary: Summary, *, since: float | None = None, first_since: float | None = None
+    ) -> None:
+        """Read and apply the events listed after the cursor, counting them in ``summary``.
+
+        ``since`` (seconds) places the cursor that far back first, whatever it was;
+        ``first_since`` does so only when no pass placed the cursor yet. Without either,
+        a first pass starts at the newest event and reads nothing older. Raises
+        EventListUnavailable when the API has no list, AuthError when it refuses the key;
+        any other failure ends the reading with a note and lets the polls follow.
+        """
+        with self.engine.begin() as conn:
+            position = feed_lease.acquire(
+                conn,
+                self.api_url,
+                owner=self.owner,
+                now=self.clock(),
+                lease_seconds=self.lease_seconds,
+            )
+        if position is None:
+            summary.events_elsewhere = True
+            summary.events_note = "another reconciler is reading it, and polls after"
+            log.info("the event list is being read by another reconciler; polling only")
+            return
+        try:
+            self._read(summary, position, since=since, first_since=first_since)
+        except (EventListUnavailable, AuthError):
+            raise
+        except ApiError as exc:
+            summary.events_note = f"stopped: {exc.message}"
+            log.warning("event list: %s; the rest is left for the next pass", exc.message)
+        except SQLAlchemyError as exc:
+            summary.events_note = f"stopped: database error {type(exc).__name__}"
+            log.warning("event list: database error %s; the page is read again next pass", exc)
+        finally:
+            self._release()
+
+    def _read(
+        self,
+        summary: Summary,
+        position: feed_lease.FeedPosition,
+        *,
+        since: float | None,
+        first_since: float | None,
+    ) -> None:
+        cursor, cursor_at = position.cursor, position.cursor_at
+        backfill = since if since is not None else None if position.started else first_since
+        if backfill is not None:
+            cursor, cursor_at = self._place_since(summary, backfill)
+            if not self._move(cursor, cursor_at):
+                summary.events_note = "lost the event list's lease to another reconciler"
+                return
+        elif not position.started:
+            # First pass: start at the newest event; an empty list starts at its beginning.
+            page = self._page(summary, after=None, limit=1, order=None)
+            newest = next((event for event in page.events if event.id), None)
+            cursor = newest.id if newest else None
+            cursor_at = newest.created_at if newest else None
+            self._move(cursor, cursor_at)
+            summary.event_cursor = cursor
+            summary.events_note = (
+                f"first pass: placed at the newest event; later passes read what follows {cursor}"
+                if cursor
+                else "first pass: the list is empty; later passes read it from its beginning"
+            )
+            log.info("event list: %s", summary.events_note)
+            return
+        # The next page is fetched while this one is applied: it starts after this page's
+        # last event whatever applying does, and the wait for ittybit overlaps the writes.
+        with ThreadPoolExecutor(1, thread_name_prefix="event-list") as pool:
+            ahead: Future[EventPage] | None = None
+            while summary.event_pages < self.max_pages and not self.stop.is_set():
+                if ahead is None:
+                    ahead = pool.submit(self._fetch, cursor, PAGE_SIZE, "asc")
+                page = self._count(summary, ahead.result(), order="asc")
+                ahead = None
+                last = next((event for event in reversed(page.events) if event.id), None)
+                more = page.has_more and last is not None
+                if more and summary.event_pages < self.max_pages and last is not None:
+                    ahead = pool.submit(self._fetch, last.id, PAGE_SIZE, "asc")
+                if page.events:
+                    self._apply_page(page, summary)
+                    if last is not None:
+                        if not self._move(last.id, last.created_at or cursor_at):
+                            summary.events_note = (
+                                "lost the event list's lease to another reconciler"
+                            )
+                            break
+                        cursor, cursor_at = last.id, last.created_at or cursor_at
+                        summary.event_cursor = cursor
+                if not more:
+                    break
+            else:
+                summary.events_more = not self.stop.is_set()
+            if ahead is not None:
+                ahead.cancel()
+        summary.event_cursor = cursor
+        if summary.events_more:
+            summary.events_note = (
+                f"stopped after {summary.event_pages} page(s) (RECONCILE_EVENT_PAGES) "
+                f"at {cursor}; more are listed"
+            )
+
+    def _page(
+        self, summary: Summary, *, after: str | None, limit: int, order: str | None
+    ) -> EventPage:
+        return self._count(summary, self._fetch(after, limit, order), order=order)
+
+    def _fetch(self, after: str | None, limit: int, order: str | None) -> EventPage:
+        """Ask for one page; 404, 405 or 501 mean this API has no event list."""
+        try:
+            return self.client.list_events(after=after, limit=limit, order=order)
+        except AuthError:
+            raise
+        except ApiError as exc:
+            if exc.status in UNAVAILABLE_STATUSES:
+                raise EventListUnavailable(exc.status, exc.message) from None
+            raise
+
+    @staticmethod
+    def _count(summary: Summary, page: EventPage, *, order: str | None) -> EventPage:
+        summary.event_pages += 1
+        if order == "asc":  # read forward: each event is applied
+            summary.events_read += len(page.events)
+        return page
+
+    def _place_since(self, summary: Summary, seconds: float) -> tuple[str | None, datetime | None]:
+        """Return the cursor ``seconds`` back: the newest event listed before then.
+
+        Pages back from the newest event (ittybit's default order). When every event is
+        more recent, the list is read from its beginning; when the page budget runs out
+        first, from the oldest event seen.
+        """
+        threshold = self.clock() - timedelta(seconds=seconds)
+        after: str | None = None
+        oldest: ApiEvent | None = None
+        while summary.event_pages < self.max_pages:
+            page = self._page(summary, after=after, limit=PAGE_SIZE, order="desc")
+            for event in page.events:
+                if event.id is None:
+                    continue
+                if event.created_at is not None and event.created_at < threshold:
+                    return event.id, event.created_at
+                oldest = event
+            if not page.has_more or not page.events:
+                return None, None
+            after = page.next_after
+        log.warning("event list: the backfill's search spent every page; starting from %s", oldest)
+        return (oldest.id, oldest.created_at) if oldest else (None, None)
+
+    def _apply_page(self, page: EventPage, summary: Summary) -> None:
+        """Apply a page's job and task events in one transaction.
+
+        A job id that belongs to another submission fails the whole page; it is then
+        applied again with a savepoint around each event, and that one is rejected.
+        """
+        try:
+            counts = self._write_page(page, guarded=False)
+        except IntegrityError:
+            log.info("event list: a job id collides; applying the page event by event")
+            counts = self._write_page(page, guarded=True)
+        for name, count in counts.items():
+            setattr(summary, f"events_{name}", getattr(summary, f"events_{name}") + count)
+
+    def _write_page(self, page: EventPage, *, guarded: bool) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        with self.engine.begin() as conn:
+            now = self.clock()
+            for event in page.events:
+                if not about_a_job(event):
+                    counts["ignored"] = counts.get("ignored", 0) + 1
+                    continue
+                outcome = self._apply_one(conn, event, now=now, guarded=guarded)
+                counts[outcome.value] = counts.get(outcome.value, 0) + 1
+        return counts
+
+    def _apply_one(
+        self, conn: Connection, event: ApiEvent, *, now: datetime, guarded: bool
+    ) -> Outcome:
+        state = event.state
+        assert state is not None
+        delivery = Delivery(
+            source=_SOURCE,
+            body=json.dumps(dict(event.raw), separators=(",", ":")),
+            headers={},
+        )
+        if not guarded:
+            return process_delivery(
+                conn, delivery=delivery, state=state, claims=None, now=now, outbox=self.outbox
+            ).outcome
+        try:
+            with conn.begin_nested():
+                result = process_delivery(
+                    conn, delivery=delivery, state=state, claims=None, now=now, outbox=self.outbox
+                )
+        except IntegrityError:
+            # Filling in the job id collided with the submission that already owns it.
+            record_rejected(
+                conn,
+                key=dedupe_key(None, state),
+                delivery=delivery,
+                state=state,
+                submission_id=state.meta_str("submission_id"),
+                reason="job id belongs to another submission",
+                now=now,
+            )
+            return Outcome.REJECTED
+        return result.outcome
+
+    def _move(self, cursor: str | None, cursor_at: datetime | None) -> bool:
+        """Move the cursor in a transaction of its own; False when the lease was lost."""
+        with self.engine.begin() as conn:
+            moved = feed_lease.move_cursor(
+                conn,
+                self.api_url,
+                owner=self.owner,
+                cursor=cursor,
+                cursor_at=cursor_at,
+                now=self.clock(),
+                lease_seconds=self.lease_seconds,
+            )
+        if not moved:
+            log.warning("event list: the lease was lost; another reconciler reads on")
+        return moved
+
+    def _release(self) -> None:
+        try:
+            with self.engine.begin() as conn:
+                feed_lease.release(conn, self.api_url, owner=self.owner)
+        except SQLAlchemyError as exc:
+            log.warning("could not release the event list's lease; it expires: %s", exc)
