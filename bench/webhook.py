@@ -135,7 +135,11 @@ def write_deliveries(
 
 
 def count_stored(database: Database, tag: str) -> int:
-    """Return how many inbox rows this run's deliveries left."""
+    """Return how many inbox rows this run's deliveries left.
+
+    Event envelopes are keyed by their event id, bare jobs by their webhook-id
+    (``receiver.inbox.dedupe_key``): both halves are counted.
+    """
     table = WebhookEvent.__table__  # type: ignore[attr-defined]
     engine = database.engine()
     try:
@@ -143,7 +147,10 @@ def count_stored(database: Database, tag: str) -> int:
             statement = (
                 sa.select(sa.func.count())
                 .select_from(table)
-                .where(table.c.dedupe_key.like(f"wh:msg_{tag}_%"))
+                .where(
+                    table.c.dedupe_key.like(f"wh:msg_{tag}_%")
+                    | table.c.dedupe_key.like(f"evt:evt_{tag}_%")
+                )
             )
             return int(conn.execute(statement).scalar_one())
     finally:

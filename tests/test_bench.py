@@ -410,7 +410,7 @@ def test_the_reference_writes_what_the_real_app_writes(
     import sqlalchemy as sa
 
     from bench.common import service_env
-    from bench.webhook import seed_submissions
+    from bench.webhook import count_stored, seed_submissions
     from receiver import create_app
     from receiver.models import Submission, WebhookEvent
 
@@ -455,6 +455,7 @@ def test_the_reference_writes_what_the_real_app_writes(
                 ],
             )
         engine.dispose()
+        assert count_stored(database, "t") == 2  # what the benchmark counts as stored
     assert stored["reference"] == stored["real"]
     assert len(stored["real"][0]) == 2
     assert {row[0] for row in stored["real"][1]} == {"succeeded"}
