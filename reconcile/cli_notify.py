@@ -10,13 +10,20 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import click
 from flask.cli import AppGroup, with_appcontext
 
-from receiver.cli.common import ConfigurationError, Duration, database_errors, echo_json, settings
+from receiver.cli.common import (
+    ConfigurationError,
+    Duration,
+    database_errors,
+    echo_json,
+    echo_table,
+    settings,
+)
 from receiver.statuses import NotificationStatus
 from reconcile.cli import stop_on_signals
 from reconcile.notify_limits import DELIVERY_TIMEOUT, LEASE_SECONDS
@@ -101,16 +108,6 @@ def _send_due(loop: bool, lease: float, as_json: bool) -> None:
         sys.exit(1)
 
 
-def _cell(value: Any, width: int) -> str:
-    if value is None:
-        text = "-"
-    elif isinstance(value, datetime):
-        text = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-    else:
-        text = " ".join(str(value).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 _TABLE = (
     ("ID", "id", 7),
     ("CREATED (UTC)", "created_at", 19),
@@ -164,20 +161,20 @@ def notify_list(status: str | None, submission_id: str | None, limit: int, as_js
     if not rows:
         click.echo("no notifications match", err=True)
         return
-    click.echo("  ".join(title.ljust(width) for title, _, width in _TABLE).rstrip())
-    for row in rows:
-        shown = {
-            **row,
-            "last": row["last_status"] or row["last_error"],
-            "when": row["delivered_at"]
-            if row["status"] == NotificationStatus.DELIVERED.value
-            else row["next_attempt_at"]
-            if row["status"] == NotificationStatus.PENDING.value
-            else None,
-        }
-        click.echo(
-            "  ".join(_cell(shown[key], width).ljust(width) for _, key, width in _TABLE).rstrip()
-        )
+    echo_table(_TABLE, (_shown(row) for row in rows))
+
+
+def _shown(row: dict[str, Any]) -> dict[str, Any]:
+    """A notification row with the table's two derived columns."""
+    return {
+        **row,
+        "last": row["last_status"] or row["last_error"],
+        "when": row["delivered_at"]
+        if row["status"] == NotificationStatus.DELIVERED.value
+        else row["next_attempt_at"]
+        if row["status"] == NotificationStatus.PENDING.value
+        else None,
+    }
 
 
 @notify_cli.command("retry")

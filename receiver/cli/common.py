@@ -1,11 +1,12 @@
-"""What the commands share: settings, JSON output, ``k=v`` options, durations, database errors."""
+"""What the commands share: settings, JSON and table output, ``k=v`` options, durations,
+database errors."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -22,6 +23,7 @@ __all__ = [
     "Since",
     "database_errors",
     "echo_json",
+    "echo_table",
     "parse_pairs",
     "settings",
 ]
@@ -36,6 +38,26 @@ def settings() -> Settings:
 def echo_json(value: Any) -> None:
     """Print one JSON object on one line."""
     click.echo(json.dumps(value, default=str))
+
+
+def _cell(value: Any, width: int) -> str:
+    if value is None:
+        text = "-"
+    elif isinstance(value, datetime):
+        text = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    else:
+        text = " ".join(str(value).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def echo_table(columns: Iterable[tuple[str, str, int]], rows: Iterable[Mapping[str, Any]]) -> None:
+    """Print ``rows`` as a plain table of ``(title, key, width)`` columns, one line each."""
+    columns = tuple(columns)
+    click.echo("  ".join(title.ljust(width) for title, _, width in columns).rstrip())
+    for row in rows:
+        click.echo(
+            "  ".join(_cell(row[key], width).ljust(width) for _, key, width in columns).rstrip()
+        )
 
 
 def parse_pairs(pairs: tuple[str, ...], option: str) -> dict[str, str]:

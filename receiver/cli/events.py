@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 import click
 from flask.cli import AppGroup
 
-from receiver.cli.common import Duration, Since, database_errors, echo_json
+from receiver.cli.common import Duration, Since, database_errors, echo_json, echo_table
 from receiver.statuses import Outcome
 
 __all__ = ["events_cli"]
@@ -23,16 +22,6 @@ __all__ = ["events_cli"]
 _OUTCOMES = [outcome.value for outcome in Outcome]
 
 events_cli = AppGroup("events", help="List, show, replay and prune stored webhook deliveries.")
-
-
-def _cell(value: Any, width: int) -> str:
-    if value is None:
-        text = "-"
-    elif isinstance(value, datetime):
-        text = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-    else:
-        text = " ".join(str(value).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 _TABLE = (
@@ -91,11 +80,7 @@ def events_list(
     if not rows:
         click.echo("no events match", err=True)
         return
-    click.echo("  ".join(title.ljust(width) for title, _, width in _TABLE).rstrip())
-    for row in rows:
-        click.echo(
-            "  ".join(_cell(row[key], width).ljust(width) for _, key, width in _TABLE).rstrip()
-        )
+    echo_table(_TABLE, rows)
 
 
 @events_cli.command("show")
