@@ -40,7 +40,6 @@ _BY_SUBMISSION_ID = HotStatement(
     .where(_submissions.c.submission_id == sa.bindparam("key"))
     .with_for_update()
 )
-_EVENT_COLUMNS = EVENT_COLUMNS
 
 
 def _update_statement(names: tuple[str, ...]) -> sa.Update:
@@ -71,7 +70,7 @@ def _update_with_event(names: tuple[str, ...]) -> HotStatement:
     """
     event = (
         postgresql.insert(_events)
-        .values({name: sa.bindparam(f"event_{name}") for name in _EVENT_COLUMNS})
+        .values({name: sa.bindparam(f"event_{name}") for name in EVENT_COLUMNS})
         .on_conflict_do_nothing(index_elements=[_events.c.dedupe_key])
         .returning(_events.c.id)
         .cte("event")
@@ -164,7 +163,7 @@ def _store_with_event(
     names = tuple(sorted(change.values))
     params = _params(submission, change, now)
     if conn.dialect.name == "postgresql":
-        params.update({f"event_{name}": event[name] for name in _EVENT_COLUMNS})
+        params.update({f"event_{name}": event[name] for name in EVENT_COLUMNS})
         rows = _update_with_event(names).execute(conn, params)
         return bool(rows) and rows[0][0] is not None
     # SQLite has no INSERT inside WITH: the inbox row goes first, and guards the change.

@@ -41,8 +41,8 @@ class _Compiled:
     #: None when the driver takes a mapping (``%(name)s``).
     order: tuple[str, ...] | None
     binds: tuple[tuple[str, str, _Processor | None], ...]
-    results: tuple[_Processor | None, ...]
-    has_processors: bool
+    #: One processor (or None) per result column; None when no column has one.
+    results: tuple[_Processor | None, ...] | None
 
 
 class HotStatement:
@@ -72,8 +72,7 @@ class HotStatement:
             sql=compiled.string,
             order=order,
             binds=tuple(binds),
-            results=results,
-            has_processors=any(processor is not None for processor in results),
+            results=results if any(processor is not None for processor in results) else None,
         )
         self._compiled[dialect.name] = entry
         return entry
@@ -121,7 +120,7 @@ class HotStatement:
         finally:
             with suppress(dialect.loaded_dbapi.Error):  # gone with an invalidated connection
                 cursor.close()
-        if compiled.has_processors:
+        if compiled.results is not None:
             rows = [
                 tuple(
                     value if processor is None else processor(value)
