@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -28,6 +30,7 @@ __all__ = [
     "WEBHOOK_SECRET",
     "Database",
     "databases",
+    "each_size",
     "service_env",
 ]
 
@@ -119,3 +122,24 @@ def service_env(database: Database, **extra: str) -> dict[str, str]:
             **extra,
         }
     )
+
+
+_Run = TypeVar("_Run")
+
+
+def each_size(
+    label: str,
+    databases: list[Database],
+    sizes: list[int],
+    run: Callable[[Database, int], _Run],
+    progress: Callable[[str], Any] = print,
+) -> list[_Run]:
+    """Run ``run(database, n)`` for every database and size, saying how long each took."""
+    runs = []
+    for database in databases:
+        for jobs in sizes:
+            progress(f"{label}: {database.name}, N={jobs}")
+            started = time.monotonic()
+            runs.append(run(database, jobs))
+            progress(f"{label}: done in {time.monotonic() - started:.0f}s")
+    return runs

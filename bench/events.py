@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from bench.common import ROOT, Database, service_env
+from bench.common import ROOT, Database, each_size, service_env
 from bench.reconcile import StandinProcess
 from devtools.standin import DEFAULT_API_KEY
 from receiver.models import FINAL_STATUSES, Submission
@@ -201,13 +201,12 @@ def run_events_suite(
     progress: Any = print,
 ) -> list[EventsRun]:
     """Run one catch-up pass per database and N."""
-    runs = []
-    for database in databases:
-        for jobs in sizes:
-            progress(f"events: {database.name}, N={jobs}")
-            started = time.monotonic()
-            runs.append(
-                run_one(database, jobs=jobs, latency=latency, workdir=workdir, progress=progress)
-            )
-            progress(f"events: done in {time.monotonic() - started:.0f}s")
-    return runs
+    return each_size(
+        "events",
+        databases,
+        sizes,
+        lambda database, jobs: run_one(
+            database, jobs=jobs, latency=latency, workdir=workdir, progress=progress
+        ),
+        progress,
+    )

@@ -12,7 +12,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bench.common import ROOT, Database, service_env
+from bench.common import ROOT, Database, each_size, service_env
 from config.settings import Settings
 from devtools.standin import DEFAULT_API_KEY
 from receiver.models import Submission, utcnow
@@ -207,13 +206,12 @@ def run_reconcile_suite(
     progress: Any = print,
 ) -> list[ReconcileRun]:
     """Run one pass per database and N."""
-    runs = []
-    for database in databases:
-        for jobs in sizes:
-            progress(f"reconcile: {database.name}, N={jobs}")
-            started = time.monotonic()
-            runs.append(
-                run_one(database, jobs=jobs, latency=latency, workdir=workdir, progress=progress)
-            )
-            progress(f"reconcile: done in {time.monotonic() - started:.0f}s")
-    return runs
+    return each_size(
+        "reconcile",
+        databases,
+        sizes,
+        lambda database, jobs: run_one(
+            database, jobs=jobs, latency=latency, workdir=workdir, progress=progress
+        ),
+        progress,
+    )
