@@ -20,6 +20,16 @@ from bench.webhook import write_deliveries
 from devtools.processes import ROOT
 from receiver.signing import verify_standard_webhook, verify_webhook_token
 
+#: The run's facts every rendered table opens with.
+_META = {
+    "finished": "2026-01-01T00:00:00+00:00",
+    "cpus": 2,
+    "python": "3.11",
+    "load_generator": "wrk",
+    "load_before": "0.1 0.1 0.1",
+    "load_after": "0.2 0.2 0.2",
+}
+
 
 def _webhook(app: str, **values: Any) -> dict[str, Any]:
     run = {
@@ -106,15 +116,7 @@ def test_a_repeated_delivery_counts_against_the_run() -> None:
 
 def test_the_table_shows_each_run_and_the_ratio() -> None:
     result = {
-        "meta": {
-            "finished": "2026-01-01T00:00:00+00:00",
-            "cpus": 2,
-            "python": "3.11",
-            "load_generator": "wrk",
-            "load_before": "0.1 0.1 0.1",
-            "load_after": "0.2 0.2 0.2",
-            "duration": 10.0,
-        },
+        "meta": {**_META, "duration": 10.0},
         "webhook": [
             _webhook("bare", rps=2000.0),
             _webhook("reference", rps=1000.0),
@@ -268,14 +270,7 @@ def test_notifications_must_arrive_within_two_seconds_p95_and_all_of_them() -> N
 
 def test_the_table_shows_the_notification_figures() -> None:
     result = {
-        "meta": {
-            "finished": "2026-01-01T00:00:00+00:00",
-            "cpus": 2,
-            "python": "3.11",
-            "load_generator": "wrk",
-            "load_before": "0.1 0.1 0.1",
-            "load_after": "0.2 0.2 0.2",
-        },
+        "meta": _META,
         "notify": [_notify()],
     }
     table = render_table(result)
@@ -300,14 +295,7 @@ def test_api_targets_are_p99_at_16_connections_without_errors() -> None:
     assert [check["ok"] for check in checks] == [True, False, False]
     table = render_table(
         {
-            "meta": {
-                "finished": "2026-01-01T00:00:00+00:00",
-                "cpus": 2,
-                "python": "3.11",
-                "load_generator": "wrk",
-                "load_before": "0.1",
-                "load_after": "0.2",
-            },
+            "meta": _META,
             **result,
         }
     )
@@ -335,14 +323,7 @@ def test_an_admin_page_slower_than_100_ms_at_p95_misses_its_target() -> None:
 
 def test_the_table_shows_each_admin_page() -> None:
     result = {
-        "meta": {
-            "finished": "2026-01-01T00:00:00+00:00",
-            "cpus": 2,
-            "python": "3.11",
-            "load_generator": "wrk",
-            "load_before": "0.1",
-            "load_after": "0.2",
-        },
+        "meta": _META,
         "admin": [_admin("overview", 42.0)],
     }
     assert "| sqlite | overview | `/admin/` | 50 | 21.0 | 42.0 | 84.0 |" in render_table(result)
@@ -383,14 +364,7 @@ def test_the_event_list_must_settle_every_dropped_final_for_at_most_a_fiftieth_r
 
 def test_the_table_shows_the_event_list_figures() -> None:
     result = {
-        "meta": {
-            "finished": "2026-01-01T00:00:00+00:00",
-            "cpus": 2,
-            "python": "3.11",
-            "load_generator": "wrk",
-            "load_before": "0.1 0.1 0.1",
-            "load_after": "0.2 0.2 0.2",
-        },
+        "meta": _META,
         "events": [_events()],
     }
     table = render_table(result)
