@@ -196,14 +196,17 @@ def list_notifications(
     *,
     status: str | None = None,
     submission_id: str | None = None,
+    before_id: int | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
-    """Return notifications, newest first, without their bodies."""
+    """Return notifications, newest first, without their bodies (ids below ``before_id``)."""
     query = sa.select(*(_notifications.c[name] for name in _NOTIFICATION_SUMMARY))
     if status is not None:
         query = query.where(_notifications.c.status == status)
     if submission_id is not None:
         query = query.where(_notifications.c.submission_id == submission_id)
+    if before_id is not None:
+        query = query.where(_notifications.c.id < before_id)
     query = query.order_by(_notifications.c.id.desc()).limit(limit)
     return [dict(row._mapping) for row in conn.execute(query)]
 

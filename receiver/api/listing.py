@@ -19,13 +19,13 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql
 
-from receiver.models import Notification, Submission, SubmissionMeta
+from receiver.models import Submission, SubmissionMeta
+from receiver.outbox import list_notifications
 
 __all__ = ["list_notifications_page", "list_submissions_page", "submissions_statement"]
 
 _submissions = Submission.__table__  # type: ignore[attr-defined]
 _meta = SubmissionMeta.__table__  # type: ignore[attr-defined]
-_notifications = Notification.__table__  # type: ignore[attr-defined]
 _c = _submissions.c
 #: What the submission object shows (``receiver.submissions.submission_json``), and the id:
 #: reading only these keeps a page's rows (and SQLite's sort of them) small.
@@ -47,21 +47,6 @@ SHOWN_COLUMNS = (
 )
 _SHOWN = [_c[name] for name in SHOWN_COLUMNS]
 _BY_SUBMISSION_ID = sa.select(*_SHOWN).where(_c.submission_id == sa.bindparam("submission_id"))
-_NOTIFICATION_COLUMNS = (
-    "id",
-    "message_id",
-    "submission_id",
-    "endpoint",
-    "event_type",
-    "status",
-    "attempts",
-    "created_at",
-    "next_attempt_at",
-    "last_attempt_at",
-    "last_status",
-    "last_error",
-    "delivered_at",
-)
 
 
 def _has_pair(key: str, value: str, dialect: str) -> Any:
@@ -143,15 +128,9 @@ def list_notifications_page(
     before_id: int | None = None,
 ) -> tuple[list[dict[str, Any]], int | None]:
     """Return one page of the outbox, newest first, and the id the next page starts below."""
-    statement = sa.select(*(_notifications.c[name] for name in _NOTIFICATION_COLUMNS))
-    if status is not None:
-        statement = statement.where(_notifications.c.status == status)
-    if submission_id is not None:
-        statement = statement.where(_notifications.c.submission_id == submission_id)
-    if before_id is not None:
-        statement = statement.where(_notifications.c.id < before_id)
-    statement = statement.order_by(_notifications.c.id.desc()).limit(limit + 1)
-    rows = [dict(row._mapping) for row in conn.execute(statement)]
+    rows = list_notifications(
+        conn, status=status, submission_id=submission_id, before_id=before_id, limit=limit + 1
+    )
     if len(rows) <= limit:
         return rows, None
     return rows[:limit], int(rows[limit - 1]["id"])
