@@ -150,7 +150,7 @@ def browser() -> Iterator[object]:
 
 
 def test_on_call_in_a_browser(browser: object, site: tuple[str, dict[str, str]]) -> None:
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webdriver import WebDriver
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -166,14 +166,22 @@ def test_on_call_in_a_browser(browser: object, site: tuple[str, dict[str, str]])
     def text(css: str) -> str:
         return str(driver.find_element(By.CSS_SELECTOR, css).text)
 
-    def arrived_at(url: str) -> bool:
-        # A click on a form's button returns once the POST is sent, not once its
-        # redirect has loaded: wait for the page it leads to before looking at it.
-        try:
-            WebDriverWait(driver, 10).until(lambda _: driver.current_url == url)
-        except TimeoutException:
+    def follow(by: str, value: str) -> None:
+        # A click returns once the request is sent (a form's POST and its redirect most of
+        # all), not once the next page has loaded: wait until the page it was made on is
+        # gone before looking at anything, or the old page's elements answer.
+        page = driver.find_element(By.TAG_NAME, "html")
+        driver.find_element(by, value).click()
+
+        def gone(_: WebDriver) -> bool:
+            try:
+                page.is_enabled()
+            except WebDriverException:
+                # Stale, or (mid-navigation) "does not belong to the document": gone.
+                return True
             return False
-        return True
+
+        WebDriverWait(driver, 10).until(gone)
 
     # A page asked for before signing in: the login page, then that page.
     driver.get(f"{base}/admin/")
@@ -181,10 +189,10 @@ def test_on_call_in_a_browser(browser: object, site: tuple[str, dict[str, str]])
     shot("1-login")
     driver.find_element(By.NAME, "email").send_keys(EMAIL)
     driver.find_element(By.NAME, "password").send_keys(PASSWORD)
-    driver.find_element(By.CSS_SELECTOR, "#login-form button[type=submit]").click()
+    follow(By.CSS_SELECTOR, "#login-form button[type=submit]")
 
     # The overview: 4 submissions (1 succeeded by its webhook), 1 unmatched delivery today.
-    assert arrived_at(f"{base}/admin/"), driver.current_url
+    assert driver.current_url == f"{base}/admin/", driver.current_url
     assert text("h1").startswith("Overview")
     assert text('[data-status="succeeded"]') == "1"
     assert text('[data-status="pending"]') == "3"
@@ -196,10 +204,10 @@ def test_on_call_in_a_browser(browser: object, site: tuple[str, dict[str, str]])
     driver.set_window_size(1280, 900)
 
     # Submissions, filtered by campaign and status.
-    driver.find_element(By.LINK_TEXT, "Submissions").click()
+    follow(By.LINK_TEXT, "Submissions")
     driver.find_element(By.NAME, "meta").send_keys("campaign=spring")
     Select(driver.find_element(By.NAME, "status")).select_by_visible_text("pending")
-    driver.find_element(By.CSS_SELECTOR, "#submission-filters button[type=submit]").click()
+    follow(By.CSS_SELECTOR, "#submission-filters button[type=submit]")
     listed = [
         cell.text
         for cell in driver.find_elements(By.CSS_SELECTOR, "#submissions tbody td:first-child a")
@@ -208,32 +216,32 @@ def test_on_call_in_a_browser(browser: object, site: tuple[str, dict[str, str]])
     shot("3-submissions-filtered")
 
     # One submission: pending, its webhook never matched yet.
-    driver.find_element(By.LINK_TEXT, "sub_late").click()
+    follow(By.LINK_TEXT, "sub_late")
     assert text("#status") == "pending"
     assert "/webhooks/ittybit/[token]" in driver.page_source
     shot("4-submission-before")
 
     # The delivery that arrived first: unmatched; replay it and see it applied.
-    driver.find_element(By.LINK_TEXT, "Deliveries").click()
+    follow(By.LINK_TEXT, "Deliveries")
     Select(driver.find_element(By.NAME, "outcome")).select_by_visible_text("unmatched")
-    driver.find_element(By.CSS_SELECTOR, "#delivery-filters button[type=submit]").click()
+    follow(By.CSS_SELECTOR, "#delivery-filters button[type=submit]")
     shot("5-deliveries-unmatched")
-    driver.find_element(By.CSS_SELECTOR, "#deliveries tbody td:first-child a").click()
+    follow(By.CSS_SELECTOR, "#deliveries tbody td:first-child a")
     assert text("#outcome-text") == "unmatched"
     assert '"job_late"' in text("#body")
     shot("6-delivery-before-replay")
-    driver.find_element(By.ID, "replay").click()
+    follow(By.ID, "replay")
     assert "was unmatched, now applied (sub_late: succeeded)" in text(".flash-ok")
     assert text("#outcome-text") == "applied"
     shot("7-delivery-after-replay")
-    driver.find_element(By.ID, "submission-link").click()
+    follow(By.ID, "submission-link")
     assert text("#status") == "succeeded"
     assert "https://cdn.example.com/job_late.mp4" in text("#output")
     shot("8-submission-after")
 
     # Signing out lands on the login page, and the pages are closed again.
-    driver.find_element(By.ID, "logout").click()
-    assert arrived_at(f"{base}/admin/login"), driver.current_url
+    follow(By.ID, "logout")
+    assert driver.current_url == f"{base}/admin/login", driver.current_url
     assert "Signed out." in text(".flash")
     shot("9-signed-out")
     driver.get(f"{base}/admin/submissions")
