@@ -452,7 +452,7 @@ def test_a_dry_run_reads_no_list(engine: Engine, standin: Standin) -> None:
 
 
 def test_three_reconcilers_at_once_read_each_page_once(database_url: str) -> None:
-    """One holds the feed; the others poll nothing while it reads, and no page is read twice."""
+    """One holds the feed while it reads; the others wait their turn, and no page is read twice."""
     settings = Settings.from_env(
         {"APP_ENV": "test", "SECRET_KEY": SECRET_KEY, "DATABASE_URL": database_url}
     )
@@ -487,9 +487,14 @@ def test_three_reconcilers_at_once_read_each_page_once(database_url: str) -> Non
         assert sum(summary.events_read for summary in summaries) == listed == 600
         # Only each job's created event repeats a stored state; no event came back twice.
         assert sum(summary.events_duplicate for summary in summaries) == 200
-        readers = [summary for summary in summaries if summary.event_pages]
+        # One reconciler read the whole list. One that got the lease only after it was
+        # given back finds the cursor at the end: it reads the empty tail, nothing more.
+        readers = [summary for summary in summaries if summary.events_read]
         assert len(readers) == 1
-        assert requests == {"GET /events": 6}
+        assert readers[0].event_pages == 6
+        late = [summary for summary in summaries if summary.event_pages and not summary.events_read]
+        assert all(summary.event_pages == 1 for summary in late)
+        assert requests == {"GET /events": 6 + len(late)}
         assert sum(summary.checked for summary in summaries) == 0
         assert set(statuses(engines[0]).values()) == {"succeeded"}
         assert feed_row(engines[0])["lease_owner"] is None  # type: ignore[index]
