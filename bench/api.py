@@ -9,6 +9,10 @@ campaigns of 1,000 each). The load generator sends, with a valid key, one of:
   of 100, read in order from the (user_id, updated_at) index;
 - ``meta``: ``GET /api/v1/submissions?meta.campaign=…&limit=100`` over the 100 campaigns:
   the newest 100 of 1,000 matches, found through the metadata pairs and sorted.
+
+Each request is also sent to the raw-driver reference (``bench/api_reference.py``) under
+the same gunicorn, on the same database: what the stack itself allows for the same reads
+and the same answers.
 """
 
 from __future__ import annotations
@@ -26,9 +30,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bench.common import ROOT, Database, service_env
+from bench.common import ROOT, Database, web_server
 from bench.webhook import _children, _cpu_seconds, _loadavg
-from devtools.processes import WebProcess, free_port
 from receiver.api.keys import create_key
 from receiver.models import utcnow
 
@@ -38,6 +41,8 @@ LUA = ROOT / "bench" / "api.lua"
 CAMPAIGNS = 100
 OWNERS = 1000
 REQUESTS = ("get", "owner", "meta")
+#: The apps each request is sent to: the reference first, then the service (``None``).
+APPS = {"reference": "bench.api_reference:app", "real": None}
 _STATUSES = ("pending", "processing", "succeeded", "failed", "cancelled", "expired")
 
 
@@ -46,6 +51,7 @@ class ApiRun:
     """One load run of one API request against one database."""
 
     database: str
+    app: str
     request: str
     rows: int
     connections: int
@@ -178,7 +184,8 @@ def run_api_suite(
     workdir: Path,
     progress: Any = print,
 ) -> list[ApiRun]:
-    """Seed each database once, then load each request at each connection count."""
+    """Seed each database once, then load each request at each connection count, on the
+    reference and on the service."""
     runs: list[ApiRun] = []
     for database in databases:
         progress(f"api: seeding {rows} submissions on {database.name}")
@@ -189,40 +196,42 @@ def run_api_suite(
             key = create_key(engine, "bench", now=utcnow())
         finally:
             engine.dispose()
-        env = service_env(database, PORT=str(free_port()))
-        server = WebProcess(env, log_path=workdir / f"gunicorn-api-{database.name}.log")
-        server.start(timeout=60)
-        try:
-            for request in REQUESTS:
-                paths = workdir / f"api-{request}.txt"
-                write_paths(paths, request, rows)
-                for conns in connections:
-                    progress(f"api: {request} on {database.name}, {conns} connections")
-                    workers = _children(server.pid or 0)
-                    before = _loadavg()
-                    cpu_before = _cpu_seconds(workers)
-                    summary = load(
-                        f"{server.url}/", paths, key, connections=conns, duration=duration
-                    )
-                    server_cpu = _cpu_seconds(workers) - cpu_before
-                    seconds = summary["duration_us"] / 1e6
-                    done = summary["requests"]
-                    runs.append(
-                        ApiRun(
-                            database=database.name,
-                            request=request,
-                            rows=rows,
-                            connections=conns,
-                            seconds=round(seconds, 2),
-                            requests=done,
-                            rps=round(done / seconds, 1),
-                            p50_ms=round(summary["latency_us"]["p50"] / 1000, 2),
-                            p99_ms=round(summary["latency_us"]["p99"] / 1000, 2),
-                            errors=sum(summary["errors"].values()),
-                            server_cpu_us=round(server_cpu / max(done, 1) * 1e6),
-                            load=before,
+        for app, module in APPS.items():
+            log_path = workdir / f"gunicorn-api-{app}-{database.name}.log"
+            server = web_server(database, log_path, app=module)
+            server.start(timeout=60)
+            try:
+                for request in REQUESTS:
+                    paths = workdir / f"api-{request}.txt"
+                    write_paths(paths, request, rows)
+                    for conns in connections:
+                        progress(f"api: {request} on {database.name} ({app}), {conns} connections")
+                        workers = _children(server.pid or 0)
+                        before = _loadavg()
+                        cpu_before = _cpu_seconds(workers)
+                        summary = load(
+                            f"{server.url}/", paths, key, connections=conns, duration=duration
                         )
-                    )
-        finally:
-            server.stop()
+                        server_cpu = _cpu_seconds(workers) - cpu_before
+                        seconds = summary["duration_us"] / 1e6
+                        done = summary["requests"]
+                        runs.append(
+                            ApiRun(
+                                database=database.name,
+                                app=app,
+                                request=request,
+                                rows=rows,
+                                connections=conns,
+                                seconds=round(seconds, 2),
+                                requests=done,
+                                rps=round(done / seconds, 1),
+                                p50_ms=round(summary["latency_us"]["p50"] / 1000, 2),
+                                p99_ms=round(summary["latency_us"]["p99"] / 1000, 2),
+                                errors=sum(summary["errors"].values()),
+                                server_cpu_us=round(server_cpu / max(done, 1) * 1e6),
+                                load=before,
+                            )
+                        )
+            finally:
+                server.stop()
     return runs

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from config.settings import Settings
 from devtools.databases import create_scratch_database, drop_scratch_database
-from devtools.processes import ROOT, base_env
+from devtools.processes import ROOT, WebProcess, base_env, free_port, procfile_command
 from receiver.db import create_db_engine
 from receiver.migrate import upgrade
 
@@ -32,6 +32,7 @@ __all__ = [
     "databases",
     "each_size",
     "service_env",
+    "web_server",
 ]
 
 RESULTS = ROOT / "bench" / "results"
@@ -122,6 +123,22 @@ def service_env(database: Database, **extra: str) -> dict[str, str]:
             **extra,
         }
     )
+
+
+def web_server(
+    database: Database, log_path: Path, *, app: str | None = None, extra: str = ""
+) -> WebProcess:
+    """Return the Procfile's web process on a free port, serving ``app`` (``module:app``,
+    a benchmark's own app under the same gunicorn and settings) or the real one."""
+    command = procfile_command("web")
+    if app is not None:
+        command = command.replace("wsgi:app", app).replace(
+            "config/gunicorn.py", "python:bench.gunicorn_bare"
+        )
+    if extra:
+        command = f"{command} {extra}"
+    env = service_env(database, PORT=str(free_port()))
+    return WebProcess(env, log_path=log_path, command=command)
 
 
 _Run = TypeVar("_Run")

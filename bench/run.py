@@ -51,14 +51,17 @@ def _progress(message: str) -> None:
     print(f"[{datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def _peer(runs: list[dict[str, Any]], run: dict[str, Any], app: str) -> dict[str, Any] | None:
-    """Return the ``app`` run made alongside ``run`` (same database, worker, connections)."""
+def _peer(
+    runs: list[dict[str, Any]], run: dict[str, Any], app: str, same: tuple[str, ...] = ("worker",)
+) -> dict[str, Any] | None:
+    """Return the ``app`` run made alongside ``run`` (same database, connections and
+    ``same`` fields: the worker class of a webhook run, the request of an API run)."""
     for other in runs:
         if (
-            other["app"] == app
+            other.get("app", "real") == app
             and other["database"] == run["database"]
-            and other["worker"] == run["worker"]
             and other["connections"] == run["connections"]
+            and all(other[name] == run[name] for name in same)
         ):
             return other
     return None
@@ -66,6 +69,14 @@ def _peer(runs: list[dict[str, Any]], run: dict[str, Any], app: str) -> dict[str
 
 def _ratio(run: dict[str, Any], peer: dict[str, Any] | None) -> float | None:
     return None if peer is None or not peer["rps"] else run["rps"] / peer["rps"]
+
+
+def _of_reference(run: dict[str, Any], runs: list[dict[str, Any]]) -> str:
+    """Return an API run's rate as a share of the reference's, or '' (the reference's own)."""
+    if run.get("app", "real") != "real":
+        return ""
+    ratio = _ratio(run, _peer(runs, run, "reference", same=("request",)))
+    return "" if ratio is None else f"{ratio:.0%}"
 
 
 def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -102,14 +113,17 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "ok": run["errors"] == 0 and run["lost"] == 0 and run["wrapped"] == 0,
             }
         )
-    for run in result.get("api", []):
-        if run["connections"] != API_CONNECTIONS:
+    api = result.get("api", [])
+    for run in api:
+        if run["connections"] != API_CONNECTIONS or run.get("app", "real") != "real":
             continue
+        reference = _peer(api, run, "reference", same=("request",))
+        beside = "" if reference is None else f" (reference {reference['p99_ms']:g} ms)"
         checks.append(
             {
                 "target": f"api {run['database']} {run['request']} c={run['connections']}: "
                 f"p99 <= {API_P99_MS:g} ms, no errors",
-                "value": f"{run['p99_ms']:g} ms, {run['errors']} errors",
+                "value": f"{run['p99_ms']:g} ms{beside}, {run['errors']} errors",
                 "ok": run["p99_ms"] <= API_P99_MS and run["errors"] == 0,
             }
         )
@@ -357,12 +371,14 @@ def render_table(result: dict[str, Any]) -> str:
         rows = [
             [
                 run["database"],
+                run.get("app", "real"),
                 run["request"],
                 run["rows"],
                 run["connections"],
                 f"{run['rps']:.0f}",
                 f"{run['p50_ms']:.1f}",
                 f"{run['p99_ms']:.1f}",
+                _of_reference(run, api),
                 run["errors"],
                 run["server_cpu_us"],
             ]
@@ -377,12 +393,14 @@ def render_table(result: dict[str, Any]) -> str:
         out += _table(
             [
                 "database",
+                "app",
                 "request",
                 "submissions",
                 "conns",
                 "req/s",
                 "p50 ms",
                 "p99 ms",
+                "req/s of reference",
                 "errors",
                 "server CPU µs/req",
             ],

@@ -22,8 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bench.common import ROOT, Database, service_env
-from devtools.processes import WebProcess, free_port, procfile_command
+from bench.common import ROOT, Database, web_server
 from receiver.models import WebhookEvent
 from receiver.signing import sign_standard_webhook, webhook_token
 from receiver.submissions import import_submissions
@@ -207,19 +206,6 @@ def load(
     raise RuntimeError(message)
 
 
-def _server(database: Database, app: str, worker: str, log_path: Path) -> WebProcess:
-    command = procfile_command("web")
-    if app in _APPS:
-        command = command.replace("wsgi:app", _APPS[app]).replace(
-            "config/gunicorn.py", "python:bench.gunicorn_bare"
-        )
-    extra = WORKER_CLASSES[worker]
-    if extra:
-        command = f"{command} {extra}"
-    env = service_env(database, PORT=str(free_port()))
-    return WebProcess(env, log_path=log_path, command=command)
-
-
 def _children(pid: int) -> list[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
@@ -258,7 +244,7 @@ def run_one(
 ) -> WebhookRun:
     """Start a server, load it, stop it, and (for the real app) check the inbox."""
     log_path = workdir / f"gunicorn-{database.name}-{app}-{worker}-{connections}.log"
-    server = _server(database, app, worker, log_path)
+    server = web_server(database, log_path, app=_APPS.get(app), extra=WORKER_CLASSES[worker])
     server.start(timeout=60)
     try:
         before = _loadavg()

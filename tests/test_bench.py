@@ -248,6 +248,7 @@ def _notify(**values: Any) -> dict[str, Any]:
 def _api(request: str, **values: Any) -> dict[str, Any]:
     run = {
         "database": "sqlite",
+        "app": "real",
         "request": request,
         "rows": 100000,
         "connections": 16,
@@ -280,6 +281,8 @@ def test_the_table_shows_the_notification_figures() -> None:
 def test_api_targets_are_p99_at_16_connections_without_errors() -> None:
     result = {
         "api": [
+            _api("get", app="reference", p99_ms=9.0, rps=1800.0),
+            _api("owner", app="reference", p99_ms=12.0, rps=1800.0),  # the reference has no target
             _api("get"),
             _api("owner", p99_ms=20.5),
             _api("meta", errors=1),
@@ -293,13 +296,68 @@ def test_api_targets_are_p99_at_16_connections_without_errors() -> None:
         "api sqlite meta c=16: p99 <= 20 ms, no errors",
     ]
     assert [check["ok"] for check in checks] == [True, False, False]
+    assert [check["value"] for check in checks] == [
+        "15 ms (reference 9 ms), 0 errors",
+        "20.5 ms (reference 12 ms), 0 errors",
+        "15 ms, 1 errors",
+    ]
     table = render_table(
         {
             "meta": _META,
             **result,
         }
     )
-    assert "| sqlite | owner | 100000 | 16 | 900 | 8.0 | 20.5 | 0 | 1500 |" in table
+    assert "| sqlite | real | owner | 100000 | 16 | 900 | 8.0 | 20.5 | 50% | 0 | 1500 |" in table
+    assert "| sqlite | reference | owner | 100000 | 16 | 1800 | 8.0 | 12.0 |  | 0 | 1500 |" in table
+    assert "| sqlite | real | meta | 100000 | 16 | 900 | 8.0 | 15.0 |  | 1 | 1500 |" in table
+
+
+def test_the_api_reference_answers_what_the_real_app_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API's raw-driver reference must do the real view's work, no less: the same
+    submission objects, webhook URLs and next page cursors, for the benchmark's requests."""
+    import importlib
+
+    from bench.api import seed
+    from bench.common import service_env
+    from receiver import create_app
+    from receiver.api.keys import create_key
+    from receiver.models import utcnow
+
+    database = Database("sqlite", f"sqlite:///{tmp_path / 'api.db'}")
+    database.reset()
+    seed(database, 12_000)  # 12 submissions an owner, 120 a campaign: a second page
+    engine = database.engine()
+    key = create_key(engine, "bench", now=utcnow())
+    engine.dispose()
+    for name, value in service_env(database).items():
+        monkeypatch.setenv(name, value)
+    import bench.api_reference
+
+    apps = {"reference": importlib.reload(bench.api_reference).app, "real": create_app()}
+    paths = [
+        "/api/v1/submissions/sub_17",
+        "/api/v1/submissions/sub_none",
+        "/api/v1/submissions?user_id=user_5&limit=100",
+        "/api/v1/submissions?meta.campaign=c5&limit=100",
+    ]
+    answers: dict[str, list[tuple[int, Any]]] = {}
+    for name, app in apps.items():
+        client = app.test_client()
+        answers[name] = []
+        for path in paths:
+            answer = client.get(path, headers={"Authorization": f"Bearer {key}"})
+            body = answer.get_json()
+            answers[name].append((answer.status_code, body if answer.status_code == 200 else None))
+        assert client.get(paths[0], headers={"Authorization": "Bearer jh_wrong"}).status_code == 401
+    assert answers["reference"] == answers["real"]
+    statuses = [status for status, _ in answers["real"]]
+    assert statuses == [200, 404, 200, 200]
+    owner, campaign = answers["real"][2][1], answers["real"][3][1]
+    assert (len(owner["data"]), owner["next_cursor"]) == (12, None)
+    assert len(campaign["data"]) == 100
+    assert campaign["next_cursor"] is not None
 
 
 def _admin(page: str, p95_ms: float) -> dict[str, Any]:

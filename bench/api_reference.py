@@ -1,0 +1,149 @@
+"""The stack's own limit for the application API: its reads done by hand on the raw driver.
+
+A minimal Flask app under the same gunicorn as the real one, for the three requests of the
+API benchmark: one submission, an owner's page of 100, a campaign's page of 100. For each
+it does what the real view must: check the Bearer key's hash in the database, run the same
+SQL as the real app (``receiver/api/listing.py``, same indexes, same plans) through
+``sqlite3`` or ``psycopg``, and answer the same JSON: each row as the submission object,
+with its signed webhook URL, and the next page's cursor. No SQLAlchemy, no request
+validation, no logging, no metrics. ``tests/test_bench.py`` checks that its answers are
+the real app's, byte for byte once parsed.
+
+Not a product: it trusts its query strings (the benchmark's paths) and knows no errors.
+"""
+
+# ruff: noqa: S608  (the SQL is built from this module's constants, never from input)
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import sqlite3
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Flask, Response, request
+
+from receiver.signing import webhook_token
+
+app = Flask(__name__)
+
+_URL = os.environ["DATABASE_URL"]
+_SQLITE = _URL.startswith("sqlite")
+_SECRET_KEYS = [os.environ["SECRET_KEY"]]
+_PUBLIC_URL = os.environ["PUBLIC_URL"].rstrip("/")
+_P = "?" if _SQLITE else "%s"
+
+_COLUMNS = (
+    "id, submission_id, user_id, input_url, job_id, status, provider_status, output_url,"
+    " error, meta, is_test, provider_updated_at, created_at, updated_at"
+)
+_ORDER = " ORDER BY updated_at DESC, id DESC LIMIT 101"
+_NOT_TEST = "is_test IS 0" if _SQLITE else "is_test IS false"
+_KEY = f"SELECT id FROM api_keys WHERE key_hash = {_P} AND revoked_at IS NULL"
+_ONE = f"SELECT {_COLUMNS} FROM submissions WHERE submission_id = {_P}"
+_OWNER = f"SELECT {_COLUMNS} FROM submissions WHERE {_NOT_TEST} AND user_id = {_P}{_ORDER}"
+_PAIRS = f"SELECT submission_pk FROM submission_meta WHERE key = {_P} AND value = {_P}"
+if _SQLITE:
+    _META = f"SELECT {_COLUMNS} FROM submissions WHERE {_NOT_TEST} AND id IN ({_PAIRS}){_ORDER}"
+else:
+    _ARRAY = _PAIRS.replace("SELECT submission_pk", "SELECT array_agg(submission_pk)")
+    _META = (
+        f"SELECT {_COLUMNS} FROM submissions WHERE {_NOT_TEST}"
+        f" AND id = ANY(CAST(({_ARRAY}) AS INTEGER[])){_ORDER}"
+    )
+
+_connection: Any = None
+
+
+def _connect() -> Any:
+    """Return this worker's one connection, opened after the fork."""
+    global _connection  # one connection per worker process
+    if _connection is None:
+        if _SQLITE:
+            path = _URL.split("///", 1)[1]
+            _connection = sqlite3.connect(path, timeout=5, isolation_level=None)
+        else:
+            import psycopg
+
+            dsn = _URL.replace("postgresql+psycopg://", "postgresql://", 1)
+            _connection = psycopg.connect(dsn, autocommit=True)
+    return _connection
+
+
+def _stamp(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):  # SQLite's naive UTC text
+        value = datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return str(value.astimezone(UTC).isoformat())
+
+
+def _submission(row: tuple[Any, ...]) -> dict[str, Any]:
+    (_, submission_id, user_id, input_url, job_id, status, provider_status, output_url) = row[:8]
+    error, meta, is_test, provider_updated_at, created_at, updated_at = row[8:]
+    token = webhook_token(_SECRET_KEYS, submission_id=submission_id, user_id=user_id)
+    return {
+        "submission_id": submission_id,
+        "user_id": user_id,
+        "input_url": input_url,
+        "job_id": job_id,
+        "status": status,
+        "provider_status": provider_status,
+        "output_url": output_url,
+        "error": error,
+        "metadata": json.loads(meta) if isinstance(meta, str) else meta,
+        "test": bool(is_test),
+        "webhook_url": f"{_PUBLIC_URL}/webhooks/ittybit/{token}",
+        "provider_updated_at": _stamp(provider_updated_at),
+        "created_at": _stamp(created_at),
+        "updated_at": _stamp(updated_at),
+    }
+
+
+def _cursor(row: tuple[Any, ...]) -> str:
+    raw = json.dumps([_stamp(row[13]), row[0]], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _json(value: Any, status: int = 200) -> Response:
+    return Response(json.dumps(value), status=status, mimetype="application/json")
+
+
+def _authorised(conn: Any) -> bool:
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key:
+        return False
+    wanted = hashlib.sha256(key.strip().encode()).hexdigest()
+    return conn.execute(_KEY, (wanted,)).fetchone() is not None
+
+
+@app.get("/api/v1/submissions/<submission_id>")
+def one(submission_id: str) -> Response:
+    conn = _connect()
+    if not _authorised(conn):
+        return _json({"error": "unauthorized"}, 401)
+    row = conn.execute(_ONE, (submission_id,)).fetchone()
+    if row is None:
+        return _json({"error": "not_found"}, 404)
+    return _json(_submission(row))
+
+
+@app.get("/api/v1/submissions")
+def page() -> Response:
+    conn = _connect()
+    if not _authorised(conn):
+        return _json({"error": "unauthorized"}, 401)
+    campaign = request.args.get("meta.campaign")
+    if campaign is None:
+        rows = conn.execute(_OWNER, (request.args["user_id"],)).fetchall()
+    else:
+        rows = conn.execute(_META, ("campaign", campaign)).fetchall()
+    following = _cursor(rows[99]) if len(rows) > 100 else None
+    return _json({"data": [_submission(row) for row in rows[:100]], "next_cursor": following})
+
+
+@app.get("/readyz")
+def readyz() -> tuple[str, int]:
+    return "", 200
