@@ -95,15 +95,27 @@ def webhook_token(secret_keys: Sequence[str], *, submission_id: str, user_id: st
     Byte for byte the token itsdangerous's ``URLSafeSerializer`` makes with the newest key
     (``tests/test_signing.py`` compares them; it verifies them too), built here directly:
     through itsdangerous a token cost about 48 µs, measured, a third of the time an API page
-    of 100 submissions took, each shown with its webhook URL; this costs a fraction of that.
+    of 100 submissions took, each shown with its webhook URL. Built directly it cost 8.5-11
+    µs; with the payload written without json.dumps when no character needs escaping and
+    the HMAC in one call, 6.3 µs (timeit, side by side), of which zlib's try is 2.8 µs.
     """
-    payload = json.dumps(
-        {"s": submission_id, "u": user_id}, ensure_ascii=False, separators=(",", ":")
-    ).encode()
+    if _plain(submission_id) and _plain(user_id):
+        # What json.dumps writes for strings it leaves as they are, at a fifth of its cost.
+        payload = f'{{"s":"{submission_id}","u":"{user_id}"}}'.encode()
+    else:
+        payload = json.dumps(
+            {"s": submission_id, "u": user_id}, ensure_ascii=False, separators=(",", ":")
+        ).encode()
     compressed = zlib.compress(payload)
     data = b"." + _b64(compressed) if len(compressed) < len(payload) - 1 else _b64(payload)
-    signature = hmac.new(_signing_key(secret_keys[0]), data, hashlib.sha1).digest()
+    signature = hmac.digest(_signing_key(secret_keys[0]), data, "sha1")
     return (data + b"." + _b64(signature)).decode()
+
+
+def _plain(text: str) -> bool:
+    """Tell whether JSON (``ensure_ascii=False``) writes ``text`` unchanged between quotes:
+    no quote, no backslash, no control character (nor anything else Python won't print)."""
+    return text.isprintable() and '"' not in text and "\\" not in text
 
 
 def verify_webhook_token(secret_keys: Sequence[str], token: str) -> TokenClaims:

@@ -66,3 +66,30 @@ def test_the_migrations_build_exactly_the_models_tables(engine: Engine) -> None:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         differences = compare_metadata(context, SQLModel.metadata)
     assert differences == []
+
+
+def test_postgresql_reads_run_in_autocommit_and_writes_stay_transactions(
+    postgres_engine: Engine,
+) -> None:
+    """A read through the read-only engine opens no transaction; the same pooled
+    connection, handed out next for a write, is a transaction again: one that fails
+    leaves nothing behind."""
+    from psycopg.pq import TransactionStatus
+
+    from receiver.db import read_only
+
+    postgres_engine.dispose()  # one connection in the pool from here: the read's, reused
+    with read_only(postgres_engine).connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM api_keys")).scalar() == 0
+        reader = conn.connection.dbapi_connection
+        assert reader is not None
+        assert reader.info.transaction_status == TransactionStatus.IDLE  # no BEGIN was sent
+    insert = sa.text("INSERT INTO api_keys (name, key_hash, created_at) VALUES ('k', 'h', now())")
+    with pytest.raises(RuntimeError), postgres_engine.begin() as conn:
+        writer = conn.connection.dbapi_connection
+        conn.execute(insert)
+        assert writer is reader
+        assert writer.info.transaction_status == TransactionStatus.INTRANS
+        raise RuntimeError
+    with read_only(postgres_engine).connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM api_keys")).scalar() == 0

@@ -439,6 +439,17 @@ def test_tokens_are_those_itsdangerous_makes(
     assert (claims.submission_id, claims.user_id) == (submission_id, user_id)
 
 
+@pytest.mark.parametrize(
+    "submission_id",
+    ["sub_1", 'sub_"1', "sub\\1", "sub\n1", "sub\x7f1", "sub_é", "sub\u20281", "sub \t"],
+)
+def test_ids_json_must_escape_make_the_tokens_itsdangerous_makes(submission_id: str) -> None:
+    """Plain ids skip json.dumps; anything JSON writes otherwise must still go through it."""
+    made = webhook_token(["k" * 20], submission_id=submission_id, user_id=submission_id)
+    reference = URLSafeSerializer(["k" * 20], salt=TOKEN_SALT)
+    assert made == reference.dumps({"s": submission_id, "u": submission_id})
+
+
 def test_long_repetitive_ids_make_compressed_tokens_as_itsdangerous_does() -> None:
     made = webhook_token(["k" * 20], submission_id="a" * 200, user_id="a" * 200)
     assert made.startswith(".")  # itsdangerous's mark of a compressed payload
