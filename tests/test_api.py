@@ -458,6 +458,40 @@ def test_get_answers_what_submissions_show_prints(
     assert (missing.status_code, error_of(missing)["error"]) == (404, "not_found")
 
 
+def test_a_get_checks_the_key_and_reads_on_one_connection_given_back_after(
+    app: Flask, client: FlaskClient, engine: Engine, headers: dict[str, str]
+) -> None:
+    runner = app.test_cli_runner()
+    added = runner.invoke(args=["submissions", "add", "sub_6", "--user-id", "u", "--input", INPUT])
+    assert added.exit_code == 0, added.output
+    client.get("/api/v1/submissions/sub_6", headers=headers)  # the key's first use is written
+    checkouts: list[object] = []
+
+    def checked_out(*_: object) -> None:
+        checkouts.append(_)
+
+    sa.event.listen(engine, "checkout", checked_out)
+    try:
+        for path in (
+            "/api/v1/submissions/sub_6",
+            "/api/v1/submissions",
+            "/api/v1/submissions/sub_6/events",
+            "/api/v1/notifications",
+        ):
+            assert client.get(path, headers=headers).status_code == 200, path
+            assert (len(checkouts), engine.pool.checkedout()) == (1, 0), path
+            checkouts.clear()
+        assert client.get("/api/v1/submissions/nope", headers=headers).status_code == 404
+        wrong = {"Authorization": "Bearer jh_wrong"}
+        assert client.get("/api/v1/submissions", headers=wrong).status_code == 401
+        same = {"user_id": "u", "input_url": INPUT}
+        put = client.put("/api/v1/submissions/sub_6", json=same, headers=headers)
+        assert put.status_code == 200, put.get_json()
+        assert engine.pool.checkedout() == 0
+    finally:
+        sa.event.remove(engine, "checkout", checked_out)
+
+
 _ticks = itertools.count()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import g, request
+from sqlalchemy import Connection
 
 from receiver.api.errors import ApiProblem
 from receiver.api.keys import KeyHolder, authenticate, record_use
@@ -10,7 +11,7 @@ from receiver.db import get_engine, get_read_engine
 from receiver.logs import note
 from receiver.models import utcnow
 
-__all__ = ["PUBLIC_ENDPOINTS", "current_key", "require_key"]
+__all__ = ["PUBLIC_ENDPOINTS", "current_key", "read_connection", "release_read", "require_key"]
 
 #: Served without a key.
 PUBLIC_ENDPOINTS = frozenset({"api.openapi_document"})
@@ -28,8 +29,11 @@ def require_key() -> None:
     key = key.strip()
     if scheme.lower() != "bearer" or not key:
         raise _refuse("send an API key as Authorization: Bearer <key>")
-    with get_read_engine().connect() as conn:
-        holder = authenticate(conn, key)
+    holder = authenticate(read_connection(), key)
+    if request.method != "GET":
+        # A view that writes reads afterwards on its own connection: on SQLite, a read
+        # transaction begun before the write would not see it.
+        release_read()
     if holder is None:
         raise _refuse("the API key is unknown or revoked")
     g.api_key = holder
@@ -42,3 +46,28 @@ def current_key() -> KeyHolder:
     """Return the key the current request was made with."""
     holder: KeyHolder = g.api_key
     return holder
+
+
+def read_connection() -> Connection:
+    """Return the request's read connection, in a read transaction, closed when it ends.
+
+    The key is checked on it and a ``GET`` view reads on it too: one pool checkout (and
+    on SQLite one ``BEGIN``) a request instead of two.
+    """
+    conn: Connection | None = g.get("api_read")
+    if conn is None:
+        conn = get_read_engine().connect()
+        try:
+            conn.begin()
+        except BaseException:
+            conn.close()
+            raise
+        g.api_read = conn
+    return conn
+
+
+def release_read(_error: BaseException | None = None) -> None:
+    """Close the request's read connection, if it opened one."""
+    conn: Connection | None = g.pop("api_read", None)
+    if conn is not None:
+        conn.close()

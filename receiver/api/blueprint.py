@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from receiver.api.auth import require_key
+from receiver.api.auth import release_read, require_key
 from receiver.api.errors import register_error_handlers
 
 __all__ = ["bp"]
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 bp.before_request(require_key)
+bp.teardown_request(release_read)
 register_error_handlers(bp)

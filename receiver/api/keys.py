@@ -18,6 +18,7 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from receiver.hotsql import HotStatement
 from receiver.models import ApiKey
 
 __all__ = [
@@ -39,8 +40,11 @@ USE_RESOLUTION = timedelta(minutes=1)
 _MAX_NAME = 100
 
 _keys = ApiKey.__table__  # type: ignore[attr-defined]
-_LOOKUP = sa.select(_keys.c.id, _keys.c.name, _keys.c.key_hash, _keys.c.last_used_at).where(
-    _keys.c.key_hash == sa.bindparam("key_hash"), _keys.c.revoked_at.is_(None)
+#: Every API request runs it: on the driver's cursor, as the webhook's statements run.
+_LOOKUP = HotStatement(
+    sa.select(_keys.c.id, _keys.c.name, _keys.c.key_hash, _keys.c.last_used_at).where(
+        _keys.c.key_hash == sa.bindparam("key_hash"), _keys.c.revoked_at.is_(None)
+    )
 )
 
 
@@ -107,14 +111,18 @@ def revoke_key(engine: Engine, name: str, *, now: datetime) -> None:
 
 
 def authenticate(conn: Connection, key: str) -> KeyHolder | None:
-    """Return who holds ``key``, or None for an unknown or revoked key."""
+    """Return who holds ``key``, or None for an unknown or revoked key.
+
+    ``conn`` is in a transaction (the request's read transaction).
+    """
     wanted = hash_key(key)
-    row = conn.execute(_LOOKUP, {"key_hash": wanted}).first()
+    rows = _LOOKUP.execute(conn, {"key_hash": wanted})
     # The lookup found the row by its hash; comparing again in constant time leaves no
     # timing difference between a near miss and a far one, whatever the index does.
-    if row is None or not hmac.compare_digest(row.key_hash, wanted):
+    if not rows or not hmac.compare_digest(rows[0][2], wanted):
         return None
-    return KeyHolder(id=row.id, name=row.name, last_used_at=row.last_used_at)
+    key_id, name, _, last_used_at = rows[0]
+    return KeyHolder(id=key_id, name=name, last_used_at=last_used_at)
 
 
 def record_use(engine: Engine, holder: KeyHolder, *, now: datetime) -> None:

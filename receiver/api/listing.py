@@ -10,6 +10,7 @@ updated_at), none or updated_after (updated_at), ``meta.KEY=VALUE`` the metadata
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql
 
+from receiver.hotsql import HotStatement
 from receiver.models import Submission, SubmissionMeta
 from receiver.outbox import list_notifications
 
@@ -46,7 +48,11 @@ SHOWN_COLUMNS = (
     "updated_at",
 )
 _SHOWN = [_c[name] for name in SHOWN_COLUMNS]
-_BY_SUBMISSION_ID = sa.select(*_SHOWN).where(_c.submission_id == sa.bindparam("submission_id"))
+_BY_SUBMISSION_ID = HotStatement(
+    sa.select(*_SHOWN).where(_c.submission_id == sa.bindparam("submission_id"))
+)
+#: One submission's shown columns, by name.
+ShownRow = namedtuple("ShownRow", SHOWN_COLUMNS)  # type: ignore[misc]
 
 
 def _has_pair(key: str, value: str, dialect: str) -> Any:
@@ -96,9 +102,10 @@ def submissions_statement(
     return statement.order_by(_c.updated_at.desc(), _c.id.desc()).limit(limit)
 
 
-def get_submission_row(conn: Connection, submission_id: str) -> Any | None:
-    """Return one submission's shown columns, or None."""
-    return conn.execute(_BY_SUBMISSION_ID, {"submission_id": submission_id}).first()
+def get_submission_row(conn: Connection, submission_id: str) -> ShownRow | None:
+    """Return one submission's shown columns, or None; ``conn`` is in a transaction."""
+    rows = _BY_SUBMISSION_ID.execute(conn, {"submission_id": submission_id})
+    return ShownRow._make(rows[0]) if rows else None
 
 
 def list_submissions_page(

@@ -8,12 +8,12 @@ from typing import Any
 from flask import Response, jsonify, request
 from spectree import Response as Documented
 
+from receiver.api.auth import read_connection
 from receiver.api.blueprint import bp
 from receiver.api.listing import list_notifications_page, public_endpoint
 from receiver.api.pagination import decode_cursor, encode_cursor
 from receiver.api.schemas import ErrorBody, NotificationList, NotificationsQuery
 from receiver.api.spec import spec
-from receiver.db import get_read_engine
 
 __all__ = ["list_notifications_view"]
 
@@ -38,14 +38,13 @@ def list_notifications_view() -> Response:
     before_id = None
     if query.cursor is not None:
         _, before_id = decode_cursor(query.cursor, with_time=False)
-    with get_read_engine().connect() as conn:
-        rows, following = list_notifications_page(
-            conn,
-            limit=query.limit,
-            status=query.status,
-            submission_id=query.submission_id,
-            before_id=before_id,
-        )
+    rows, following = list_notifications_page(
+        read_connection(),
+        limit=query.limit,
+        status=query.status,
+        submission_id=query.submission_id,
+        before_id=before_id,
+    )
     data = []
     for row in rows:
         shown = {name: _plain(value) for name, value in row.items()}

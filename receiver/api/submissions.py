@@ -12,7 +12,7 @@ from spectree import Response as Documented
 from sqlmodel import Session
 
 from receiver.api import idempotency
-from receiver.api.auth import current_key
+from receiver.api.auth import current_key, read_connection
 from receiver.api.blueprint import bp
 from receiver.api.client import api_client, settings
 from receiver.api.errors import ApiProblem
@@ -297,9 +297,8 @@ def register_submission_view(submission_id: str) -> Response:
 )
 def get_submission_view(submission_id: str) -> Response:
     """Return a submission, as `jobhooks submissions show` prints it."""
-    # One cached Core statement: the ORM session cost as much as the rest of the request.
-    with get_read_engine().connect() as conn:
-        row = get_submission_row(conn, submission_id)
+    # One hot statement: the ORM session cost as much as the rest of the request.
+    row = get_submission_row(read_connection(), submission_id)
     if row is None:
         raise _not_found(submission_id)
     return _answer(row)
@@ -326,16 +325,15 @@ def list_submissions_view() -> Response:
         moment, last_id = decode_cursor(query.cursor, with_time=True)
         assert moment is not None
         after = (moment, last_id)
-    with get_read_engine().connect() as conn:
-        rows, following = list_submissions_page(
-            conn,
-            limit=query.limit,
-            after=after,
-            status=query.status,
-            user_id=query.user_id,
-            updated_after=query.updated_after,
-            meta=query.meta_filters(),
-        )
+    rows, following = list_submissions_page(
+        read_connection(),
+        limit=query.limit,
+        after=after,
+        status=query.status,
+        user_id=query.user_id,
+        updated_after=query.updated_after,
+        meta=query.meta_filters(),
+    )
     config = settings()
     return jsonify(
         data=[submission_json(row, config) for row in rows],
@@ -362,13 +360,13 @@ def submission_events_view(submission_id: str) -> Response:
     Deliveries carry their outcome and reason and the headers kept (never a signature or
     a webhook URL's token); polls say who asked and what came of it.
     """
-    with get_read_engine().connect() as conn:
-        found = conn.execute(
-            sa.select(_submissions.c.id).where(_submissions.c.submission_id == submission_id)
-        ).first()
-        if found is None:
-            raise _not_found(submission_id)
-        entries = submission_timeline(conn, submission_id)
+    conn = read_connection()
+    found = conn.execute(
+        sa.select(_submissions.c.id).where(_submissions.c.submission_id == submission_id)
+    ).first()
+    if found is None:
+        raise _not_found(submission_id)
+    entries = submission_timeline(conn, submission_id)
     data = []
     for entry in entries:
         shown = {name: _plain(value) for name, value in entry.items()}
