@@ -30,7 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bench.common import ROOT, Database, web_server
+from bench.common import ROOT, Database, load_figures, web_server
 from bench.webhook import _children, _cpu_seconds, _loadavg
 from receiver.api.keys import create_key
 from receiver.models import utcnow
@@ -213,8 +213,7 @@ def run_api_suite(
                             f"{server.url}/", paths, key, connections=conns, duration=duration
                         )
                         server_cpu = _cpu_seconds(workers) - cpu_before
-                        seconds = summary["duration_us"] / 1e6
-                        done = summary["requests"]
+                        figures = load_figures(summary)
                         runs.append(
                             ApiRun(
                                 database=database.name,
@@ -222,13 +221,8 @@ def run_api_suite(
                                 request=request,
                                 rows=rows,
                                 connections=conns,
-                                seconds=round(seconds, 2),
-                                requests=done,
-                                rps=round(done / seconds, 1),
-                                p50_ms=round(summary["latency_us"]["p50"] / 1000, 2),
-                                p99_ms=round(summary["latency_us"]["p99"] / 1000, 2),
-                                errors=sum(summary["errors"].values()),
-                                server_cpu_us=round(server_cpu / max(done, 1) * 1e6),
+                                **figures,
+                                server_cpu_us=round(server_cpu / max(figures["requests"], 1) * 1e6),
                                 load=before,
                             )
                         )

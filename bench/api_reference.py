@@ -19,12 +19,12 @@ import base64
 import hashlib
 import json
 import os
-import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, Response, request
 
+from bench.rawdb import worker_connection
 from receiver.signing import webhook_token
 
 app = Flask(__name__)
@@ -53,23 +53,6 @@ else:
         f"SELECT {_COLUMNS} FROM submissions WHERE {_NOT_TEST}"
         f" AND id = ANY(CAST(({_ARRAY}) AS INTEGER[])){_ORDER}"
     )
-
-_connection: Any = None
-
-
-def _connect() -> Any:
-    """Return this worker's one connection, opened after the fork."""
-    global _connection  # one connection per worker process
-    if _connection is None:
-        if _SQLITE:
-            path = _URL.split("///", 1)[1]
-            _connection = sqlite3.connect(path, timeout=5, isolation_level=None)
-        else:
-            import psycopg
-
-            dsn = _URL.replace("postgresql+psycopg://", "postgresql://", 1)
-            _connection = psycopg.connect(dsn, autocommit=True)
-    return _connection
 
 
 def _stamp(value: Any) -> str | None:
@@ -121,7 +104,7 @@ def _authorised(conn: Any) -> bool:
 
 @app.get("/api/v1/submissions/<submission_id>")
 def one(submission_id: str) -> Response:
-    conn = _connect()
+    conn = worker_connection(_URL, autocommit=True)
     if not _authorised(conn):
         return _json({"error": "unauthorized"}, 401)
     row = conn.execute(_ONE, (submission_id,)).fetchone()
@@ -132,7 +115,7 @@ def one(submission_id: str) -> Response:
 
 @app.get("/api/v1/submissions")
 def page() -> Response:
-    conn = _connect()
+    conn = worker_connection(_URL, autocommit=True)
     if not _authorised(conn):
         return _json({"error": "unauthorized"}, 401)
     campaign = request.args.get("meta.campaign")

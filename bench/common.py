@@ -31,6 +31,7 @@ __all__ = [
     "Database",
     "databases",
     "each_size",
+    "load_figures",
     "service_env",
     "web_server",
 ]
@@ -123,6 +124,21 @@ def service_env(database: Database, **extra: str) -> dict[str, str]:
             **extra,
         }
     )
+
+
+def load_figures(summary: dict[str, Any]) -> dict[str, Any]:
+    """Return what every load run records of a load generator's summary: its length,
+    requests, rate, median and p99 latency, and errors."""
+    seconds = summary["duration_us"] / 1e6
+    requests = summary["requests"]
+    return {
+        "seconds": round(seconds, 2),
+        "requests": requests,
+        "rps": round(requests / seconds, 1),
+        "p50_ms": round(summary["latency_us"]["p50"] / 1000, 2),
+        "p99_ms": round(summary["latency_us"]["p99"] / 1000, 2),
+        "errors": sum(summary["errors"].values()),
+    }
 
 
 def web_server(

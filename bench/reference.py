@@ -17,13 +17,14 @@ import hashlib
 import hmac
 import json
 import os
-import sqlite3
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, request
 from itsdangerous import BadSignature, URLSafeSerializer
+
+from bench.rawdb import worker_connection
 
 app = Flask(__name__)
 
@@ -49,25 +50,6 @@ if _SQLITE:
 else:
     INSERT = _INSERT.format(", ".join(["%s"] * 12))
     UPDATE = _UPDATE.format(p="%s")
-
-_connection: Any = None
-
-
-def _connect() -> Any:
-    """Return this worker's one connection, opened after the fork."""
-    global _connection  # one connection per worker process
-    if _connection is None:
-        if _SQLITE:
-            path = _URL.split("///", 1)[1]
-            _connection = sqlite3.connect(path, timeout=5, isolation_level=None)
-            _connection.execute("PRAGMA journal_mode=WAL")
-            _connection.execute("PRAGMA synchronous=NORMAL")
-        else:
-            import psycopg
-
-            dsn = _URL.replace("postgresql+psycopg://", "postgresql://", 1)
-            _connection = psycopg.connect(dsn)
-    return _connection
 
 
 def _signed(body: bytes) -> str | None:
@@ -114,7 +96,7 @@ def webhook(token: str | None = None) -> tuple[str, int]:
     headers = {name: request.headers[name] for name in _HEADERS if name in request.headers}
     output = job.get("output")
     output_url = output.get("url") if isinstance(output, dict) else output
-    conn = _connect()
+    conn = worker_connection(_URL)
     if _SQLITE:
         conn.execute("BEGIN IMMEDIATE")
     try:

@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bench.common import ROOT, Database, web_server
+from bench.common import ROOT, Database, load_figures, web_server
 from receiver.models import WebhookEvent
 from receiver.signing import sign_standard_webhook, webhook_token
 from receiver.submissions import import_submissions
@@ -254,22 +254,15 @@ def run_one(
         server_cpu = _cpu_seconds(workers) - cpu_before
     finally:
         server.stop()
-    errors = summary["errors"]
-    error_count = sum(errors.values())
-    seconds = summary["duration_us"] / 1e6
-    requests = summary["requests"]
-    ok = requests - errors["status"]
+    figures = load_figures(summary)
+    requests = figures["requests"]
+    ok = requests - summary["errors"]["status"]
     run = WebhookRun(
         database=database.name,
         app=app,
         worker=worker,
         connections=connections,
-        seconds=round(seconds, 2),
-        requests=requests,
-        rps=round(requests / seconds, 1),
-        p50_ms=round(summary["latency_us"]["p50"] / 1000, 2),
-        p99_ms=round(summary["latency_us"]["p99"] / 1000, 2),
-        errors=error_count,
+        **figures,
         ok=ok,
         sent=summary["sent"],
         wrapped=summary["wrapped"],
