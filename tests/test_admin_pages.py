@@ -33,13 +33,23 @@ from tests.admin_helpers import (
 )
 from tests.helpers import SECRET_KEY, job_payload
 
-NOW = datetime(2026, 11, 30, 12, 30, tzinfo=UTC)
+#: Half past an hour, 30 to 90 minutes ago: the tests freeze the clock there to place rows
+#: around it. The session is signed at NOW too, so a request made at NOW or on the real
+#: clock later finds it neither from the future nor past ADMIN_SESSION_IDLE (8 h), on any
+#: day the tests run.
+NOW = (datetime.now(UTC) - timedelta(hours=1)).replace(minute=30, second=0, microsecond=0)
+
+
+def _hour(moment: datetime) -> str:
+    """Return how the overview's per-hour table names the hour of ``moment``."""
+    return f"{moment:%Y-%m-%d %H}:00"
 
 
 @pytest.fixture
 def signed_in(client: FlaskClient, engine: Engine) -> FlaskClient:
-    create_admin(engine, EMAIL, PASSWORD, now=utcnow())
-    assert sign_in(client).status_code == 302
+    with freeze_time(NOW):
+        create_admin(engine, EMAIL, PASSWORD, now=utcnow())
+        assert sign_in(client).status_code == 302
     return client
 
 
@@ -70,8 +80,8 @@ def test_the_overview_shows_the_databases_numbers(signed_in: FlaskClient, engine
     add_event(engine, "r1", at=NOW - timedelta(minutes=5), outcome="rejected")
     add_event(engine, "r2", at=NOW - timedelta(days=3), outcome="rejected")
     for n in range(5):
-        add_event(engine, f"a{n}", at=NOW - timedelta(minutes=10 + n))  # this hour: 12:xx
-    add_event(engine, "a_prev", at=NOW - timedelta(hours=1, minutes=10))  # 11:xx
+        add_event(engine, f"a{n}", at=NOW - timedelta(minutes=10 + n))  # NOW's hour
+    add_event(engine, "a_prev", at=NOW - timedelta(hours=1, minutes=10))  # the hour before
 
     with engine.begin() as conn:
         for finished, found in ((NOW - timedelta(hours=1), 9), (NOW - timedelta(minutes=2), 4)):
@@ -114,14 +124,16 @@ def test_the_overview_shows_the_databases_numbers(signed_in: FlaskClient, engine
     last_pass = shown(html, "last-pass")
     assert "Last reconcile pass" in last_pass
     section = html[html.index('id="last-pass"') :]
-    assert "2026-11-30 12:28:00 UTC" in section[: section.index("</section>")]
+    last = NOW - timedelta(minutes=2)
+    assert f"{last:%Y-%m-%d %H:%M:%S} UTC" in section[: section.index("</section>")]
     assert "<th>checked</th><td>4</td>" in section
     table = html[html.index('id="per-hour-table"') :]
-    assert "<td>2026-11-30 12:00</td><td>6</td>" in table  # 5 applied and the rejected one
-    assert "<td>2026-11-30 11:00</td><td>2</td>" in table  # the unmatched one at 11:30, a_prev
-    assert "<td>2026-11-29 13:00</td><td>1</td>" in table  # 23 h ago
-    assert "<td>2026-11-29 12:00</td>" not in table  # 24 h and more: not in the chart
-    assert len(re.findall(r"<tr><td>2026-", table)) == 24
+    hour = timedelta(hours=1)
+    assert f"<td>{_hour(NOW)}</td><td>6</td>" in table  # 5 applied and the rejected one
+    assert f"<td>{_hour(NOW - hour)}</td><td>2</td>" in table  # the unmatched at :30, a_prev
+    assert f"<td>{_hour(NOW - 23 * hour)}</td><td>1</td>" in table  # 23 h ago
+    assert f"<td>{_hour(NOW - 24 * hour)}</td>" not in table  # 24 h and more: not charted
+    assert len(re.findall(r"<tr><td>\d{4}-", table)) == 24
 
 
 def test_the_overview_of_an_empty_database(signed_in: FlaskClient) -> None:
