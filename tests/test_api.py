@@ -374,6 +374,61 @@ def test_a_refused_answer_is_replayed_too_but_a_5xx_is_not_kept(
     assert rows == [422]
 
 
+def test_answers_kept_past_a_day_are_deleted_as_new_ones_are_stored(
+    client: FlaskClient, headers: dict[str, str], engine: Engine
+) -> None:
+    table = sa.table(
+        "api_idempotency",
+        *(sa.column(name) for name in ("api_key_id", "idempotency_key", "request_hash")),
+        *(sa.column(name) for name in ("status", "body", "created_at")),
+    )
+    with engine.begin() as conn:
+        key_id = conn.execute(sa.text("SELECT id FROM api_keys")).scalar_one()
+        now = utcnow()
+        rows = [(f"old-{n}", now - timedelta(hours=25, minutes=n)) for n in range(150)]
+        rows += [(f"recent-{n}", now - timedelta(hours=23)) for n in range(3)]
+        conn.execute(
+            sa.insert(table),
+            [
+                {
+                    "api_key_id": key_id,
+                    "idempotency_key": name,
+                    "request_hash": "0" * 64,
+                    "status": 201,
+                    "body": "{}",
+                    "created_at": at
+                    if engine.dialect.name == "postgresql"
+                    else at.replace(tzinfo=None),
+                }
+                for name, at in rows
+            ],
+        )
+
+    def kept() -> list[str]:
+        with engine.connect() as conn:
+            names = conn.execute(sa.text("SELECT idempotency_key FROM api_idempotency"))
+            return sorted(names.scalars())
+
+    bad = body(input_url="ftp://nope")  # a 422: an answer kept like any other
+    first = client.post(
+        "/api/v1/submissions", json=bad, headers={**headers, "Idempotency-Key": "a"}
+    )
+    assert first.status_code == 422
+    # The oldest 100 went with it; the 50 newest of the old, the recent ones and "a" stay.
+    assert kept() == sorted(
+        ["a", *(f"old-{n}" for n in range(50)), *(f"recent-{n}" for n in range(3))]
+    )
+    second = client.post(
+        "/api/v1/submissions", json=bad, headers={**headers, "Idempotency-Key": "b"}
+    )
+    assert second.status_code == 422
+    assert kept() == ["a", "b", "recent-0", "recent-1", "recent-2"]
+    replayed = client.post(
+        "/api/v1/submissions", json=bad, headers={**headers, "Idempotency-Key": "a"}
+    )
+    assert replayed.headers.get("Idempotent-Replayed") == "true"
+
+
 @pytest.mark.parametrize("value", ["", "x" * 201, "two words"])
 def test_a_malformed_idempotency_key_is_400(
     client: FlaskClient, headers: dict[str, str], value: str

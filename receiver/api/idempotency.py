@@ -25,10 +25,13 @@ from receiver.api.errors import ApiProblem
 from receiver.db import read_only
 from receiver.models import IdempotentRequest
 
-__all__ = ["KEEP_FOR", "Claim", "claim", "finish", "release", "request_hash"]
+__all__ = ["EXPIRED_BATCH", "KEEP_FOR", "Claim", "claim", "finish", "release", "request_hash"]
 
 #: How long a key's answer is kept (ittybit keeps its own for 24 h too).
 KEEP_FOR = timedelta(hours=24)
+#: At most this many expired answers are deleted with each answer stored: more than are
+#: stored, so the table shrinks back to a day of keys after any burst.
+EXPIRED_BATCH = 100
 #: A claim left unanswered this long belongs to a request that died: another may take it.
 ABANDONED_AFTER = timedelta(seconds=60)
 _POLL = 0.05
@@ -135,17 +138,32 @@ def _take_over(engine: Engine, row_id: int, seen: datetime, values: dict[str, An
     return bool(result.rowcount)
 
 
-def finish(engine: Engine, owned: Claim, response: Response) -> None:
-    """Store the answer for the retries, or give the key up when it is a 5xx."""
+def finish(engine: Engine, owned: Claim, response: Response, *, now: datetime) -> None:
+    """Store the answer for the retries, or give the key up when it is a 5xx.
+
+    The same transaction deletes up to :data:`EXPIRED_BATCH` answers older than
+    :data:`KEEP_FOR`, which no retry would be given any more (:func:`claim` would take their
+    row over): the table holds about a day of keys, with no command to run.
+    """
     if response.status_code >= 500:
         release(engine, owned)
         return
+    expired = (
+        sa.select(_c.id)
+        .where(_c.created_at < now - KEEP_FOR, _c.id != owned.id)
+        .order_by(_c.created_at)
+        .limit(EXPIRED_BATCH)
+        # Rows another request is deleting or taking over are left to it: no waits, no
+        # deadlock between two answers stored at once (PostgreSQL; SQLite has one writer).
+        .with_for_update(skip_locked=True)
+    )
     with engine.begin() as conn:
         conn.execute(
             sa.update(_table)
             .where(_c.id == owned.id)
             .values(status=response.status_code, body=response.get_data(as_text=True))
         )
+        conn.execute(sa.delete(_table).where(_c.id.in_(expired.scalar_subquery())))
 
 
 def release(engine: Engine, owned: Claim) -> None:

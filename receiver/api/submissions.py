@@ -137,12 +137,13 @@ def create_submission_view() -> Response:
     if key is None:
         return _create(body)
     engine = get_engine()
+    now = utcnow()
     owned = idempotency.claim(
         engine,
         api_key_id=current_key().id,
         key=key,
         fingerprint=idempotency.request_hash("POST", request.path, body.model_dump(mode="json")),
-        now=utcnow(),
+        now=now,
         wait=settings().api_ittybit_budget,
     )
     if isinstance(owned, Response):
@@ -155,7 +156,7 @@ def create_submission_view() -> Response:
     except BaseException:
         idempotency.release(engine, owned)
         raise
-    idempotency.finish(engine, owned, response)
+    idempotency.finish(engine, owned, response, now=now)
     return response
 
 
