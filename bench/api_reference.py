@@ -5,7 +5,8 @@ API benchmark: one submission, an owner's page of 100, a campaign's page of 100.
 it does what the real view must: check the Bearer key's hash in the database, run the same
 SQL as the real app (``receiver/api/listing.py``, same indexes, same plans) through
 ``sqlite3`` or ``psycopg``, and answer the same JSON: each row as the submission object,
-with its signed webhook URL, and the next page's cursor. No SQLAlchemy, no request
+with its signed webhook URL, and the next page's cursor (the service's own pure helpers
+make the key's hash, the token and the cursor). No SQLAlchemy, no request
 validation, no logging, no metrics. ``tests/test_bench.py`` checks that its answers are
 the real app's, byte for byte once parsed.
 
@@ -15,8 +16,6 @@ Not a product: it trusts its query strings (the benchmark's paths) and knows no 
 # ruff: noqa: S608  (the SQL is built from this module's constants, never from input)
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 from datetime import UTC, datetime
@@ -25,6 +24,8 @@ from typing import Any
 from flask import Flask, Response, request
 
 from bench.rawdb import worker_connection
+from receiver.api.keys import hash_key
+from receiver.api.pagination import encode_cursor
 from receiver.signing import webhook_token
 
 app = Flask(__name__)
@@ -55,12 +56,14 @@ else:
     )
 
 
-def _stamp(value: Any) -> str | None:
-    if value is None:
-        return None
+def _moment(value: Any) -> datetime:
     if isinstance(value, str):  # SQLite's naive UTC text
-        value = datetime.fromisoformat(value).replace(tzinfo=UTC)
-    return str(value.astimezone(UTC).isoformat())
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _stamp(value: Any) -> str | None:
+    return None if value is None else _moment(value).isoformat()
 
 
 def _submission(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -85,11 +88,6 @@ def _submission(row: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
-def _cursor(row: tuple[Any, ...]) -> str:
-    raw = json.dumps([_stamp(row[13]), row[0]], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
 def _json(value: Any, status: int = 200) -> Response:
     return Response(json.dumps(value), status=status, mimetype="application/json")
 
@@ -98,8 +96,7 @@ def _authorised(conn: Any) -> bool:
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not key:
         return False
-    wanted = hashlib.sha256(key.strip().encode()).hexdigest()
-    return conn.execute(_KEY, (wanted,)).fetchone() is not None
+    return conn.execute(_KEY, (hash_key(key.strip()),)).fetchone() is not None
 
 
 @app.get("/api/v1/submissions/<submission_id>")
@@ -123,7 +120,7 @@ def page() -> Response:
         rows = conn.execute(_OWNER, (request.args["user_id"],)).fetchall()
     else:
         rows = conn.execute(_META, ("campaign", campaign)).fetchall()
-    following = _cursor(rows[99]) if len(rows) > 100 else None
+    following = encode_cursor(_moment(rows[99][13]), rows[99][0]) if len(rows) > 100 else None
     return _json({"data": [_submission(row) for row in rows[:100]], "next_cursor": following})
 
 
