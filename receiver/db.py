@@ -157,8 +157,7 @@ def read_only(engine: Engine) -> Engine:
     (a reconcile claim, a prune batch) holds the write lock; writing through it fails. It
     shares the engine's pool. On PostgreSQL each statement runs in autocommit: under READ
     COMMITTED a statement sees its own snapshot whether or not a transaction wraps it, so
-    the ``BEGIN`` and ``ROLLBACK`` round trips around a read bought nothing (they were two
-    of the three an API ``GET`` of one submission made for each of its two reads).
+    the ``BEGIN`` and ``ROLLBACK`` round trips around a read would buy nothing.
     """
     if engine.dialect.name == "postgresql":
         return engine.execution_options(isolation_level="AUTOCOMMIT", **{_READ_ONLY: True})
