@@ -26,7 +26,7 @@ from flask import Flask, Response, request
 from bench.rawdb import worker_connection
 from receiver.api.keys import hash_key
 from receiver.api.pagination import encode_cursor
-from receiver.signing import webhook_token
+from receiver.core.signing import webhook_token
 
 app = Flask(__name__)
 

@@ -23,8 +23,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from bench.common import ROOT, Database, load_figures, web_server
+from receiver.core.signing import sign_standard_webhook, webhook_token
 from receiver.models import WebhookEvent
-from receiver.signing import sign_standard_webhook, webhook_token
 from receiver.submissions import import_submissions
 
 __all__ = ["WebhookRun", "run_webhook_suite"]

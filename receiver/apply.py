@@ -2,7 +2,7 @@
 
 Webhook deliveries, re-matched and replayed deliveries, reconciler polls (and their
 ``expired`` verdict), submits and the application API all change a submission through
-:func:`apply_job_state`: the rules decide (``receiver.transitions``), the inbox row of a
+:func:`apply_job_state`: the rules decide (``receiver.core.transitions``), the inbox row of a
 delivery is stored first, and the notifications the change owes are written in the same
 transaction (``receiver.outbox``).
 
@@ -20,12 +20,12 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql
 
+from receiver.core.jobstate import JobState
+from receiver.core.transitions import Change, SubmissionRow, decide_transition
 from receiver.hotsql import HotStatement
 from receiver.inbox import EVENT_COLUMNS, insert_event
-from receiver.jobstate import JobState
 from receiver.models import Submission, WebhookEvent
 from receiver.outbox import Outbox
-from receiver.transitions import Change, SubmissionRow, decide_transition
 
 __all__ = ["apply_job_state", "find_submission"]
 

@@ -8,12 +8,12 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from receiver.apply import apply_job_state, find_submission
+from receiver.core.jobstate import JobState
+from receiver.core.signing import TokenClaims
+from receiver.core.transitions import SubmissionRow
 from receiver.inbox import Delivery, dedupe_key, event_values, record_event, record_rejected
-from receiver.jobstate import JobState
 from receiver.models import Outcome
 from receiver.outbox import Outbox
-from receiver.signing import TokenClaims
-from receiver.transitions import SubmissionRow
 
 __all__ = [
     "DeliveryResult",

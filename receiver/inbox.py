@@ -11,10 +11,10 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 
+from receiver.core.jobstate import JobState
+from receiver.core.signing import HeaderLookup
 from receiver.hotsql import HotStatement
-from receiver.jobstate import JobState
 from receiver.models import Outcome, WebhookEvent
-from receiver.signing import HeaderLookup
 
 __all__ = [
     "Delivery",

@@ -2,7 +2,7 @@
 
 Used by both processes: the worker's passes and the web process's submits and polls.
 
-Every job the API returns goes through :func:`receiver.jobstate.normalise`, the same
+Every job the API returns goes through :func:`receiver.core.jobstate.normalise`, the same
 code the webhook uses, so a job reads the same whichever way it arrived.
 """
 
@@ -24,7 +24,7 @@ from urllib.parse import quote
 import httpx
 
 from config.settings import Settings
-from receiver.jobstate import (
+from receiver.core.jobstate import (
     InvalidPayload,
     JobState,
     NotAJob,

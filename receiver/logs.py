@@ -21,7 +21,7 @@ from flask import Flask, Response, g, has_request_context, request
 from pythonjsonlogger.core import LogData
 from pythonjsonlogger.json import JsonFormatter as _LibraryJsonFormatter
 
-from receiver.signing import TOKEN_SHAPE
+from receiver.core.signing import TOKEN_SHAPE
 
 __all__ = [
     "REQUEST_ID_HEADER",

@@ -10,7 +10,13 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
-from receiver.statuses import FINAL_STATUSES, TERMINAL_STATUSES, NotificationStatus, Outcome, Status
+from receiver.core.statuses import (
+    FINAL_STATUSES,
+    TERMINAL_STATUSES,
+    NotificationStatus,
+    Outcome,
+    Status,
+)
 
 __all__ = [
     "FINAL_STATUSES",

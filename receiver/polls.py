@@ -19,12 +19,12 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import Engine
 
 from receiver.apply import apply_job_state, find_submission
+from receiver.core.jobstate import JobState
+from receiver.core.transitions import Change, SubmissionRow, decide_transition
 from receiver.deliveries import owner_conflict
 from receiver.ittybit import ApiError, IttybitClient, JobNotFound, RateLimited
-from receiver.jobstate import JobState
 from receiver.models import FINAL_STATUSES, Poll, Status, Submission
 from receiver.outbox import Outbox
-from receiver.transitions import Change, SubmissionRow, decide_transition
 
 __all__ = [
     "FIRST_RETRY",

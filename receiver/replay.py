@@ -21,12 +21,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from receiver.apply import apply_job_state
+from receiver.core.jobstate import InvalidPayload, NotAJob, normalise, parse_json
+from receiver.core.transitions import decide_transition
 from receiver.deliveries import match_stored
 from receiver.inbox import set_outcome
-from receiver.jobstate import InvalidPayload, NotAJob, normalise, parse_json
 from receiver.models import Outcome, Submission, WebhookEvent
 from receiver.outbox import Outbox
-from receiver.transitions import decide_transition
 
 __all__ = [
     "RematchReport",

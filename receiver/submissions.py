@@ -16,8 +16,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from config.settings import Settings
+from receiver.core.signing import webhook_token
 from receiver.models import Notification, Poll, Status, Submission, WebhookEvent, utcnow
-from receiver.signing import webhook_token
 
 __all__ = [
     "TEST_PREFIX",

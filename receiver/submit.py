@@ -20,9 +20,9 @@ from sqlmodel import Session
 
 from config.settings import Settings
 from receiver.apply import apply_job_state, find_submission
+from receiver.core.jobstate import JobState
 from receiver.deliveries import owner_conflict
 from receiver.ittybit import RETRYABLE_STATUSES, ApiError, IttybitClient, idempotency_key
-from receiver.jobstate import JobState
 from receiver.models import Status, Submission
 from receiver.outbox import Outbox
 from receiver.submissions import (

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from receiver.signing import sign_standard_webhook, webhook_token
+from receiver.core.signing import sign_standard_webhook, webhook_token
 
 # Types only: `jobhooks --help` imports this module for TRIGGER_STATUSES, and the settings
 # and the models would bring pydantic and SQLAlchemy with them.

@@ -10,20 +10,20 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from config.settings import Settings
-from receiver.db import database_unavailable, get_engine
-from receiver.deliveries import DeliveryResult, claims_conflict, process_delivery
-from receiver.errors import error_response
-from receiver.inbox import Delivery, dedupe_key, record_rejected
-from receiver.jobstate import InvalidPayload, JobState, NotAJob, normalise, parse_json
-from receiver.logs import note
-from receiver.models import Outcome, utcnow
-from receiver.outbox import get_outbox
-from receiver.signing import (
+from receiver.core.jobstate import InvalidPayload, JobState, NotAJob, normalise, parse_json
+from receiver.core.signing import (
     TokenClaims,
     VerificationError,
     verify_standard_webhook,
     verify_webhook_token,
 )
+from receiver.db import database_unavailable, get_engine
+from receiver.deliveries import DeliveryResult, claims_conflict, process_delivery
+from receiver.errors import error_response
+from receiver.inbox import Delivery, dedupe_key, record_rejected
+from receiver.logs import note
+from receiver.models import Outcome, utcnow
+from receiver.outbox import get_outbox
 
 __all__ = ["bp"]
 

@@ -24,7 +24,7 @@ from receiver.cli.common import (
     echo_table,
     settings,
 )
-from receiver.statuses import NotificationStatus
+from receiver.core.statuses import NotificationStatus
 from reconcile.cli import stop_on_signals
 from reconcile.notify_limits import DELIVERY_TIMEOUT, LEASE_SECONDS
 

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from receiver.apply import apply_job_state, find_submission
-from receiver.jobstate import normalise
+from receiver.core.jobstate import normalise
 from receiver.models import Notification
 from receiver.outbox import Outbox
 from receiver.submissions import create_submission

@@ -14,8 +14,8 @@ from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
 
 from receiver.admin.accounts import create_admin
+from receiver.core.signing import webhook_token
 from receiver.models import utcnow
-from receiver.signing import webhook_token
 from tests.admin_helpers import (
     EMAIL,
     PASSWORD,

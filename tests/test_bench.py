@@ -18,7 +18,7 @@ from bench.common import Database
 from bench.run import render_table, verdicts
 from bench.webhook import write_deliveries
 from devtools.processes import ROOT
-from receiver.signing import verify_standard_webhook, verify_webhook_token
+from receiver.core.signing import verify_standard_webhook, verify_webhook_token
 
 #: The run's facts every rendered table opens with.
 _META = {

@@ -14,9 +14,9 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from receiver import create_app
+from receiver.core.signing import TokenClaims, verify_webhook_token
 from receiver.db import get_engine
 from receiver.models import Submission
-from receiver.signing import TokenClaims, verify_webhook_token
 from tests.helpers import OLD_SECRET_KEY, SECRET_KEY
 
 DOCUMENTED_KEYS = {

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from devtools.processes import WebProcess
+from receiver.core.signing import webhook_token
 from receiver.logs import JsonFormatter
-from receiver.signing import webhook_token
 from tests.helpers import WEBHOOK_SECRET, encode, job_payload
 
 SECRET = "a-gunicorn-log-test-secret-0123456789"

@@ -19,8 +19,8 @@ from itsdangerous import URLSafeSerializer
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from receiver.core.signing import TOKEN_SALT
 from receiver.models import Submission, WebhookEvent
-from receiver.signing import TOKEN_SALT
 from receiver.submissions import create_submission
 from tests.helpers import (
     OTHER_WEBHOOK_KEY,

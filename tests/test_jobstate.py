@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from receiver.jobstate import (
+from receiver.core.jobstate import (
     InvalidPayload,
     JobState,
     NotAJob,
@@ -225,7 +225,7 @@ def test_status_family(spelling: str, family: Status) -> None:
 def test_unknown_status_counts_as_running_and_is_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="receiver.jobstate"):
+    with caplog.at_level(logging.WARNING, logger="receiver.core.jobstate"):
         assert status_family("transmogrifying") is Status.PROCESSING
     assert "transmogrifying" in caplog.text
 

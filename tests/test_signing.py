@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from itsdangerous import URLSafeSerializer
 
 from config.settings import decode_webhook_secret
-from receiver.signing import (
+from receiver.core.signing import (
     TOKEN_SALT,
     TokenClaims,
     VerificationError,

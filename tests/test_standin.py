@@ -22,9 +22,9 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from devtools.processes import ROOT, base_env, free_port
 from devtools.standin import DEFAULT_API_KEY, Standin, StandinConfig, running
 from devtools.standin.clock import Clock
-from receiver.jobstate import normalise, parse_timestamp
+from receiver.core.jobstate import normalise, parse_timestamp
+from receiver.core.signing import verify_standard_webhook
 from receiver.models import Status
-from receiver.signing import verify_standard_webhook
 from tests.helpers import WEBHOOK_KEY, WEBHOOK_SECRET
 
 if TYPE_CHECKING:

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from receiver.jobstate import JobState, status_family
+from receiver.core.jobstate import JobState, status_family
+from receiver.core.transitions import SubmissionRow, decide_transition
 from receiver.models import Outcome, Status
-from receiver.transitions import SubmissionRow, decide_transition
 
 T = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

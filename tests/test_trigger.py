@@ -21,9 +21,9 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from config.settings import Settings
 from devtools.processes import free_port
 from receiver import create_app
+from receiver.core.signing import verify_standard_webhook, verify_webhook_token
 from receiver.db import get_engine
 from receiver.models import Submission, WebhookEvent
-from receiver.signing import verify_standard_webhook, verify_webhook_token
 from receiver.trigger import build_trigger
 from tests.helpers import SECRET_KEY, WEBHOOK_KEY, WEBHOOK_SECRET, job_payload
 

@@ -20,9 +20,9 @@ from sqlalchemy.engine import Engine
 from werkzeug.test import TestResponse
 
 from receiver import create_app
+from receiver.core.signing import sign_standard_webhook, webhook_token
 from receiver.db import get_engine
 from receiver.models import Submission, WebhookEvent
-from receiver.signing import sign_standard_webhook, webhook_token
 from tests.helpers import (
     OLD_SECRET_KEY,
     OTHER_WEBHOOK_KEY,

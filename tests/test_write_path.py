@@ -13,10 +13,10 @@ from sqlalchemy.engine import Engine
 
 from receiver import create_app
 from receiver.apply import find_submission
+from receiver.core.jobstate import normalise
 from receiver.db import get_engine
 from receiver.history import submission_timeline
 from receiver.ittybit import ApiUnavailable
-from receiver.jobstate import normalise
 from receiver.models import Notification, Poll, Submission
 from receiver.outbox import Outbox
 from receiver.polls import JobResult, PolledJob, settle_job

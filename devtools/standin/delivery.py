@@ -27,7 +27,7 @@ from devtools.standin.jobs import FINAL_STATUSES, RUNNING, Job
 from devtools.standin.logs import get_logger, redact
 from devtools.standin.options import StandinConfig
 from devtools.standin.records import Delivery, DeliveryRecord, Stats
-from receiver.signing import sign_standard_webhook
+from receiver.core.signing import sign_standard_webhook
 
 __all__ = ["Deliverer"]
 

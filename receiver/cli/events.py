@@ -15,7 +15,7 @@ import click
 from flask.cli import AppGroup
 
 from receiver.cli.common import Duration, Since, database_errors, echo_json, echo_table
-from receiver.statuses import Outcome
+from receiver.core.statuses import Outcome
 
 __all__ = ["events_cli"]
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from receiver.models import Status
+from receiver.core.statuses import Status
 
 __all__ = ["InvalidPayload", "JobState", "NotAJob", "normalise", "parse_json", "parse_timestamp"]
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from receiver.jobstate import JobState
-from receiver.models import TERMINAL_STATUSES, Outcome, Status
+from receiver.core.jobstate import JobState
+from receiver.core.statuses import TERMINAL_STATUSES, Outcome, Status
 
 __all__ = ["Change", "SubmissionRow", "decide_transition", "running_rank"]
 

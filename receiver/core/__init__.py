@@ -1,0 +1,1 @@
+"""Pure rules, no I/O: job states, transitions, statuses, signing. Imports only ``config``."""
