@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from bench.common import Database, service_env
 from devtools.processes import WebProcess, free_port
 from receiver.admin.accounts import create_admin
-from receiver.models import (
+from receiver.store.models import (
     Notification,
     Poll,
     ReconcilePass,

@@ -18,8 +18,8 @@ from sqlalchemy.engine import Engine
 from config.settings import Settings
 from devtools.databases import create_scratch_database, drop_scratch_database
 from devtools.processes import ROOT, WebProcess, base_env, free_port, procfile_command
-from receiver.db import create_db_engine
-from receiver.migrate import upgrade
+from receiver.store.engines import create_db_engine
+from receiver.store.migrate import upgrade
 
 __all__ = [
     "BENCH_DATABASE_PREFIX",

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from bench.common import ROOT, Database, each_size, service_env
 from bench.reconcile import StandinProcess
 from devtools.standin import DEFAULT_API_KEY
-from receiver.models import FINAL_STATUSES, Submission
+from receiver.store.models import FINAL_STATUSES, Submission
 from receiver.submissions import import_submissions
 
 __all__ = ["EventsRun", "run_events_suite"]

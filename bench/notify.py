@@ -39,8 +39,8 @@ from config.settings import Settings
 from devtools.notify_app import NotifyApp
 from devtools.processes import WebProcess, WorkerProcess, free_port
 from receiver.core.signing import sign_standard_webhook, webhook_token
-from receiver.db import read_only
-from receiver.models import utcnow
+from receiver.store.engines import read_only
+from receiver.store.models import utcnow
 from reconcile.notify_claims import peek_due
 
 __all__ = ["NotifyRun", "run_notify_suite"]

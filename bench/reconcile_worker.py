@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import event
 
 from receiver import create_app
-from receiver.db import get_engine
+from receiver.store.engines import get_engine
 from reconcile.cli import reconcile_command
 
 

@@ -88,7 +88,7 @@ def webhook(token: str | None = None) -> tuple[str, int]:
     payload = json.loads(body)
     is_event = payload.get("object") == "event"
     job = payload["data"] if is_event else payload
-    # The service's key: the event id of an envelope, else the webhook-id (receiver/inbox.py).
+    # The service's key: the event id of an envelope, else the webhook-id (receiver/store/inbox.py).
     key = f"evt:{payload['id']}" if is_event else f"wh:{delivery_id}"
     metadata = job.get("metadata") or {}
     now = datetime.now(UTC)

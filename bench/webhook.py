@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from bench.common import ROOT, Database, load_figures, web_server
 from receiver.core.signing import sign_standard_webhook, webhook_token
-from receiver.models import WebhookEvent
+from receiver.store.models import WebhookEvent
 from receiver.submissions import import_submissions
 
 __all__ = ["WebhookRun", "run_webhook_suite"]
@@ -137,7 +137,7 @@ def count_stored(database: Database, tag: str) -> int:
     """Return how many inbox rows this run's deliveries left.
 
     Event envelopes are keyed by their event id, bare jobs by their webhook-id
-    (``receiver.inbox.dedupe_key``): both halves are counted.
+    (``receiver.store.inbox.dedupe_key``): both halves are counted.
     """
     table = WebhookEvent.__table__  # type: ignore[attr-defined]
     engine = database.engine()

@@ -44,8 +44,8 @@ from devtools.processes import (
     jobhooks_command,
 )
 from devtools.standin import DeliveryRecord, Standin, StandinConfig
-from receiver.db import create_db_engine
-from receiver.models import FINAL_STATUSES, Submission, WebhookEvent
+from receiver.store.engines import create_db_engine
+from receiver.store.models import FINAL_STATUSES, Submission, WebhookEvent
 
 __all__ = ["main"]
 

@@ -9,7 +9,7 @@ from alembic import context
 from sqlalchemy import Connection, engine_from_config, pool
 from sqlmodel import SQLModel
 
-import receiver.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import receiver.store.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from config.settings import Settings
 
 config = context.config

@@ -39,9 +39,10 @@ def create_app(config: Mapping[str, Any] | None = None, *, web: bool = True) -> 
     if settings.env == "development":
         app.logger.info("APP_ENV=development: development defaults in use, not for production")
 
-    from receiver import cli, db, outbox
+    from receiver import cli, outbox
+    from receiver.store import engines
 
-    db.init_app(app, settings)
+    engines.init_app(app, settings)
     outbox.init_app(app, settings)
     cli.init_app(app)
     if web:

@@ -22,10 +22,10 @@ from sqlalchemy.dialects import postgresql
 
 from receiver.core.jobstate import JobState
 from receiver.core.transitions import Change, SubmissionRow, decide_transition
-from receiver.hotsql import HotStatement
-from receiver.inbox import EVENT_COLUMNS, insert_event
-from receiver.models import Submission, WebhookEvent
 from receiver.outbox import Outbox
+from receiver.store.hotsql import HotStatement
+from receiver.store.inbox import EVENT_COLUMNS, insert_event
+from receiver.store.models import Submission, WebhookEvent
 
 __all__ = ["apply_job_state", "find_submission"]
 
@@ -112,7 +112,7 @@ def apply_job_state(
     """Decide what ``state`` does to ``submission``, write it and return the verdict.
 
     ``submission`` must come from :func:`find_submission` in the same transaction. With
-    ``event`` (an inbox row, see ``receiver.inbox.event_values``; its outcome and reason
+    ``event`` (an inbox row, see ``receiver.store.inbox.event_values``; its outcome and reason
     are the verdict's) the row is inserted *before* anything else is written, and when its
     key was already stored nothing is written at all and ``None`` is returned: no rollback
     is needed to undo a change that was never made.

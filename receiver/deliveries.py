@@ -11,9 +11,9 @@ from receiver.apply import apply_job_state, find_submission
 from receiver.core.jobstate import JobState
 from receiver.core.signing import TokenClaims
 from receiver.core.transitions import SubmissionRow
-from receiver.inbox import Delivery, dedupe_key, event_values, record_event, record_rejected
-from receiver.models import Outcome
 from receiver.outbox import Outbox
+from receiver.store.inbox import Delivery, dedupe_key, event_values, record_event, record_rejected
+from receiver.store.models import Outcome
 
 __all__ = [
     "DeliveryResult",

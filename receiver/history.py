@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from config.settings import parse_duration
-from receiver.models import Notification, Poll, WebhookEvent
+from receiver.store.models import Notification, Poll, WebhookEvent
 
 __all__ = ["event_json", "get_event", "list_events", "parse_since", "submission_timeline"]
 

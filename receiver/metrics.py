@@ -30,10 +30,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from config.settings import Settings
-from receiver.db import get_read_engine
 from receiver.errors import error_response
 from receiver.logs import current
-from receiver.models import (
+from receiver.store.engines import get_read_engine
+from receiver.store.models import (
     Notification,
     NotificationStatus,
     Outcome,

@@ -20,7 +20,7 @@ from flask import Flask, current_app
 from sqlalchemy import Connection
 
 from config.settings import Settings
-from receiver.models import FINAL_STATUSES, Notification, NotificationStatus, Submission
+from receiver.store.models import FINAL_STATUSES, Notification, NotificationStatus, Submission
 
 __all__ = [
     "EVENT_TYPES",

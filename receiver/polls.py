@@ -23,8 +23,8 @@ from receiver.core.jobstate import JobState
 from receiver.core.transitions import Change, SubmissionRow, decide_transition
 from receiver.deliveries import owner_conflict
 from receiver.ittybit import ApiError, IttybitClient, JobNotFound, RateLimited
-from receiver.models import FINAL_STATUSES, Poll, Status, Submission
 from receiver.outbox import Outbox
+from receiver.store.models import FINAL_STATUSES, Poll, Status, Submission
 
 __all__ = [
     "FIRST_RETRY",

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.engine import Engine
 
-from receiver.models import WebhookEvent
+from receiver.store.models import WebhookEvent
 
 __all__ = ["count_prunable", "prune_events"]
 

@@ -24,9 +24,9 @@ from receiver.apply import apply_job_state
 from receiver.core.jobstate import InvalidPayload, NotAJob, normalise, parse_json
 from receiver.core.transitions import decide_transition
 from receiver.deliveries import match_stored
-from receiver.inbox import set_outcome
-from receiver.models import Outcome, Submission, WebhookEvent
 from receiver.outbox import Outbox
+from receiver.store.inbox import set_outcome
+from receiver.store.models import Outcome, Submission, WebhookEvent
 
 __all__ = [
     "RematchReport",

@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from receiver.models import FINAL_STATUSES, Status, Submission
+from receiver.store.models import FINAL_STATUSES, Status, Submission
 
 __all__ = [
     "ACTIVE_STATUSES",

@@ -17,7 +17,7 @@ from sqlmodel import Session, select
 
 from config.settings import Settings
 from receiver.core.signing import webhook_token
-from receiver.models import Notification, Poll, Status, Submission, WebhookEvent, utcnow
+from receiver.store.models import Notification, Poll, Status, Submission, WebhookEvent, utcnow
 
 __all__ = [
     "TEST_PREFIX",

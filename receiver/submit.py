@@ -23,8 +23,8 @@ from receiver.apply import apply_job_state, find_submission
 from receiver.core.jobstate import JobState
 from receiver.deliveries import owner_conflict
 from receiver.ittybit import RETRYABLE_STATUSES, ApiError, IttybitClient, idempotency_key
-from receiver.models import Status, Submission
 from receiver.outbox import Outbox
+from receiver.store.models import Status, Submission
 from receiver.submissions import (
     InvalidSubmission,
     create_submission,

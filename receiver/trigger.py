@@ -22,7 +22,7 @@ from receiver.core.signing import sign_standard_webhook, webhook_token
 # and the models would bring pydantic and SQLAlchemy with them.
 if TYPE_CHECKING:
     from config.settings import Settings
-    from receiver.models import Submission
+    from receiver.store.models import Submission
 
 __all__ = ["TRIGGER_STATUSES", "TriggerRequest", "base_url", "build_trigger"]
 

@@ -17,13 +17,13 @@ from receiver.core.signing import (
     verify_standard_webhook,
     verify_webhook_token,
 )
-from receiver.db import database_unavailable, get_engine
 from receiver.deliveries import DeliveryResult, claims_conflict, process_delivery
 from receiver.errors import error_response
-from receiver.inbox import Delivery, dedupe_key, record_rejected
 from receiver.logs import note
-from receiver.models import Outcome, utcnow
 from receiver.outbox import get_outbox
+from receiver.store.engines import database_unavailable, get_engine
+from receiver.store.inbox import Delivery, dedupe_key, record_rejected
+from receiver.store.models import Outcome, utcnow
 
 __all__ = ["bp"]
 

@@ -16,8 +16,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from receiver.models import Submission
 from receiver.polls import PolledJob
+from receiver.store.models import Submission
 from receiver.stuck import awaiting_job, due, lease_free
 
 __all__ = [

@@ -112,11 +112,11 @@ def reconcile_command(
     One pass by default; --loop runs until SIGTERM. Exit status 1 if any job
     could not be checked, 2 on bad arguments or configuration.
     """
-    from receiver.db import get_engine
     from receiver.ittybit import client_from_settings
     from receiver.logs import configure_logging
     from receiver.metrics import get_metrics
     from receiver.outbox import get_outbox
+    from receiver.store.engines import get_engine
     from reconcile.notifier import delivering_in_background
     from reconcile.poller import PassOptions, Reconciler
 
@@ -172,8 +172,8 @@ def _run_once(reconciler: Reconciler, *, as_json: bool) -> Summary:
     if options.submission_ids:
         total = len(options.submission_ids)
     else:
-        from receiver.db import get_read_engine
-        from receiver.models import utcnow
+        from receiver.store.engines import get_read_engine
+        from receiver.store.models import utcnow
         from receiver.stuck import count_stuck
 
         now = utcnow()

@@ -70,9 +70,9 @@ def notify_cli(ctx: click.Context, loop: bool, lease: float, as_json: bool) -> N
 
 @with_appcontext
 def _send_due(loop: bool, lease: float, as_json: bool) -> None:
-    from receiver.db import get_engine
     from receiver.logs import configure_logging
     from receiver.metrics import get_metrics
+    from receiver.store.engines import get_engine
     from reconcile.notifier import Notifier
 
     config = settings()
@@ -144,8 +144,8 @@ def _json(row: dict[str, Any]) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def notify_list(status: str | None, submission_id: str | None, limit: int, as_json: bool) -> None:
     """List notifications, newest first, without their bodies."""
-    from receiver.db import get_read_engine
     from receiver.outbox import list_notifications
+    from receiver.store.engines import get_read_engine
 
     with database_errors(), get_read_engine().connect() as conn:
         rows = [
@@ -186,9 +186,9 @@ def notify_retry(ids: tuple[int, ...], all_dead: bool) -> None:
     Delivered ones are left alone. A retried one that fails again, past NOTIFY_MAX_AGE,
     is dead again at once: fix the endpoint first (`notify test`).
     """
-    from receiver.db import get_engine
-    from receiver.models import utcnow
     from receiver.outbox import retry_dead_notifications, retry_notifications
+    from receiver.store.engines import get_engine
+    from receiver.store.models import utcnow
 
     if bool(ids) == all_dead:
         raise click.UsageError("name notifications (ID…) or give --dead, not both")
@@ -211,9 +211,9 @@ def notify_test() -> None:
 
     Nothing is stored. Exit status 1 if an endpoint did not answer 2xx in time.
     """
-    from receiver.db import get_engine
-    from receiver.models import utcnow
     from receiver.outbox import TEST_EVENT_TYPE, endpoint_label, new_message_id
+    from receiver.store.engines import get_engine
+    from receiver.store.models import utcnow
     from reconcile.notifier import Notifier, send_notification
 
     config = settings()

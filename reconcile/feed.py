@@ -26,10 +26,10 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from receiver.deliveries import process_delivery
-from receiver.inbox import Delivery, dedupe_key, record_rejected
 from receiver.ittybit import ApiError, ApiEvent, AuthError, EventPage, IttybitClient
-from receiver.models import Outcome
 from receiver.outbox import Outbox
+from receiver.store.inbox import Delivery, dedupe_key, record_rejected
+from receiver.store.models import Outcome
 from reconcile import feed_lease
 from reconcile.summary import Summary
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 
-from receiver.models import EventFeed
+from receiver.store.models import EventFeed
 
 __all__ = ["FeedPosition", "acquire", "move_cursor", "release", "renew"]
 

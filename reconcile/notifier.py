@@ -34,10 +34,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from config.settings import Settings
 from receiver.core.signing import sign_standard_webhook
-from receiver.db import read_only
 from receiver.ittybit import parse_retry_after
-from receiver.models import utcnow
 from receiver.outbox import endpoint_label
+from receiver.store.engines import read_only
+from receiver.store.models import utcnow
 from reconcile.notify_claims import Leased, claim_due, peek_due, record_delivered, record_failed
 from reconcile.notify_limits import DELIVERY_TIMEOUT, LEASE_SECONDS
 from reconcile.poller import lease_owner

@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from receiver.models import Notification, NotificationStatus
+from receiver.store.models import Notification, NotificationStatus
 
 __all__ = [
     "Leased",

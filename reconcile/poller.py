@@ -28,12 +28,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from config.settings import WEB_WORKER_TIMEOUT, Settings
-from receiver.db import read_only
 from receiver.ittybit import ApiError, AuthError, BadResponse, Interrupted, IttybitClient
-from receiver.models import ReconcilePass, Submission, utcnow
 from receiver.outbox import Outbox
 from receiver.polls import Fetched, JobResult, PolledJob, poll_delay, settle_job
 from receiver.replay import rematch_unmatched
+from receiver.store.engines import read_only
+from receiver.store.models import ReconcilePass, Submission, utcnow
 from receiver.stuck import count_not_due, unsubmitted
 from receiver.submissions import InvalidSubmission
 from receiver.submit import submit_job

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from sqlalchemy.engine import Engine
 from werkzeug.test import TestResponse
 
-from receiver.models import (
+from receiver.store.models import (
     Notification,
     Poll,
     ReconcilePass,

@@ -15,8 +15,8 @@ from devtools.standin import DEFAULT_API_KEY, Standin
 from receiver import create_app
 from receiver.api.client import close_api_client
 from receiver.api.keys import create_key
-from receiver.db import get_engine
-from receiver.models import Submission, SubmissionMeta, utcnow
+from receiver.store.engines import get_engine
+from receiver.store.models import Submission, SubmissionMeta, utcnow
 
 _submissions = Submission.__table__  # type: ignore[attr-defined]
 _meta = SubmissionMeta.__table__  # type: ignore[attr-defined]

@@ -27,9 +27,9 @@ from devtools.processes import ROOT, WebProcess, base_env, free_port, procfile_c
 from receiver import create_app
 from receiver.api.client import close_api_client
 from receiver.cli import cli as jobhooks_cli
-from receiver.db import create_db_engine, get_engine
 from receiver.ittybit import set_testing
-from receiver.migrate import upgrade
+from receiver.store.engines import create_db_engine, get_engine
+from receiver.store.migrate import upgrade
 from tests.helpers import OLD_SECRET_KEY, SECRET_KEY, WEBHOOK_SECRET
 from tests.reconcile_helpers import FakeIttybit
 

@@ -13,8 +13,8 @@ from werkzeug.test import Client
 
 from devtools.standin import DEFAULT_API_KEY, Standin
 from receiver.ittybit import IttybitClient
-from receiver.models import EventFeed, Notification, Submission, utcnow
 from receiver.outbox import Outbox
+from receiver.store.models import EventFeed, Notification, Submission, utcnow
 from reconcile.poller import PassOptions, Reconciler
 from tests.helpers import quiet_outbox
 from tests.notify_helpers import outbox_to

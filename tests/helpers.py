@@ -13,8 +13,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from receiver.core.signing import sign_standard_webhook, webhook_token
-from receiver.models import Submission, WebhookEvent
 from receiver.outbox import Outbox
+from receiver.store.models import Submission, WebhookEvent
 from receiver.submissions import create_submission
 
 SECRET_KEY = "test-secret-key-newest-0123456789"

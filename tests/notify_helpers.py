@@ -12,8 +12,8 @@ from sqlmodel import Session
 
 from receiver.apply import apply_job_state, find_submission
 from receiver.core.jobstate import normalise
-from receiver.models import Notification
 from receiver.outbox import Outbox
+from receiver.store.models import Notification
 from receiver.submissions import create_submission
 from tests.helpers import job_payload
 

@@ -17,7 +17,7 @@ from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
 from werkzeug.wrappers import Request, Response
 
-from receiver.models import Submission
+from receiver.store.models import Submission
 
 API_KEY = "test-api-key"
 _submissions = Submission.__table__

@@ -15,8 +15,8 @@ from sqlalchemy.engine import Engine
 from receiver import create_app
 from receiver.admin import SECURITY_HEADERS
 from receiver.admin.accounts import LOCKOUT_FAILURES, create_admin, delete_admin
-from receiver.db import get_engine
-from receiver.models import AdminUser, utcnow
+from receiver.store.engines import get_engine
+from receiver.store.models import AdminUser, utcnow
 from tests.admin_helpers import (
     EMAIL,
     PASSWORD,

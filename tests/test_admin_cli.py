@@ -9,7 +9,7 @@ from flask.testing import FlaskCliRunner
 from sqlalchemy.engine import Engine
 
 from receiver.admin.accounts import authenticate
-from receiver.models import AdminUser, utcnow
+from receiver.store.models import AdminUser, utcnow
 
 _admins = AdminUser.__table__  # type: ignore[attr-defined]
 PASSWORD = "a long enough password"

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 
 from receiver.admin.accounts import create_admin
 from receiver.core.signing import webhook_token
-from receiver.models import utcnow
+from receiver.store.models import utcnow
 from tests.admin_helpers import (
     EMAIL,
     PASSWORD,

@@ -14,7 +14,7 @@ from flask import Flask
 from sqlalchemy.engine import Engine
 
 from devtools.standin import Standin, StandinConfig
-from receiver.models import Submission, utcnow
+from receiver.store.models import Submission, utcnow
 from tests.api_helpers import bearer, body, use_standin
 
 _submissions = Submission.__table__  # type: ignore[attr-defined]

@@ -17,8 +17,8 @@ from config.settings import Settings
 from devtools.processes import free_port
 from devtools.standin import DEFAULT_API_KEY, Standin, StandinConfig
 from receiver.ittybit import IttybitClient
-from receiver.models import utcnow
 from receiver.outbox import get_outbox
+from receiver.store.models import utcnow
 from reconcile.poller import SUBMIT_GRACE, PassOptions, Reconciler
 from tests.api_helpers import bearer, body, standin_job, stored
 

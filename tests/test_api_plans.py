@@ -18,7 +18,7 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import Engine
 
 from receiver.api.listing import submissions_statement
-from receiver.models import Submission, utcnow
+from receiver.store.models import Submission, utcnow
 
 ROWS = 20_000
 _submissions = Submission.__table__  # type: ignore[attr-defined]

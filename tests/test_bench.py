@@ -323,7 +323,7 @@ def test_the_api_reference_answers_what_the_real_app_answers(
     from bench.common import service_env
     from receiver import create_app
     from receiver.api.keys import create_key
-    from receiver.models import utcnow
+    from receiver.store.models import utcnow
 
     database = Database("sqlite", f"sqlite:///{tmp_path / 'api.db'}")
     database.reset()
@@ -444,7 +444,7 @@ def test_the_reference_writes_what_the_real_app_writes(
     from bench.common import service_env
     from bench.webhook import count_stored, seed_submissions
     from receiver import create_app
-    from receiver.models import Submission, WebhookEvent
+    from receiver.store.models import Submission, WebhookEvent
 
     stored = {}
     for app_name in ("reference", "real"):

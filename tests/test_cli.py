@@ -15,8 +15,8 @@ from sqlalchemy.engine import Engine
 
 from receiver import create_app
 from receiver.core.signing import TokenClaims, verify_webhook_token
-from receiver.db import get_engine
-from receiver.models import Submission
+from receiver.store.engines import get_engine
+from receiver.store.models import Submission
 from tests.helpers import OLD_SECRET_KEY, SECRET_KEY
 
 DOCUMENTED_KEYS = {

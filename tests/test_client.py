@@ -25,7 +25,7 @@ from receiver.ittybit import (
     idempotency_key,
     parse_retry_after,
 )
-from receiver.models import Status
+from receiver.store.models import Status
 from tests.reconcile_helpers import API_KEY, FakeIttybit, Scripted
 
 

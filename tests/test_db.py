@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from receiver.db import database_unavailable
+from receiver.store.engines import database_unavailable
 
 
 def caught(action: Callable[[], Any]) -> SQLAlchemyError:
@@ -76,7 +76,7 @@ def test_postgresql_reads_run_in_autocommit_and_writes_stay_transactions(
     leaves nothing behind."""
     from psycopg.pq import TransactionStatus
 
-    from receiver.db import read_only
+    from receiver.store.engines import read_only
 
     postgres_engine.dispose()  # one connection in the pool from here: the read's, reused
     with read_only(postgres_engine).connect() as conn:

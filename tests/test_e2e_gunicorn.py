@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from devtools.processes import ROOT, WebProcess, jobhooks_command
-from receiver.models import Submission, WebhookEvent
+from receiver.store.models import Submission, WebhookEvent
 from tests.helpers import WEBHOOK_SECRET, encode, job_payload, signed_headers
 
 SECRET = "an-e2e-production-secret-0123456789"

@@ -22,9 +22,9 @@ from sqlalchemy.engine import Engine
 from config.settings import Settings
 from devtools.standin import DEFAULT_API_KEY, Standin, StandinConfig, running
 from receiver import create_app
-from receiver.db import create_db_engine, get_engine
 from receiver.ittybit import IttybitClient
-from receiver.models import WebhookEvent, utcnow
+from receiver.store.engines import create_db_engine, get_engine
+from receiver.store.models import WebhookEvent, utcnow
 from reconcile import feed, feed_lease
 from reconcile.cli import _run_loop
 from reconcile.poller import PassOptions, Reconciler

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy.engine import Engine
 
 from receiver.history import parse_since
-from receiver.models import Submission, WebhookEvent
+from receiver.store.models import Submission, WebhookEvent
 from tests.helpers import add_submission, encode, job_payload, signed_headers, token_url
 
 _events = WebhookEvent.__table__  # type: ignore[attr-defined]

@@ -160,11 +160,11 @@ def test_postgresql_a_connection_idle_past_the_limit_is_pinged_and_replaced(
     """Not a webhook: a probe finds the pool working after a restart it slept through."""
     if database_url.startswith("sqlite"):
         pytest.skip("a server restart is a PostgreSQL scenario")
-    from receiver import db
+    from receiver.store import engines
 
     pings: list[object] = []
     ping = engine.dialect.do_ping
-    monkeypatch.setattr(db, "PING_AFTER_IDLE", 0.2)
+    monkeypatch.setattr(engines, "PING_AFTER_IDLE", 0.2)
     monkeypatch.setattr(engine.dialect, "do_ping", lambda conn: pings.append(conn) or ping(conn))
     assert client.get("/readyz").status_code == 200
     assert client.get("/readyz").status_code == 200

@@ -12,8 +12,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from receiver import create_app
-from receiver.db import get_engine
-from receiver.migrate import head_revision
+from receiver.store.engines import get_engine
+from receiver.store.migrate import head_revision
 
 EMPTY_SCHEMA = "readyz_unmigrated"
 

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from receiver.core.signing import TOKEN_SALT
-from receiver.models import Submission, WebhookEvent
+from receiver.store.models import Submission, WebhookEvent
 from receiver.submissions import create_submission
 from tests.helpers import (
     OTHER_WEBHOOK_KEY,

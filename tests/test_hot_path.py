@@ -16,9 +16,9 @@ from config.settings import Settings
 from receiver.apply import apply_job_state, find_submission
 from receiver.core.jobstate import normalise
 from receiver.core.transitions import Change
-from receiver.db import _begin_immediate, create_db_engine
-from receiver.inbox import Delivery, event_values
-from receiver.models import Outcome, Submission, WebhookEvent, utcnow
+from receiver.store.engines import _begin_immediate, create_db_engine
+from receiver.store.inbox import Delivery, event_values
+from receiver.store.models import Outcome, Submission, WebhookEvent, utcnow
 from tests.helpers import SECRET_KEY, add_submission, job_payload, quiet_outbox
 
 _submissions = Submission.__table__  # type: ignore[attr-defined]

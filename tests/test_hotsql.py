@@ -13,8 +13,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from receiver.hotsql import HotStatement
-from receiver.models import Submission, WebhookEvent
+from receiver.store.hotsql import HotStatement
+from receiver.store.models import Submission, WebhookEvent
 from tests.helpers import add_submission
 
 _submissions = Submission.__table__  # type: ignore[attr-defined]

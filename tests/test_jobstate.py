@@ -17,7 +17,7 @@ from receiver.core.jobstate import (
     parse_timestamp,
     status_family,
 )
-from receiver.models import Status
+from receiver.store.models import Status
 
 T = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 T_SECONDS = int(T.timestamp())

@@ -26,11 +26,11 @@ from sqlalchemy.engine import Engine
 from devtools.processes import WebProcess
 from receiver import create_app
 from receiver.core.signing import webhook_token
-from receiver.db import create_db_engine, get_engine
 from receiver.ittybit import IttybitClient, set_testing
 from receiver.metrics import get_metrics
-from receiver.models import Submission
 from receiver.outbox import get_outbox
+from receiver.store.engines import create_db_engine, get_engine
+from receiver.store.models import Submission
 from reconcile.poller import PassOptions, Reconciler
 from tests.helpers import (
     OTHER_WEBHOOK_KEY,

@@ -26,10 +26,10 @@ from sqlalchemy.engine import Engine
 
 from config.settings import Settings
 from devtools.notify_app import Answer, NotifyApp, Received
-from receiver.db import create_db_engine
 from receiver.metrics import get_metrics
-from receiver.models import Notification
 from receiver.outbox import retry_dead_notifications
+from receiver.store.engines import create_db_engine
+from receiver.store.models import Notification
 from reconcile.notifier import Backoff, Notifier
 from reconcile.notify_claims import claim_due, record_failed
 from tests.notify_helpers import (

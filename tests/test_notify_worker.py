@@ -20,7 +20,7 @@ from config.settings import Settings
 from devtools.notify_app import Answer, NotifyApp
 from devtools.processes import ROOT, base_env, jobhooks_command
 from receiver import create_app
-from receiver.db import create_db_engine, get_engine
+from receiver.store.engines import create_db_engine, get_engine
 from tests.helpers import SECRET_KEY, WEBHOOK_SECRET, job_payload, token_url
 from tests.notify_helpers import NOTIFY_SECRET, add_submissions, change, notifications, outbox_to
 from tests.test_webhooks import post

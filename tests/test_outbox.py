@@ -23,10 +23,10 @@ from receiver import create_app
 from receiver.apply import apply_job_state, find_submission
 from receiver.core.jobstate import normalise
 from receiver.ittybit import client_from_settings
-from receiver.models import Submission
 from receiver.outbox import Outbox, endpoint_label, get_outbox, retry_notifications
 from receiver.polls import reconcile_now
 from receiver.replay import rematch_unmatched
+from receiver.store.models import Submission
 from receiver.submissions import create_test_submission, get_submission, submission_json
 from receiver.trigger import build_trigger
 from tests.helpers import add_submission, event_envelope, job_payload, token_url

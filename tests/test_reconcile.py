@@ -371,7 +371,7 @@ def test_batches_keep_the_leased_rows_bounded(
     """Rows are leased a batch at a time as the pool drains, never all at once."""
     from sqlalchemy import func, select
 
-    from receiver.models import Submission
+    from receiver.store.models import Submission
 
     add_submissions(engine, range(1, 61), changed_at=HOUR_AGO)
     for key in range(1, 61):

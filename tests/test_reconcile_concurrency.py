@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from config.settings import Settings
-from receiver.db import create_db_engine
 from receiver.ittybit import IttybitClient
+from receiver.store.engines import create_db_engine
 from reconcile.poller import PassOptions, Reconciler
 from reconcile.summary import Summary
 from tests.helpers import SECRET_KEY, quiet_outbox

@@ -11,8 +11,8 @@ from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy.engine import Engine
 
 from receiver.core.signing import webhook_token
-from receiver.models import WebhookEvent, utcnow
 from receiver.replay import rematch_unmatched
+from receiver.store.models import WebhookEvent, utcnow
 from tests.helpers import (
     OLD_SECRET_KEY,
     SECRET_KEY,

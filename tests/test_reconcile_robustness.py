@@ -13,10 +13,10 @@ from flask import Flask
 from sqlalchemy.engine import Engine
 
 from config.settings import Settings
-from receiver.db import create_db_engine
 from receiver.ittybit import IttybitClient
 from receiver.metrics import get_metrics
-from receiver.models import utcnow
+from receiver.store.engines import create_db_engine
+from receiver.store.models import utcnow
 from reconcile.cli import _run_loop
 from reconcile.poller import PassOptions, Reconciler
 from tests.helpers import SECRET_KEY, quiet_outbox

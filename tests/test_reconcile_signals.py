@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from config.settings import Settings
-from receiver.db import create_db_engine
+from receiver.store.engines import create_db_engine
 from tests.helpers import SECRET_KEY
 from tests.reconcile_helpers import API_KEY, FakeIttybit, add_submissions, rows
 

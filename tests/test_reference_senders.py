@@ -15,8 +15,8 @@ from flask.testing import FlaskClient
 from sqlalchemy.engine import Engine
 
 from receiver import create_app
-from receiver.db import get_engine
-from receiver.models import WebhookEvent
+from receiver.store.engines import get_engine
+from receiver.store.models import WebhookEvent
 from tests.helpers import WEBHOOK_SECRET, add_submission, encode, job_payload
 
 PROJECT_URL = "/webhooks/ittybit"

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from receiver import create_app
-from receiver.db import get_engine
+from receiver.store.engines import get_engine
 from tests.helpers import add_submission
 
 

@@ -24,7 +24,7 @@ from devtools.standin import DEFAULT_API_KEY, Standin, StandinConfig, running
 from devtools.standin.clock import Clock
 from receiver.core.jobstate import normalise, parse_timestamp
 from receiver.core.signing import verify_standard_webhook
-from receiver.models import Status
+from receiver.store.models import Status
 from tests.helpers import WEBHOOK_KEY, WEBHOOK_SECRET
 
 if TYPE_CHECKING:

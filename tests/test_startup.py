@@ -27,7 +27,7 @@ from bench.run import render_table, verdicts
 from bench.startup import StartupRun
 from receiver import create_app
 from receiver.cli import cli as jobhooks_cli
-from receiver.db import get_engine
+from receiver.store.engines import get_engine
 from tests.helpers import SECRET_KEY, add_submission
 
 BIN = Path(sys.executable).parent
@@ -46,7 +46,7 @@ NOT_FOR_SHOW = (
     "receiver.admin",
     "receiver.webhooks",
     "receiver.metrics",
-    "receiver.migrate",
+    "receiver.store.migrate",
     "receiver.ittybit",
     "reconcile.poller",
     "reconcile.notifier",
@@ -60,8 +60,8 @@ NOT_FOR_HELP = (
     "pydantic_settings",
     "pythonjsonlogger",
     "config.settings",
-    "receiver.models",
-    "receiver.db",
+    "receiver.store.models",
+    "receiver.store.engines",
 )
 
 
@@ -115,7 +115,7 @@ def test_show_loads_only_what_reading_a_submission_needs(
     done, modules = run_jobhooks(["submissions", "show", "sub_1"], env, tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["submission_id"] == "sub_1"
-    assert {"receiver.models", "sqlalchemy"} <= modules  # it did read through the models
+    assert {"receiver.store.models", "sqlalchemy"} <= modules  # it did read through the models
     assert sorted(set(NOT_FOR_SHOW) & modules) == []
 
 

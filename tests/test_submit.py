@@ -235,7 +235,7 @@ def test_missing_api_key_is_a_configuration_error(
     app_config: dict[str, Any], command: list[str]
 ) -> None:
     from receiver import create_app
-    from receiver.db import get_engine
+    from receiver.store.engines import get_engine
 
     del app_config["ITTYBIT_API_KEY"]
     app = create_app(app_config)

@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from config.settings import Settings
-from receiver.db import create_db_engine
-from receiver.migrate import upgrade
+from receiver.store.engines import create_db_engine
+from receiver.store.migrate import upgrade
 from tests.conftest import create_test_database, drop_test_database, empty_tables, postgres_url
 
 pytestmark = pytest.mark.postgres

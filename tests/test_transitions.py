@@ -9,7 +9,7 @@ import pytest
 
 from receiver.core.jobstate import JobState, status_family
 from receiver.core.transitions import SubmissionRow, decide_transition
-from receiver.models import Outcome, Status
+from receiver.store.models import Outcome, Status
 
 T = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

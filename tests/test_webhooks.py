@@ -21,8 +21,8 @@ from werkzeug.test import TestResponse
 
 from receiver import create_app
 from receiver.core.signing import sign_standard_webhook, webhook_token
-from receiver.db import get_engine
-from receiver.models import Submission, WebhookEvent
+from receiver.store.engines import get_engine
+from receiver.store.models import Submission, WebhookEvent
 from tests.helpers import (
     OLD_SECRET_KEY,
     OTHER_WEBHOOK_KEY,

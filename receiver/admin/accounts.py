@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from receiver.models import AdminLoginFailure, AdminUser
+from receiver.store.models import AdminLoginFailure, AdminUser
 
 __all__ = [
     "LOCKOUT_FAILURES",

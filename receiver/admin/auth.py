@@ -8,7 +8,7 @@ from flask_wtf.csrf import CSRFProtect
 from werkzeug.wrappers import Response
 
 from receiver.admin.accounts import Admin, find_by_session_token
-from receiver.db import get_read_engine
+from receiver.store.engines import get_read_engine
 
 __all__ = ["AdminSession", "current_admin", "guard", "init_app", "safe_next"]
 

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from receiver.models import (
+from receiver.store.models import (
     Notification,
     NotificationStatus,
     Outcome,

@@ -29,10 +29,10 @@ from config.settings import Settings
 from receiver.admin import display, queries
 from receiver.admin.accounts import authenticate, end_sessions
 from receiver.admin.auth import AdminSession, current_admin, guard, safe_next
-from receiver.db import get_engine, get_read_engine
 from receiver.history import get_event, parse_since, submission_timeline
-from receiver.models import NotificationStatus, Outcome, Status, utcnow
 from receiver.outbox import get_outbox, retry_notifications
+from receiver.store.engines import get_engine, get_read_engine
+from receiver.store.models import NotificationStatus, Outcome, Status, utcnow
 from receiver.submissions import webhook_url
 
 __all__ = ["bp"]

@@ -7,9 +7,9 @@ from sqlalchemy import Connection
 
 from receiver.api.errors import ApiProblem
 from receiver.api.keys import KeyHolder, authenticate, record_use
-from receiver.db import get_engine, get_read_engine
 from receiver.logs import note
-from receiver.models import utcnow
+from receiver.store.engines import get_engine, get_read_engine
+from receiver.store.models import utcnow
 
 __all__ = ["PUBLIC_ENDPOINTS", "current_key", "read_connection", "release_read", "require_key"]
 

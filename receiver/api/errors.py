@@ -14,8 +14,8 @@ from flask import Blueprint, Response, jsonify, request
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from receiver.db import database_unavailable
 from receiver.logs import note
+from receiver.store.engines import database_unavailable
 
 __all__ = [
     "ApiProblem",

@@ -22,8 +22,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from receiver.api.errors import ApiProblem
-from receiver.db import read_only
-from receiver.models import IdempotentRequest
+from receiver.store.engines import read_only
+from receiver.store.models import IdempotentRequest
 
 __all__ = ["EXPIRED_BATCH", "KEEP_FOR", "Claim", "claim", "finish", "release", "request_hash"]
 

@@ -18,8 +18,8 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from receiver.hotsql import HotStatement
-from receiver.models import ApiKey
+from receiver.store.hotsql import HotStatement
+from receiver.store.models import ApiKey
 
 __all__ = [
     "KEY_PREFIX",

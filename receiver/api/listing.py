@@ -20,9 +20,9 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql
 
-from receiver.hotsql import HotStatement
-from receiver.models import Submission, SubmissionMeta
 from receiver.outbox import list_notifications
+from receiver.store.hotsql import HotStatement
+from receiver.store.models import Submission, SubmissionMeta
 
 __all__ = ["list_notifications_page", "list_submissions_page", "submissions_statement"]
 

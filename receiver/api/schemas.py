@@ -12,7 +12,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
-from receiver.models import NotificationStatus, Status
+from receiver.store.models import NotificationStatus, Status
 
 __all__ = [
     "MAX_LIMIT",

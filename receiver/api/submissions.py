@@ -31,13 +31,13 @@ from receiver.api.schemas import (
 )
 from receiver.api.slots import ittybit_slot
 from receiver.api.spec import spec
-from receiver.db import get_engine, get_read_engine
 from receiver.history import submission_timeline
 from receiver.logs import note
-from receiver.models import Submission, utcnow
 from receiver.outbox import get_outbox
 from receiver.polls import JobResult, reconcile_now
 from receiver.replay import rematch_for
+from receiver.store.engines import get_engine, get_read_engine
+from receiver.store.models import Submission, utcnow
 from receiver.submissions import (
     InvalidSubmission,
     create_submission,

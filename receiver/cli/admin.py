@@ -29,8 +29,8 @@ def _stamp(value: datetime | None) -> str:
 def admin_create(email: str, password_stdin: bool) -> None:
     """Create an account for EMAIL; the password is asked for (twice) or read from stdin."""
     from receiver.admin.accounts import AdminError, create_admin
-    from receiver.db import get_engine
-    from receiver.models import utcnow
+    from receiver.store.engines import get_engine
+    from receiver.store.models import utcnow
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -49,8 +49,8 @@ def admin_create(email: str, password_stdin: bool) -> None:
 def admin_list(as_json: bool) -> None:
     """List the accounts: email, created, last login, locked until."""
     from receiver.admin.accounts import list_admins
-    from receiver.db import get_read_engine
-    from receiver.models import utcnow
+    from receiver.store.engines import get_read_engine
+    from receiver.store.models import utcnow
 
     with database_errors():
         admins = list_admins(get_read_engine())
@@ -81,7 +81,7 @@ def admin_list(as_json: bool) -> None:
 def admin_delete(email: str) -> None:
     """Delete the account for EMAIL; its sessions end at once."""
     from receiver.admin.accounts import AdminError, delete_admin
-    from receiver.db import get_engine
+    from receiver.store.engines import get_engine
 
     with database_errors():
         try:

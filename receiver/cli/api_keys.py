@@ -20,8 +20,8 @@ api_keys_cli = AppGroup("api-keys", help="Create, list and revoke keys of the ap
 def api_keys_create(name: str, as_json: bool) -> None:
     """Make a key named NAME and print it once: only its hash is kept."""
     from receiver.api.keys import ApiKeyError, create_key
-    from receiver.db import get_engine
-    from receiver.models import utcnow
+    from receiver.store.engines import get_engine
+    from receiver.store.models import utcnow
 
     with database_errors():
         try:
@@ -40,7 +40,7 @@ def api_keys_create(name: str, as_json: bool) -> None:
 def api_keys_list(as_json: bool) -> None:
     """Show every key's name, when it was made and last used, and whether it is revoked."""
     from receiver.api.keys import list_keys
-    from receiver.db import get_read_engine
+    from receiver.store.engines import get_read_engine
 
     with database_errors(), get_read_engine().connect() as conn:
         keys = list_keys(conn)
@@ -73,8 +73,8 @@ def api_keys_list(as_json: bool) -> None:
 def api_keys_revoke(name: str) -> None:
     """End the key named NAME at once: its next request is refused (401)."""
     from receiver.api.keys import ApiKeyError, revoke_key
-    from receiver.db import get_engine
-    from receiver.models import utcnow
+    from receiver.store.engines import get_engine
+    from receiver.store.models import utcnow
 
     with database_errors():
         try:

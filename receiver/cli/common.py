@@ -130,7 +130,7 @@ class Since(click.ParamType):  # type: ignore[type-arg]
         if isinstance(value, datetime):
             return value
         from receiver.history import parse_since
-        from receiver.models import utcnow
+        from receiver.store.models import utcnow
 
         try:
             return parse_since(str(value), now=utcnow())

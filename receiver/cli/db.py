@@ -16,8 +16,8 @@ db_cli = AppGroup("db", help="Manage the database schema.")
 @click.option("--revision", default="head", show_default=True, help="Target revision.")
 def db_upgrade(revision: str) -> None:
     """Apply database migrations."""
-    from receiver.db import get_engine
-    from receiver.migrate import upgrade
+    from receiver.store.engines import get_engine
+    from receiver.store.migrate import upgrade
 
     with database_errors():
         upgrade(get_engine(), revision)

@@ -61,8 +61,8 @@ def events_list(
     as_json: bool,
 ) -> None:
     """List stored deliveries, newest first."""
-    from receiver.db import get_read_engine
     from receiver.history import event_json, list_events
+    from receiver.store.engines import get_read_engine
 
     with database_errors(), get_read_engine().connect() as conn:
         rows = list_events(
@@ -87,8 +87,8 @@ def events_list(
 @click.argument("event_id", type=int)
 def events_show(event_id: int) -> None:
     """Print one stored delivery as JSON: what was received and what was done with it."""
-    from receiver.db import get_read_engine
     from receiver.history import event_json, get_event
+    from receiver.store.engines import get_read_engine
 
     with database_errors(), get_read_engine().connect() as conn:
         event = get_event(conn, event_id)
@@ -118,10 +118,10 @@ def events_replay(
     """
     import sqlalchemy as sa
 
-    from receiver.db import get_engine
-    from receiver.models import WebhookEvent, utcnow
     from receiver.outbox import get_outbox
     from receiver.replay import ReplayError, rematch_unmatched, replay_one
+    from receiver.store.engines import get_engine
+    from receiver.store.models import WebhookEvent, utcnow
 
     if bool(event_ids) == bool(outcome):
         raise click.UsageError("give event ids or --outcome unmatched (not both)")
@@ -195,9 +195,9 @@ def events_replay(
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
 def events_prune(older_than: float, batch: int, dry_run: bool) -> None:
     """Delete old deliveries in batches, keeping the latest one of every submission."""
-    from receiver.db import get_engine
-    from receiver.models import utcnow
     from receiver.prune import count_prunable, prune_events
+    from receiver.store.engines import get_engine
+    from receiver.store.models import utcnow
 
     before = utcnow() - timedelta(seconds=older_than)
     stamp = f"{before:%Y-%m-%d %H:%M:%S}"

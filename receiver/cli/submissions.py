@@ -26,7 +26,7 @@ def submissions_add(
     """Add a submission and print it as JSON."""
     from sqlmodel import Session
 
-    from receiver.db import get_engine
+    from receiver.store.engines import get_engine
     from receiver.submissions import InvalidSubmission, create_submission, submission_json
 
     metadata = parse_pairs(meta, "--meta")
@@ -51,7 +51,7 @@ def submissions_show(submission_id: str) -> None:
     """Print a submission as JSON."""
     from sqlmodel import Session
 
-    from receiver.db import get_read_engine
+    from receiver.store.engines import get_read_engine
     from receiver.submissions import get_submission, submission_json
 
     with database_errors(), Session(get_read_engine()) as session:
@@ -73,7 +73,7 @@ def submissions_show(submission_id: str) -> None:
 )
 def submissions_import(file: TextIO, batch: int) -> None:
     """Import submissions from a JSON Lines FILE ('-' for stdin); nothing is written on error."""
-    from receiver.db import get_engine
+    from receiver.store.engines import get_engine
     from receiver.submissions import InvalidSubmission, import_submissions
 
     with database_errors():
@@ -91,7 +91,7 @@ def webhook_url_command(submission_id: str) -> None:
     """Print the signed webhook URL of a submission."""
     from sqlmodel import Session
 
-    from receiver.db import get_read_engine
+    from receiver.store.engines import get_read_engine
     from receiver.submissions import get_submission, webhook_url
 
     with database_errors(), Session(get_read_engine()) as session:
@@ -109,7 +109,7 @@ def webhook_url_command(submission_id: str) -> None:
 @submissions_cli.command("prune-tests")
 def submissions_prune_tests() -> None:
     """Delete every test submission (made by trigger) and what was recorded about it."""
-    from receiver.db import get_engine
+    from receiver.store.engines import get_engine
     from receiver.submissions import prune_test_submissions
 
     with database_errors():

@@ -72,10 +72,10 @@ def submit_command(
     failure it stays pending with the error; running the same command again
     completes it without ever creating a second job.
     """
-    from receiver.db import get_engine
     from receiver.ittybit import client_from_settings
-    from receiver.models import utcnow
     from receiver.outbox import get_outbox
+    from receiver.store.engines import get_engine
+    from receiver.store.models import utcnow
     from receiver.submissions import InvalidSubmission, submission_json
     from receiver.submit import RESERVED_METADATA, submit_job
 

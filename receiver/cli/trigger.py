@@ -49,8 +49,8 @@ def trigger_command(
     import httpx
     from sqlmodel import Session
 
-    from receiver.db import get_engine
-    from receiver.models import utcnow
+    from receiver.store.engines import get_engine
+    from receiver.store.models import utcnow
     from receiver.submissions import create_test_submission, get_submission
     from receiver.trigger import base_url, build_trigger
 

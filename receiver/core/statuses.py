@@ -1,6 +1,6 @@
 """The status vocabularies: a submission's status, a delivery's outcome, a notification's.
 
-Apart from the tables (``receiver.models`` re-exports them) so that the command line can
+Apart from the tables (``receiver.store.models`` re-exports them) so that the command line can
 offer them as choices without importing the ORM.
 """
 

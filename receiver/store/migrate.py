@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 
 __all__ = ["MIGRATIONS", "alembic_config", "head_revision", "upgrade"]
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 
 def alembic_config(database_url: str) -> Config:

@@ -192,7 +192,7 @@ def database_unavailable(exc: BaseException) -> bool:
 
 def migration_state(engine: Engine) -> tuple[str | None, str | None]:
     """Return (current revision in the database, head revision of the migrations)."""
-    from receiver.migrate import head_revision
+    from receiver.store.migrate import head_revision
 
     # Read alembic's table directly: a MigrationContext logs at INFO on every probe.
     with read_only(engine).connect() as connection:

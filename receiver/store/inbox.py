@@ -13,8 +13,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from receiver.core.jobstate import JobState
 from receiver.core.signing import HeaderLookup
-from receiver.hotsql import HotStatement
-from receiver.models import Outcome, WebhookEvent
+from receiver.store.hotsql import HotStatement
+from receiver.store.models import Outcome, WebhookEvent
 
 __all__ = [
     "Delivery",

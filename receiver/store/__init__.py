@@ -1,0 +1,1 @@
+"""Storage: tables, engines, migrations glue, hot statements, the inbox. Imports core, config."""
