@@ -13,7 +13,7 @@ from typing import Any
 from gunicorn.glogging import Logger
 
 from config.settings import WEB_WORKER_TIMEOUT, ConfigError, Settings
-from receiver.logs import JsonFormatter, configure_logging, redact_tokens
+from receiver.observe.logs import JsonFormatter, configure_logging, redact_tokens
 
 # Validate in the master, so a bad variable stops the process with one line, not a boot loop.
 try:
@@ -31,7 +31,7 @@ graceful_timeout = 25
 keepalive = 5
 # Heroku's router sets X-Forwarded-*; it is the only thing that can reach the dyno.
 forwarded_allow_ips = "*"
-# The app writes one JSON line per request (receiver/logs.py); gunicorn's own access line
+# The app writes one JSON line per request (receiver/observe/logs.py); gunicorn's own access line
 # would repeat it without the delivery's outcome.
 accesslog = None
 errorlog = "-"
@@ -118,7 +118,7 @@ def post_fork(server: Any, worker: Any) -> None:
 
 def post_worker_init(worker: Any) -> None:
     """Count the worker in ``jobhooks_web_workers`` once its app is loaded."""
-    from receiver.metrics import mark_worker_started
+    from receiver.observe.metrics import mark_worker_started
 
     mark_worker_started(worker.wsgi)
 

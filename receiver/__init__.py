@@ -32,7 +32,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, web: bool = True) -> 
         JSON_SORT_KEYS=False,
         TESTING=settings.env == "test",
     )
-    from receiver import logs
+    from receiver.observe import logs
 
     logs.configure_logging(level=settings.log_level, fmt=settings.log_format)
     settings.log_warnings(app.logger)
@@ -46,7 +46,8 @@ def create_app(config: Mapping[str, Any] | None = None, *, web: bool = True) -> 
     outbox.init_app(app, settings)
     cli.init_app(app)
     if web:
-        from receiver import admin, api, errors, health, metrics, webhooks
+        from receiver import admin, api, errors, health, webhooks
+        from receiver.observe import metrics
 
         logs.init_app(app)
         metrics.init_app(app)

@@ -7,7 +7,7 @@ import logging
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from receiver.logs import note
+from receiver.observe.logs import note
 
 __all__ = ["error_response", "init_app"]
 

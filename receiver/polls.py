@@ -22,7 +22,7 @@ from receiver.apply import apply_job_state, find_submission
 from receiver.core.jobstate import JobState
 from receiver.core.transitions import Change, SubmissionRow, decide_transition
 from receiver.deliveries import owner_conflict
-from receiver.ittybit import ApiError, IttybitClient, JobNotFound, RateLimited
+from receiver.ittybit.client import ApiError, IttybitClient, JobNotFound, RateLimited
 from receiver.outbox import Outbox
 from receiver.store.models import FINAL_STATUSES, Poll, Status, Submission
 

@@ -22,7 +22,7 @@ from config.settings import Settings
 from receiver.apply import apply_job_state, find_submission
 from receiver.core.jobstate import JobState
 from receiver.deliveries import owner_conflict
-from receiver.ittybit import RETRYABLE_STATUSES, ApiError, IttybitClient, idempotency_key
+from receiver.ittybit.client import RETRYABLE_STATUSES, ApiError, IttybitClient, idempotency_key
 from receiver.outbox import Outbox
 from receiver.store.models import Status, Submission
 from receiver.submissions import (

@@ -19,7 +19,7 @@ from receiver.core.signing import (
 )
 from receiver.deliveries import DeliveryResult, claims_conflict, process_delivery
 from receiver.errors import error_response
-from receiver.logs import note
+from receiver.observe.logs import note
 from receiver.outbox import get_outbox
 from receiver.store.engines import database_unavailable, get_engine
 from receiver.store.inbox import Delivery, dedupe_key, record_rejected

@@ -112,9 +112,9 @@ def reconcile_command(
     One pass by default; --loop runs until SIGTERM. Exit status 1 if any job
     could not be checked, 2 on bad arguments or configuration.
     """
-    from receiver.ittybit import client_from_settings
-    from receiver.logs import configure_logging
-    from receiver.metrics import get_metrics
+    from receiver.ittybit.client import client_from_settings
+    from receiver.observe.logs import configure_logging
+    from receiver.observe.metrics import get_metrics
     from receiver.outbox import get_outbox
     from receiver.store.engines import get_engine
     from reconcile.notifier import delivering_in_background

@@ -70,8 +70,8 @@ def notify_cli(ctx: click.Context, loop: bool, lease: float, as_json: bool) -> N
 
 @with_appcontext
 def _send_due(loop: bool, lease: float, as_json: bool) -> None:
-    from receiver.logs import configure_logging
-    from receiver.metrics import get_metrics
+    from receiver.observe.logs import configure_logging
+    from receiver.observe.metrics import get_metrics
     from receiver.store.engines import get_engine
     from reconcile.notifier import Notifier
 

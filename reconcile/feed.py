@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from receiver.deliveries import process_delivery
-from receiver.ittybit import ApiError, ApiEvent, AuthError, EventPage, IttybitClient
+from receiver.ittybit.client import ApiError, ApiEvent, AuthError, EventPage, IttybitClient
 from receiver.outbox import Outbox
 from receiver.store.inbox import Delivery, dedupe_key, record_rejected
 from receiver.store.models import Outcome

@@ -34,7 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from config.settings import Settings
 from receiver.core.signing import sign_standard_webhook
-from receiver.ittybit import parse_retry_after
+from receiver.ittybit.client import parse_retry_after
 from receiver.outbox import endpoint_label
 from receiver.store.engines import read_only
 from receiver.store.models import utcnow
@@ -43,7 +43,7 @@ from reconcile.notify_limits import DELIVERY_TIMEOUT, LEASE_SECONDS
 from reconcile.poller import lease_owner
 
 if TYPE_CHECKING:
-    from receiver.metrics import Metrics
+    from receiver.observe.metrics import Metrics
 
 __all__ = [
     "DELIVERY_TIMEOUT",

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from config.settings import WEB_WORKER_TIMEOUT, Settings
-from receiver.ittybit import ApiError, AuthError, BadResponse, Interrupted, IttybitClient
+from receiver.ittybit.client import ApiError, AuthError, BadResponse, Interrupted, IttybitClient
 from receiver.outbox import Outbox
 from receiver.polls import Fetched, JobResult, PolledJob, poll_delay, settle_job
 from receiver.replay import rematch_unmatched
@@ -52,7 +52,7 @@ from reconcile.feed import EventFeed, EventListUnavailable
 from reconcile.summary import Summary, log_pass, log_result
 
 if TYPE_CHECKING:
-    from receiver.metrics import Metrics
+    from receiver.observe.metrics import Metrics
 
 __all__ = ["SUBMIT_GRACE", "PassOptions", "Reconciler", "lease_owner"]
 

@@ -110,7 +110,7 @@ class Summary:
 def log_result(job: PolledJob, result: JobResult, detail: str | None, *, dry_run: bool) -> None:
     prefix = "dry run: would be " if dry_run else ""
     level = logging.WARNING if result is JobResult.ERROR else logging.INFO
-    # One line per job polled; the fields are for the JSON log (receiver/logs.py).
+    # One line per job polled; the fields are for the JSON log (receiver/observe/logs.py).
     data = {
         "submission_id": job.submission_id,
         "job_id": job.job_id,

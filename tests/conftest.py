@@ -27,7 +27,7 @@ from devtools.processes import ROOT, WebProcess, base_env, free_port, procfile_c
 from receiver import create_app
 from receiver.api.client import close_api_client
 from receiver.cli import cli as jobhooks_cli
-from receiver.ittybit import set_testing
+from receiver.ittybit.client import set_testing
 from receiver.store.engines import create_db_engine, get_engine
 from receiver.store.migrate import upgrade
 from tests.helpers import OLD_SECRET_KEY, SECRET_KEY, WEBHOOK_SECRET

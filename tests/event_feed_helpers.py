@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from werkzeug.test import Client
 
 from devtools.standin import DEFAULT_API_KEY, Standin
-from receiver.ittybit import IttybitClient
+from receiver.ittybit.client import IttybitClient
 from receiver.outbox import Outbox
 from receiver.store.models import EventFeed, Notification, Submission, utcnow
 from reconcile.poller import PassOptions, Reconciler

@@ -25,7 +25,7 @@ from werkzeug.wrappers import Request, Response
 from devtools.standin import Standin, StandinConfig
 from receiver.api.keys import revoke_key
 from receiver.core.signing import verify_webhook_token
-from receiver.ittybit import idempotency_key
+from receiver.ittybit.client import idempotency_key
 from receiver.store.models import IdempotentRequest, Submission, WebhookEvent, utcnow
 from tests.api_helpers import (
     INPUT,

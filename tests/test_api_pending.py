@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from config.settings import Settings
 from devtools.processes import free_port
 from devtools.standin import DEFAULT_API_KEY, Standin, StandinConfig
-from receiver.ittybit import IttybitClient
+from receiver.ittybit.client import IttybitClient
 from receiver.outbox import get_outbox
 from receiver.store.models import utcnow
 from reconcile.poller import SUBMIT_GRACE, PassOptions, Reconciler

@@ -12,7 +12,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug.wrappers import Request, Response
 
-from receiver.ittybit import (
+from receiver.ittybit.client import (
     ApiError,
     ApiUnavailable,
     AuthError,

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from config.settings import Settings
 from devtools.standin import DEFAULT_API_KEY, Standin, StandinConfig, running
 from receiver import create_app
-from receiver.ittybit import IttybitClient
+from receiver.ittybit.client import IttybitClient
 from receiver.store.engines import create_db_engine, get_engine
 from receiver.store.models import WebhookEvent, utcnow
 from reconcile import feed, feed_lease

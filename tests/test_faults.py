@@ -21,7 +21,7 @@ from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from receiver.ittybit import RetryPolicy
+from receiver.ittybit.client import RetryPolicy
 from tests.helpers import add_submission, encode, job_payload, signed_headers, token_url
 from tests.reconcile_helpers import add_submissions, rows
 

@@ -16,7 +16,7 @@ import pytest
 
 from devtools.processes import WebProcess
 from receiver.core.signing import webhook_token
-from receiver.logs import JsonFormatter
+from receiver.observe.logs import JsonFormatter
 from tests.helpers import WEBHOOK_SECRET, encode, job_payload
 
 SECRET = "a-gunicorn-log-test-secret-0123456789"

@@ -26,8 +26,8 @@ from sqlalchemy.engine import Engine
 from devtools.processes import WebProcess
 from receiver import create_app
 from receiver.core.signing import webhook_token
-from receiver.ittybit import IttybitClient, set_testing
-from receiver.metrics import get_metrics
+from receiver.ittybit.client import IttybitClient, set_testing
+from receiver.observe.metrics import get_metrics
 from receiver.outbox import get_outbox
 from receiver.store.engines import create_db_engine, get_engine
 from receiver.store.models import Submission

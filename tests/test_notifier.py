@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 
 from config.settings import Settings
 from devtools.notify_app import Answer, NotifyApp, Received
-from receiver.metrics import get_metrics
+from receiver.observe.metrics import get_metrics
 from receiver.outbox import retry_dead_notifications
 from receiver.store.engines import create_db_engine
 from receiver.store.models import Notification

@@ -22,7 +22,7 @@ from config.settings import Settings
 from receiver import create_app
 from receiver.apply import apply_job_state, find_submission
 from receiver.core.jobstate import normalise
-from receiver.ittybit import client_from_settings
+from receiver.ittybit.client import client_from_settings
 from receiver.outbox import Outbox, endpoint_label, get_outbox, retry_notifications
 from receiver.polls import reconcile_now
 from receiver.replay import rematch_unmatched

@@ -13,7 +13,7 @@ from freezegun import freeze_time
 from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
 
-from receiver.ittybit import IttybitClient, RetryPolicy, set_testing
+from receiver.ittybit.client import IttybitClient, RetryPolicy, set_testing
 from receiver.polls import human_duration, poll_delay
 from reconcile.poller import PassOptions, Reconciler
 from reconcile.summary import Summary

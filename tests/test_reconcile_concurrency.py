@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from config.settings import Settings
-from receiver.ittybit import IttybitClient
+from receiver.ittybit.client import IttybitClient
 from receiver.store.engines import create_db_engine
 from reconcile.poller import PassOptions, Reconciler
 from reconcile.summary import Summary

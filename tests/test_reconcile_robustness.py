@@ -13,8 +13,8 @@ from flask import Flask
 from sqlalchemy.engine import Engine
 
 from config.settings import Settings
-from receiver.ittybit import IttybitClient
-from receiver.metrics import get_metrics
+from receiver.ittybit.client import IttybitClient
+from receiver.observe.metrics import get_metrics
 from receiver.store.engines import create_db_engine
 from receiver.store.models import utcnow
 from reconcile.cli import _run_loop

@@ -45,9 +45,9 @@ NOT_FOR_SHOW = (
     "receiver.api",
     "receiver.admin",
     "receiver.webhooks",
-    "receiver.metrics",
+    "receiver.observe.metrics",
     "receiver.store.migrate",
-    "receiver.ittybit",
+    "receiver.ittybit.client",
     "reconcile.poller",
     "reconcile.notifier",
 )

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine
 from config.settings import Settings
 from devtools.processes import ROOT, WebProcess, base_env, free_port, jobhooks_command
 from devtools.standin import DeliveryRecord, Standin, StandinConfig
-from receiver.ittybit import client_from_settings
+from receiver.ittybit.client import client_from_settings
 from receiver.store.engines import create_db_engine
 from receiver.store.models import TERMINAL_STATUSES, Submission, WebhookEvent, utcnow
 from receiver.submit import submit_job

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from werkzeug.wrappers import Request, Response
 
 from receiver.core.signing import verify_webhook_token
-from receiver.ittybit import idempotency_key
+from receiver.ittybit.client import idempotency_key
 from tests.helpers import SECRET_KEY, encode, job_payload, signed_headers
 from tests.reconcile_helpers import API_KEY, rows
 

@@ -15,7 +15,7 @@ from receiver import create_app
 from receiver.apply import find_submission
 from receiver.core.jobstate import normalise
 from receiver.history import submission_timeline
-from receiver.ittybit import ApiUnavailable
+from receiver.ittybit.client import ApiUnavailable
 from receiver.outbox import Outbox
 from receiver.polls import JobResult, PolledJob, settle_job
 from receiver.store.engines import get_engine

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint
 
-from receiver.logs import redact_tokens
+from receiver.observe.logs import redact_tokens
 
 __all__ = [
     "REDACTED",

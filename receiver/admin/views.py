@@ -282,7 +282,7 @@ def _back(default: str) -> ResponseReturnValue:
 @bp.post("/actions/reconcile")
 def reconcile_submission() -> ResponseReturnValue:
     """Ask ittybit about one submission's job now, as ``reconcile --submission`` does."""
-    from receiver.ittybit import IttybitClient
+    from receiver.ittybit.client import IttybitClient
     from receiver.polls import reconcile_now
 
     settings = _settings()

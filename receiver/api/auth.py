@@ -7,7 +7,7 @@ from sqlalchemy import Connection
 
 from receiver.api.errors import ApiProblem
 from receiver.api.keys import KeyHolder, authenticate, record_use
-from receiver.logs import note
+from receiver.observe.logs import note
 from receiver.store.engines import get_engine, get_read_engine
 from receiver.store.models import utcnow
 

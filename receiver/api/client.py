@@ -8,7 +8,7 @@ from flask import Flask, current_app
 
 from config.settings import Settings
 from receiver.api.errors import ApiProblem
-from receiver.ittybit import IttybitClient
+from receiver.ittybit.client import IttybitClient
 
 __all__ = ["api_client", "close_api_client", "settings"]
 

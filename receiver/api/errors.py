@@ -14,7 +14,7 @@ from flask import Blueprint, Response, jsonify, request
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from receiver.logs import note
+from receiver.observe.logs import note
 from receiver.store.engines import database_unavailable
 
 __all__ = [

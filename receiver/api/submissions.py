@@ -32,7 +32,7 @@ from receiver.api.schemas import (
 from receiver.api.slots import ittybit_slot
 from receiver.api.spec import spec
 from receiver.history import submission_timeline
-from receiver.logs import note
+from receiver.observe.logs import note
 from receiver.outbox import get_outbox
 from receiver.polls import JobResult, reconcile_now
 from receiver.replay import rematch_for

@@ -72,7 +72,7 @@ def submit_command(
     failure it stays pending with the error; running the same command again
     completes it without ever creating a second job.
     """
-    from receiver.ittybit import client_from_settings
+    from receiver.ittybit.client import client_from_settings
     from receiver.outbox import get_outbox
     from receiver.store.engines import get_engine
     from receiver.store.models import utcnow

@@ -31,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from config.settings import Settings
 from receiver.errors import error_response
-from receiver.logs import current
+from receiver.observe.logs import current
 from receiver.store.engines import get_read_engine
 from receiver.store.models import (
     Notification,

@@ -1,0 +1,1 @@
+"""Logs and metrics, shared by both processes. Imports store, core, config."""
