@@ -3,7 +3,7 @@
 A minimal Flask app under the same gunicorn as the real one, for the three requests of the
 API benchmark: one submission, an owner's page of 100, a campaign's page of 100. For each
 it does what the real view must: check the Bearer key's hash in the database, run the same
-SQL as the real app (``receiver/api/listing.py``, same indexes, same plans) through
+SQL as the real app (``receiver/web/api/listing.py``, same indexes, same plans) through
 ``sqlite3`` or ``psycopg``, and answer the same JSON: each row as the submission object,
 with its signed webhook URL, and the next page's cursor (the service's own pure helpers
 make the key's hash, the token and the cursor). No SQLAlchemy, no request
@@ -24,9 +24,9 @@ from typing import Any
 from flask import Flask, Response, request
 
 from bench.rawdb import worker_connection
-from receiver.api.keys import hash_key
-from receiver.api.pagination import encode_cursor
 from receiver.core.signing import webhook_token
+from receiver.web.api.keys import hash_key
+from receiver.web.api.pagination import encode_cursor
 
 app = Flask(__name__)
 

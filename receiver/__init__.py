@@ -46,8 +46,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, web: bool = True) -> 
     outbox.init_app(app, settings)
     cli.init_app(app)
     if web:
-        from receiver import admin, api, errors, health, webhooks
-        from receiver.observe import metrics
+        from receiver.web import admin, api, errors, health, metrics, webhooks
 
         logs.init_app(app)
         metrics.init_app(app)

@@ -25,11 +25,11 @@ from config.settings import Settings
 from devtools.databases import create_scratch_database, drop_scratch_database
 from devtools.processes import ROOT, WebProcess, base_env, free_port, procfile_command
 from receiver import create_app
-from receiver.api.client import close_api_client
 from receiver.cli import cli as jobhooks_cli
 from receiver.ittybit.client import set_testing
 from receiver.store.engines import create_db_engine, get_engine
 from receiver.store.migrate import upgrade
+from receiver.web.api.client import close_api_client
 from tests.helpers import OLD_SECRET_KEY, SECRET_KEY, WEBHOOK_SECRET
 from tests.reconcile_helpers import FakeIttybit
 

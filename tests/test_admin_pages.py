@@ -13,9 +13,9 @@ from freezegun import freeze_time
 from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
 
-from receiver.admin.accounts import create_admin
 from receiver.core.signing import webhook_token
 from receiver.store.models import utcnow
+from receiver.web.admin.accounts import create_admin
 from tests.admin_helpers import (
     EMAIL,
     PASSWORD,
@@ -200,7 +200,7 @@ def test_submissions_are_filtered_by_status_user_metadata_and_id(
 def test_a_metadata_search_looks_at_a_bounded_number_of_rows_per_page(
     signed_in: FlaskClient, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from receiver.admin import queries
+    from receiver.web.admin import queries
 
     monkeypatch.setattr(queries, "SCAN_LIMIT", 10)
     # 25 submissions, newest first n=0..24; campaign "x" on n = 3, 4 and 21 only.

@@ -23,10 +23,10 @@ from sqlalchemy.engine import Engine
 from werkzeug.wrappers import Request, Response
 
 from devtools.standin import Standin, StandinConfig
-from receiver.api.keys import revoke_key
 from receiver.core.signing import verify_webhook_token
 from receiver.ittybit.client import idempotency_key
 from receiver.store.models import IdempotentRequest, Submission, WebhookEvent, utcnow
+from receiver.web.api.keys import revoke_key
 from tests.api_helpers import (
     INPUT,
     bearer,

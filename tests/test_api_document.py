@@ -62,7 +62,7 @@ def test_errors_keys_and_parameters_are_described(client: FlaskClient) -> None:
 
 
 def test_the_document_comes_from_the_validating_models(client: FlaskClient) -> None:
-    from receiver.api.schemas import CreateSubmissionBody
+    from receiver.web.api.schemas import CreateSubmissionBody
 
     spec = document(client)
     generated = CreateSubmissionBody.model_json_schema()

@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.engine import Engine
 
-from receiver.api.listing import submissions_statement
 from receiver.store.models import Submission, utcnow
+from receiver.web.api.listing import submissions_statement
 
 ROWS = 20_000
 _submissions = Submission.__table__  # type: ignore[attr-defined]

@@ -205,7 +205,7 @@ def test_an_unexpected_error_is_logged_with_its_traceback_as_one_line(
     response = app.test_client().get("/broken", headers={"X-Request-ID": "trace-9"})
     assert response.status_code == 500
     assert response.headers["X-Request-ID"] == "trace-9"
-    error = next(line for line in log_lines() if line["logger"] == "receiver.errors")
+    error = next(line for line in log_lines() if line["logger"] == "receiver.web.errors")
     assert error["request_id"] == "trace-9"
     assert "RuntimeError: boom" in error["exception"]
     [line] = request_lines(log_lines)
@@ -392,7 +392,7 @@ def test_redact_tokens_cuts_every_token_out() -> None:
     }
     for text, expected in cases.items():
         assert redact_tokens(text) == expected
-    for plain in ("/webhooks/ittybit", "/healthz", "receiver.errors: unhandled error", ""):
+    for plain in ("/webhooks/ittybit", "/healthz", "receiver.web.errors: unhandled error", ""):
         assert redact_tokens(plain) == plain
 
 

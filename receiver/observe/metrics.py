@@ -8,14 +8,12 @@ answer is the same whichever worker serves it.
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Flask, current_app
 from prometheus_client import (
-    CONTENT_TYPE_PLAIN_0_0_4,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -29,9 +27,6 @@ from prometheus_client.registry import Collector
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from config.settings import Settings
-from receiver.errors import error_response
-from receiver.observe.logs import current
 from receiver.store.engines import get_read_engine
 from receiver.store.models import (
     Notification,
@@ -43,11 +38,9 @@ from receiver.store.models import (
     utcnow,
 )
 
-__all__ = ["Metrics", "bp", "get_metrics", "init_app", "mark_worker_started", "multiprocess"]
+__all__ = ["EXTENSION", "Metrics", "get_metrics", "mark_worker_started", "multiprocess"]
 
-_EXTENSION = "jobhooks.metrics"
-#: The inbox's ``source`` for each webhook view.
-_SOURCES = {"webhooks.submission_webhook": "url", "webhooks.project_webhook": "endpoint"}
+EXTENSION = "jobhooks.metrics"
 #: From a millisecond (SQLite, warm) to ittybit's 5 s patience and past it.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _PASS_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -70,8 +63,6 @@ _NOTIFICATIONS_WAITING = (
     )
     .group_by(_notifications.c.status)
 )
-
-bp = Blueprint("metrics", __name__)
 
 
 def multiprocess() -> bool:
@@ -295,63 +286,12 @@ def get_metrics(app: Flask | None = None) -> Metrics:
     makes them here, the first time a command that counts (reconcile, notify) asks.
     """
     extensions = (app or current_app).extensions
-    metrics: Metrics | None = extensions.get(_EXTENSION)
+    metrics: Metrics | None = extensions.get(EXTENSION)
     if metrics is None:
-        metrics = extensions[_EXTENSION] = Metrics(get_read_engine(app))
+        metrics = extensions[EXTENSION] = Metrics(get_read_engine(app))
     return metrics
 
 
 def mark_worker_started(app: Flask) -> None:
     """Count this process as a live web worker (gunicorn's ``post_worker_init``)."""
     get_metrics(app).web_workers.set(1)
-
-
-def _observer(metrics: Metrics) -> Callable[[Response], Response]:
-    """Return the after-request function counting webhook deliveries into ``metrics``."""
-
-    def observe(response: Response) -> Response:
-        source = _SOURCES.get(request.endpoint or "")
-        if source is None:
-            return response
-        state = current()
-        if state is not None:
-            fields = state.fields
-            metrics.observe_delivery(
-                source=source,
-                outcome=fields.get("outcome", "none"),
-                status=response.status_code,
-                error=fields.get("error"),
-                seconds=state.duration(),
-            )
-        return response
-
-    return observe
-
-
-@bp.get("/metrics")
-def metrics_view() -> Response:
-    """Answer Prometheus' scrape; with METRICS_TOKEN set, only to its bearer."""
-    settings: Settings = current_app.extensions["jobhooks.settings"]
-    if settings.metrics_token and not _authorized(settings.metrics_token):
-        response = error_response(
-            401, "unauthorized", "GET /metrics needs Authorization: Bearer <METRICS_TOKEN>"
-        )
-        response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
-        return response
-    return Response(
-        get_metrics().exposition(), mimetype=None, content_type=CONTENT_TYPE_PLAIN_0_0_4
-    )
-
-
-def _authorized(token: str) -> bool:
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(given.strip().encode(), token.encode())
-
-
-def init_app(app: Flask) -> None:
-    """Create the app's metrics, count webhook deliveries and serve ``GET /metrics``."""
-    metrics = app.extensions[_EXTENSION] = Metrics(get_read_engine(app))
-    app.after_request(_observer(metrics))
-    app.register_blueprint(bp)

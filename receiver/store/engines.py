@@ -69,7 +69,7 @@ def _ping_when_idle(engine: Engine) -> None:
     ``PING_AFTER_IDLE`` may have been cut by a restart or failover, and a failed ping makes
     the pool replace it (SQLAlchemy's documented ``DisconnectionError`` in a checkout
     listener). A connection cut while in steady use fails its next statement instead: it
-    is invalidated, the webhook path retries once on a new one (``receiver.webhooks``), and
+    is invalidated, the webhook path retries once on a new one (``receiver.web.webhooks``), and
     any other request answers 503.
     """
     dialect = engine.dialect

@@ -21,9 +21,9 @@ from flask import Response
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from receiver.api.errors import ApiProblem
 from receiver.store.engines import read_only
 from receiver.store.models import IdempotentRequest
+from receiver.web.api.errors import ApiProblem
 
 __all__ = ["EXPIRED_BATCH", "KEEP_FOR", "Claim", "claim", "finish", "release", "request_hash"]
 

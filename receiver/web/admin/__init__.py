@@ -59,7 +59,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     """Give ``app`` the admin view: its session cookie, login, CSRF and pages."""
     from flask_wtf.csrf import CSRFProtect
 
-    from receiver.admin import auth, views
+    from receiver.web.admin import auth, views
 
     app.secret_key = settings.secret_keys[0]
     app.config.update(

@@ -8,12 +8,12 @@ from typing import Any
 from flask import Response, jsonify, request
 from spectree import Response as Documented
 
-from receiver.api.auth import read_connection
-from receiver.api.blueprint import bp
-from receiver.api.listing import list_notifications_page, public_endpoint
-from receiver.api.pagination import decode_cursor, encode_cursor
-from receiver.api.schemas import ErrorBody, NotificationList, NotificationsQuery
-from receiver.api.spec import spec
+from receiver.web.api.auth import read_connection
+from receiver.web.api.blueprint import bp
+from receiver.web.api.listing import list_notifications_page, public_endpoint
+from receiver.web.api.pagination import decode_cursor, encode_cursor
+from receiver.web.api.schemas import ErrorBody, NotificationList, NotificationsQuery
+from receiver.web.api.spec import spec
 
 __all__ = ["list_notifications_view"]
 

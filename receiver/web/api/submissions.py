@@ -11,26 +11,6 @@ from flask import Response, jsonify, request
 from spectree import Response as Documented
 from sqlmodel import Session
 
-from receiver.api import idempotency
-from receiver.api.auth import current_key, read_connection
-from receiver.api.blueprint import bp
-from receiver.api.client import api_client, settings
-from receiver.api.errors import ApiProblem
-from receiver.api.listing import get_submission_row, list_submissions_page, public_endpoint
-from receiver.api.pagination import decode_cursor, encode_cursor
-from receiver.api.schemas import (
-    CreateHeaders,
-    CreateSubmissionBody,
-    ErrorBody,
-    EventList,
-    EventsQuery,
-    ListQuery,
-    RegisterSubmissionBody,
-    SubmissionBody,
-    SubmissionList,
-)
-from receiver.api.slots import ittybit_slot
-from receiver.api.spec import spec
 from receiver.history import submission_timeline
 from receiver.observe.logs import note
 from receiver.outbox import get_outbox
@@ -46,6 +26,26 @@ from receiver.submissions import (
     validate_submission,
 )
 from receiver.submit import RESERVED_METADATA, refused, request_job, submit_job
+from receiver.web.api import idempotency
+from receiver.web.api.auth import current_key, read_connection
+from receiver.web.api.blueprint import bp
+from receiver.web.api.client import api_client, settings
+from receiver.web.api.errors import ApiProblem
+from receiver.web.api.listing import get_submission_row, list_submissions_page, public_endpoint
+from receiver.web.api.pagination import decode_cursor, encode_cursor
+from receiver.web.api.schemas import (
+    CreateHeaders,
+    CreateSubmissionBody,
+    ErrorBody,
+    EventList,
+    EventsQuery,
+    ListQuery,
+    RegisterSubmissionBody,
+    SubmissionBody,
+    SubmissionList,
+)
+from receiver.web.api.spec import spec
+from receiver.web.slots import ittybit_slot
 
 __all__ = [
     "create_submission_view",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from receiver.api.auth import release_read, require_key
-from receiver.api.errors import register_error_handlers
+from receiver.web.api.auth import release_read, require_key
+from receiver.web.api.errors import register_error_handlers
 
 __all__ = ["bp"]
 

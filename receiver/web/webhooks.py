@@ -18,12 +18,12 @@ from receiver.core.signing import (
     verify_webhook_token,
 )
 from receiver.deliveries import DeliveryResult, claims_conflict, process_delivery
-from receiver.errors import error_response
 from receiver.observe.logs import note
 from receiver.outbox import get_outbox
 from receiver.store.engines import database_unavailable, get_engine
 from receiver.store.inbox import Delivery, dedupe_key, record_rejected
 from receiver.store.models import Outcome, utcnow
+from receiver.web.errors import error_response
 
 __all__ = ["bp"]
 

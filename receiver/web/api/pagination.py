@@ -7,7 +7,7 @@ import binascii
 import json
 from datetime import UTC, datetime
 
-from receiver.api.errors import ApiProblem
+from receiver.web.api.errors import ApiProblem
 
 __all__ = ["decode_cursor", "encode_cursor"]
 

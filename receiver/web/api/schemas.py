@@ -1,6 +1,6 @@
 """The API's request and response bodies: pydantic models that validate and document.
 
-The OpenAPI document is generated from these same models (``receiver.api.spec``).
+The OpenAPI document is generated from these same models (``receiver.web.api.spec``).
 """
 
 from __future__ import annotations

@@ -26,14 +26,14 @@ from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
 from config.settings import Settings
-from receiver.admin import display, queries
-from receiver.admin.accounts import authenticate, end_sessions
-from receiver.admin.auth import AdminSession, current_admin, guard, safe_next
 from receiver.history import get_event, parse_since, submission_timeline
 from receiver.outbox import get_outbox, retry_notifications
 from receiver.store.engines import get_engine, get_read_engine
 from receiver.store.models import NotificationStatus, Outcome, Status, utcnow
 from receiver.submissions import webhook_url
+from receiver.web.admin import display, queries
+from receiver.web.admin.accounts import authenticate, end_sessions
+from receiver.web.admin.auth import AdminSession, current_admin, guard, safe_next
 
 __all__ = ["bp"]
 

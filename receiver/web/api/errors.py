@@ -136,7 +136,7 @@ def _database(exc: SQLAlchemyError) -> Response:
 def register_error_handlers(bp: Blueprint) -> None:
     """Answer ApiProblem and an unavailable database in the API's shape.
 
-    HTTP errors (404, 405, 413…) keep the app's handler (``receiver.errors``), whose
+    HTTP errors (404, 405, 413…) keep the app's handler (``receiver.web.errors``), whose
     ``{"error", "message"}`` is the same shape.
     """
     bp.register_error_handler(ApiProblem, _problem)

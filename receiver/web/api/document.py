@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Response, jsonify
 from spectree import Response as Documented
 
-from receiver.api.blueprint import bp
-from receiver.api.spec import spec
+from receiver.web.api.blueprint import bp
+from receiver.web.api.spec import spec
 
 __all__ = ["openapi_document"]
 

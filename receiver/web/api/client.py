@@ -7,8 +7,8 @@ import threading
 from flask import Flask, current_app
 
 from config.settings import Settings
-from receiver.api.errors import ApiProblem
 from receiver.ittybit.client import IttybitClient
+from receiver.web.api.errors import ApiProblem
 
 __all__ = ["api_client", "close_api_client", "settings"]
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from flask import Flask
 
-from receiver.api import document, notifications, submissions
-from receiver.api.blueprint import bp
+from receiver.web.api import document, notifications, submissions
+from receiver.web.api.blueprint import bp
 
 __all__ = ["init_app"]
 

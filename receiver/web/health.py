@@ -7,8 +7,8 @@ import logging
 from flask import Blueprint, Response, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 
-from receiver.errors import error_response
 from receiver.store.engines import get_engine, migration_state
+from receiver.web.errors import error_response
 
 __all__ = ["bp"]
 

@@ -15,8 +15,8 @@ from typing import Any
 from spectree import SecurityScheme, SpecTree
 from spectree.models import SecureType, SecuritySchemeData
 
-from receiver.api.errors import response_hook, validation_hook
-from receiver.api.schemas import ErrorBody
+from receiver.web.api.errors import response_hook, validation_hook
+from receiver.web.api.schemas import ErrorBody
 
 
 def _name(model: Any) -> str:
