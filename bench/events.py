@@ -26,8 +26,8 @@ import sqlalchemy as sa
 from bench.common import ROOT, Database, each_size, service_env
 from bench.reconcile import StandinProcess
 from devtools.standin import DEFAULT_API_KEY
+from receiver.flows.records import import_submissions
 from receiver.store.models import FINAL_STATUSES, Submission
-from receiver.submissions import import_submissions
 
 __all__ = ["EventsRun", "run_events_suite"]
 

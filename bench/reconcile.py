@@ -22,8 +22,8 @@ import sqlalchemy as sa
 from bench.common import ROOT, Database, each_size, service_env
 from config.settings import Settings
 from devtools.standin import DEFAULT_API_KEY
+from receiver.flows.records import import_submissions
 from receiver.store.models import Submission, utcnow
-from receiver.submissions import import_submissions
 
 __all__ = ["ReconcileRun", "run_reconcile_suite"]
 

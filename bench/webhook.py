@@ -24,8 +24,8 @@ import sqlalchemy as sa
 
 from bench.common import ROOT, Database, load_figures, web_server
 from receiver.core.signing import sign_standard_webhook, webhook_token
+from receiver.flows.records import import_submissions
 from receiver.store.models import WebhookEvent
-from receiver.submissions import import_submissions
 
 __all__ = ["WebhookRun", "run_webhook_suite"]
 

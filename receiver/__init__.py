@@ -39,7 +39,8 @@ def create_app(config: Mapping[str, Any] | None = None, *, web: bool = True) -> 
     if settings.env == "development":
         app.logger.info("APP_ENV=development: development defaults in use, not for production")
 
-    from receiver import cli, outbox
+    from receiver import cli
+    from receiver.flows import outbox
     from receiver.store import engines
 
     engines.init_app(app, settings)

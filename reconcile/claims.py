@@ -16,9 +16,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from receiver.polls import PolledJob
+from receiver.flows.polling import PolledJob
+from receiver.flows.stuck import awaiting_job, due, lease_free
 from receiver.store.models import Submission
-from receiver.stuck import awaiting_job, due, lease_free
 
 __all__ = [
     "PendingJob",

@@ -112,10 +112,10 @@ def reconcile_command(
     One pass by default; --loop runs until SIGTERM. Exit status 1 if any job
     could not be checked, 2 on bad arguments or configuration.
     """
+    from receiver.flows.outbox import get_outbox
     from receiver.ittybit.client import client_from_settings
     from receiver.observe.logs import configure_logging
     from receiver.observe.metrics import get_metrics
-    from receiver.outbox import get_outbox
     from receiver.store.engines import get_engine
     from reconcile.notifier import delivering_in_background
     from reconcile.poller import PassOptions, Reconciler
@@ -172,9 +172,9 @@ def _run_once(reconciler: Reconciler, *, as_json: bool) -> Summary:
     if options.submission_ids:
         total = len(options.submission_ids)
     else:
+        from receiver.flows.stuck import count_stuck
         from receiver.store.engines import get_read_engine
         from receiver.store.models import utcnow
-        from receiver.stuck import count_stuck
 
         now = utcnow()
         stuck_before = now - timedelta(seconds=options.stuck_after)
@@ -284,7 +284,7 @@ def _event_line(summary: Summary) -> str:
 
 def _nothing_due(summary: Summary, stuck_after: float) -> str:
     """Say why a pass checked nothing, and how to include what it left out."""
-    from receiver.polls import human_duration
+    from receiver.flows.polling import human_duration
 
     parts = []
     if summary.not_due:

@@ -124,7 +124,7 @@ _TABLE = (
 
 def _listed(row: dict[str, Any]) -> dict[str, Any]:
     """Return a listed notification as printed: its endpoint without a query string."""
-    from receiver.outbox import endpoint_label
+    from receiver.flows.outbox import endpoint_label
 
     return {**row, "endpoint": endpoint_label(row["endpoint"])}
 
@@ -144,7 +144,7 @@ def _json(row: dict[str, Any]) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def notify_list(status: str | None, submission_id: str | None, limit: int, as_json: bool) -> None:
     """List notifications, newest first, without their bodies."""
-    from receiver.outbox import list_notifications
+    from receiver.flows.outbox import list_notifications
     from receiver.store.engines import get_read_engine
 
     with database_errors(), get_read_engine().connect() as conn:
@@ -186,7 +186,7 @@ def notify_retry(ids: tuple[int, ...], all_dead: bool) -> None:
     Delivered ones are left alone. A retried one that fails again, past NOTIFY_MAX_AGE,
     is dead again at once: fix the endpoint first (`notify test`).
     """
-    from receiver.outbox import retry_dead_notifications, retry_notifications
+    from receiver.flows.outbox import retry_dead_notifications, retry_notifications
     from receiver.store.engines import get_engine
     from receiver.store.models import utcnow
 
@@ -211,7 +211,7 @@ def notify_test() -> None:
 
     Nothing is stored. Exit status 1 if an endpoint did not answer 2xx in time.
     """
-    from receiver.outbox import TEST_EVENT_TYPE, endpoint_label, new_message_id
+    from receiver.flows.outbox import TEST_EVENT_TYPE, endpoint_label, new_message_id
     from receiver.store.engines import get_engine
     from receiver.store.models import utcnow
     from reconcile.notifier import Notifier, send_notification

@@ -3,7 +3,7 @@
 A pass holds the feed's lease (``reconcile.feed_lease``), reads ``GET /events`` forward
 from the stored cursor (``order=asc&after=<cursor>&limit=100``), and applies each page's
 job and task events in one transaction through the webhook's own code
-(``receiver.deliveries.process_delivery``: the one rule function, the inbox row first,
+(``receiver.flows.delivery.process_delivery``: the one rule function, the inbox row first,
 the outbox in the same transaction). Each event is stored in the inbox with source
 ``events`` under the key of its event id, the key its webhook has too, so whichever comes
 second is a duplicate; an event for a submission not known yet is kept ``unmatched`` and
@@ -25,9 +25,9 @@ from datetime import datetime, timedelta
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from receiver.deliveries import process_delivery
+from receiver.flows.delivery import process_delivery
+from receiver.flows.outbox import Outbox
 from receiver.ittybit.client import ApiError, ApiEvent, AuthError, EventPage, IttybitClient
-from receiver.outbox import Outbox
 from receiver.store.inbox import Delivery, dedupe_key, record_rejected
 from receiver.store.models import Outcome
 from reconcile import feed_lease

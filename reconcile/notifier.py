@@ -34,8 +34,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from config.settings import Settings
 from receiver.core.signing import sign_standard_webhook
+from receiver.flows.outbox import endpoint_label
 from receiver.ittybit.client import parse_retry_after
-from receiver.outbox import endpoint_label
 from receiver.store.engines import read_only
 from receiver.store.models import utcnow
 from reconcile.notify_claims import Leased, claim_due, peek_due, record_delivered, record_failed

@@ -1,7 +1,7 @@
 """One reconcile pass: lease stuck submissions, fetch their jobs, apply what ittybit says.
 
 HTTP fetches run on a thread pool; every database write happens on the calling
-thread, one short transaction per job through ``receiver.polls.settle_job`` (the same
+thread, one short transaction per job through ``receiver.flows.polling.settle_job`` (the same
 ``apply_job_state`` the webhook uses), so the ordering and terminal rules hold whoever
 comes first. Rows are leased a few at a time as the pool drains, so memory stays flat
 however many rows are stuck, and the leases of rows still waiting are renewed, so no
@@ -28,15 +28,15 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from config.settings import WEB_WORKER_TIMEOUT, Settings
+from receiver.flows.outbox import Outbox
+from receiver.flows.polling import Fetched, JobResult, PolledJob, poll_delay, settle_job
+from receiver.flows.records import InvalidSubmission
+from receiver.flows.replay import rematch_unmatched
+from receiver.flows.stuck import count_not_due, unsubmitted
+from receiver.flows.submit import submit_job
 from receiver.ittybit.client import ApiError, AuthError, BadResponse, Interrupted, IttybitClient
-from receiver.outbox import Outbox
-from receiver.polls import Fetched, JobResult, PolledJob, poll_delay, settle_job
-from receiver.replay import rematch_unmatched
 from receiver.store.engines import read_only
 from receiver.store.models import ReconcilePass, Submission, utcnow
-from receiver.stuck import count_not_due, unsubmitted
-from receiver.submissions import InvalidSubmission
-from receiver.submit import submit_job
 from reconcile.claims import (
     PendingJob,
     claim_awaiting_job,

@@ -6,7 +6,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from receiver.polls import JobResult, PolledJob
+from receiver.flows.polling import JobResult, PolledJob
 
 __all__ = ["EVENT_OUTCOMES", "Summary", "log_pass", "log_result"]
 

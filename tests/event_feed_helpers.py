@@ -12,8 +12,8 @@ from sqlalchemy.engine import Engine
 from werkzeug.test import Client
 
 from devtools.standin import DEFAULT_API_KEY, Standin
+from receiver.flows.outbox import Outbox
 from receiver.ittybit.client import IttybitClient
-from receiver.outbox import Outbox
 from receiver.store.models import EventFeed, Notification, Submission, utcnow
 from reconcile.poller import PassOptions, Reconciler
 from tests.helpers import quiet_outbox

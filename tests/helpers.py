@@ -13,9 +13,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from receiver.core.signing import sign_standard_webhook, webhook_token
-from receiver.outbox import Outbox
+from receiver.flows.outbox import Outbox
+from receiver.flows.records import create_submission
 from receiver.store.models import Submission, WebhookEvent
-from receiver.submissions import create_submission
 
 SECRET_KEY = "test-secret-key-newest-0123456789"
 OLD_SECRET_KEY = "test-secret-key-older-0123456789"

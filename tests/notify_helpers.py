@@ -10,11 +10,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from receiver.apply import apply_job_state, find_submission
 from receiver.core.jobstate import normalise
-from receiver.outbox import Outbox
+from receiver.flows.apply import apply_job_state, find_submission
+from receiver.flows.outbox import Outbox
+from receiver.flows.records import create_submission
 from receiver.store.models import Notification
-from receiver.submissions import create_submission
 from tests.helpers import job_payload
 
 NOTIFY_KEY = b"jobhooks-test-notify-key-32bytes"

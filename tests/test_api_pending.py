@@ -16,8 +16,8 @@ from sqlalchemy.engine import Engine
 from config.settings import Settings
 from devtools.processes import free_port
 from devtools.standin import DEFAULT_API_KEY, Standin, StandinConfig
+from receiver.flows.outbox import get_outbox
 from receiver.ittybit.client import IttybitClient
-from receiver.outbox import get_outbox
 from receiver.store.models import utcnow
 from reconcile.poller import SUBMIT_GRACE, PassOptions, Reconciler
 from tests.api_helpers import bearer, body, standin_job, stored

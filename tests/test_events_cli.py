@@ -12,7 +12,7 @@ from click.testing import Result
 from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy.engine import Engine
 
-from receiver.history import parse_since
+from receiver.flows.history import parse_since
 from receiver.store.models import Submission, WebhookEvent
 from tests.helpers import add_submission, encode, job_payload, signed_headers, token_url
 

@@ -20,8 +20,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from receiver.core.signing import TOKEN_SALT
+from receiver.flows.records import create_submission
 from receiver.store.models import Submission, WebhookEvent
-from receiver.submissions import create_submission
 from tests.helpers import (
     OTHER_WEBHOOK_KEY,
     SECRET_KEY,

@@ -13,9 +13,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from config.settings import Settings
-from receiver.apply import apply_job_state, find_submission
 from receiver.core.jobstate import normalise
 from receiver.core.transitions import Change
+from receiver.flows.apply import apply_job_state, find_submission
 from receiver.store.engines import _begin_immediate, create_db_engine
 from receiver.store.inbox import Delivery, event_values
 from receiver.store.models import Outcome, Submission, WebhookEvent, utcnow

@@ -24,9 +24,9 @@ from sqlmodel import Session
 
 from config.settings import ConfigError, Settings
 from receiver.core.signing import TOKEN_SHAPE, webhook_token
+from receiver.flows.records import create_submission
 from receiver.ittybit.client import IttybitClient, RetryPolicy
 from receiver.observe.logs import JsonFormatter, RequestIdFilter, configure_logging, redact_tokens
-from receiver.submissions import create_submission
 from reconcile.poller import PassOptions, Reconciler
 from tests.helpers import (
     OTHER_WEBHOOK_KEY,

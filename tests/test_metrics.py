@@ -26,9 +26,9 @@ from sqlalchemy.engine import Engine
 from devtools.processes import WebProcess
 from receiver import create_app
 from receiver.core.signing import webhook_token
+from receiver.flows.outbox import get_outbox
 from receiver.ittybit.client import IttybitClient, set_testing
 from receiver.observe.metrics import get_metrics
-from receiver.outbox import get_outbox
 from receiver.store.engines import create_db_engine, get_engine
 from receiver.store.models import Submission
 from reconcile.poller import PassOptions, Reconciler

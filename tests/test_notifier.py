@@ -26,8 +26,8 @@ from sqlalchemy.engine import Engine
 
 from config.settings import Settings
 from devtools.notify_app import Answer, NotifyApp, Received
+from receiver.flows.outbox import retry_dead_notifications
 from receiver.observe.metrics import get_metrics
-from receiver.outbox import retry_dead_notifications
 from receiver.store.engines import create_db_engine
 from receiver.store.models import Notification
 from reconcile.notifier import Backoff, Notifier

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from devtools.notify_app import Answer, NotifyApp
 from receiver import create_app
-from receiver.outbox import get_outbox
+from receiver.flows.outbox import get_outbox
 from tests.notify_helpers import (
     NOTIFY_SECRET,
     OLD_NOTIFY_SECRET,

@@ -20,15 +20,15 @@ from sqlmodel import Session
 
 from config.settings import Settings
 from receiver import create_app
-from receiver.apply import apply_job_state, find_submission
 from receiver.core.jobstate import normalise
+from receiver.flows.apply import apply_job_state, find_submission
+from receiver.flows.outbox import Outbox, endpoint_label, get_outbox, retry_notifications
+from receiver.flows.polling import reconcile_now
+from receiver.flows.records import create_test_submission, get_submission, submission_json
+from receiver.flows.replay import rematch_unmatched
+from receiver.flows.trigger import build_trigger
 from receiver.ittybit.client import client_from_settings
-from receiver.outbox import Outbox, endpoint_label, get_outbox, retry_notifications
-from receiver.polls import reconcile_now
-from receiver.replay import rematch_unmatched
 from receiver.store.models import Submission
-from receiver.submissions import create_test_submission, get_submission, submission_json
-from receiver.trigger import build_trigger
 from tests.helpers import add_submission, event_envelope, job_payload, token_url
 from tests.notify_helpers import NOTIFY_SECRET, notifications
 from tests.reconcile_helpers import FakeIttybit

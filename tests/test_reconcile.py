@@ -13,8 +13,8 @@ from freezegun import freeze_time
 from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
 
+from receiver.flows.polling import human_duration, poll_delay
 from receiver.ittybit.client import IttybitClient, RetryPolicy, set_testing
-from receiver.polls import human_duration, poll_delay
 from reconcile.poller import PassOptions, Reconciler
 from reconcile.summary import Summary
 from tests.helpers import encode, job_payload, quiet_outbox, signed_headers

@@ -11,7 +11,7 @@ from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy.engine import Engine
 
 from receiver.core.signing import webhook_token
-from receiver.replay import rematch_unmatched
+from receiver.flows.replay import rematch_unmatched
 from receiver.store.models import WebhookEvent, utcnow
 from tests.helpers import (
     OLD_SECRET_KEY,

@@ -27,10 +27,10 @@ from sqlalchemy.engine import Engine
 from config.settings import Settings
 from devtools.processes import ROOT, WebProcess, base_env, free_port, jobhooks_command
 from devtools.standin import DeliveryRecord, Standin, StandinConfig
+from receiver.flows.submit import submit_job
 from receiver.ittybit.client import client_from_settings
 from receiver.store.engines import create_db_engine
 from receiver.store.models import TERMINAL_STATUSES, Submission, WebhookEvent, utcnow
-from receiver.submit import submit_job
 from tests.conftest import empty_tables, postgres_url
 from tests.helpers import SECRET_KEY, quiet_outbox
 

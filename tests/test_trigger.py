@@ -22,9 +22,9 @@ from config.settings import Settings
 from devtools.processes import free_port
 from receiver import create_app
 from receiver.core.signing import verify_standard_webhook, verify_webhook_token
+from receiver.flows.trigger import build_trigger
 from receiver.store.engines import get_engine
 from receiver.store.models import Submission, WebhookEvent
-from receiver.trigger import build_trigger
 from tests.helpers import SECRET_KEY, WEBHOOK_KEY, WEBHOOK_SECRET, job_payload
 
 _events = WebhookEvent.__table__  # type: ignore[attr-defined]

@@ -12,15 +12,15 @@ from flask.testing import FlaskClient
 from sqlalchemy.engine import Engine
 
 from receiver import create_app
-from receiver.apply import find_submission
 from receiver.core.jobstate import normalise
-from receiver.history import submission_timeline
+from receiver.flows.apply import find_submission
+from receiver.flows.history import submission_timeline
+from receiver.flows.outbox import Outbox
+from receiver.flows.polling import JobResult, PolledJob, settle_job
+from receiver.flows.records import submission_json
 from receiver.ittybit.client import ApiUnavailable
-from receiver.outbox import Outbox
-from receiver.polls import JobResult, PolledJob, settle_job
 from receiver.store.engines import get_engine
 from receiver.store.models import Notification, Poll, Submission
-from receiver.submissions import submission_json
 from tests.helpers import add_submission, job_payload, token_url
 from tests.test_webhooks import PROJECT_URL, events, post, submission
 

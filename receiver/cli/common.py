@@ -129,7 +129,7 @@ class Since(click.ParamType):  # type: ignore[type-arg]
     ) -> datetime:
         if isinstance(value, datetime):
             return value
-        from receiver.history import parse_since
+        from receiver.flows.history import parse_since
         from receiver.store.models import utcnow
 
         try:

@@ -61,7 +61,7 @@ def events_list(
     as_json: bool,
 ) -> None:
     """List stored deliveries, newest first."""
-    from receiver.history import event_json, list_events
+    from receiver.flows.history import event_json, list_events
     from receiver.store.engines import get_read_engine
 
     with database_errors(), get_read_engine().connect() as conn:
@@ -87,7 +87,7 @@ def events_list(
 @click.argument("event_id", type=int)
 def events_show(event_id: int) -> None:
     """Print one stored delivery as JSON: what was received and what was done with it."""
-    from receiver.history import event_json, get_event
+    from receiver.flows.history import event_json, get_event
     from receiver.store.engines import get_read_engine
 
     with database_errors(), get_read_engine().connect() as conn:
@@ -118,8 +118,8 @@ def events_replay(
     """
     import sqlalchemy as sa
 
-    from receiver.outbox import get_outbox
-    from receiver.replay import ReplayError, rematch_unmatched, replay_one
+    from receiver.flows.outbox import get_outbox
+    from receiver.flows.replay import ReplayError, rematch_unmatched, replay_one
     from receiver.store.engines import get_engine
     from receiver.store.models import WebhookEvent, utcnow
 
@@ -195,7 +195,7 @@ def events_replay(
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
 def events_prune(older_than: float, batch: int, dry_run: bool) -> None:
     """Delete old deliveries in batches, keeping the latest one of every submission."""
-    from receiver.prune import count_prunable, prune_events
+    from receiver.flows.prune import count_prunable, prune_events
     from receiver.store.engines import get_engine
     from receiver.store.models import utcnow
 

@@ -26,8 +26,8 @@ def submissions_add(
     """Add a submission and print it as JSON."""
     from sqlmodel import Session
 
+    from receiver.flows.records import InvalidSubmission, create_submission, submission_json
     from receiver.store.engines import get_engine
-    from receiver.submissions import InvalidSubmission, create_submission, submission_json
 
     metadata = parse_pairs(meta, "--meta")
     with database_errors(), Session(get_engine()) as session:
@@ -51,8 +51,8 @@ def submissions_show(submission_id: str) -> None:
     """Print a submission as JSON."""
     from sqlmodel import Session
 
+    from receiver.flows.records import get_submission, submission_json
     from receiver.store.engines import get_read_engine
-    from receiver.submissions import get_submission, submission_json
 
     with database_errors(), Session(get_read_engine()) as session:
         submission = get_submission(session, submission_id)
@@ -73,8 +73,8 @@ def submissions_show(submission_id: str) -> None:
 )
 def submissions_import(file: TextIO, batch: int) -> None:
     """Import submissions from a JSON Lines FILE ('-' for stdin); nothing is written on error."""
+    from receiver.flows.records import InvalidSubmission, import_submissions
     from receiver.store.engines import get_engine
-    from receiver.submissions import InvalidSubmission, import_submissions
 
     with database_errors():
         try:
@@ -91,8 +91,8 @@ def webhook_url_command(submission_id: str) -> None:
     """Print the signed webhook URL of a submission."""
     from sqlmodel import Session
 
+    from receiver.flows.records import get_submission, webhook_url
     from receiver.store.engines import get_read_engine
-    from receiver.submissions import get_submission, webhook_url
 
     with database_errors(), Session(get_read_engine()) as session:
         submission = get_submission(session, submission_id)
@@ -109,8 +109,8 @@ def webhook_url_command(submission_id: str) -> None:
 @submissions_cli.command("prune-tests")
 def submissions_prune_tests() -> None:
     """Delete every test submission (made by trigger) and what was recorded about it."""
+    from receiver.flows.records import prune_test_submissions
     from receiver.store.engines import get_engine
-    from receiver.submissions import prune_test_submissions
 
     with database_errors():
         deleted = prune_test_submissions(get_engine())

@@ -72,12 +72,12 @@ def submit_command(
     failure it stays pending with the error; running the same command again
     completes it without ever creating a second job.
     """
+    from receiver.flows.outbox import get_outbox
+    from receiver.flows.records import InvalidSubmission, submission_json
+    from receiver.flows.submit import RESERVED_METADATA, submit_job
     from receiver.ittybit.client import client_from_settings
-    from receiver.outbox import get_outbox
     from receiver.store.engines import get_engine
     from receiver.store.models import utcnow
-    from receiver.submissions import InvalidSubmission, submission_json
-    from receiver.submit import RESERVED_METADATA, submit_job
 
     config = settings()
     require_api(config)

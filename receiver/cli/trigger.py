@@ -10,7 +10,7 @@ import click
 from flask.cli import with_appcontext
 
 from receiver.cli.common import database_errors, settings
-from receiver.trigger import TRIGGER_STATUSES
+from receiver.flows.trigger import TRIGGER_STATUSES
 
 __all__ = ["trigger_command"]
 
@@ -49,10 +49,10 @@ def trigger_command(
     import httpx
     from sqlmodel import Session
 
+    from receiver.flows.records import create_test_submission, get_submission
+    from receiver.flows.trigger import base_url, build_trigger
     from receiver.store.engines import get_engine
     from receiver.store.models import utcnow
-    from receiver.submissions import create_test_submission, get_submission
-    from receiver.trigger import base_url, build_trigger
 
     config = settings()
     try:

@@ -107,7 +107,7 @@ def event_values(
 ) -> dict[str, Any]:
     """Return the inbox row of one delivery, column by column.
 
-    ``receiver.apply.apply_job_state`` sets the outcome and reason from its verdict.
+    ``receiver.flows.apply.apply_job_state`` sets the outcome and reason from its verdict.
     """
     return {
         "dedupe_key": key,

@@ -17,9 +17,9 @@ from receiver.core.signing import (
     verify_standard_webhook,
     verify_webhook_token,
 )
-from receiver.deliveries import DeliveryResult, claims_conflict, process_delivery
+from receiver.flows.delivery import DeliveryResult, claims_conflict, process_delivery
+from receiver.flows.outbox import get_outbox
 from receiver.observe.logs import note
-from receiver.outbox import get_outbox
 from receiver.store.engines import database_unavailable, get_engine
 from receiver.store.inbox import Delivery, dedupe_key, record_rejected
 from receiver.store.models import Outcome, utcnow

@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
+from receiver.flows.stuck import count_stuck
 from receiver.store.models import (
     Notification,
     NotificationStatus,
@@ -24,7 +25,6 @@ from receiver.store.models import (
     Submission,
     WebhookEvent,
 )
-from receiver.stuck import count_stuck
 
 __all__ = [
     "PAGE_SIZE",

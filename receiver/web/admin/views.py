@@ -26,11 +26,11 @@ from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
 from config.settings import Settings
-from receiver.history import get_event, parse_since, submission_timeline
-from receiver.outbox import get_outbox, retry_notifications
+from receiver.flows.history import get_event, parse_since, submission_timeline
+from receiver.flows.outbox import get_outbox, retry_notifications
+from receiver.flows.records import webhook_url
 from receiver.store.engines import get_engine, get_read_engine
 from receiver.store.models import NotificationStatus, Outcome, Status, utcnow
-from receiver.submissions import webhook_url
 from receiver.web.admin import display, queries
 from receiver.web.admin.accounts import authenticate, end_sessions
 from receiver.web.admin.auth import AdminSession, current_admin, guard, safe_next
@@ -282,8 +282,8 @@ def _back(default: str) -> ResponseReturnValue:
 @bp.post("/actions/reconcile")
 def reconcile_submission() -> ResponseReturnValue:
     """Ask ittybit about one submission's job now, as ``reconcile --submission`` does."""
+    from receiver.flows.polling import reconcile_now
     from receiver.ittybit.client import IttybitClient
-    from receiver.polls import reconcile_now
 
     settings = _settings()
     submission_id = request.form.get("submission_id", "").strip()
@@ -325,7 +325,7 @@ def reconcile_submission() -> ResponseReturnValue:
 @bp.post("/actions/replay")
 def replay_delivery() -> ResponseReturnValue:
     """Apply one stored delivery again, as ``events replay ID`` does."""
-    from receiver.replay import ReplayError, replay_one
+    from receiver.flows.replay import ReplayError, replay_one
 
     try:
         event_id = int(request.form.get("event_id", ""))

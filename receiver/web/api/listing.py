@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql
 
-from receiver.outbox import list_notifications
+from receiver.flows.outbox import list_notifications
 from receiver.store.hotsql import HotStatement
 from receiver.store.models import Submission, SubmissionMeta
 
@@ -29,7 +29,7 @@ __all__ = ["list_notifications_page", "list_submissions_page", "submissions_stat
 _submissions = Submission.__table__  # type: ignore[attr-defined]
 _meta = SubmissionMeta.__table__  # type: ignore[attr-defined]
 _c = _submissions.c
-#: What the submission object shows (``receiver.submissions.submission_json``), and the id:
+#: What the submission object shows (``receiver.flows.records.submission_json``), and the id:
 #: reading only these keeps a page's rows (and SQLite's sort of them) small.
 SHOWN_COLUMNS = (
     "id",

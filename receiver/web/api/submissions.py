@@ -11,21 +11,21 @@ from flask import Response, jsonify, request
 from spectree import Response as Documented
 from sqlmodel import Session
 
-from receiver.history import submission_timeline
-from receiver.observe.logs import note
-from receiver.outbox import get_outbox
-from receiver.polls import JobResult, reconcile_now
-from receiver.replay import rematch_for
-from receiver.store.engines import get_engine, get_read_engine
-from receiver.store.models import Submission, utcnow
-from receiver.submissions import (
+from receiver.flows.history import submission_timeline
+from receiver.flows.outbox import get_outbox
+from receiver.flows.polling import JobResult, reconcile_now
+from receiver.flows.records import (
     InvalidSubmission,
     create_submission,
     get_submission,
     submission_json,
     validate_submission,
 )
-from receiver.submit import RESERVED_METADATA, refused, request_job, submit_job
+from receiver.flows.replay import rematch_for
+from receiver.flows.submit import RESERVED_METADATA, refused, request_job, submit_job
+from receiver.observe.logs import note
+from receiver.store.engines import get_engine, get_read_engine
+from receiver.store.models import Submission, utcnow
 from receiver.web.api import idempotency
 from receiver.web.api.auth import current_key, read_connection
 from receiver.web.api.blueprint import bp

@@ -7,11 +7,11 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
-from receiver.apply import apply_job_state, find_submission
 from receiver.core.jobstate import JobState
 from receiver.core.signing import TokenClaims
 from receiver.core.transitions import SubmissionRow
-from receiver.outbox import Outbox
+from receiver.flows.apply import apply_job_state, find_submission
+from receiver.flows.outbox import Outbox
 from receiver.store.inbox import Delivery, dedupe_key, event_values, record_event, record_rejected
 from receiver.store.models import Outcome
 

@@ -18,12 +18,12 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.engine import Engine
 
-from receiver.apply import apply_job_state, find_submission
 from receiver.core.jobstate import JobState
 from receiver.core.transitions import Change, SubmissionRow, decide_transition
-from receiver.deliveries import owner_conflict
+from receiver.flows.apply import apply_job_state, find_submission
+from receiver.flows.delivery import owner_conflict
+from receiver.flows.outbox import Outbox
 from receiver.ittybit.client import ApiError, IttybitClient, JobNotFound, RateLimited
-from receiver.outbox import Outbox
 from receiver.store.models import FINAL_STATUSES, Poll, Status, Submission
 
 __all__ = [

@@ -19,19 +19,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from config.settings import Settings
-from receiver.apply import apply_job_state, find_submission
 from receiver.core.jobstate import JobState
-from receiver.deliveries import owner_conflict
-from receiver.ittybit.client import RETRYABLE_STATUSES, ApiError, IttybitClient, idempotency_key
-from receiver.outbox import Outbox
-from receiver.store.models import Status, Submission
-from receiver.submissions import (
+from receiver.flows.apply import apply_job_state, find_submission
+from receiver.flows.delivery import owner_conflict
+from receiver.flows.outbox import Outbox
+from receiver.flows.records import (
     InvalidSubmission,
     create_submission,
     get_submission,
     validate_submission,
     webhook_url,
 )
+from receiver.ittybit.client import RETRYABLE_STATUSES, ApiError, IttybitClient, idempotency_key
+from receiver.store.models import Status, Submission
 
 __all__ = ["RESERVED_METADATA", "SubmitResult", "refused", "request_job", "submit_job"]
 

@@ -4,7 +4,7 @@ Webhook deliveries, re-matched and replayed deliveries, reconciler polls (and th
 ``expired`` verdict), submits and the application API all change a submission through
 :func:`apply_job_state`: the rules decide (``receiver.core.transitions``), the inbox row of a
 delivery is stored first, and the notifications the change owes are written in the same
-transaction (``receiver.outbox``).
+transaction (``receiver.flows.outbox``).
 
 SQLAlchemy Core statements, built once: this is the webhook's hot path.
 """
@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql
 
 from receiver.core.jobstate import JobState
 from receiver.core.transitions import Change, SubmissionRow, decide_transition
-from receiver.outbox import Outbox
+from receiver.flows.outbox import Outbox
 from receiver.store.hotsql import HotStatement
 from receiver.store.inbox import EVENT_COLUMNS, insert_event
 from receiver.store.models import Submission, WebhookEvent

@@ -109,7 +109,7 @@ class Outbox:
     @classmethod
     def from_settings(cls, settings: Settings) -> Outbox:
         """Return the outbox ``NOTIFY_URL`` and ``NOTIFY_EVENTS`` describe."""
-        from receiver.submissions import submission_json
+        from receiver.flows.records import submission_json
 
         def render(row: Any) -> dict[str, Any]:
             return submission_json(row, settings)

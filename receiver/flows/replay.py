@@ -20,11 +20,11 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from receiver.apply import apply_job_state
 from receiver.core.jobstate import InvalidPayload, NotAJob, normalise, parse_json
 from receiver.core.transitions import decide_transition
-from receiver.deliveries import match_stored
-from receiver.outbox import Outbox
+from receiver.flows.apply import apply_job_state
+from receiver.flows.delivery import match_stored
+from receiver.flows.outbox import Outbox
 from receiver.store.inbox import set_outcome
 from receiver.store.models import Outcome, Submission, WebhookEvent
 
