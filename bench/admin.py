@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from bench.common import Database, service_env
 from devtools.processes import WebProcess, free_port
+from receiver.flows.admin_accounts import create_admin
 from receiver.store.models import (
     Notification,
     Poll,
@@ -32,7 +33,6 @@ from receiver.store.models import (
     WebhookEvent,
     utcnow,
 )
-from receiver.web.admin.accounts import create_admin
 
 __all__ = ["PAGES", "AdminRun", "fill", "run_admin_suite"]
 

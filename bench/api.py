@@ -32,8 +32,8 @@ import sqlalchemy as sa
 
 from bench.common import ROOT, Database, load_figures, web_server
 from bench.webhook import _children, _cpu_seconds, _loadavg
+from receiver.flows.api_keys import create_key
 from receiver.store.models import utcnow
-from receiver.web.api.keys import create_key
 
 __all__ = ["ApiRun", "run_api_suite"]
 

@@ -25,7 +25,7 @@ from flask import Flask, Response, request
 
 from bench.rawdb import worker_connection
 from receiver.core.signing import webhook_token
-from receiver.web.api.keys import hash_key
+from receiver.flows.api_keys import hash_key
 from receiver.web.api.pagination import encode_cursor
 
 app = Flask(__name__)

@@ -21,8 +21,8 @@ from typing import Any
 from sqlalchemy import event
 
 from receiver import create_app
+from receiver.cli.reconcile import reconcile_command
 from receiver.store.engines import get_engine
-from reconcile.cli import reconcile_command
 
 
 def _peak_rss_kib() -> int:

@@ -1,1 +1,4 @@
-"""jobhooks reconciler: the ittybit API client, the stuck-job poller, submit and reconcile."""
+"""The worker: the reconcile pass, the event-list reader, the notifier.
+
+Imports flows, store, core, ittybit, observe and config of receiver; never web or cli.
+"""

@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from receiver.flows.polling import PolledJob
-from receiver.flows.stuck import awaiting_job, due, lease_free
 from receiver.store.models import Submission
+from receiver.store.stuck import awaiting_job, due, lease_free
 
 __all__ = [
     "PendingJob",

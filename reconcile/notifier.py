@@ -40,7 +40,7 @@ from receiver.store.engines import read_only
 from receiver.store.models import utcnow
 from reconcile.notify_claims import Leased, claim_due, peek_due, record_delivered, record_failed
 from reconcile.notify_limits import DELIVERY_TIMEOUT, LEASE_SECONDS
-from reconcile.poller import lease_owner
+from reconcile.passes import lease_owner
 
 if TYPE_CHECKING:
     from receiver.observe.metrics import Metrics

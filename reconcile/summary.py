@@ -10,7 +10,7 @@ from receiver.flows.polling import JobResult, PolledJob
 
 __all__ = ["EVENT_OUTCOMES", "Summary", "log_pass", "log_result"]
 
-log = logging.getLogger("reconcile.poller")
+log = logging.getLogger("reconcile.passes")
 
 _MAX_SAMPLES = 10
 #: What the reconciler does with an event from ittybit's list.
@@ -37,7 +37,7 @@ class Summary:
     #: Running jobs not polled because they changed within STUCK_AFTER, or back off.
     not_due: int = 0
     backing_off: int = 0
-    #: The event list (``reconcile.feed``): events read forward from the cursor, by outcome.
+    #: The event list (``reconcile.event_list``): events read forward from the cursor, by outcome.
     events_read: int = 0
     events_applied: int = 0
     events_duplicate: int = 0

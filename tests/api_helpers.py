@@ -13,10 +13,10 @@ from sqlalchemy.engine import Engine
 
 from devtools.standin import DEFAULT_API_KEY, Standin
 from receiver import create_app
+from receiver.flows.api_keys import create_key
 from receiver.store.engines import get_engine
 from receiver.store.models import Submission, SubmissionMeta, utcnow
 from receiver.web.api.client import close_api_client
-from receiver.web.api.keys import create_key
 
 _submissions = Submission.__table__  # type: ignore[attr-defined]
 _meta = SubmissionMeta.__table__  # type: ignore[attr-defined]

@@ -14,13 +14,13 @@ from werkzeug.test import Client
 from devtools.standin import DEFAULT_API_KEY, Standin
 from receiver.flows.outbox import Outbox
 from receiver.ittybit.client import IttybitClient
-from receiver.store.models import EventFeed, Notification, Submission, utcnow
-from reconcile.poller import PassOptions, Reconciler
+from receiver.store.models import EventCursor, Notification, Submission, utcnow
+from reconcile.passes import PassOptions, Reconciler
 from tests.helpers import quiet_outbox
 from tests.notify_helpers import outbox_to
 
 _submissions = Submission.__table__  # type: ignore[attr-defined]
-_feeds = EventFeed.__table__  # type: ignore[attr-defined]
+_feeds = EventCursor.__table__  # type: ignore[attr-defined]
 _notifications = Notification.__table__  # type: ignore[attr-defined]
 
 

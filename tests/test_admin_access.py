@@ -13,10 +13,10 @@ from freezegun import freeze_time
 from sqlalchemy.engine import Engine
 
 from receiver import create_app
+from receiver.flows.admin_accounts import LOCKOUT_FAILURES, create_admin, delete_admin
 from receiver.store.engines import get_engine
 from receiver.store.models import AdminUser, utcnow
 from receiver.web.admin import SECURITY_HEADERS
-from receiver.web.admin.accounts import LOCKOUT_FAILURES, create_admin, delete_admin
 from tests.admin_helpers import (
     EMAIL,
     PASSWORD,

@@ -8,8 +8,8 @@ import sqlalchemy as sa
 from flask.testing import FlaskCliRunner
 from sqlalchemy.engine import Engine
 
+from receiver.flows.admin_accounts import authenticate
 from receiver.store.models import AdminUser, utcnow
-from receiver.web.admin.accounts import authenticate
 
 _admins = AdminUser.__table__  # type: ignore[attr-defined]
 PASSWORD = "a long enough password"

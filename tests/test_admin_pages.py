@@ -14,8 +14,8 @@ from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
 
 from receiver.core.signing import webhook_token
+from receiver.flows.admin_accounts import create_admin
 from receiver.store.models import utcnow
-from receiver.web.admin.accounts import create_admin
 from tests.admin_helpers import (
     EMAIL,
     PASSWORD,

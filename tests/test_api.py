@@ -24,9 +24,9 @@ from werkzeug.wrappers import Request, Response
 
 from devtools.standin import Standin, StandinConfig
 from receiver.core.signing import verify_webhook_token
+from receiver.flows.api_keys import revoke_key
 from receiver.ittybit.client import idempotency_key
 from receiver.store.models import IdempotentRequest, Submission, WebhookEvent, utcnow
-from receiver.web.api.keys import revoke_key
 from tests.api_helpers import (
     INPUT,
     bearer,

@@ -31,9 +31,9 @@ from config.settings import Settings
 from devtools.processes import WebProcess, base_env, free_port
 from devtools.standin import DEFAULT_API_KEY, Standin, StandinConfig
 from receiver.core.signing import webhook_token
+from receiver.flows.api_keys import create_key
 from receiver.store.engines import create_db_engine
 from receiver.store.models import utcnow
-from receiver.web.api.keys import create_key
 from tests.helpers import WEBHOOK_SECRET, encode, job_payload, signed_headers
 
 pytestmark = pytest.mark.slow

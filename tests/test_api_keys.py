@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy.engine import Engine
 
-from receiver.web.api.keys import KEY_PREFIX, hash_key
+from receiver.flows.api_keys import KEY_PREFIX, hash_key
 
 
 def test_create_prints_the_key_once_and_stores_only_its_hash(

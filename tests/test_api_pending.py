@@ -19,7 +19,7 @@ from devtools.standin import DEFAULT_API_KEY, Standin, StandinConfig
 from receiver.flows.outbox import get_outbox
 from receiver.ittybit.client import IttybitClient
 from receiver.store.models import utcnow
-from reconcile.poller import SUBMIT_GRACE, PassOptions, Reconciler
+from reconcile.passes import SUBMIT_GRACE, PassOptions, Reconciler
 from tests.api_helpers import bearer, body, standin_job, stored
 
 

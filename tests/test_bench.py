@@ -322,8 +322,8 @@ def test_the_api_reference_answers_what_the_real_app_answers(
     from bench.api import seed
     from bench.common import service_env
     from receiver import create_app
+    from receiver.flows.api_keys import create_key
     from receiver.store.models import utcnow
-    from receiver.web.api.keys import create_key
 
     database = Database("sqlite", f"sqlite:///{tmp_path / 'api.db'}")
     database.reset()

@@ -22,12 +22,12 @@ from sqlalchemy.engine import Engine
 from config.settings import Settings
 from devtools.standin import DEFAULT_API_KEY, Standin, StandinConfig, running
 from receiver import create_app
+from receiver.cli.reconcile import _run_loop
 from receiver.ittybit.client import IttybitClient
 from receiver.store.engines import create_db_engine, get_engine
 from receiver.store.models import WebhookEvent, utcnow
-from reconcile import feed, feed_lease
-from reconcile.cli import _run_loop
-from reconcile.poller import PassOptions, Reconciler
+from reconcile import event_cursor, event_list
+from reconcile.passes import PassOptions, Reconciler
 from reconcile.summary import Summary
 from tests.event_feed_helpers import (
     add_submissions_for,
@@ -167,8 +167,8 @@ def test_a_crash_before_the_cursor_moves_loses_nothing_and_applies_nothing_twice
     add_submissions_for(engine, jobs, changed_at=an_hour_ago())
     assert standin.wait_idle(10)
     with monkeypatch.context() as patch:
-        patch.setattr(feed_lease, "move_cursor", _die)
-        patch.setattr(feed_lease, "release", lambda *_args, **_kwargs: None)
+        patch.setattr(event_cursor, "move_cursor", _die)
+        patch.setattr(event_cursor, "release", lambda *_args, **_kwargs: None)
         with reconciler(engine, standin, outbox=counting_outbox()) as dying, pytest.raises(Crash):
             dying.run_pass()
     # The page's changes were committed; the cursor stayed where it was.
@@ -195,7 +195,7 @@ def test_a_crash_in_the_middle_of_a_page_loses_nothing(
     jobs = create_jobs(standin, 4)
     add_submissions_for(engine, jobs, changed_at=an_hour_ago())
     assert standin.wait_idle(10)
-    real = feed.process_delivery
+    real = event_list.process_delivery
     calls = 0
 
     def dies_on_the_fifth(*args: Any, **kwargs: Any) -> Any:
@@ -206,8 +206,8 @@ def test_a_crash_in_the_middle_of_a_page_loses_nothing(
         return real(*args, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(feed, "process_delivery", dies_on_the_fifth)
-        patch.setattr(feed_lease, "release", lambda *_args, **_kwargs: None)
+        patch.setattr(event_list, "process_delivery", dies_on_the_fifth)
+        patch.setattr(event_cursor, "release", lambda *_args, **_kwargs: None)
         with reconciler(engine, standin) as dying, pytest.raises(Crash):
             dying.run_pass()
     # The page was one transaction: none of it was written, and the cursor did not move.
@@ -230,7 +230,7 @@ def test_a_job_id_collision_rejects_that_event_and_applies_the_rest(
     jobs = create_jobs(standin, 2)
     add_submissions_for(engine, jobs, changed_at=an_hour_ago())
     assert standin.wait_idle(10)
-    real = feed.process_delivery
+    real = event_list.process_delivery
     taken = jobs["sub_ev_0"]
 
     def collides(*args: Any, **kwargs: Any) -> Any:
@@ -238,7 +238,7 @@ def test_a_job_id_collision_rejects_that_event_and_applies_the_rest(
             raise sa.exc.IntegrityError("UPDATE submissions", {}, Exception("job_id taken"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(feed, "process_delivery", collides)
+    monkeypatch.setattr(event_list, "process_delivery", collides)
     with reconciler(engine, standin, stuck_after=3600.0) as one:
         summary = one.run_pass()
     assert (summary.events_read, summary.events_rejected, summary.events_applied) == (6, 1, 3)
@@ -409,7 +409,7 @@ def test_a_pass_reads_at_most_the_page_budget_and_says_where_it_stopped(
 def test_an_api_without_the_list_is_polled_job_by_job_and_said_once(
     engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="reconcile.poller")
+    caplog.set_level(logging.WARNING, logger="reconcile.passes")
     with running(StandinConfig(step=0.02, event_list=False)) as standin:
         jobs = create_jobs(standin, 10)
         add_submissions_for(engine, jobs, changed_at=an_hour_ago())

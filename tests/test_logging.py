@@ -27,7 +27,7 @@ from receiver.core.signing import TOKEN_SHAPE, webhook_token
 from receiver.flows.records import create_submission
 from receiver.ittybit.client import IttybitClient, RetryPolicy
 from receiver.observe.logs import JsonFormatter, RequestIdFilter, configure_logging, redact_tokens
-from reconcile.poller import PassOptions, Reconciler
+from reconcile.passes import PassOptions, Reconciler
 from tests.helpers import (
     OTHER_WEBHOOK_KEY,
     SECRET_KEY,
@@ -310,7 +310,7 @@ def test_each_reconciled_job_gets_a_line_and_each_pass_a_summary(
         ).run_pass()
     assert (summary.updated, summary.unchanged, summary.failed) == (1, 1, 1)
 
-    lines = [line for line in log_lines() if line["logger"] == "reconcile.poller"]
+    lines = [line for line in log_lines() if line["logger"] == "reconcile.passes"]
     jobs = sorted((line for line in lines if "result" in line), key=lambda line: line["job_id"])
     assert [(line["submission_id"], line["job_id"], line["result"]) for line in jobs] == [
         ("sub_1", "job_1", "updated"),

@@ -31,7 +31,7 @@ from receiver.ittybit.client import IttybitClient, set_testing
 from receiver.observe.metrics import get_metrics
 from receiver.store.engines import create_db_engine, get_engine
 from receiver.store.models import Submission
-from reconcile.poller import PassOptions, Reconciler
+from reconcile.passes import PassOptions, Reconciler
 from tests.helpers import (
     OTHER_WEBHOOK_KEY,
     SECRET_KEY,

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 
 from receiver.flows.polling import human_duration, poll_delay
 from receiver.ittybit.client import IttybitClient, RetryPolicy, set_testing
-from reconcile.poller import PassOptions, Reconciler
+from reconcile.passes import PassOptions, Reconciler
 from reconcile.summary import Summary
 from tests.helpers import encode, job_payload, quiet_outbox, signed_headers
 from tests.reconcile_helpers import API_KEY, FakeIttybit, Scripted, add_submissions, rows

@@ -10,7 +10,7 @@ import pytest
 from config.settings import Settings
 from receiver.ittybit.client import IttybitClient
 from receiver.store.engines import create_db_engine
-from reconcile.poller import PassOptions, Reconciler
+from reconcile.passes import PassOptions, Reconciler
 from reconcile.summary import Summary
 from tests.helpers import SECRET_KEY, quiet_outbox
 from tests.reconcile_helpers import API_KEY, FakeIttybit, add_submissions, rows

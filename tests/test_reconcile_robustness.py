@@ -13,12 +13,12 @@ from flask import Flask
 from sqlalchemy.engine import Engine
 
 from config.settings import Settings
+from receiver.cli.reconcile import _run_loop
 from receiver.ittybit.client import IttybitClient
 from receiver.observe.metrics import get_metrics
 from receiver.store.engines import create_db_engine
 from receiver.store.models import utcnow
-from reconcile.cli import _run_loop
-from reconcile.poller import PassOptions, Reconciler
+from reconcile.passes import PassOptions, Reconciler
 from tests.helpers import SECRET_KEY, quiet_outbox
 from tests.reconcile_helpers import API_KEY, FakeIttybit, Scripted, add_submissions, rows
 

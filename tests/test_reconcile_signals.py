@@ -108,7 +108,7 @@ def test_sigterm_during_a_pass_finishes_the_jobs_in_hand_and_exits_0(
         job_lines = [
             record
             for record in (json.loads(line) for line in out.splitlines() if line.startswith("{"))
-            if record["logger"] == "reconcile.poller" and "result" in record
+            if record["logger"] == "reconcile.passes" and "result" in record
         ]
         assert len(job_lines) >= 1, out
         stored = rows(engine)

@@ -48,7 +48,7 @@ NOT_FOR_SHOW = (
     "receiver.observe.metrics",
     "receiver.store.migrate",
     "receiver.ittybit.client",
-    "reconcile.poller",
+    "reconcile.passes",
     "reconcile.notifier",
 )
 #: What a command that reads the database needs: `--help` needs none of it.

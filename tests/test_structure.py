@@ -1,7 +1,13 @@
-"""The house has one direction: ``reconcile`` → ``receiver`` → ``config``.
+"""The house by role: imports run one way, from the edges down to the rules.
 
-The composition roots wire the packages together and are exempt: ``wsgi.py`` (outside the
-packages) and gunicorn's process hooks in ``config/gunicorn.py``.
+    receiver.cli ─┐
+    receiver.web ─┼─▶ receiver.flows ─▶ receiver.store ─▶ receiver.core ─▶ config
+    reconcile ────┘          │               ▲
+                             └─▶ receiver.ittybit, receiver.observe
+
+The composition roots wire the rooms together and are exempt: ``wsgi.py`` (outside the
+packages), ``receiver/__init__.py`` (``create_app``) and gunicorn's process hooks in
+``config/gunicorn.py``.
 """
 
 from __future__ import annotations
@@ -12,41 +18,126 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-COMPOSITION_ROOTS = {"config/gunicorn.py"}
-#: What each package may import of the project's own packages.
-ALLOWED = {
+COMPOSITION_ROOTS = {"config/gunicorn.py", "receiver/__init__.py"}
+_LOW = {"config", "receiver.core"}
+#: What each room may import of the project's own rooms (its own included).
+ALLOWED: dict[str, set[str]] = {
     "config": {"config"},
-    "receiver": {"receiver", "config"},
-    "reconcile": {"reconcile", "receiver", "config"},
+    "receiver.core": _LOW,
+    "receiver.store": _LOW | {"receiver.store"},
+    "receiver.ittybit": _LOW | {"receiver.ittybit"},
+    "receiver.observe": _LOW | {"receiver.store", "receiver.observe"},
+    "receiver.flows": _LOW
+    | {"receiver.store", "receiver.ittybit", "receiver.observe", "receiver.flows"},
+    "reconcile": _LOW
+    | {"receiver.store", "receiver.ittybit", "receiver.observe", "receiver.flows", "reconcile"},
+    "receiver.web": _LOW
+    | {"receiver.store", "receiver.ittybit", "receiver.observe", "receiver.flows", "receiver.web"},
+    # The one command group is the composition root of the command line: it may wire anything.
+    "receiver.cli": _LOW
+    | {
+        "receiver",
+        "receiver.store",
+        "receiver.ittybit",
+        "receiver.observe",
+        "receiver.flows",
+        "receiver.cli",
+        "reconcile",
+    },
 }
+ROOMS = sorted(ALLOWED, key=len, reverse=True)
 
 
-def imported_packages(path: Path) -> set[str]:
-    """Return the project packages a module imports, wherever in the module it does."""
-    found = set()
+def room_of(module: str) -> str | None:
+    """Return the room a dotted module name belongs to (``receiver`` alone is create_app)."""
+    for room in ROOMS:
+        if module == room or module.startswith(room + "."):
+            return room
+    return "receiver" if module == "receiver" else None
+
+
+def imported_rooms(path: Path) -> set[str]:
+    """Return the project rooms a module imports, wherever in the module it does."""
+    found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
+            rooms = [room_of(alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
+            # `from receiver.web import api` names its room in the imported name
+            module = node.module
+            rooms = [
+                room
+                if (room := room_of(f"{module}.{alias.name}")) not in (None, "receiver")
+                else room_of(module)
+                for alias in node.names
+            ]
         else:
             continue
-        found.update(name.split(".")[0] for name in names)
-    return found & set(ALLOWED)
+        found.update(room for room in rooms if room is not None)
+    return found
 
 
-@pytest.mark.parametrize("package", sorted(ALLOWED))
-def test_imports_run_one_way(package: str) -> None:
-    wrong = {
-        str(path.relative_to(ROOT)): sorted(imported_packages(path) - ALLOWED[package])
-        for path in sorted((ROOT / package).rglob("*.py"))
-        if imported_packages(path) - ALLOWED[package]
-        and str(path.relative_to(ROOT)) not in COMPOSITION_ROOTS
-    }
+def _module_name(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
+def _sources() -> list[Path]:
+    return sorted(
+        path
+        for package in ("config", "receiver", "reconcile")
+        for path in (ROOT / package).rglob("*.py")
+        if str(path.relative_to(ROOT)) not in COMPOSITION_ROOTS
+    )
+
+
+def test_every_module_lives_in_a_room() -> None:
+    homeless = [str(p.relative_to(ROOT)) for p in _sources() if room_of(_module_name(p)) is None]
+    assert homeless == []
+
+
+@pytest.mark.parametrize("room", sorted(ALLOWED))
+def test_imports_run_one_way(room: str) -> None:
+    wrong = {}
+    for path in _sources():
+        if room_of(_module_name(path)) != room:
+            continue
+        extra = imported_rooms(path) - ALLOWED[room]
+        if extra:
+            wrong[str(path.relative_to(ROOT))] = sorted(extra)
     assert wrong == {}
 
 
 def test_the_check_sees_an_import_inside_a_function(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
-    module.write_text("def f():\n    from reconcile.poller import Reconciler\n")
-    assert imported_packages(module) == {"reconcile"}
+    module.write_text("def f():\n    from reconcile.passes import Reconciler\n")
+    assert imported_rooms(module) == {"reconcile"}
+
+
+def test_the_check_sees_a_room_imported_by_name(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("from receiver.web import api\nfrom receiver import flows\n")
+    assert imported_rooms(module) == {"receiver.web", "receiver.flows"}
+
+
+def test_a_rule_that_imports_storage_is_caught(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("from receiver.store.models import Submission\n")
+    assert imported_rooms(module) - ALLOWED["receiver.core"] == {"receiver.store"}
+
+
+@pytest.mark.parametrize("room", sorted(set(ALLOWED) - {"config"}))
+def test_each_room_says_what_lives_there(room: str) -> None:
+    init = ROOT / room.replace(".", "/") / "__init__.py"
+    docstring = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8")))
+    assert docstring, f"{init.relative_to(ROOT)} has no docstring"
+    assert "import" in docstring.lower(), f"{room}'s docstring does not say what it may import"
+
+
+def test_no_room_is_crowded() -> None:
+    crowded = {
+        str(folder.relative_to(ROOT)): count
+        for folder in [ROOT / "receiver", ROOT / "reconcile", *(ROOT / "receiver").rglob("*/")]
+        if folder.is_dir() and "__pycache__" not in folder.parts
+        if (count := len(list(folder.glob("*.py")))) > 13
+    }
+    assert crowded == {}

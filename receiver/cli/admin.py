@@ -28,9 +28,9 @@ def _stamp(value: datetime | None) -> str:
 )
 def admin_create(email: str, password_stdin: bool) -> None:
     """Create an account for EMAIL; the password is asked for (twice) or read from stdin."""
+    from receiver.flows.admin_accounts import AdminError, create_admin
     from receiver.store.engines import get_engine
     from receiver.store.models import utcnow
-    from receiver.web.admin.accounts import AdminError, create_admin
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -48,9 +48,9 @@ def admin_create(email: str, password_stdin: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def admin_list(as_json: bool) -> None:
     """List the accounts: email, created, last login, locked until."""
+    from receiver.flows.admin_accounts import list_admins
     from receiver.store.engines import get_read_engine
     from receiver.store.models import utcnow
-    from receiver.web.admin.accounts import list_admins
 
     with database_errors():
         admins = list_admins(get_read_engine())
@@ -80,8 +80,8 @@ def admin_list(as_json: bool) -> None:
 @click.argument("email")
 def admin_delete(email: str) -> None:
     """Delete the account for EMAIL; its sessions end at once."""
+    from receiver.flows.admin_accounts import AdminError, delete_admin
     from receiver.store.engines import get_engine
-    from receiver.web.admin.accounts import AdminError, delete_admin
 
     with database_errors():
         try:

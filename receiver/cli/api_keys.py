@@ -19,9 +19,9 @@ api_keys_cli = AppGroup("api-keys", help="Create, list and revoke keys of the ap
 @click.option("--json", "as_json", is_flag=True, help='Print {"name": …, "key": …}.')
 def api_keys_create(name: str, as_json: bool) -> None:
     """Make a key named NAME and print it once: only its hash is kept."""
+    from receiver.flows.api_keys import ApiKeyError, create_key
     from receiver.store.engines import get_engine
     from receiver.store.models import utcnow
-    from receiver.web.api.keys import ApiKeyError, create_key
 
     with database_errors():
         try:
@@ -39,8 +39,8 @@ def api_keys_create(name: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per key.")
 def api_keys_list(as_json: bool) -> None:
     """Show every key's name, when it was made and last used, and whether it is revoked."""
+    from receiver.flows.api_keys import list_keys
     from receiver.store.engines import get_read_engine
-    from receiver.web.api.keys import list_keys
 
     with database_errors(), get_read_engine().connect() as conn:
         keys = list_keys(conn)
@@ -72,9 +72,9 @@ def api_keys_list(as_json: bool) -> None:
 @click.argument("name")
 def api_keys_revoke(name: str) -> None:
     """End the key named NAME at once: its next request is refused (401)."""
+    from receiver.flows.api_keys import ApiKeyError, revoke_key
     from receiver.store.engines import get_engine
     from receiver.store.models import utcnow
-    from receiver.web.api.keys import ApiKeyError, revoke_key
 
     with database_errors():
         try:

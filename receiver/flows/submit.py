@@ -147,7 +147,7 @@ def request_job(
 ) -> SubmitResult:
     """Store the submission and that its job is asked for, without asking ittybit now.
 
-    The worker's next pass creates the job (see ``reconcile.poller``), with the same
+    The worker's next pass creates the job (see ``reconcile.passes``), with the same
     idempotency key as :func:`submit_job`. Raises InvalidSubmission as it does.
     """
     submission, created = _prepare(

@@ -24,7 +24,7 @@ __all__ = [
     "AdminLoginFailure",
     "AdminUser",
     "ApiKey",
-    "EventFeed",
+    "EventCursor",
     "IdempotentRequest",
     "Notification",
     "NotificationStatus",
@@ -175,7 +175,7 @@ class ReconcilePass(SQLModel, table=True):
     counts: dict[str, Any] = Field(default_factory=dict, sa_column=_json_column("counts"))
 
 
-class EventFeed(SQLModel, table=True):
+class EventCursor(SQLModel, table=True):
     """Where the reconciler stands in one ittybit API's event list, and who reads it now.
 
     One row per API base URL (migration 0007). ``started_at`` is null until a first pass

@@ -7,8 +7,8 @@ from flask_login import AnonymousUserMixin, LoginManager, UserMixin, current_use
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.wrappers import Response
 
+from receiver.flows.admin_accounts import Admin, find_by_session_token
 from receiver.store.engines import get_read_engine
-from receiver.web.admin.accounts import Admin, find_by_session_token
 
 __all__ = ["AdminSession", "current_admin", "guard", "init_app", "safe_next"]
 

@@ -15,7 +15,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from receiver.flows.stuck import count_stuck
 from receiver.store.models import (
     Notification,
     NotificationStatus,
@@ -25,6 +24,7 @@ from receiver.store.models import (
     Submission,
     WebhookEvent,
 )
+from receiver.store.stuck import count_stuck
 
 __all__ = [
     "PAGE_SIZE",

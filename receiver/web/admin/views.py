@@ -26,13 +26,13 @@ from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
 from config.settings import Settings
+from receiver.flows.admin_accounts import authenticate, end_sessions
 from receiver.flows.history import get_event, parse_since, submission_timeline
 from receiver.flows.outbox import get_outbox, retry_notifications
 from receiver.flows.records import webhook_url
 from receiver.store.engines import get_engine, get_read_engine
 from receiver.store.models import NotificationStatus, Outcome, Status, utcnow
 from receiver.web.admin import display, queries
-from receiver.web.admin.accounts import authenticate, end_sessions
 from receiver.web.admin.auth import AdminSession, current_admin, guard, safe_next
 
 __all__ = ["bp"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 from flask import g, request
 from sqlalchemy import Connection
 
+from receiver.flows.api_keys import KeyHolder, authenticate, record_use
 from receiver.observe.logs import note
 from receiver.store.engines import get_engine, get_read_engine
 from receiver.store.models import utcnow
 from receiver.web.api.errors import ApiProblem
-from receiver.web.api.keys import KeyHolder, authenticate, record_use
 
 __all__ = ["PUBLIC_ENDPOINTS", "current_key", "read_connection", "release_read", "require_key"]
 

@@ -17,11 +17,11 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 
-from receiver.store.models import EventFeed
+from receiver.store.models import EventCursor
 
 __all__ = ["FeedPosition", "acquire", "move_cursor", "release", "renew"]
 
-_table = EventFeed.__table__  # type: ignore[attr-defined]
+_table = EventCursor.__table__  # type: ignore[attr-defined]
 _c = _table.c
 
 

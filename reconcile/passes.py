@@ -32,11 +32,11 @@ from receiver.flows.outbox import Outbox
 from receiver.flows.polling import Fetched, JobResult, PolledJob, poll_delay, settle_job
 from receiver.flows.records import InvalidSubmission
 from receiver.flows.replay import rematch_unmatched
-from receiver.flows.stuck import count_not_due, unsubmitted
 from receiver.flows.submit import submit_job
 from receiver.ittybit.client import ApiError, AuthError, BadResponse, Interrupted, IttybitClient
 from receiver.store.engines import read_only
 from receiver.store.models import ReconcilePass, Submission, utcnow
+from receiver.store.stuck import count_not_due, unsubmitted
 from reconcile.claims import (
     PendingJob,
     claim_awaiting_job,
@@ -48,7 +48,7 @@ from reconcile.claims import (
     release,
     renew,
 )
-from reconcile.feed import EventFeed, EventListUnavailable
+from reconcile.event_list import EventListReader, EventListUnavailable
 from reconcile.summary import Summary, log_pass, log_result
 
 if TYPE_CHECKING:
@@ -191,7 +191,7 @@ class Reconciler:
             summary.events_note = "not read in a dry run"
             return
         if self.events_off is None:
-            feed = EventFeed(
+            feed = EventListReader(
                 self.engine,
                 self.client,
                 outbox=self.outbox,

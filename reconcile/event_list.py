@@ -1,6 +1,6 @@
 """Catch up from ittybit's event list: one request for up to 100 events, before any poll.
 
-A pass holds the feed's lease (``reconcile.feed_lease``), reads ``GET /events`` forward
+A pass holds the feed's lease (``reconcile.event_cursor``), reads ``GET /events`` forward
 from the stored cursor (``order=asc&after=<cursor>&limit=100``), and applies each page's
 job and task events in one transaction through the webhook's own code
 (``receiver.flows.delivery.process_delivery``: the one rule function, the inbox row first,
@@ -30,12 +30,12 @@ from receiver.flows.outbox import Outbox
 from receiver.ittybit.client import ApiError, ApiEvent, AuthError, EventPage, IttybitClient
 from receiver.store.inbox import Delivery, dedupe_key, record_rejected
 from receiver.store.models import Outcome
-from reconcile import feed_lease
+from reconcile import event_cursor
 from reconcile.summary import Summary
 
-__all__ = ["PAGE_SIZE", "UNAVAILABLE_STATUSES", "EventFeed", "EventListUnavailable"]
+__all__ = ["PAGE_SIZE", "UNAVAILABLE_STATUSES", "EventListReader", "EventListUnavailable"]
 
-log = logging.getLogger("reconcile.feed")
+log = logging.getLogger("reconcile.event_list")
 
 #: ittybit's largest page.
 PAGE_SIZE = 100
@@ -62,7 +62,7 @@ def about_a_job(event: ApiEvent) -> bool:
     return event.kind is None or event.kind.split(".", 1)[0] in _JOB_KINDS
 
 
-class EventFeed:
+class EventListReader:
     """Read the event list after the stored cursor and apply it, one page at a time."""
 
     def __init__(
@@ -99,7 +99,7 @@ class EventFeed:
         any other failure ends the reading with a note and lets the polls follow.
         """
         with self.engine.begin() as conn:
-            position = feed_lease.acquire(
+            position = event_cursor.acquire(
                 conn,
                 self.api_url,
                 owner=self.owner,
@@ -127,7 +127,7 @@ class EventFeed:
     def _read(
         self,
         summary: Summary,
-        position: feed_lease.FeedPosition,
+        position: event_cursor.FeedPosition,
         *,
         since: float | None,
         first_since: float | None,
@@ -299,7 +299,7 @@ class EventFeed:
     def _move(self, cursor: str | None, cursor_at: datetime | None) -> bool:
         """Move the cursor in a transaction of its own; False when the lease was lost."""
         with self.engine.begin() as conn:
-            moved = feed_lease.move_cursor(
+            moved = event_cursor.move_cursor(
                 conn,
                 self.api_url,
                 owner=self.owner,
@@ -315,6 +315,6 @@ class EventFeed:
     def _release(self) -> None:
         try:
             with self.engine.begin() as conn:
-                feed_lease.release(conn, self.api_url, owner=self.owner)
+                event_cursor.release(conn, self.api_url, owner=self.owner)
         except SQLAlchemyError as exc:
             log.warning("could not release the event list's lease; it expires: %s", exc)

@@ -25,7 +25,7 @@ from receiver.cli.submit import require_api
 # `jobhooks` loads this module to list its commands (`--help` included): the poller, the
 # ittybit client (httpx) and the metrics are imported by the command when it runs.
 if TYPE_CHECKING:
-    from reconcile.poller import Reconciler
+    from reconcile.passes import Reconciler
     from reconcile.summary import Summary
 
 __all__ = ["reconcile_command", "stop_on_signals"]
@@ -118,7 +118,7 @@ def reconcile_command(
     from receiver.observe.metrics import get_metrics
     from receiver.store.engines import get_engine
     from reconcile.notifier import delivering_in_background
-    from reconcile.poller import PassOptions, Reconciler
+    from reconcile.passes import PassOptions, Reconciler
 
     config = settings()
     require_api(config)
@@ -172,9 +172,9 @@ def _run_once(reconciler: Reconciler, *, as_json: bool) -> Summary:
     if options.submission_ids:
         total = len(options.submission_ids)
     else:
-        from receiver.flows.stuck import count_stuck
         from receiver.store.engines import get_read_engine
         from receiver.store.models import utcnow
+        from receiver.store.stuck import count_stuck
 
         now = utcnow()
         stuck_before = now - timedelta(seconds=options.stuck_after)
@@ -185,7 +185,7 @@ def _run_once(reconciler: Reconciler, *, as_json: bool) -> Summary:
     if total <= options.concurrency:
         return reconciler.run_pass()
     # The bar stands in for the per-job lines; warnings still show.
-    job_log = logging.getLogger("reconcile.poller")
+    job_log = logging.getLogger("reconcile.passes")
     level = job_log.level
     job_log.setLevel(max(logging.WARNING, job_log.getEffectiveLevel()))
     with click.progressbar(length=total, label="reconciling", file=sys.stderr) as bar:

@@ -24,8 +24,8 @@ from receiver.cli.common import (
     echo_table,
     settings,
 )
+from receiver.cli.reconcile import stop_on_signals
 from receiver.core.statuses import NotificationStatus
-from reconcile.cli import stop_on_signals
 from reconcile.notify_limits import DELIVERY_TIMEOUT, LEASE_SECONDS
 
 # `jobhooks` loads this module to list its commands (`--help` included): the notifier
