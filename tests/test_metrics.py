@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
@@ -28,6 +29,7 @@ from receiver import create_app
 from receiver.core.signing import webhook_token
 from receiver.flows.outbox import get_outbox
 from receiver.ittybit.client import IttybitClient, set_testing
+from receiver.observe import metrics as metrics_module
 from receiver.observe.metrics import get_metrics
 from receiver.store.engines import create_db_engine, get_engine
 from receiver.store.models import Submission
@@ -166,6 +168,34 @@ def test_a_scrape_without_the_database_still_answers(
         get_engine(app).dispose()
     assert value(samples, "jobhooks_database_up") == 0
     assert not any(name == "jobhooks_submissions" for name, _ in samples)
+
+
+def test_a_scrape_survives_a_worker_that_exits_while_it_reads(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gunicorn removes an exited worker's files between the collector's listing and read."""
+    reads: list[int] = []
+
+    class VanishingFiles:
+        """Read the workers' files: the first read finds one gone, as after a child_exit."""
+
+        def __init__(self, registry: Any) -> None:
+            registry.register(self)
+
+        def collect(self) -> Iterator[GaugeMetricFamily]:
+            reads.append(1)
+            if len(reads) == 1:
+                raise FileNotFoundError("gauge_livesum_4242.db")
+            yield GaugeMetricFamily("jobhooks_web_workers", "Live web workers.", value=1)
+
+    monkeypatch.setattr(metrics_module, "multiprocess", lambda: True)
+    monkeypatch.setattr(metrics_module, "MultiProcessCollector", VanishingFiles)
+    with app.app_context():
+        samples = list(text_string_to_metric_families(get_metrics().exposition().decode()))
+    assert len(reads) == 2
+    assert [family.name for family in samples if family.name == "jobhooks_web_workers"] == [
+        "jobhooks_web_workers"
+    ]
 
 
 @pytest.fixture

@@ -68,7 +68,7 @@ def test_the_worker_survives_any_exception_in_a_pass(
     metrics = get_metrics(app)
     with IttybitClient(base_url=fake.url, api_key=API_KEY) as client:
         worker = Crashing(engine, client, PassOptions(), outbox=quiet_outbox(), metrics=metrics)
-        with caplog.at_level(logging.INFO, logger="reconcile"):
+        with caplog.at_level(logging.INFO):
             _run_loop(worker, 0.01, as_json=False)
     assert worker.passes == 2
     [failure] = [record for record in caplog.records if record.levelno == logging.ERROR]

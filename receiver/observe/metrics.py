@@ -41,6 +41,8 @@ from receiver.store.models import (
 __all__ = ["EXTENSION", "Metrics", "get_metrics", "mark_worker_started", "multiprocess"]
 
 EXTENSION = "jobhooks.metrics"
+#: How often a scrape lists the workers' files again when one vanished while it read.
+_SCRAPE_TRIES = 3
 #: From a millisecond (SQLite, warm) to ittybit's 5 s patience and past it.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _PASS_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -276,6 +278,14 @@ class Metrics:
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         registry.register(self.database)
+        # The collector lists the workers' files, then reads them: a worker that exits in
+        # between has its live gauges' files removed (gunicorn's child_exit), and the read
+        # fails. The next listing no longer names them.
+        for _ in range(_SCRAPE_TRIES - 1):
+            try:
+                return generate_latest(registry)
+            except FileNotFoundError:
+                continue
         return generate_latest(registry)
 
 
