@@ -149,6 +149,15 @@ def test_show_loads_only_what_reading_a_submission_needs(
     assert sorted(set(NOT_FOR_SHOW) & modules) == []
 
 
+@pytest.mark.parametrize("command", ["reconcile", "notify"])
+def test_the_workers_commands_load_no_web_surface(command: str, tmp_path: Path) -> None:
+    done, modules = run_jobhooks([command, "--help"], {}, tmp_path)
+    assert done.returncode == 0, done.stderr
+    # The command's own --help loads it (importlib's own import has no -X importtime line).
+    assert "reconcile.notifier" in modules
+    assert sorted(name for name in modules if name.startswith("receiver.web")) == []
+
+
 def test_a_real_command_still_needs_its_configuration(tmp_path: Path) -> None:
     done, _ = run_jobhooks(["submissions", "show", "sub_1"], {}, tmp_path)
     assert done.returncode == 2
