@@ -21,7 +21,15 @@ from typing import Any
 from bench.common import Database, service_env
 from devtools.processes import ROOT, jobhooks_command
 
-__all__ = ["COMMANDS", "SUBMISSION_ID", "TARGET_S", "StartupRun", "run_startup_suite"]
+__all__ = [
+    "COMMANDS",
+    "HELP_TARGET_S",
+    "SUBMISSION_ID",
+    "TARGET_S",
+    "StartupRun",
+    "run_startup_suite",
+    "target_s",
+]
 
 SUBMISSION_ID = "sub_startup_1"
 #: (name, arguments): the commands timed.
@@ -31,6 +39,13 @@ COMMANDS = (
 )
 #: Every command starts within this many seconds (median).
 TARGET_S = 0.5
+#: ``jobhooks --help`` lists the commands without importing any of them: it has less to do.
+HELP_TARGET_S = 0.3
+
+
+def target_s(command: str) -> float:
+    """Return the median start-up a command is held to, in seconds."""
+    return HELP_TARGET_S if command == "--help" else TARGET_S
 
 
 @dataclass(frozen=True, slots=True)

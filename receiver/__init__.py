@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+if TYPE_CHECKING:
+    from flask import Flask
 
 __all__ = ["create_app"]
 
 
-def create_app(config: Mapping[str, Any] | None = None, *, web: bool = True) -> Flask:
+def create_app(
+    config: Mapping[str, Any] | None = None, *, web: bool = True, log_level: str | None = None
+) -> Flask:
     """Create the app from the environment, or from ``config`` alone (tests pass their own).
 
     ``web=False`` leaves out what only answers HTTP (the webhooks, the API, the admin view,
     health, ``/metrics`` and the request hooks): the command line's own commands need the
     settings, the database and the outbox, and start in a fraction of the time without
-    importing the rest (bench/README.md, "Command start-up").
+    importing the rest (bench/README.md, "Command start-up"). ``log_level`` stands in for
+    LOG_LEVEL's level in this process (a one-off command's ``warning``), settings unchanged.
     """
     # Imported here, not at the top: `import receiver` comes first for every command,
     # `jobhooks --help` included, which needs neither the settings nor the database.
+    from flask import Flask
+
     from config.settings import Settings
 
     app = Flask(__name__, instance_relative_config=True)
@@ -34,18 +40,16 @@ def create_app(config: Mapping[str, Any] | None = None, *, web: bool = True) -> 
     )
     from receiver.observe import logs
 
-    logs.configure_logging(level=settings.log_level, fmt=settings.log_format)
+    logs.configure_logging(level=log_level or settings.log_level, fmt=settings.log_format)
     settings.log_warnings(app.logger)
     if settings.env == "development":
         app.logger.info("APP_ENV=development: development defaults in use, not for production")
 
-    from receiver import cli
     from receiver.flows import outbox
     from receiver.store import engines
 
     engines.init_app(app, settings)
     outbox.init_app(app, settings)
-    cli.init_app(app)
     if web:
         from receiver.web import admin, api, errors, health, metrics, webhooks
 

@@ -155,7 +155,8 @@ def client(app: Flask) -> FlaskClient:
 class JobhooksRunner(FlaskCliRunner):
     """Invoke commands through the ``jobhooks`` console script's group, as users do.
 
-    ``app.cli`` alone lacks the worker's commands, which join through entry points.
+    The commands are the group's (``app.cli`` has none); the runner's ScriptInfo hands the
+    test's app to them instead of one built from the environment.
     """
 
     def invoke(self, cli: Any = None, args: Any = None, **kwargs: Any) -> Any:

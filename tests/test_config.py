@@ -350,7 +350,7 @@ def run_entry_point(
 
 
 ENTRY_POINTS = {
-    "flask": [str(BIN / "flask"), "--app", "wsgi", "submissions", "show", "x"],
+    "jobhooks": [str(BIN / "jobhooks"), "submissions", "show", "x"],
     "gunicorn": [str(BIN / "gunicorn"), "-c", "config/gunicorn.py", "wsgi:app"],
 }
 DEV = {"APP_ENV": "development"}

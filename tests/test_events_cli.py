@@ -1,4 +1,4 @@
-"""``flask events``: list, show, replay and prune the inbox from the command line."""
+"""``jobhooks events``: list, show, replay and prune the inbox from the command line."""
 
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
-"""Commands load only what they use, and ``--help`` needs no configuration.
+"""Commands load only what they use, ``--help`` needs no configuration, and a one-off
+command's stderr holds no log line unless something is wrong.
 
 How fast a command starts is measured by ``make bench`` (``bench/startup.py``), never here:
 a timed test fails on a busy machine and passes on a fast one. What these tests hold is the
-cause of a slow start: each runs the real console script in a fresh process under
+budget the benchmark applies (0.3 s for ``--help``, 0.5 s for a command) and the cause of
+a slow start: each runs the real console script in a fresh process under
 ``python -X importtime`` and reads which modules it imported.
 """
 
@@ -26,6 +28,7 @@ from flask.testing import FlaskCliRunner
 from bench.run import render_table, verdicts
 from bench.startup import StartupRun
 from receiver import create_app
+from receiver.cli import COMMANDS
 from receiver.cli import cli as jobhooks_cli
 from receiver.store.engines import get_engine
 from tests.helpers import SECRET_KEY, add_submission
@@ -62,6 +65,10 @@ NOT_FOR_HELP = (
     "config.settings",
     "receiver.store.models",
     "receiver.store.engines",
+    # Listing the commands builds no app and imports none of them.
+    "flask",
+    "werkzeug",
+    *sorted({target.partition(":")[0] for target, _ in COMMANDS.values()}),
 )
 
 
@@ -92,10 +99,33 @@ def test_help_needs_no_configuration_and_loads_nothing_heavy(tmp_path: Path) -> 
     done, modules = run_jobhooks(["--help"], {}, tmp_path)
     assert done.returncode == 0, done.stderr
     assert "Usage: jobhooks" in done.stdout
-    for name in ("submissions", "reconcile", "notify", "routes"):
+    for name in ("submissions", "reconcile", "notify", "webhook-url", "db"):
         assert f"\n  {name} " in done.stdout
     assert "receiver.cli" in modules  # the check sees what was imported
     assert sorted(set(NOT_FOR_HELP) & modules) == []
+
+
+def test_help_lists_jobhooks_commands_only() -> None:
+    result = CliRunner().invoke(jobhooks_cli, ["--help"], prog_name="jobhooks")
+    assert result.exit_code == 0, result.output
+    listed = result.output.split("Commands:\n", 1)[1]
+    names = [
+        line.split()[0]
+        for line in listed.splitlines()
+        if line.startswith("  ") and not line.startswith("   ")
+    ]
+    assert names == sorted(COMMANDS)
+    for flask_only in ("--app", "--debug", "--env-file", " run ", " routes ", " shell "):
+        assert flask_only not in result.output
+
+
+def test_each_listed_summary_is_the_commands_own() -> None:
+    ctx = click.Context(jobhooks_cli, info_name="jobhooks")
+    for name, (_, summary) in COMMANDS.items():
+        command = jobhooks_cli.get_command(ctx, name)
+        assert command is not None, name
+        assert command.name == name
+        assert command.get_short_help_str(limit=1000) == summary, name
 
 
 def test_show_loads_only_what_reading_a_submission_needs(
@@ -117,6 +147,15 @@ def test_show_loads_only_what_reading_a_submission_needs(
     assert json.loads(done.stdout)["submission_id"] == "sub_1"
     assert {"receiver.store.models", "sqlalchemy"} <= modules  # it did read through the models
     assert sorted(set(NOT_FOR_SHOW) & modules) == []
+
+
+@pytest.mark.parametrize("command", ["reconcile", "notify"])
+def test_the_workers_commands_load_no_web_surface(command: str, tmp_path: Path) -> None:
+    done, modules = run_jobhooks([command, "--help"], {}, tmp_path)
+    assert done.returncode == 0, done.stderr
+    # The command's own --help loads it (importlib's own import has no -X importtime line).
+    assert "reconcile.notifier" in modules
+    assert sorted(name for name in modules if name.startswith("receiver.web")) == []
 
 
 def test_a_real_command_still_needs_its_configuration(tmp_path: Path) -> None:
@@ -143,8 +182,6 @@ def _command_paths() -> list[tuple[str, ...]]:
 def test_every_help_needs_no_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("APP_ENV", "SECRET_KEY", "DATABASE_URL", "PUBLIC_URL", "FLASK_APP"):
         monkeypatch.delenv(name, raising=False)
-    # The group sets FLASK_RUN_FROM_CLI; monkeypatch puts it back as it was afterwards.
-    monkeypatch.setenv("FLASK_RUN_FROM_CLI", "")
     paths = _command_paths()
     assert ("notify", "list") in paths
     assert ("submissions", "show") in paths
@@ -155,7 +192,59 @@ def test_every_help_needs_no_configuration(monkeypatch: pytest.MonkeyPatch) -> N
         assert result.output.startswith(f"Usage: {' '.join(('jobhooks', *path))} "), path
 
 
-# --- which app a command gets ------------------------------------------------------------------
+# --- what a command logs -----------------------------------------------------------------------
+
+
+def _log_lines(done: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    """Return the JSON log lines a command wrote on stderr (import timings left out)."""
+    said = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
+    return [json.loads(line) for line in said if line.startswith("{")]
+
+
+@pytest.fixture
+def dev_env(tmp_path: Path, sqlite_template: Path) -> dict[str, str]:
+    """Development settings (their start-up logs an INFO line) on a migrated database."""
+    path = tmp_path / "jobhooks.db"
+    shutil.copyfile(sqlite_template, path)
+    return {"APP_ENV": "development", "DATABASE_URL": f"sqlite:///{path}"}
+
+
+@pytest.mark.parametrize("args", [["events", "list", "--json"], ["submissions", "show", "x"]])
+def test_a_one_off_command_logs_nothing_when_all_is_well(
+    args: list[str], dev_env: dict[str, str], tmp_path: Path
+) -> None:
+    done, _ = run_jobhooks(args, dev_env, tmp_path)
+    assert done.returncode in (0, 1), done.stderr
+    assert _log_lines(done) == []
+
+
+def test_a_one_off_command_still_logs_warnings(dev_env: dict[str, str], tmp_path: Path) -> None:
+    env = {
+        **dev_env,
+        "APP_ENV": "production",
+        "SECRET_KEY": SECRET_KEY,
+        "PUBLIC_URL": "http://hooks.example.com",
+    }
+    done, _ = run_jobhooks(["events", "list", "--json"], env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    [line] = _log_lines(done)
+    assert line["level"] == "warning"
+    assert line["message"].startswith("config: PUBLIC_URL uses plain http")
+
+
+def test_log_level_set_explicitly_is_obeyed(dev_env: dict[str, str], tmp_path: Path) -> None:
+    done, _ = run_jobhooks(["events", "list", "--json"], {**dev_env, "LOG_LEVEL": "info"}, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert [line["level"] for line in _log_lines(done)] == ["info"]
+
+
+def test_the_release_process_logs_at_info(dev_env: dict[str, str], tmp_path: Path) -> None:
+    done, _ = run_jobhooks(["db", "upgrade"], dev_env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "database upgraded to head\n"
+    lines = _log_lines(done)
+    assert lines, done.stderr
+    assert {line["level"] for line in lines} == {"info"}
 
 
 def test_a_commands_app_has_no_web_surfaces(app_config: dict[str, Any]) -> None:
@@ -167,7 +256,8 @@ def test_a_commands_app_has_no_web_surfaces(app_config: dict[str, Any]) -> None:
         assert {"/webhooks/ittybit", "/healthz", "/metrics", "/admin/"} <= web_routes
         assert any(route.startswith("/api/v1/") for route in web_routes)
         assert lean_routes == {"/static/<path:filename>"}
-        assert sorted(lean.cli.commands) == sorted(web.cli.commands)
+        # The commands are the jobhooks group's, never the app's: building it loads none.
+        assert (lean.cli.commands, web.cli.commands) == ({}, {})
     finally:
         get_engine(web).dispose()
         get_engine(lean).dispose()
@@ -204,31 +294,21 @@ def test_commands_run_on_the_commands_app(lean_app: Flask) -> None:
     assert json.loads(result.output.splitlines()[-1])["checked"] == 0
 
 
-def test_routes_gets_the_web_app(
-    monkeypatch: pytest.MonkeyPatch, app_config: dict[str, Any]
-) -> None:
-    for name, value in app_config.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("FLASK_RUN_FROM_CLI", "")
-    result = CliRunner().invoke(jobhooks_cli, ["routes"], prog_name="jobhooks")
-    assert result.exit_code == 0, result.output
-    assert "/webhooks/ittybit" in result.output
-    assert "/api/v1/" in result.output
-
-
 # --- the benchmark's verdict (the timing itself is `make bench`'s) -----------------------------
 
 
-def test_the_benchmark_holds_each_command_to_half_a_second() -> None:
+def test_the_benchmark_holds_help_to_0_3_s_and_each_command_to_0_5_s() -> None:
     runs = [
-        StartupRun("--help", 10, median_s=0.3, p90_s=0.4, max_s=0.7, min_s=0.2).as_dict(),
+        StartupRun("--help", 10, median_s=0.31, p90_s=0.4, max_s=0.7, min_s=0.2).as_dict(),
         StartupRun("submissions show", 10, median_s=0.8, p90_s=0.9, max_s=1.0, min_s=0.7).as_dict(),
     ]
     checks = {check["target"]: check["ok"] for check in verdicts({"startup": runs})}
     assert checks == {
-        "command jobhooks --help: median <= 0.5 s": True,
+        "command jobhooks --help: median <= 0.3 s": False,
         "command jobhooks submissions show: median <= 0.5 s": False,
     }
+    fast = [StartupRun("--help", 10, median_s=0.3, p90_s=0.3, max_s=0.3, min_s=0.2).as_dict()]
+    assert [check["ok"] for check in verdicts({"startup": fast})] == [True]
     table = render_table({"meta": _META, "startup": runs})
     assert "| `jobhooks submissions show` | 10 | 0.800 | 0.900 | 1.000 |" in table
 

@@ -1,4 +1,4 @@
-"""``flask submit``: one job per submission, with its metadata and signed webhook URL."""
+"""``jobhooks submit``: one job per submission, with its metadata and signed webhook URL."""
 
 from __future__ import annotations
 

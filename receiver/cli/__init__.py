@@ -1,115 +1,100 @@
-"""The command line: ``jobhooks …`` (and ``flask --app wsgi …``, which is the same).
+"""The command line: ``jobhooks …``, one click group holding every command.
 
-The app's own commands are registered on ``app.cli`` here; the worker's (``reconcile``)
-come from the ``flask.commands`` entry points in ``pyproject.toml``, Flask's way for
-another package to add commands, so that ``receiver`` never imports ``reconcile``.
-
-Start-up is dominated by imports, so every command module imports only click and Flask
-at its top and the rest inside the commands: ``jobhooks --help`` lists the commands without
-creating the app (and so without configuration), and a command creates the app only when
-it runs, without the web surfaces it does not serve (``create_app(web=False)``).
+The group knows each command by the ``module:function`` that makes it and imports that
+module only when the command runs or its own ``--help`` is asked for (click's documented
+"lazy loading" pattern): ``jobhooks --help`` imports click and this module, no settings, no
+database, no Flask app, and lists each command with the summary kept in :data:`COMMANDS`
+(tests/test_startup.py holds the summaries to the commands' own). A command module imports
+what it needs at its top, and a command builds the service without its web surfaces when it
+runs (``receiver.cli.common.with_app``).
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
+import importlib
 from typing import Any
 
 import click
-from flask import Flask
-from flask.cli import FlaskGroup, ScriptInfo
 
-__all__ = ["cli", "init_app", "load_app", "main"]
+__all__ = ["COMMANDS", "LazyGroup", "cli", "main"]
 
-#: Flask's own commands that serve or show the web app: they get every blueprint.
-_WEB_COMMANDS = frozenset({"run", "shell", "routes"})
-#: Where the group notes, on its ScriptInfo, that the command it runs needs the web app.
-_WEB = "jobhooks.web"
-
-
-def _commands() -> list[Callable[..., Any]]:
-    """Return the app's own commands (their modules import nothing heavy at the top)."""
-    from receiver.cli.admin import admin_cli
-    from receiver.cli.api_keys import api_keys_cli
-    from receiver.cli.db import db_cli
-    from receiver.cli.events import events_cli
-    from receiver.cli.submissions import submissions_cli, webhook_url_command
-    from receiver.cli.submit import submit_command
-    from receiver.cli.trigger import trigger_command
-
-    return [
-        db_cli,
-        submissions_cli,
-        webhook_url_command,
-        submit_command,
-        trigger_command,
-        events_cli,
-        api_keys_cli,
-        admin_cli,
-    ]
-
-
-def init_app(app: Flask) -> None:
-    """Register the app's commands on ``app.cli``."""
-    for command in _commands():
-        app.cli.add_command(command)  # type: ignore[arg-type]
-
-
-def load_app() -> Flask:
-    """Create the app from the environment; a bad setting exits 2 with one line.
-
-    Only Flask's ``run``, ``shell`` and ``routes`` get the web surfaces; every other
-    command gets the app without them (see :class:`JobhooksGroup`).
-    """
-    from config.settings import ConfigError
-    from receiver import create_app
-
-    ctx = click.get_current_context(silent=True)
-    info = ctx.find_object(ScriptInfo) if ctx is not None else None
-    web = info is None or bool(info.data.get(_WEB, False))
-    try:
-        return create_app(web=web)
-    except ConfigError as exc:
-        sys.stderr.write(f"jobhooks: configuration error: {exc}\n")
-        raise SystemExit(2) from None
+#: Every command: its name, the ``module:function`` that makes it, and its summary in
+#: ``jobhooks --help``.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "admin": ("receiver.cli.admin:admin_cli", "Create, list and delete admin view accounts."),
+    "api-keys": (
+        "receiver.cli.api_keys:api_keys_cli",
+        "Create, list and revoke keys of the application API.",
+    ),
+    "db": ("receiver.cli.db:db_cli", "Manage the database schema."),
+    "events": (
+        "receiver.cli.events:events_cli",
+        "List, show, replay and prune stored webhook deliveries.",
+    ),
+    "notify": (
+        "receiver.cli.notify:notify_cli",
+        "Send the notifications due to your application (NOTIFY_URL), signed.",
+    ),
+    "reconcile": (
+        "receiver.cli.reconcile:reconcile_command",
+        "Catch up from ittybit's event list, then poll the jobs still stuck.",
+    ),
+    "submissions": (
+        "receiver.cli.submissions:submissions_cli",
+        "Add, show, import and prune submissions.",
+    ),
+    "submit": (
+        "receiver.cli.submit:submit_command",
+        "Create an ittybit job for a submission and print the submission as JSON.",
+    ),
+    "trigger": (
+        "receiver.cli.trigger:trigger_command",
+        "Send a signed test webhook saying a test submission's job is STATUS; print the answer.",
+    ),
+    "webhook-url": (
+        "receiver.cli.submissions:webhook_url_command",
+        "Print the signed webhook URL of a submission.",
+    ),
+}
 
 
-class JobhooksGroup(FlaskGroup):
-    """Flask's group, holding the app's commands itself so that listing them needs no app.
+class LazyGroup(click.Group):
+    """A group whose commands are ``module:function`` strings, imported when first used."""
 
-    ``FlaskGroup`` creates the app to list or find the commands registered on ``app.cli``,
-    which made ``--help`` validate the configuration and import the whole web app. Here
-    the commands are on the group; the app is created when a command runs (each runs in
-    an app context: ``AppGroup`` commands and ``with_appcontext`` push one).
-    """
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name in _WEB_COMMANDS:
-            ctx.ensure_object(ScriptInfo).data[_WEB] = True
-        # The group's own commands come first in FlaskGroup's lookup too; finding one
-        # needs no scan of every installed distribution's entry points for plugins.
-        own = self.commands.get(name)
-        if own is not None:
-            return own
-        return super().get_command(ctx, name)
+    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        # FlaskGroup's own listing creates the app to add app.cli's commands: they are
-        # this group's own here, so the built-in and plugin ones complete the list.
-        self._load_plugin_commands()
-        return sorted(click.Group.list_commands(self, ctx))
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.lazy:
+            return super().get_command(ctx, cmd_name)
+        module_name, _, attribute = self.lazy[cmd_name][0].partition(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        if not isinstance(command, click.Command):
+            message = f"{self.lazy[cmd_name][0]} is not a click command"
+            raise TypeError(message)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List the commands with their kept summaries: listing them imports none."""
+        summaries = {name: summary for name, (_, summary) in self.lazy.items()}
+        for name, command in self.commands.items():
+            summaries[name] = command.get_short_help_str(limit=formatter.width)
+        rows = sorted(summaries.items())
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
-cli = JobhooksGroup(
+cli = LazyGroup(
     name="jobhooks",
-    create_app=load_app,
-    add_version_option=False,
+    lazy=COMMANDS,
     help="jobhooks: receive, reconcile and submit ittybit jobs. Settings come from the "
     "environment (see the README).",
 )
-for _command in _commands():
-    cli.add_command(_command)  # type: ignore[arg-type]
 
 
 def main() -> None:

@@ -6,13 +6,15 @@ import sys
 from datetime import UTC, datetime
 
 import click
-from flask.cli import AppGroup
 
-from receiver.cli.common import database_errors, echo_json
+from receiver.cli.common import database_errors, echo_json, with_app
+from receiver.flows.admin_accounts import AdminError, create_admin, delete_admin, list_admins
+from receiver.store.engines import get_engine, get_read_engine
+from receiver.store.models import utcnow
 
 __all__ = ["admin_cli"]
 
-admin_cli = AppGroup("admin", help="Create, list and delete admin view accounts.")
+admin_cli = click.Group("admin", help="Create, list and delete admin view accounts.")
 
 
 def _stamp(value: datetime | None) -> str:
@@ -26,12 +28,9 @@ def _stamp(value: datetime | None) -> str:
     is_flag=True,
     help="Read the password from the first line of stdin instead of prompting.",
 )
+@with_app
 def admin_create(email: str, password_stdin: bool) -> None:
     """Create an account for EMAIL; the password is asked for (twice) or read from stdin."""
-    from receiver.flows.admin_accounts import AdminError, create_admin
-    from receiver.store.engines import get_engine
-    from receiver.store.models import utcnow
-
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
@@ -46,12 +45,9 @@ def admin_create(email: str, password_stdin: bool) -> None:
 
 @admin_cli.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@with_app
 def admin_list(as_json: bool) -> None:
     """List the accounts: email, created, last login, locked until."""
-    from receiver.flows.admin_accounts import list_admins
-    from receiver.store.engines import get_read_engine
-    from receiver.store.models import utcnow
-
     with database_errors():
         admins = list_admins(get_read_engine())
     for admin in admins:
@@ -78,11 +74,9 @@ def admin_list(as_json: bool) -> None:
 
 @admin_cli.command("delete")
 @click.argument("email")
+@with_app
 def admin_delete(email: str) -> None:
     """Delete the account for EMAIL; its sessions end at once."""
-    from receiver.flows.admin_accounts import AdminError, delete_admin
-    from receiver.store.engines import get_engine
-
     with database_errors():
         try:
             delete_admin(get_engine(), email)

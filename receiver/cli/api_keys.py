@@ -5,24 +5,23 @@ from __future__ import annotations
 from datetime import datetime
 
 import click
-from flask.cli import AppGroup
 
-from receiver.cli.common import database_errors, echo_json
+from receiver.cli.common import database_errors, echo_json, with_app
+from receiver.flows.api_keys import ApiKeyError, create_key, list_keys, revoke_key
+from receiver.store.engines import get_engine, get_read_engine
+from receiver.store.models import utcnow
 
 __all__ = ["api_keys_cli"]
 
-api_keys_cli = AppGroup("api-keys", help="Create, list and revoke keys of the application API.")
+api_keys_cli = click.Group("api-keys", help="Create, list and revoke keys of the application API.")
 
 
 @api_keys_cli.command("create")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help='Print {"name": …, "key": …}.')
+@with_app
 def api_keys_create(name: str, as_json: bool) -> None:
     """Make a key named NAME and print it once: only its hash is kept."""
-    from receiver.flows.api_keys import ApiKeyError, create_key
-    from receiver.store.engines import get_engine
-    from receiver.store.models import utcnow
-
     with database_errors():
         try:
             key = create_key(get_engine(), name, now=utcnow())
@@ -37,11 +36,9 @@ def api_keys_create(name: str, as_json: bool) -> None:
 
 @api_keys_cli.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per key.")
+@with_app
 def api_keys_list(as_json: bool) -> None:
     """Show every key's name, when it was made and last used, and whether it is revoked."""
-    from receiver.flows.api_keys import list_keys
-    from receiver.store.engines import get_read_engine
-
     with database_errors(), get_read_engine().connect() as conn:
         keys = list_keys(conn)
     if as_json:
@@ -70,12 +67,9 @@ def api_keys_list(as_json: bool) -> None:
 
 @api_keys_cli.command("revoke")
 @click.argument("name")
+@with_app
 def api_keys_revoke(name: str) -> None:
     """End the key named NAME at once: its next request is refused (401)."""
-    from receiver.flows.api_keys import ApiKeyError, revoke_key
-    from receiver.store.engines import get_engine
-    from receiver.store.models import utcnow
-
     with database_errors():
         try:
             revoke_key(get_engine(), name, now=utcnow())

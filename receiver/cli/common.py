@@ -1,21 +1,26 @@
-"""What the commands share: settings, JSON and table output, ``k=v`` options, durations,
-database errors."""
+"""What the commands share: the app they run in, settings, JSON and table output, ``k=v``
+options, durations, database errors."""
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable, Iterator, Mapping
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, ParamSpec, TypeVar
 
 import click
-from flask import current_app
+from flask import Flask, current_app
+from flask.cli import ScriptInfo
+from sqlalchemy.exc import SQLAlchemyError
 
-# Every command module imports this one, `jobhooks --help` included: what reaches the
-# settings or the database is imported inside the function that uses it.
-if TYPE_CHECKING:
-    from config.settings import Settings
+from config.settings import ConfigError, Settings, parse_duration
+from receiver import create_app
+from receiver.flows.history import parse_since
+from receiver.store.models import utcnow
 
 __all__ = [
     "ConfigurationError",
@@ -24,9 +29,61 @@ __all__ = [
     "database_errors",
     "echo_json",
     "echo_table",
+    "load_app",
     "parse_pairs",
     "settings",
+    "with_app",
+    "with_process_app",
 ]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: What a one-off command logs unless LOG_LEVEL says otherwise: only what is wrong.
+ONE_OFF_LOG_LEVEL = "warning"
+
+
+def load_app(*, process: bool) -> Flask:
+    """Create the app, without its web surfaces, from the environment.
+
+    A bad setting exits 2 with one line. A one-off command (``process`` false) logs at
+    WARNING unless LOG_LEVEL is set: its stderr stays for its own messages. A process of
+    the Procfile (``reconcile --loop``, ``notify --loop``, ``db upgrade``) logs at
+    LOG_LEVEL (default INFO), as the web process does.
+    """
+    log_level = None if process or "LOG_LEVEL" in os.environ else ONE_OFF_LOG_LEVEL
+    try:
+        return create_app(web=False, log_level=log_level)
+    except ConfigError as exc:
+        sys.stderr.write(f"jobhooks: configuration error: {exc}\n")
+        raise SystemExit(2) from None
+
+
+def _with_app(f: Callable[P, R], *, process: bool) -> Callable[P, R]:
+    @click.pass_context
+    def run(ctx: click.Context, /, *args: Any, **kwargs: Any) -> Any:
+        if not current_app:
+            # A test runner (FlaskCliRunner) hands its own app over in a ScriptInfo.
+            info = ctx.find_object(ScriptInfo)
+            if info is not None and info.create_app is not None:
+                app = info.load_app()
+            else:
+                app = load_app(process=process or bool(kwargs.get("loop")))
+            ctx.with_resource(app.app_context())
+        return ctx.invoke(f, *args, **kwargs)
+
+    return functools.update_wrapper(run, f)
+
+
+def with_app(f: Callable[P, R]) -> Callable[P, R]:
+    """Run the command in the app's context; it is a one-off unless given ``--loop``."""
+    return _with_app(f, process=False)
+
+
+def with_process_app(f: Callable[P, R]) -> Callable[P, R]:
+    """Run the command in the app's context as a process of the Procfile (its logs at
+    LOG_LEVEL)."""
+    return _with_app(f, process=True)
 
 
 def settings() -> Settings:
@@ -81,8 +138,6 @@ class ConfigurationError(click.ClickException):
 @contextmanager
 def database_errors() -> Iterator[None]:
     """Turn database failures into one clear line and exit status 1."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     try:
         yield
     except SQLAlchemyError as exc:
@@ -108,8 +163,6 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
         if isinstance(value, int | float):
             seconds = float(value)
         else:
-            from config.settings import parse_duration
-
             try:
                 seconds = parse_duration(str(value))
             except ValueError as exc:
@@ -129,9 +182,6 @@ class Since(click.ParamType):  # type: ignore[type-arg]
     ) -> datetime:
         if isinstance(value, datetime):
             return value
-        from receiver.flows.history import parse_since
-        from receiver.store.models import utcnow
-
         try:
             return parse_since(str(value), now=utcnow())
         except ValueError as exc:

@@ -12,16 +12,30 @@ from dataclasses import asdict
 from datetime import datetime, timedelta
 
 import click
-from flask.cli import AppGroup
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
-from receiver.cli.common import Duration, Since, database_errors, echo_json, echo_table
+from receiver.cli.common import (
+    Duration,
+    Since,
+    database_errors,
+    echo_json,
+    echo_table,
+    with_app,
+)
 from receiver.core.statuses import Outcome
+from receiver.flows.history import event_json, get_event, list_events
+from receiver.flows.outbox import get_outbox
+from receiver.flows.prune import count_prunable, prune_events
+from receiver.flows.replay import Replayed, ReplayError, rematch_unmatched, replay_one
+from receiver.store.engines import get_engine, get_read_engine
+from receiver.store.models import WebhookEvent, utcnow
 
 __all__ = ["events_cli"]
 
 _OUTCOMES = [outcome.value for outcome in Outcome]
 
-events_cli = AppGroup("events", help="List, show, replay and prune stored webhook deliveries.")
+events_cli = click.Group("events", help="List, show, replay and prune stored webhook deliveries.")
 
 
 _TABLE = (
@@ -52,6 +66,7 @@ _TABLE = (
 )
 @click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@with_app
 def events_list(
     outcomes: tuple[str, ...],
     submission_id: str | None,
@@ -61,9 +76,6 @@ def events_list(
     as_json: bool,
 ) -> None:
     """List stored deliveries, newest first."""
-    from receiver.flows.history import event_json, list_events
-    from receiver.store.engines import get_read_engine
-
     with database_errors(), get_read_engine().connect() as conn:
         rows = list_events(
             conn,
@@ -85,11 +97,9 @@ def events_list(
 
 @events_cli.command("show")
 @click.argument("event_id", type=int)
+@with_app
 def events_show(event_id: int) -> None:
     """Print one stored delivery as JSON: what was received and what was done with it."""
-    from receiver.flows.history import event_json, get_event
-    from receiver.store.engines import get_read_engine
-
     with database_errors(), get_read_engine().connect() as conn:
         event = get_event(conn, event_id)
     if event is None:
@@ -108,6 +118,7 @@ def events_show(event_id: int) -> None:
 )
 @click.option("--dry-run", is_flag=True, help="Say what would happen; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@with_app
 def events_replay(
     event_ids: tuple[int, ...], outcome: str | None, dry_run: bool, as_json: bool
 ) -> None:
@@ -116,44 +127,50 @@ def events_replay(
     Give event ids, or --outcome unmatched for every delivery that arrived before its
     submission. Safe to repeat. Exit status 1 if an event could not be replayed.
     """
-    import sqlalchemy as sa
-
-    from receiver.flows.outbox import get_outbox
-    from receiver.flows.replay import ReplayError, rematch_unmatched, replay_one
-    from receiver.store.engines import get_engine
-    from receiver.store.models import WebhookEvent, utcnow
-
     if bool(event_ids) == bool(outcome):
         raise click.UsageError("give event ids or --outcome unmatched (not both)")
-    events = WebhookEvent.__table__  # type: ignore[attr-defined]
-    engine = get_engine()
     if outcome is not None:
-        with database_errors():
-            report = rematch_unmatched(engine, now=utcnow(), outbox=get_outbox(), dry_run=dry_run)
-            with engine.connect() as conn:
-                waiting = conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(events)
-                    .where(events.c.outcome == Outcome.UNMATCHED.value)
-                ).scalar_one()
-        summary = {
-            "matched": report.matched,
-            "rejected": report.rejected,
-            "errors": report.errors,
-            "still_unmatched": waiting,
-            "dry_run": dry_run,
-        }
-        if as_json:
-            echo_json(summary)
-        else:
-            prefix = "dry run (nothing written): " if dry_run else ""
-            click.echo(
-                f"{prefix}matched {report.matched}, rejected {report.rejected}, "
-                f"unreadable {report.errors}; {waiting} still unmatched"
-            )
-        if report.errors:
-            raise SystemExit(1)
-        return
+        ok = _rematch_unmatched(get_engine(), dry_run=dry_run, as_json=as_json)
+    else:
+        ok = _replay_events(get_engine(), event_ids, dry_run=dry_run, as_json=as_json)
+    if not ok:
+        raise SystemExit(1)
+
+
+def _rematch_unmatched(engine: Engine, *, dry_run: bool, as_json: bool) -> bool:
+    """Replay every unmatched event a submission now answers to; False if one was unreadable."""
+    events = WebhookEvent.__table__  # type: ignore[attr-defined]
+    with database_errors():
+        report = rematch_unmatched(engine, now=utcnow(), outbox=get_outbox(), dry_run=dry_run)
+        with engine.connect() as conn:
+            waiting = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(events)
+                .where(events.c.outcome == Outcome.UNMATCHED.value)
+            ).scalar_one()
+    if as_json:
+        echo_json(
+            {
+                "matched": report.matched,
+                "rejected": report.rejected,
+                "errors": report.errors,
+                "still_unmatched": waiting,
+                "dry_run": dry_run,
+            }
+        )
+    else:
+        prefix = "dry run (nothing written): " if dry_run else ""
+        click.echo(
+            f"{prefix}matched {report.matched}, rejected {report.rejected}, "
+            f"unreadable {report.errors}; {waiting} still unmatched"
+        )
+    return not report.errors
+
+
+def _replay_events(
+    engine: Engine, event_ids: tuple[int, ...], *, dry_run: bool, as_json: bool
+) -> bool:
+    """Replay the named events, one line each; False if one could not be replayed."""
     failed = False
     now = utcnow()
     for event_id in event_ids:
@@ -169,18 +186,22 @@ def events_replay(
             continue
         if as_json:
             echo_json({**asdict(result), "dry_run": dry_run})
-            continue
-        if result.outcome == result.previous and not result.changed:
-            what = f"still {result.outcome}"
         else:
-            what = f"was {result.previous}, {'would be' if dry_run else 'now'} {result.outcome}"
-        where = ""
-        if result.submission_id:
-            where = f" ({result.submission_id}" + (f", {result.status})" if result.status else ")")
-        detail = f": {result.reason}" if result.reason else ""
-        click.echo(f"event {event_id}: {what}{where}{detail}")
-    if failed:
-        raise SystemExit(1)
+            click.echo(f"event {event_id}: {_replayed(result, dry_run=dry_run)}")
+    return not failed
+
+
+def _replayed(result: Replayed, *, dry_run: bool) -> str:
+    """Say what replaying one event did (or would do)."""
+    if result.outcome == result.previous and not result.changed:
+        what = f"still {result.outcome}"
+    else:
+        what = f"was {result.previous}, {'would be' if dry_run else 'now'} {result.outcome}"
+    where = ""
+    if result.submission_id:
+        where = f" ({result.submission_id}" + (f", {result.status})" if result.status else ")")
+    detail = f": {result.reason}" if result.reason else ""
+    return f"{what}{where}{detail}"
 
 
 @events_cli.command("prune")
@@ -193,12 +214,9 @@ def events_replay(
 )
 @click.option("--batch", type=click.IntRange(1, 100_000), default=1000, show_default=True)
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@with_app
 def events_prune(older_than: float, batch: int, dry_run: bool) -> None:
     """Delete old deliveries in batches, keeping the latest one of every submission."""
-    from receiver.flows.prune import count_prunable, prune_events
-    from receiver.store.engines import get_engine
-    from receiver.store.models import utcnow
-
     before = utcnow() - timedelta(seconds=older_than)
     stamp = f"{before:%Y-%m-%d %H:%M:%S}"
     engine = get_engine()

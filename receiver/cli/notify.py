@@ -11,11 +11,11 @@ import json
 import sys
 import threading
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
-from flask.cli import AppGroup, with_appcontext
 
+from config.settings import Settings
 from receiver.cli.common import (
     ConfigurationError,
     Duration,
@@ -23,15 +23,24 @@ from receiver.cli.common import (
     echo_json,
     echo_table,
     settings,
+    with_app,
 )
 from receiver.cli.reconcile import stop_on_signals
 from receiver.core.statuses import NotificationStatus
+from receiver.flows.outbox import (
+    TEST_EVENT_TYPE,
+    endpoint_label,
+    list_notifications,
+    new_message_id,
+    retry_dead_notifications,
+    retry_notifications,
+)
+from receiver.observe.logs import configure_logging
+from receiver.observe.metrics import get_metrics
+from receiver.store.engines import get_engine, get_read_engine
+from receiver.store.models import utcnow
+from reconcile.notifier import Notifier, send_notification
 from reconcile.notify_limits import DELIVERY_TIMEOUT, LEASE_SECONDS
-
-# `jobhooks` loads this module to list its commands (`--help` included): the notifier
-# (httpx), the outbox and the database are imported by each command when it runs.
-if TYPE_CHECKING:
-    from config.settings import Settings
 
 __all__ = ["notify_cli"]
 
@@ -44,7 +53,7 @@ def _require_endpoints(config: Settings) -> None:
         raise ConfigurationError(message)
 
 
-@click.group("notify", cls=AppGroup, invoke_without_command=True)
+@click.group("notify", invoke_without_command=True)
 @click.option("--loop", is_flag=True, help="Keep sending until SIGTERM.")
 @click.option(
     "--lease",
@@ -68,13 +77,8 @@ def notify_cli(ctx: click.Context, loop: bool, lease: float, as_json: bool) -> N
         ctx.invoke(_send_due, loop=loop, lease=lease, as_json=as_json)
 
 
-@with_appcontext
+@with_app
 def _send_due(loop: bool, lease: float, as_json: bool) -> None:
-    from receiver.observe.logs import configure_logging
-    from receiver.observe.metrics import get_metrics
-    from receiver.store.engines import get_engine
-    from reconcile.notifier import Notifier
-
     config = settings()
     _require_endpoints(config)
     if lease <= DELIVERY_TIMEOUT:
@@ -124,8 +128,6 @@ _TABLE = (
 
 def _listed(row: dict[str, Any]) -> dict[str, Any]:
     """Return a listed notification as printed: its endpoint without a query string."""
-    from receiver.flows.outbox import endpoint_label
-
     return {**row, "endpoint": endpoint_label(row["endpoint"])}
 
 
@@ -142,11 +144,9 @@ def _json(row: dict[str, Any]) -> dict[str, Any]:
 @click.option("--submission", "submission_id", default=None, help="Only this submission.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@with_app
 def notify_list(status: str | None, submission_id: str | None, limit: int, as_json: bool) -> None:
     """List notifications, newest first, without their bodies."""
-    from receiver.flows.outbox import list_notifications
-    from receiver.store.engines import get_read_engine
-
     with database_errors(), get_read_engine().connect() as conn:
         rows = [
             _listed(row)
@@ -180,16 +180,13 @@ def _shown(row: dict[str, Any]) -> dict[str, Any]:
 @notify_cli.command("retry")
 @click.argument("ids", nargs=-1, type=int)
 @click.option("--dead", "all_dead", is_flag=True, help="Every dead notification.")
+@with_app
 def notify_retry(ids: tuple[int, ...], all_dead: bool) -> None:
     """Send notifications again from now on: the named ones (ID…) or every --dead one.
 
     Delivered ones are left alone. A retried one that fails again, past NOTIFY_MAX_AGE,
     is dead again at once: fix the endpoint first (`notify test`).
     """
-    from receiver.flows.outbox import retry_dead_notifications, retry_notifications
-    from receiver.store.engines import get_engine
-    from receiver.store.models import utcnow
-
     if bool(ids) == all_dead:
         raise click.UsageError("name notifications (ID…) or give --dead, not both")
     now = utcnow()
@@ -206,16 +203,12 @@ def notify_retry(ids: tuple[int, ...], all_dead: bool) -> None:
 
 
 @notify_cli.command("test")
+@with_app
 def notify_test() -> None:
     """Send a signed notification.test to every endpoint now; show each answer.
 
     Nothing is stored. Exit status 1 if an endpoint did not answer 2xx in time.
     """
-    from receiver.flows.outbox import TEST_EVENT_TYPE, endpoint_label, new_message_id
-    from receiver.store.engines import get_engine
-    from receiver.store.models import utcnow
-    from reconcile.notifier import Notifier, send_notification
-
     config = settings()
     _require_endpoints(config)
     failed = 0

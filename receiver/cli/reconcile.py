@@ -14,23 +14,29 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from types import FrameType
-from typing import TYPE_CHECKING
 
 import click
-from flask.cli import with_appcontext
 
-from receiver.cli.common import Duration, database_errors, echo_json, settings
+from config.settings import Settings
+from receiver.cli.common import Duration, database_errors, echo_json, settings, with_app
 from receiver.cli.submit import require_api
-
-# `jobhooks` loads this module to list its commands (`--help` included): the poller, the
-# ittybit client (httpx) and the metrics are imported by the command when it runs.
-if TYPE_CHECKING:
-    from reconcile.passes import Reconciler
-    from reconcile.summary import Summary
+from receiver.flows.outbox import get_outbox
+from receiver.flows.polling import human_duration
+from receiver.ittybit.client import client_from_settings
+from receiver.observe.logs import configure_logging
+from receiver.observe.metrics import get_metrics
+from receiver.store.engines import get_engine, get_read_engine
+from receiver.store.models import utcnow
+from receiver.store.stuck import count_stuck
+from reconcile.notifier import delivering_in_background
+from reconcile.passes import PassOptions, Reconciler
+from reconcile.summary import Summary
 
 __all__ = ["reconcile_command", "stop_on_signals"]
 
-log = logging.getLogger(__name__)
+# The worker's own lines are logged under "reconcile", as the passes' are (the module moved
+# here from reconcile/cli.py; the logger name in the worker's log did not).
+log = logging.getLogger("reconcile.worker")
 
 # One line per request at INFO is noise in a worker's log.
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -61,7 +67,9 @@ _SUMMARY_ROWS = (
 )
 
 
-@click.command("reconcile")
+@click.command(
+    "reconcile", short_help="Catch up from ittybit's event list, then poll the jobs still stuck."
+)
 @click.option("--loop", is_flag=True, help="Run a pass every --interval until SIGTERM.")
 @click.option(
     "--interval",
@@ -95,7 +103,7 @@ _SUMMARY_ROWS = (
 )
 @click.option("--dry-run", is_flag=True, help="Fetch and report; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@with_appcontext
+@with_app
 def reconcile_command(
     loop: bool,
     interval: float | None,
@@ -112,14 +120,6 @@ def reconcile_command(
     One pass by default; --loop runs until SIGTERM. Exit status 1 if any job
     could not be checked, 2 on bad arguments or configuration.
     """
-    from receiver.flows.outbox import get_outbox
-    from receiver.ittybit.client import client_from_settings
-    from receiver.observe.logs import configure_logging
-    from receiver.observe.metrics import get_metrics
-    from receiver.store.engines import get_engine
-    from reconcile.notifier import delivering_in_background
-    from reconcile.passes import PassOptions, Reconciler
-
     config = settings()
     require_api(config)
     if loop and submission_ids:
@@ -149,20 +149,27 @@ def reconcile_command(
             settings=config,
         )
         if loop:
-            # The worker is a long-running process: its log lines go where the web's do.
-            configure_logging(level=config.log_level, fmt=config.log_format, stream=sys.stdout)
-            # The worker also delivers the outbox, on a thread of its own (with NOTIFY_URL).
-            with (
-                stop_on_signals(stop),
-                delivering_in_background(get_engine(), config, stop, metrics=get_metrics()),
-            ):
-                _run_loop(reconciler, interval or config.reconcile_interval, as_json=as_json)
+            _run_worker(reconciler, config, interval or config.reconcile_interval, as_json=as_json)
             return
         with database_errors():
             summary = _run_once(reconciler, as_json=as_json)
     _report(summary, as_json=as_json)
     if not summary.ok:
         sys.exit(1)
+
+
+def _run_worker(
+    reconciler: Reconciler, config: Settings, interval: float, *, as_json: bool
+) -> None:
+    """Run as the worker: passes until SIGTERM, and the outbox delivered alongside."""
+    # The worker is a long-running process: its log lines go where the web's do.
+    configure_logging(level=config.log_level, fmt=config.log_format, stream=sys.stdout)
+    # The worker also delivers the outbox, on a thread of its own (with NOTIFY_URL).
+    with (
+        stop_on_signals(reconciler.stop),
+        delivering_in_background(get_engine(), config, reconciler.stop, metrics=get_metrics()),
+    ):
+        _run_loop(reconciler, interval, as_json=as_json)
 
 
 def _run_once(reconciler: Reconciler, *, as_json: bool) -> Summary:
@@ -172,10 +179,6 @@ def _run_once(reconciler: Reconciler, *, as_json: bool) -> Summary:
     if options.submission_ids:
         total = len(options.submission_ids)
     else:
-        from receiver.store.engines import get_read_engine
-        from receiver.store.models import utcnow
-        from receiver.store.stuck import count_stuck
-
         now = utcnow()
         stuck_before = now - timedelta(seconds=options.stuck_after)
         with get_read_engine().connect() as conn:
@@ -284,8 +287,6 @@ def _event_line(summary: Summary) -> str:
 
 def _nothing_due(summary: Summary, stuck_after: float) -> str:
     """Say why a pass checked nothing, and how to include what it left out."""
-    from receiver.flows.polling import human_duration
-
     parts = []
     if summary.not_due:
         parts.append(

@@ -5,13 +5,23 @@ from __future__ import annotations
 from typing import TextIO
 
 import click
-from flask.cli import AppGroup, with_appcontext
+from sqlmodel import Session
 
-from receiver.cli.common import database_errors, echo_json, parse_pairs, settings
+from receiver.cli.common import database_errors, echo_json, parse_pairs, settings, with_app
+from receiver.flows.records import (
+    InvalidSubmission,
+    create_submission,
+    get_submission,
+    import_submissions,
+    prune_test_submissions,
+    submission_json,
+    webhook_url,
+)
+from receiver.store.engines import get_engine, get_read_engine
 
 __all__ = ["submissions_cli", "webhook_url_command"]
 
-submissions_cli = AppGroup("submissions", help="Add, show, import and prune submissions.")
+submissions_cli = click.Group("submissions", help="Add, show, import and prune submissions.")
 
 
 @submissions_cli.command("add")
@@ -20,15 +30,11 @@ submissions_cli = AppGroup("submissions", help="Add, show, import and prune subm
 @click.option("--input", "input_url", required=True, help="URL of the uploaded video.")
 @click.option("--job-id", default=None, help="The ittybit job id, if a job exists already.")
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Extra metadata (repeatable).")
+@with_app
 def submissions_add(
     submission_id: str, user_id: str, input_url: str, job_id: str | None, meta: tuple[str, ...]
 ) -> None:
     """Add a submission and print it as JSON."""
-    from sqlmodel import Session
-
-    from receiver.flows.records import InvalidSubmission, create_submission, submission_json
-    from receiver.store.engines import get_engine
-
     metadata = parse_pairs(meta, "--meta")
     with database_errors(), Session(get_engine()) as session:
         try:
@@ -47,13 +53,9 @@ def submissions_add(
 
 @submissions_cli.command("show")
 @click.argument("submission_id")
+@with_app
 def submissions_show(submission_id: str) -> None:
     """Print a submission as JSON."""
-    from sqlmodel import Session
-
-    from receiver.flows.records import get_submission, submission_json
-    from receiver.store.engines import get_read_engine
-
     with database_errors(), Session(get_read_engine()) as session:
         submission = get_submission(session, submission_id)
         if submission is None:
@@ -71,11 +73,9 @@ def submissions_show(submission_id: str) -> None:
     type=click.IntRange(1, 10000),
     help="Rows per INSERT on SQLite (PostgreSQL copies them all at once).",
 )
+@with_app
 def submissions_import(file: TextIO, batch: int) -> None:
     """Import submissions from a JSON Lines FILE ('-' for stdin); nothing is written on error."""
-    from receiver.flows.records import InvalidSubmission, import_submissions
-    from receiver.store.engines import get_engine
-
     with database_errors():
         try:
             report = import_submissions(get_engine(), file, batch=batch)
@@ -86,14 +86,9 @@ def submissions_import(file: TextIO, batch: int) -> None:
 
 @click.command("webhook-url")
 @click.argument("submission_id")
-@with_appcontext  # `flask` pushes one, app.cli and the test runner do not
+@with_app
 def webhook_url_command(submission_id: str) -> None:
     """Print the signed webhook URL of a submission."""
-    from sqlmodel import Session
-
-    from receiver.flows.records import get_submission, webhook_url
-    from receiver.store.engines import get_read_engine
-
     with database_errors(), Session(get_read_engine()) as session:
         submission = get_submission(session, submission_id)
         if submission is None:
@@ -107,11 +102,9 @@ def webhook_url_command(submission_id: str) -> None:
 
 
 @submissions_cli.command("prune-tests")
+@with_app
 def submissions_prune_tests() -> None:
     """Delete every test submission (made by trigger) and what was recorded about it."""
-    from receiver.flows.records import prune_test_submissions
-    from receiver.store.engines import get_engine
-
     with database_errors():
         deleted = prune_test_submissions(get_engine())
     click.echo(f"deleted {deleted} test submission(s)")

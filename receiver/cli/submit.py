@@ -8,21 +8,25 @@ from __future__ import annotations
 
 import json
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
-from flask.cli import with_appcontext
 
+from config.settings import Settings
 from receiver.cli.common import (
     ConfigurationError,
     database_errors,
     echo_json,
     parse_pairs,
     settings,
+    with_app,
 )
-
-if TYPE_CHECKING:
-    from config.settings import Settings
+from receiver.flows.outbox import get_outbox
+from receiver.flows.records import InvalidSubmission, submission_json
+from receiver.flows.submit import RESERVED_METADATA, submit_job
+from receiver.ittybit.client import client_from_settings
+from receiver.store.engines import get_engine
+from receiver.store.models import utcnow
 
 __all__ = ["require_api", "submit_command"]
 
@@ -57,7 +61,7 @@ def _json_or_text(value: str) -> Any:
     help="A job option (repeatable); values that parse as JSON are sent as JSON.",
 )
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Extra metadata (repeatable).")
-@with_appcontext
+@with_app
 def submit_command(
     input_url: str,
     user_id: str,
@@ -72,13 +76,6 @@ def submit_command(
     failure it stays pending with the error; running the same command again
     completes it without ever creating a second job.
     """
-    from receiver.flows.outbox import get_outbox
-    from receiver.flows.records import InvalidSubmission, submission_json
-    from receiver.flows.submit import RESERVED_METADATA, submit_job
-    from receiver.ittybit.client import client_from_settings
-    from receiver.store.engines import get_engine
-    from receiver.store.models import utcnow
-
     config = settings()
     require_api(config)
     metadata = parse_pairs(meta, "--meta")

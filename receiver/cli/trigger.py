@@ -7,16 +7,20 @@ and reports on that, or reuses one named with ``--submission``.
 from __future__ import annotations
 
 import click
-from flask.cli import with_appcontext
+import httpx
+from sqlmodel import Session
 
-from receiver.cli.common import database_errors, settings
-from receiver.flows.trigger import TRIGGER_STATUSES
+from receiver.cli.common import database_errors, settings, with_app
+from receiver.flows.records import create_test_submission, get_submission
+from receiver.flows.trigger import TRIGGER_STATUSES, base_url, build_trigger
+from receiver.store.engines import get_engine
+from receiver.store.models import utcnow
 
 __all__ = ["trigger_command"]
 
 
 @click.command("trigger")
-@with_appcontext
+@with_app
 @click.argument("status", type=click.Choice(TRIGGER_STATUSES, case_sensitive=False))
 @click.option(
     "--url",
@@ -46,14 +50,6 @@ def trigger_command(
     Makes a test submission (test_…) unless --submission names one. A real submission is
     refused: a test webhook never changes real data. Exit status 1 on a non-2xx answer.
     """
-    import httpx
-    from sqlmodel import Session
-
-    from receiver.flows.records import create_test_submission, get_submission
-    from receiver.flows.trigger import base_url, build_trigger
-    from receiver.store.engines import get_engine
-    from receiver.store.models import utcnow
-
     config = settings()
     try:
         target = base_url(target_url, config)
