@@ -66,6 +66,18 @@ def test_the_image_installs_the_lock_without_resolving() -> None:
     assert "pip install --no-deps ." in runs
 
 
+def test_leaving_out_the_project_line_leaves_every_pin_of_the_lock() -> None:
+    """The Dockerfile installs the lock without its `-e .` line: the rest must be all pins."""
+    lines = [
+        line.strip()
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert [line for line in lines if line.startswith("-e ")] == ["-e ."]
+    pins = [line for line in lines if not line.startswith("-e ")]
+    assert pins and all(re.fullmatch(r"[A-Za-z0-9_.\[\],-]+==\S+( ; .+)?", p) for p in pins)
+
+
 def test_the_processes_run_as_a_user_that_is_not_root() -> None:
     instructions = dockerfile()
     users = [args for keyword, args in instructions if keyword == "USER"]
