@@ -35,9 +35,11 @@ lock: $(VENV)/.installed-dev
 	$(BIN)/uv pip compile requirements.in -o requirements.txt --universal \
 		--python-version $$(cat .python-version) --quiet $(LOCK_ARGS)
 
-## run: migrate the default SQLite database and start the web process as the Procfile does
+## run: migrate the default SQLite database and start the web process as the Procfile does;
+## its second line is what another shell exports for `jobhooks` to match (webhook URLs on $PORT)
 run: $(VENV)/.installed
 	@echo "jobhooks: APP_ENV=$${APP_ENV:-development} (development defaults unless you set APP_ENV=production)"
+	@echo "jobhooks: in another shell: export APP_ENV=$${APP_ENV:-development} PORT=$${PORT:-8000}$${PUBLIC_URL:+ PUBLIC_URL=$$PUBLIC_URL}$${DATABASE_URL:+  # and DATABASE_URL as set here}"
 	APP_ENV=$${APP_ENV:-development} jobhooks db upgrade
 	APP_ENV=$${APP_ENV:-development} sh -c "$$(sed -n 's/^web: *//p' Procfile)"
 

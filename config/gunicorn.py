@@ -36,6 +36,10 @@ forwarded_allow_ips = "*"
 accesslog = None
 errorlog = "-"
 loglevel = _settings.log_level
+# Recent gunicorn opens a control socket at one path per user ($XDG_RUNTIME_DIR/gunicorn.ctl or
+# ~/.gunicorn/gunicorn.ctl): the demo's gunicorn stopping would remove the socket of a
+# `make run` beside it. Nothing here uses it (gunicornc), so it stays off.
+control_socket_disable = True
 
 
 class _RedactWebhookTokens(logging.Filter):

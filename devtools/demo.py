@@ -2,7 +2,8 @@
 
 Starts the receiver exactly as the Procfile's ``web`` line does (gunicorn, SQLite in a
 temporary directory), its ``worker``, the ittybit stand-in and a stand-in for your
-application's notification endpoint, each on a free local port; submits a batch of jobs
+application's notification endpoint, each on a free local port (or on N, N+1 and N+2 with
+``--port-base N``); submits a batch of jobs
 with ``jobhooks submit``; lets the stand-in deliver with faults (some webhooks dropped,
 some duplicated, a late ``processing``); runs ``jobhooks reconcile``, which reads the
 stand-in's event list and so settles the dropped ones; prints where every
@@ -27,6 +28,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -211,16 +213,52 @@ def _check_notifications(
     return rows
 
 
-def run_demo(config: StandinConfig, workdir: Path, database_url: str | None = None) -> int:
+@dataclass(frozen=True)
+class DemoPorts:
+    """The ports the demo listens on: the receiver, the ittybit stand-in, the application."""
+
+    web: int
+    standin: int
+    application: int
+
+
+def demo_ports(port_base: int | None) -> DemoPorts:
+    """Return ``port_base`` and the two after it, or free ports when it is None."""
+    if port_base is None:
+        return DemoPorts(web=free_port(), standin=0, application=0)  # 0: the OS picks one
+    return DemoPorts(web=port_base, standin=port_base + 1, application=port_base + 2)
+
+
+def _port_base(text: str) -> int:
+    """argparse's type for ``--port-base``: N, N+1 and N+2 must all be ports."""
+    try:
+        base = int(text)
+    except ValueError:
+        base = 0
+    if not 1024 <= base <= 65533:
+        message = f"{text!r}: give a port from 1024 to 65533 (N, N+1 and N+2 are used)"
+        raise argparse.ArgumentTypeError(message)
+    return base
+
+
+def run_demo(
+    config: StandinConfig,
+    workdir: Path,
+    database_url: str | None = None,
+    ports: DemoPorts | None = None,
+) -> int:
     """Run the demo in ``workdir``; return the exit status.
 
     With ``database_url`` the demo's submissions are written there and kept (for example
-    into the database ``make run`` serves, to look at them in the admin view).
+    into the database ``make run`` serves, to look at them in the admin view). ``ports``
+    (default: free ones) are where the receiver, the stand-in and the application listen.
     """
-    port = free_port()
-    standin = Standin(config).start()
+    ports = ports or demo_ports(None)
+    port = ports.web
+    standin = Standin(config).start(port=ports.standin)
     notify_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-    application = NotifyApp([notify_secret], on_applied=_show_notification).start()
+    application = NotifyApp([notify_secret], on_applied=_show_notification)
+    application.start(port=ports.application or None)
     web: WebProcess | None = None
     worker: WorkerProcess | None = None
     engine: Engine | None = None
@@ -364,7 +402,8 @@ def run_demo(config: StandinConfig, workdir: Path, database_url: str | None = No
         standin.close()
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Read ``make demo``'s options (``DEMO_ARGS``)."""
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=22, help="fault seed (default 22)")
     parser.add_argument("--drop-rate", type=float, default=0.3)
@@ -377,7 +416,19 @@ def main(argv: list[str] | None = None) -> int:
         help="write the submissions to this database and keep them (default: a temporary "
         "SQLite file), e.g. sqlite:///$PWD/instance/jobhooks.db, the one `make run` serves",
     )
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--port-base",
+        type=_port_base,
+        default=None,
+        metavar="N",
+        help="listen on N (receiver), N+1 (ittybit stand-in) and N+2 (application) instead "
+        "of free ports, for machines where only some ports are open",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     config = StandinConfig(
         seed=args.seed,
         step=0.5,
@@ -389,11 +440,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     workdir = Path(tempfile.mkdtemp(prefix="jobhooks-demo-"))
     try:
-        return run_demo(config, workdir, args.database_url)
+        return run_demo(config, workdir, args.database_url, demo_ports(args.port_base))
     except KeyboardInterrupt:
         _say("\ninterrupted: stopped the receiver and the stand-in")
         return 130
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+    except (RuntimeError, subprocess.TimeoutExpired, OSError) as exc:  # OSError: a port in use
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
     finally:

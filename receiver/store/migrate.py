@@ -1,4 +1,8 @@
-"""Alembic wiring: the migrations folder, driven from the app's settings."""
+"""Alembic wiring: the migrations folder, driven from the app's settings.
+
+The folder ships inside the package (``receiver/store/migrations``), so ``jobhooks db upgrade``
+finds it wherever the package is installed, not only in a checkout (``pip install -e .``).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 __all__ = ["MIGRATIONS", "alembic_config", "head_revision", "upgrade"]
 
-MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS = Path(__file__).resolve().with_name("migrations")
 
 
 def alembic_config(database_url: str) -> Config:
