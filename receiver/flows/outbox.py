@@ -20,6 +20,7 @@ from flask import Flask, current_app
 from sqlalchemy import Connection
 
 from config.settings import Settings
+from receiver.store import leases
 from receiver.store.models import FINAL_STATUSES, Notification, NotificationStatus, Submission
 
 __all__ = [
@@ -227,8 +228,7 @@ def retry_notifications(conn: Connection, ids: Sequence[int], *, now: datetime) 
         .values(
             status=NotificationStatus.PENDING.value,
             next_attempt_at=now,
-            lease_owner=None,
-            lease_until=None,
+            **leases.given_back(),
         )
     )
     conn.execute(
@@ -250,8 +250,7 @@ def retry_dead_notifications(conn: Connection, *, now: datetime) -> int:
         .values(
             status=NotificationStatus.PENDING.value,
             next_attempt_at=now,
-            lease_owner=None,
-            lease_until=None,
+            **leases.given_back(),
         )
     )
     return int(result.rowcount)
