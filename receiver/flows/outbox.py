@@ -20,6 +20,7 @@ from flask import Flask, current_app
 from sqlalchemy import Connection
 
 from config.settings import Settings
+from receiver.flows.records import submission_json
 from receiver.store import leases
 from receiver.store.models import FINAL_STATUSES, Notification, NotificationStatus, Submission
 
@@ -110,7 +111,6 @@ class Outbox:
     @classmethod
     def from_settings(cls, settings: Settings) -> Outbox:
         """Return the outbox ``NOTIFY_URL`` and ``NOTIFY_EVENTS`` describe."""
-        from receiver.flows.records import submission_json
 
         def render(row: Any) -> dict[str, Any]:
             return submission_json(row, settings)

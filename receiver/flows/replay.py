@@ -20,8 +20,8 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from receiver.core.jobstate import InvalidPayload, NotAJob, normalise, parse_json
-from receiver.core.transitions import decide_transition
+from receiver.core.jobstate import InvalidPayload, JobState, NotAJob, normalise, parse_json
+from receiver.core.transitions import Change, SubmissionRow, decide_transition
 from receiver.flows.apply import apply_job_state
 from receiver.flows.delivery import match_stored
 from receiver.flows.outbox import Outbox
@@ -94,6 +94,30 @@ class Replayed:
     changed: bool
 
 
+def _apply_stored(
+    conn: Connection,
+    event_id: int,
+    submission: SubmissionRow,
+    state: JobState,
+    prefix: str | None,
+    *,
+    now: datetime,
+    outbox: Outbox,
+) -> Change:
+    """Apply a stored delivery's state and, when it was held back, record its new outcome."""
+    change = apply_job_state(conn, submission, state, now=now, outbox=outbox)
+    assert change is not None  # no inbox row given, so no key can be taken
+    if prefix is not None:
+        set_outcome(
+            conn,
+            event_id,
+            outcome=change.outcome,
+            reason=f"{prefix}: {change.reason or change.outcome.value}",
+            submission_id=submission.submission_id,
+        )
+    return change
+
+
 def settle_stored(
     conn: Connection, stored: Any, *, now: datetime, outbox: Outbox, write: bool = True
 ) -> Replayed:
@@ -132,16 +156,7 @@ def settle_stored(
             False,
         )
     if write:
-        change = apply_job_state(conn, submission, state, now=now, outbox=outbox)
-        assert change is not None  # no inbox row given, so no key can be taken
-        if prefix is not None:
-            set_outcome(
-                conn,
-                event_id,
-                outcome=change.outcome,
-                reason=f"{prefix}: {change.reason or change.outcome.value}",
-                submission_id=submission.submission_id,
-            )
+        change = _apply_stored(conn, event_id, submission, state, prefix, now=now, outbox=outbox)
     else:
         change = decide_transition(submission, state)
     log.info(

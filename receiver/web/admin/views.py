@@ -30,6 +30,7 @@ from receiver.flows.admin_accounts import authenticate, end_sessions
 from receiver.flows.history import get_event, parse_since, submission_timeline
 from receiver.flows.outbox import get_outbox, retry_notifications
 from receiver.flows.records import webhook_url
+from receiver.flows.replay import ReplayError, replay_one
 from receiver.store.engines import get_engine, get_read_engine
 from receiver.store.models import NotificationStatus, Outcome, Status, utcnow
 from receiver.web.admin import display, queries
@@ -311,8 +312,6 @@ def reconcile_submission() -> ResponseReturnValue:
 @bp.post("/actions/replay")
 def replay_delivery() -> ResponseReturnValue:
     """Apply one stored delivery again, as ``events replay ID`` does."""
-    from receiver.flows.replay import ReplayError, replay_one
-
     try:
         event_id = int(request.form.get("event_id", ""))
     except ValueError:
