@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
@@ -66,17 +67,25 @@ def acquire(
 
 
 def renew(
-    conn: Connection, api_url: str, *, owner: str, now: datetime, lease_seconds: float
+    conn: Connection,
+    api_url: str,
+    *,
+    owner: str,
+    now: datetime,
+    lease_seconds: float,
+    also: dict[str, Any] | None = None,
 ) -> bool:
-    """Extend ``owner``'s live lease; False when it no longer holds one."""
+    """Extend ``owner``'s live lease (writing ``also`` with it); False when it holds none."""
+    where = _c.api_url == api_url
     held = leases.renew(
         conn,
         _table,
-        _c.api_url == api_url,
+        where,
         owner=owner,
         now=now,
         lease_seconds=lease_seconds,
         live_only=True,
+        also=also,
     )
     return held == 1
 
@@ -101,17 +110,7 @@ def move_cursor(
         "started_at": sa.func.coalesce(_c.started_at, sa.literal(now, _c.started_at.type)),
         "updated_at": now,
     }
-    held = leases.renew(
-        conn,
-        _table,
-        _c.api_url == api_url,
-        owner=owner,
-        now=now,
-        lease_seconds=lease_seconds,
-        live_only=True,
-        also=moved,
-    )
-    return held == 1
+    return renew(conn, api_url, owner=owner, now=now, lease_seconds=lease_seconds, also=moved)
 
 
 def release(conn: Connection, api_url: str, *, owner: str) -> None:

@@ -238,6 +238,15 @@ class RematchReport:
     rejected: int = 0
     errors: int = 0
 
+    def count(self, outcome: str | None) -> None:
+        """Count one event's re-match: its new outcome, None (left alone) or unreadable."""
+        if outcome is _UNREADABLE:
+            self.errors += 1
+        elif outcome == Outcome.REJECTED.value:
+            self.rejected += 1
+        elif outcome not in (None, Outcome.UNMATCHED.value):
+            self.matched += 1
+
 
 def rematch_unmatched(
     engine: Engine, *, now: datetime, outbox: Outbox, batch: int = 100, dry_run: bool = False
@@ -252,13 +261,7 @@ def rematch_unmatched(
             return report
         after_id = ids[-1]
         for event_id in ids:
-            outcome = _rematch_one(engine, event_id, now=now, outbox=outbox, dry_run=dry_run)
-            if outcome is _UNREADABLE:
-                report.errors += 1
-            elif outcome == Outcome.REJECTED.value:
-                report.rejected += 1
-            elif outcome not in (None, Outcome.UNMATCHED.value):
-                report.matched += 1
+            report.count(_rematch_one(engine, event_id, now=now, outbox=outbox, dry_run=dry_run))
         if len(ids) < batch:
             return report
 
@@ -290,13 +293,7 @@ def rematch_for(
         ids = list(conn.execute(statement).scalars())
     report = RematchReport()
     for event_id in ids:
-        outcome = _rematch_one(engine, event_id, now=now, outbox=outbox, dry_run=False)
-        if outcome is _UNREADABLE:
-            report.errors += 1
-        elif outcome == Outcome.REJECTED.value:
-            report.rejected += 1
-        elif outcome not in (None, Outcome.UNMATCHED.value):
-            report.matched += 1
+        report.count(_rematch_one(engine, event_id, now=now, outbox=outbox, dry_run=False))
     return report
 
 
