@@ -1,22 +1,22 @@
 """Leases that keep reconcilers apart while they poll the submissions due.
 
-A claim leases a batch in one short transaction and commits: ``FOR UPDATE SKIP LOCKED``
-on PostgreSQL lets concurrent claimers pass each other by; on SQLite a writer's
-transaction begins IMMEDIATE, so claimers simply take turns. A crashed reconciler's lease
-runs out; a live one renews the leases of the rows it still holds.
+A claim leases a batch in one short transaction and commits (``receiver.store.leases``:
+concurrent claimers pass each other by on PostgreSQL, take turns on SQLite). A crashed
+reconciler's lease runs out; a live one renews the leases of the rows it still holds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from receiver.flows.polling import PolledJob
+from receiver.store import leases
 from receiver.store.models import Submission
 from receiver.store.stuck import awaiting_job, due, lease_free
 
@@ -40,16 +40,10 @@ _FIELDS = [_c[name] for name in PolledJob.__slots__]
 def _lease(
     conn: Connection, chosen: sa.Select[Any], *, now: datetime, owner: str, lease_seconds: float
 ) -> list[PolledJob]:
-    due_rows = chosen.with_for_update(skip_locked=True).cte("due")
-    statement = (
-        sa.update(_table)
-        .where(_c.id == due_rows.c.id)
-        .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
-        .returning(*_FIELDS)
+    rows = leases.lease_rows(
+        conn, _table, chosen, returning=_FIELDS, now=now, owner=owner, lease_seconds=lease_seconds
     )
-    rows = [PolledJob(*row) for row in conn.execute(statement)]
-    rows.sort(key=lambda row: row.id)
-    return rows
+    return [PolledJob(*row) for row in rows]
 
 
 def claim_stuck(
@@ -117,11 +111,7 @@ def peek_named(conn: Connection, submission_ids: Sequence[str]) -> list[PolledJo
 def release(conn: Connection, ids: Sequence[int], *, owner: str) -> None:
     """Give back leases ``owner`` holds on ``ids`` without polling them."""
     if ids:
-        conn.execute(
-            sa.update(_table)
-            .where(_c.id.in_(list(ids)), _c.lease_owner == owner)
-            .values(lease_owner=None, lease_until=None)
-        )
+        leases.release(conn, _table, _c.id.in_(list(ids)), owner=owner)
 
 
 def renew(
@@ -130,12 +120,8 @@ def renew(
     """Extend the leases ``owner`` still holds on ``ids``; return how many it held."""
     if not ids:
         return 0
-    result = conn.execute(
-        sa.update(_table)
-        .where(_c.id.in_(list(ids)), _c.lease_owner == owner)
-        .values(lease_until=now + timedelta(seconds=lease_seconds))
-    )
-    return int(result.rowcount)
+    where = _c.id.in_(list(ids))
+    return leases.renew(conn, _table, where, owner=owner, now=now, lease_seconds=lease_seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,22 +155,18 @@ def claim_awaiting_job(
     idempotency key would make ittybit answer the same job anyway).
     """
     chosen = (
-        sa.select(_c.id)
-        .where(awaiting_job(now, requested_before))
-        .order_by(_c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .cte("awaiting")
+        sa.select(_c.id).where(awaiting_job(now, requested_before)).order_by(_c.id).limit(limit)
     )
-    statement = (
-        sa.update(_table)
-        .where(_c.id == chosen.c.id)
-        .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
-        .returning(*_PENDING_FIELDS)
+    rows = leases.lease_rows(
+        conn,
+        _table,
+        chosen,
+        returning=_PENDING_FIELDS,
+        now=now,
+        owner=owner,
+        lease_seconds=lease_seconds,
     )
-    rows = [PendingJob(*row) for row in conn.execute(statement)]
-    rows.sort(key=lambda row: row.id)
-    return rows
+    return [PendingJob(*row) for row in rows]
 
 
 def peek_awaiting_job(

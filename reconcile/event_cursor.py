@@ -1,8 +1,7 @@
 """The event list's cursor and lease: one row per ittybit API, one reader at a time.
 
-The lease is taken by one conditional UPDATE (free, run out, or already ours), so of
-several reconcilers only one gets it, on PostgreSQL (the row lock makes the others
-re-check the condition after the winner commits) as on SQLite (one writer at a time).
+The lease is taken by one conditional UPDATE (free, run out, or already ours:
+``receiver.store.leases``), so of several reconcilers only one gets it.
 The cursor is moved only by the lease's holder, and only after the changes of the page
 it ends were committed: a reconciler that dies in between leaves the cursor where it was,
 and the page is read again, its events coming back as duplicates.
@@ -11,12 +10,14 @@ and the page is read again, its events coming back as duplicates.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 
+from receiver.store import leases
 from receiver.store.models import EventCursor
 
 __all__ = ["FeedPosition", "acquire", "move_cursor", "release", "renew"]
@@ -49,16 +50,15 @@ def acquire(
     The row is made on first use. A lease that ran out (its holder died) is taken over.
     """
     _ensure_row(conn, api_url)
-    statement = (
-        sa.update(_table)
-        .where(
-            _c.api_url == api_url,
-            sa.or_(_c.lease_until.is_(None), _c.lease_until <= now, _c.lease_owner == owner),
-        )
-        .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
-        .returning(_c.cursor, _c.cursor_at, _c.started_at)
+    row = leases.lease_one(
+        conn,
+        _table,
+        _c.api_url == api_url,
+        returning=[_c.cursor, _c.cursor_at, _c.started_at],
+        now=now,
+        owner=owner,
+        lease_seconds=lease_seconds,
     )
-    row = conn.execute(statement).first()
     if row is None:
         return None
     return FeedPosition(
@@ -67,15 +67,27 @@ def acquire(
 
 
 def renew(
-    conn: Connection, api_url: str, *, owner: str, now: datetime, lease_seconds: float
+    conn: Connection,
+    api_url: str,
+    *,
+    owner: str,
+    now: datetime,
+    lease_seconds: float,
+    also: dict[str, Any] | None = None,
 ) -> bool:
-    """Extend ``owner``'s live lease; False when it no longer holds one."""
-    result = conn.execute(
-        sa.update(_table)
-        .where(_c.api_url == api_url, _c.lease_owner == owner, _c.lease_until > now)
-        .values(lease_until=now + timedelta(seconds=lease_seconds))
+    """Extend ``owner``'s live lease (writing ``also`` with it); False when it holds none."""
+    where = _c.api_url == api_url
+    held = leases.renew(
+        conn,
+        _table,
+        where,
+        owner=owner,
+        now=now,
+        lease_seconds=lease_seconds,
+        live_only=True,
+        also=also,
     )
-    return int(result.rowcount) == 1
+    return held == 1
 
 
 def move_cursor(
@@ -92,24 +104,15 @@ def move_cursor(
 
     Call it in a transaction of its own, after the page's changes were committed.
     """
-    result = conn.execute(
-        sa.update(_table)
-        .where(_c.api_url == api_url, _c.lease_owner == owner, _c.lease_until > now)
-        .values(
-            cursor=cursor,
-            cursor_at=cursor_at,
-            started_at=sa.func.coalesce(_c.started_at, sa.literal(now, _c.started_at.type)),
-            updated_at=now,
-            lease_until=now + timedelta(seconds=lease_seconds),
-        )
-    )
-    return int(result.rowcount) == 1
+    moved = {
+        "cursor": cursor,
+        "cursor_at": cursor_at,
+        "started_at": sa.func.coalesce(_c.started_at, sa.literal(now, _c.started_at.type)),
+        "updated_at": now,
+    }
+    return renew(conn, api_url, owner=owner, now=now, lease_seconds=lease_seconds, also=moved)
 
 
 def release(conn: Connection, api_url: str, *, owner: str) -> None:
     """Give the feed's lease back, if ``owner`` holds it."""
-    conn.execute(
-        sa.update(_table)
-        .where(_c.api_url == api_url, _c.lease_owner == owner)
-        .values(lease_owner=None, lease_until=None)
-    )
+    leases.release(conn, _table, _c.api_url == api_url, owner=owner)

@@ -140,19 +140,7 @@ class EventListReader:
                 summary.events_note = "lost the event list's lease to another reconciler"
                 return
         elif not position.started:
-            # First pass: start at the newest event; an empty list starts at its beginning.
-            page = self._page(summary, after=None, limit=1, order=None)
-            newest = next((event for event in page.events if event.id), None)
-            cursor = newest.id if newest else None
-            cursor_at = newest.created_at if newest else None
-            self._move(cursor, cursor_at)
-            summary.event_cursor = cursor
-            summary.events_note = (
-                f"first pass: placed at the newest event; later passes read what follows {cursor}"
-                if cursor
-                else "first pass: the list is empty; later passes read it from its beginning"
-            )
-            log.info("event list: %s", summary.events_note)
+            self._place_at_newest(summary)
             return
         # The next page is fetched while this one is applied: it starts after this page's
         # last event whatever applying does, and the wait for ittybit overlaps the writes.
@@ -189,6 +177,20 @@ class EventListReader:
                 f"stopped after {summary.event_pages} page(s) (RECONCILE_EVENT_PAGES) "
                 f"at {cursor}; more are listed"
             )
+
+    def _place_at_newest(self, summary: Summary) -> None:
+        """First pass: start at the newest event; an empty list starts at its beginning."""
+        page = self._page(summary, after=None, limit=1, order=None)
+        newest = next((event for event in page.events if event.id), None)
+        cursor = newest.id if newest else None
+        self._move(cursor, newest.created_at if newest else None)
+        summary.event_cursor = cursor
+        summary.events_note = (
+            f"first pass: placed at the newest event; later passes read what follows {cursor}"
+            if cursor
+            else "first pass: the list is empty; later passes read it from its beginning"
+        )
+        log.info("event list: %s", summary.events_note)
 
     def _page(
         self, summary: Summary, *, after: str | None, limit: int, order: str | None

@@ -259,6 +259,22 @@ class Notifier:
 
     # -- running ---------------------------------------------------------------------------
 
+    def _time_to_claim(self, free: int, *, busy: bool, claimed_at: float) -> bool:
+        """Tell whether to lease more now, with ``free`` slots and attempts ``busy`` or not.
+
+        Claims are batched: at once when idle or half the slots are free, else once a poll
+        interval (slow attempts must not hold the others back).
+        """
+        return (
+            free > 0
+            and not self.stop.is_set()
+            and (
+                not busy
+                or free >= self._refill
+                or time.monotonic() - claimed_at >= self.poll_interval
+            )
+        )
+
     def run(self, *, loop: bool = False) -> Tally:
         """Send what is due; return the tally.
 
@@ -279,17 +295,7 @@ class Notifier:
         try:
             while True:
                 free = self.concurrency - len(in_flight)
-                # Claims are batched: at once when idle or half the slots are free, else
-                # once a poll interval (slow attempts must not hold the others back).
-                if (
-                    free > 0
-                    and not self.stop.is_set()
-                    and (
-                        not in_flight
-                        or free >= self._refill
-                        or time.monotonic() - claimed_at >= self.poll_interval
-                    )
-                ):
+                if self._time_to_claim(free, busy=bool(in_flight), claimed_at=claimed_at):
                     rows = self._claim(free, due_before, look_first=not busy)
                     claimed_at = time.monotonic()
                     busy = len(rows) == free

@@ -3,21 +3,22 @@
 A notification is due when it is pending, its next attempt time has come, nobody holds a
 live lease on it, and no earlier notification of the same submission to the same endpoint
 is still pending: the application never gets ``succeeded`` before the ``processing`` that
-came first. A claim leases due rows in one short transaction and commits (``FOR UPDATE
-SKIP LOCKED`` on PostgreSQL; on SQLite a writer's transaction begins IMMEDIATE, so claimers
-take turns). A crashed notifier's lease runs out and the row is sent again, with the same
-``webhook-id``. Recording an attempt's outcome writes only over the recorder's own lease.
+came first. A claim leases due rows in one short transaction and commits
+(``receiver.store.leases``). A crashed notifier's lease runs out and the row is sent
+again, with the same ``webhook-id``. Recording an attempt's outcome writes only over the
+recorder's own lease.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
+from receiver.store import leases
 from receiver.store.models import Notification, NotificationStatus
 
 __all__ = [
@@ -70,7 +71,7 @@ def _due(now: Any, due_before: Any) -> Any:
     return sa.and_(
         _c.status == _PENDING,
         _c.next_attempt_at <= due_before,
-        sa.or_(_c.lease_until.is_(None), _c.lease_until <= now),
+        leases.free(_table, now),
         ~earlier_pending,
     )
 
@@ -100,22 +101,15 @@ def claim_due(
         .where(_due(now, now if due_before is None else due_before))
         .order_by(_c.id)
         .limit(limit)
-        .with_for_update(skip_locked=True)
-        .cte("due")
     )
-    statement = (
-        sa.update(_table)
-        .where(_c.id == chosen.c.id)
-        .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
-        .returning(*_FIELDS)
+    rows = leases.lease_rows(
+        conn, _table, chosen, returning=_FIELDS, now=now, owner=owner, lease_seconds=lease_seconds
     )
-    rows = [Leased(*row) for row in conn.execute(statement)]
-    rows.sort(key=lambda row: row.id)
-    return rows
+    return [Leased(*row) for row in rows]
 
 
 def _mine(notification_id: int, owner: str) -> Any:
-    return sa.and_(_c.id == notification_id, _c.lease_owner == owner, _c.status == _PENDING)
+    return sa.and_(_c.id == notification_id, leases.held_by(_table, owner), _c.status == _PENDING)
 
 
 def record_delivered(
@@ -138,8 +132,7 @@ def record_delivered(
             last_status=status,
             last_error=None,
             delivered_at=now,
-            lease_owner=None,
-            lease_until=None,
+            **leases.given_back(),
         )
     )
     return bool(result.rowcount)
@@ -164,8 +157,7 @@ def record_failed(
         "last_attempt_at": attempted_at,
         "last_status": status,
         "last_error": error[:500],
-        "lease_owner": None,
-        "lease_until": None,
+        **leases.given_back(),
     }
     if next_attempt_at is None:
         values["status"] = NotificationStatus.DEAD.value

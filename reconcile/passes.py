@@ -29,10 +29,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from config.settings import WEB_WORKER_TIMEOUT, Settings
 from receiver.flows.outbox import Outbox
-from receiver.flows.polling import Fetched, JobResult, PolledJob, poll_delay, settle_job
+from receiver.flows.polling import Fetched, JobResult, PolledJob, settle_job
 from receiver.flows.records import InvalidSubmission
 from receiver.flows.replay import rematch_unmatched
-from receiver.flows.submit import submit_job
+from receiver.flows.submit import defer_job, submit_job
 from receiver.ittybit.client import ApiError, AuthError, BadResponse, Interrupted, IttybitClient
 from receiver.store.engines import read_only
 from receiver.store.models import ReconcilePass, Submission, utcnow
@@ -314,17 +314,8 @@ class Reconciler:
         try:
             with self.engine.begin() as conn:
                 for job, error in failed:
-                    attempts = job.poll_attempts + 1
                     message = error.message if isinstance(error, ApiError) else error
-                    conn.execute(
-                        sa.update(_submissions)
-                        .where(_submissions.c.id == job.id)
-                        .values(
-                            poll_attempts=attempts,
-                            next_poll_at=now + timedelta(seconds=poll_delay(attempts)),
-                            poll_error=message[:500],
-                        )
-                    )
+                    defer_job(conn, job.id, attempts=job.poll_attempts + 1, error=message, now=now)
                 release(conn, [job.id for job in jobs], owner=self.owner)
         except SQLAlchemyError as exc:
             log.warning("could not release %d lease(s); they expire: %s", len(jobs), exc)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from flask import Flask
 from flask.testing import FlaskClient
 from freezegun import freeze_time
 from pytest_httpserver import HTTPServer
@@ -16,6 +17,7 @@ from sqlalchemy.engine import Engine
 from receiver.core.signing import webhook_token
 from receiver.flows.admin_accounts import create_admin
 from receiver.store.models import utcnow
+from receiver.web.slots import ittybit_slot
 from tests.admin_helpers import (
     EMAIL,
     PASSWORD,
@@ -453,4 +455,23 @@ def test_reconcile_now_reports_ittybit_being_unreachable(
     )
     html = signed_in.get(response.headers["Location"]).text
     assert "Asked ittybit about sub_n: errors" in html
+    assert shown(html, "status") == "processing"
+
+
+@pytest.mark.usefixtures("ittybit_api")
+def test_reconcile_now_waits_for_a_free_slot_like_the_api(
+    app: Flask, signed_in: FlaskClient, engine: Engine, api_server: HTTPServer
+) -> None:
+    add_submission(engine, "sub_n", at=NOW, status="processing", job_id="job_n")
+    api_server.expect_request("/jobs/job_n").respond_with_json(
+        job_payload("job_n", "succeeded", submission_id="sub_n")
+    )
+    page = "/admin/submissions/sub_n"
+    # WEB_CONCURRENCY 2 leaves one slot for waiting on ittybit: hold it, as a busy worker would.
+    with ittybit_slot(app.extensions["jobhooks.settings"]) as free:
+        assert free
+        response = post_form(signed_in, page, "/admin/actions/reconcile", submission_id="sub_n")
+    html = signed_in.get(response.headers["Location"]).text
+    assert "Did not ask ittybit: every slot for waiting on it is taken" in html
+    assert api_server.log == []
     assert shown(html, "status") == "processing"

@@ -104,6 +104,32 @@ def match_stored(
     return submission, conflict
 
 
+def _keep_unmatched(
+    conn: Connection,
+    *,
+    key: str,
+    delivery: Delivery,
+    state: JobState,
+    wanted: str | None,
+    now: datetime,
+) -> DeliveryResult:
+    """Store a delivery no submission matches yet, to be applied when one is registered."""
+    reason = "no submission matches the job yet"
+    stored = record_event(
+        conn,
+        key=key,
+        delivery=delivery,
+        state=state,
+        submission_id=wanted,
+        outcome=Outcome.UNMATCHED,
+        reason=reason,
+        now=now,
+    )
+    if stored is None:
+        return DeliveryResult(Outcome.DUPLICATE, wanted, reason=_SEEN)
+    return DeliveryResult(Outcome.UNMATCHED, wanted, reason=reason)
+
+
 def process_delivery(
     conn: Connection,
     *,
@@ -124,20 +150,9 @@ def process_delivery(
 
     if submission is None:
         wanted = claims.submission_id if claims else state.meta_str("submission_id")
-        reason = "no submission matches the job yet"
-        stored = record_event(
-            conn,
-            key=key,
-            delivery=delivery,
-            state=state,
-            submission_id=wanted,
-            outcome=Outcome.UNMATCHED,
-            reason=reason,
-            now=now,
+        return _keep_unmatched(
+            conn, key=key, delivery=delivery, state=state, wanted=wanted, now=now
         )
-        if stored is None:
-            return DeliveryResult(Outcome.DUPLICATE, wanted, reason=_SEEN)
-        return DeliveryResult(Outcome.UNMATCHED, wanted, reason=reason)
 
     conflict = owner_conflict(claims, state, submission)
     if conflict is not None:

@@ -20,6 +20,8 @@ from flask import Flask, current_app
 from sqlalchemy import Connection
 
 from config.settings import Settings
+from receiver.flows.records import submission_json
+from receiver.store import leases
 from receiver.store.models import FINAL_STATUSES, Notification, NotificationStatus, Submission
 
 __all__ = [
@@ -109,7 +111,6 @@ class Outbox:
     @classmethod
     def from_settings(cls, settings: Settings) -> Outbox:
         """Return the outbox ``NOTIFY_URL`` and ``NOTIFY_EVENTS`` describe."""
-        from receiver.flows.records import submission_json
 
         def render(row: Any) -> dict[str, Any]:
             return submission_json(row, settings)
@@ -227,8 +228,7 @@ def retry_notifications(conn: Connection, ids: Sequence[int], *, now: datetime) 
         .values(
             status=NotificationStatus.PENDING.value,
             next_attempt_at=now,
-            lease_owner=None,
-            lease_until=None,
+            **leases.given_back(),
         )
     )
     conn.execute(
@@ -250,8 +250,7 @@ def retry_dead_notifications(conn: Connection, *, now: datetime) -> int:
         .values(
             status=NotificationStatus.PENDING.value,
             next_attempt_at=now,
-            lease_owner=None,
-            lease_until=None,
+            **leases.given_back(),
         )
     )
     return int(result.rowcount)

@@ -24,6 +24,7 @@ from receiver.flows.apply import apply_job_state, find_submission
 from receiver.flows.delivery import owner_conflict
 from receiver.flows.outbox import Outbox
 from receiver.ittybit.client import ApiError, IttybitClient, JobNotFound, RateLimited
+from receiver.store import leases
 from receiver.store.models import FINAL_STATUSES, Poll, Status, Submission
 
 __all__ = [
@@ -96,7 +97,7 @@ _c = _submissions.c
 
 def _own_lease_cleared(column: Any) -> Any:
     # Only the holder's lease is given back: a row leased by another poller keeps its lease.
-    return sa.case((_c.lease_owner == sa.bindparam("p_owner"), None), else_=column)
+    return sa.case((leases.held_by(_submissions, sa.bindparam("p_owner")), None), else_=column)
 
 
 # Built once: one of these runs for every job polled.
@@ -118,6 +119,57 @@ _INSERT_POLL = sa.insert(_polls)
 def _expiry_reason(give_up_after: float, provider_status: str | None) -> str:
     last = f" (last ittybit status: {provider_status})" if provider_status else ""
     return f"no final state from ittybit after {human_duration(give_up_after)}{last}"
+
+
+@dataclass(slots=True)
+class _Poll:
+    """One poll's bookkeeping, written together with its outcome."""
+
+    conn: Connection
+    job: PolledJob
+    row_id: int
+    now: datetime
+    owner: str | None
+    source: str
+    write: bool
+    next_poll_at: datetime | None = None
+    error: str | None = None
+    seen: str | None = None
+
+    @property
+    def attempts(self) -> int:
+        return self.job.poll_attempts + 1
+
+    def again_in(self, seconds: float, error: str | None = None) -> None:
+        """Poll again after ``seconds`` (the backoff, or ittybit's ``Retry-After``)."""
+        self.next_poll_at = self.now + timedelta(seconds=seconds)
+        self.error = error
+
+    def finish(self, result: JobResult, detail: str | None) -> tuple[JobResult, str | None]:
+        """Write the poll's bookkeeping and its ``polls`` row; return the outcome."""
+        if self.write:
+            values = {
+                "p_id": self.row_id,
+                "p_owner": self.owner,
+                "p_attempts": self.attempts,
+                "p_polled_at": self.now,
+                "p_next_poll_at": self.next_poll_at,
+                "p_error": self.error,
+            }
+            self.conn.execute(_RECORD_POLL, values)
+            self.conn.execute(
+                _INSERT_POLL,
+                {
+                    "submission_id": self.job.submission_id,
+                    "job_id": self.job.job_id,
+                    "polled_at": self.now,
+                    "source": self.source,
+                    "result": result.value,
+                    "provider_status": self.seen,
+                    "detail": detail[:500] if detail else None,
+                },
+            )
+        return result, detail
 
 
 def settle_job(
@@ -143,34 +195,7 @@ def settle_job(
     current = find_submission(conn, submission_id=job.submission_id)
     if current is None:
         return JobResult.ERROR, "submission no longer exists"
-    attempts = job.poll_attempts + 1
-    values: dict[str, Any] = {
-        "p_id": current.id,
-        "p_owner": owner,
-        "p_attempts": attempts,
-        "p_polled_at": now,
-        "p_next_poll_at": None,
-        "p_error": None,
-    }
-    seen: str | None = None
-
-    def finish(result: JobResult, detail: str | None) -> tuple[JobResult, str | None]:
-        if write:
-            conn.execute(_RECORD_POLL, values)
-            conn.execute(
-                _INSERT_POLL,
-                {
-                    "submission_id": job.submission_id,
-                    "job_id": job.job_id,
-                    "polled_at": now,
-                    "source": source,
-                    "result": result.value,
-                    "provider_status": seen,
-                    "detail": detail[:500] if detail else None,
-                },
-            )
-        return result, detail
-
+    poll = _Poll(conn, job, current.id, now=now, owner=owner, source=source, write=write)
     if isinstance(fetched, JobNotFound):
         state = JobState(
             job_id=job.job_id,
@@ -179,50 +204,53 @@ def settle_job(
             error="job not found",
         )
     elif isinstance(fetched, ApiError):
-        wait = poll_delay(attempts)
+        wait = poll_delay(poll.attempts)
         if isinstance(fetched, RateLimited):
             wait = max(wait, fetched.retry_after)
-        values["p_next_poll_at"] = now + timedelta(seconds=wait)
-        values["p_error"] = fetched.message[:500]
+        poll.again_in(wait, fetched.message[:500])
         result = JobResult.DEFERRED if isinstance(fetched, RateLimited) else JobResult.ERROR
-        return finish(result, fetched.message)
+        return poll.finish(result, fetched.message)
     else:
         state = fetched
         conflict = owner_conflict(None, state, current)
         if conflict is not None:
-            values["p_next_poll_at"] = now + timedelta(seconds=poll_delay(attempts))
-            values["p_error"] = conflict
-            return finish(JobResult.ERROR, conflict)
-    seen = state.provider_status
-
+            poll.again_in(poll_delay(poll.attempts), conflict)
+            return poll.finish(JobResult.ERROR, conflict)
+    poll.seen = state.provider_status
     if state.status not in FINAL_STATUSES and now - job.started_at >= timedelta(
         seconds=give_up_after
     ):
         # Still running past the give-up age: the verdict goes through the same rules.
-        reason = _expiry_reason(give_up_after, state.provider_status)
         state = JobState(
             job_id=job.job_id,
             provider_status=current.provider_status or state.provider_status,
             status=Status.EXPIRED,
-            error=reason,
+            error=_expiry_reason(give_up_after, state.provider_status),
         )
     change = _apply(conn, current, state, now=now, outbox=outbox, write=write)
+    return _settled(poll, current, state, change)
+
+
+def _settled(
+    poll: _Poll, current: SubmissionRow, state: JobState, change: Change
+) -> tuple[JobResult, str | None]:
+    """Say what applying ``state`` did, and poll again later unless it is final now."""
     status = change.new_status or current.status
     if status in FINAL_STATUSES:
         if change.values is None:
-            return finish(JobResult.UNCHANGED, change.reason)
+            return poll.finish(JobResult.UNCHANGED, change.reason)
         if status == Status.EXPIRED:
-            return finish(JobResult.EXPIRED, state.error)
+            return poll.finish(JobResult.EXPIRED, state.error)
         result = JobResult.FAILED if status == Status.FAILED else JobResult.UPDATED
-        return finish(result, f"{current.status} -> {status}")
-    values["p_next_poll_at"] = now + timedelta(seconds=poll_delay(attempts))
+        return poll.finish(result, f"{current.status} -> {status}")
+    poll.again_in(poll_delay(poll.attempts))
     if change.values is None:
-        return finish(JobResult.UNCHANGED, change.reason)
+        return poll.finish(JobResult.UNCHANGED, change.reason)
     if status == current.status:
         detail = f"ittybit status {current.provider_status or '-'} -> {state.provider_status}"
     else:
         detail = f"{current.status} -> {status} (ittybit status {state.provider_status})"
-    return finish(JobResult.UPDATED, detail)
+    return poll.finish(JobResult.UPDATED, detail)
 
 
 def _apply(

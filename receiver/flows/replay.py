@@ -20,8 +20,8 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from receiver.core.jobstate import InvalidPayload, NotAJob, normalise, parse_json
-from receiver.core.transitions import decide_transition
+from receiver.core.jobstate import InvalidPayload, JobState, NotAJob, normalise, parse_json
+from receiver.core.transitions import Change, SubmissionRow, decide_transition
 from receiver.flows.apply import apply_job_state
 from receiver.flows.delivery import match_stored
 from receiver.flows.outbox import Outbox
@@ -94,6 +94,30 @@ class Replayed:
     changed: bool
 
 
+def _apply_stored(
+    conn: Connection,
+    event_id: int,
+    submission: SubmissionRow,
+    state: JobState,
+    prefix: str | None,
+    *,
+    now: datetime,
+    outbox: Outbox,
+) -> Change:
+    """Apply a stored delivery's state and, when it was held back, record its new outcome."""
+    change = apply_job_state(conn, submission, state, now=now, outbox=outbox)
+    assert change is not None  # no inbox row given, so no key can be taken
+    if prefix is not None:
+        set_outcome(
+            conn,
+            event_id,
+            outcome=change.outcome,
+            reason=f"{prefix}: {change.reason or change.outcome.value}",
+            submission_id=submission.submission_id,
+        )
+    return change
+
+
 def settle_stored(
     conn: Connection, stored: Any, *, now: datetime, outbox: Outbox, write: bool = True
 ) -> Replayed:
@@ -132,16 +156,7 @@ def settle_stored(
             False,
         )
     if write:
-        change = apply_job_state(conn, submission, state, now=now, outbox=outbox)
-        assert change is not None  # no inbox row given, so no key can be taken
-        if prefix is not None:
-            set_outcome(
-                conn,
-                event_id,
-                outcome=change.outcome,
-                reason=f"{prefix}: {change.reason or change.outcome.value}",
-                submission_id=submission.submission_id,
-            )
+        change = _apply_stored(conn, event_id, submission, state, prefix, now=now, outbox=outbox)
     else:
         change = decide_transition(submission, state)
     log.info(
@@ -223,6 +238,15 @@ class RematchReport:
     rejected: int = 0
     errors: int = 0
 
+    def count(self, outcome: str | None) -> None:
+        """Count one event's re-match: its new outcome, None (left alone) or unreadable."""
+        if outcome is _UNREADABLE:
+            self.errors += 1
+        elif outcome == Outcome.REJECTED.value:
+            self.rejected += 1
+        elif outcome not in (None, Outcome.UNMATCHED.value):
+            self.matched += 1
+
 
 def rematch_unmatched(
     engine: Engine, *, now: datetime, outbox: Outbox, batch: int = 100, dry_run: bool = False
@@ -237,13 +261,7 @@ def rematch_unmatched(
             return report
         after_id = ids[-1]
         for event_id in ids:
-            outcome = _rematch_one(engine, event_id, now=now, outbox=outbox, dry_run=dry_run)
-            if outcome is _UNREADABLE:
-                report.errors += 1
-            elif outcome == Outcome.REJECTED.value:
-                report.rejected += 1
-            elif outcome not in (None, Outcome.UNMATCHED.value):
-                report.matched += 1
+            report.count(_rematch_one(engine, event_id, now=now, outbox=outbox, dry_run=dry_run))
         if len(ids) < batch:
             return report
 
@@ -275,13 +293,7 @@ def rematch_for(
         ids = list(conn.execute(statement).scalars())
     report = RematchReport()
     for event_id in ids:
-        outcome = _rematch_one(engine, event_id, now=now, outbox=outbox, dry_run=False)
-        if outcome is _UNREADABLE:
-            report.errors += 1
-        elif outcome == Outcome.REJECTED.value:
-            report.rejected += 1
-        elif outcome not in (None, Outcome.UNMATCHED.value):
-            report.matched += 1
+        report.count(_rematch_one(engine, event_id, now=now, outbox=outbox, dry_run=False))
     return report
 
 

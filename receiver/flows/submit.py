@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,6 +23,7 @@ from receiver.core.jobstate import JobState
 from receiver.flows.apply import apply_job_state, find_submission
 from receiver.flows.delivery import owner_conflict
 from receiver.flows.outbox import Outbox
+from receiver.flows.polling import poll_delay
 from receiver.flows.records import (
     InvalidSubmission,
     create_submission,
@@ -33,7 +34,14 @@ from receiver.flows.records import (
 from receiver.ittybit.client import RETRYABLE_STATUSES, ApiError, IttybitClient, idempotency_key
 from receiver.store.models import Status, Submission
 
-__all__ = ["RESERVED_METADATA", "SubmitResult", "refused", "request_job", "submit_job"]
+__all__ = [
+    "RESERVED_METADATA",
+    "SubmitResult",
+    "defer_job",
+    "refused",
+    "request_job",
+    "submit_job",
+]
 
 log = logging.getLogger(__name__)
 
@@ -216,21 +224,45 @@ def submit_job(
         api_error = None
         error = _store_job(engine, submission_id=sid, state=state, now=now, outbox=outbox)
     if error is not None:
-        log.warning("submit %s failed: %s", sid, error)
-        values: dict[str, Any] = {"error": f"submit failed: {error}"[:2000], "updated_at": now}
-        if api_error is not None and refused(api_error):
-            # ittybit said no to this job: the worker must not keep asking for it.
-            values["job_requested_at"] = None
-        with engine.begin() as conn:
-            conn.execute(
-                sa.update(_submissions)
-                .where(_submissions.c.submission_id == sid, _submissions.c.job_id.is_(None))
-                .values(values)
-            )
+        _record_failure(
+            engine, sid, error, refused_job=api_error is not None and refused(api_error), now=now
+        )
     with Session(engine) as session:
         stored = get_submission(session, sid)
         assert stored is not None  # submissions are never deleted here
         return SubmitResult(stored, created=created, sent=True, error=error, api_error=api_error)
+
+
+def defer_job(
+    conn: sa.Connection, row_id: int, *, attempts: int, error: str, now: datetime
+) -> None:
+    """Try to create a pending submission's job again after a backoff (the worker's retry)."""
+    conn.execute(
+        sa.update(_submissions)
+        .where(_submissions.c.id == row_id)
+        .values(
+            poll_attempts=attempts,
+            next_poll_at=now + timedelta(seconds=poll_delay(attempts)),
+            poll_error=error[:500],
+        )
+    )
+
+
+def _record_failure(
+    engine: Engine, submission_id: str, error: str, *, refused_job: bool, now: datetime
+) -> None:
+    """Store why the job was not made; the submission stays ``pending`` for a retry."""
+    log.warning("submit %s failed: %s", submission_id, error)
+    values: dict[str, Any] = {"error": f"submit failed: {error}"[:2000], "updated_at": now}
+    if refused_job:
+        # ittybit said no to this job: the worker must not keep asking for it.
+        values["job_requested_at"] = None
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(_submissions)
+            .where(_submissions.c.submission_id == submission_id, _submissions.c.job_id.is_(None))
+            .values(values)
+        )
 
 
 def _store_job(

@@ -163,6 +163,19 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+def _retryable(what: str, response: httpx.Response) -> tuple[ApiError, float | None]:
+    """Return a failed answer worth retrying and its ``Retry-After``; raise the others."""
+    status = response.status_code
+    detail = _error_detail(response)
+    if status in (401, 403):
+        message = f"{what}: ittybit refused the API key (HTTP {status}{detail})"
+        raise AuthError(message, status=status)
+    if status not in RETRYABLE_STATUSES:
+        raise ApiError(f"{what}: HTTP {status}{detail}", status=status)
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    return ApiUnavailable(f"{what}: HTTP {status}{detail}", status=status), retry_after
+
+
 class IttybitClient:
     """Talk to the ittybit API; safe to share between threads."""
 
@@ -357,17 +370,9 @@ class IttybitClient:
             except httpx.HTTPError as exc:
                 error = ApiUnavailable(f"{what}: request failed ({type(exc).__name__})")
             else:
-                status = response.status_code
-                if status < 300:
+                if response.status_code < 300:
                     return response
-                detail = _error_detail(response)
-                if status in (401, 403):
-                    message = f"{what}: ittybit refused the API key (HTTP {status}{detail})"
-                    raise AuthError(message, status=status)
-                if status not in RETRYABLE_STATUSES:
-                    raise ApiError(f"{what}: HTTP {status}{detail}", status=status)
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                error = ApiUnavailable(f"{what}: HTTP {status}{detail}", status=status)
+                error, retry_after = _retryable(what, response)
             rate_limited = error.status == 429
             if retry_after is not None and (
                 attempt == self.retry.attempts or retry_after > self.retry.max_retry_after

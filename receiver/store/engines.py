@@ -192,6 +192,7 @@ def database_unavailable(exc: BaseException) -> bool:
 
 def migration_state(engine: Engine) -> tuple[str | None, str | None]:
     """Return (current revision in the database, head revision of the migrations)."""
+    # Here, not at the top: alembic costs commands that never check migrations (test_startup).
     from receiver.store.migrate import head_revision
 
     # Read alembic's table directly: a MigrationContext logs at INFO on every probe.

@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
+from receiver.store import leases
 from receiver.store.models import FINAL_STATUSES, Status, Submission
 
 __all__ = [
@@ -33,7 +34,7 @@ _c = _table.c
 
 def lease_free(now: datetime) -> Any:
     """Return the condition: no reconciler holds a live lease on the row."""
-    return sa.or_(_c.lease_until.is_(None), _c.lease_until <= now)
+    return leases.free(_table, now)
 
 
 def _pollable() -> Any:

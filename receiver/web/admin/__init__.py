@@ -11,8 +11,10 @@ from datetime import timedelta
 
 from flask import Flask, Request, Response, request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from flask_wtf.csrf import CSRFProtect
 
 from config.settings import Settings
+from receiver.web.admin import auth, views
 
 __all__ = ["PREFIX", "SECURITY_HEADERS", "init_app"]
 
@@ -57,10 +59,6 @@ def _security_headers(response: Response) -> Response:
 
 def init_app(app: Flask, settings: Settings) -> None:
     """Give ``app`` the admin view: its session cookie, login, CSRF and pages."""
-    from flask_wtf.csrf import CSRFProtect
-
-    from receiver.web.admin import auth, views
-
     app.secret_key = settings.secret_keys[0]
     app.config.update(
         # Older keys still open sessions they signed: SECRET_KEY rotates as for URLs.

@@ -118,8 +118,8 @@ class Overview:
         return max((count for _, count in self.per_hour), default=0)
 
 
-def overview(conn: Connection, *, now: datetime, stuck_after: float) -> Overview:
-    """Return the overview's numbers."""
+def _status_counts(conn: Connection) -> dict[str, int]:
+    """Return how many submissions have each status."""
     # One count per status, each a range of the status index: measured 2-3 times faster
     # than a GROUP BY over the same index on SQLite with 100,000 submissions.
     names = [status.value for status in Status]
@@ -134,23 +134,11 @@ def overview(conn: Connection, *, now: datetime, stuck_after: float) -> Overview
             )
         )
     ).one()
-    statuses = {name: int(count) for name, count in zip(names, counted_statuses, strict=True)}
-    stuck = count_stuck(conn, now=now, stuck_before=now - timedelta(seconds=stuck_after))
+    return {name: int(count) for name, count in zip(names, counted_statuses, strict=True)}
 
-    day_ago = now - timedelta(days=1)
-    outcomes: dict[str, int] = dict(
-        conn.execute(
-            sa.select(_events.c.outcome, sa.func.count())
-            .where(
-                _events.c.outcome.in_([Outcome.UNMATCHED.value, Outcome.REJECTED.value]),
-                _events.c.received_at >= day_ago,
-            )
-            .group_by(_events.c.outcome)
-        ).all()
-    )
 
-    last = conn.execute(sa.select(_passes).order_by(_passes.c.finished_at.desc()).limit(1)).first()
-
+def _events_per_hour(conn: Connection, now: datetime) -> list[tuple[datetime, int]]:
+    """Return the deliveries received in each of the last 24 hours, oldest first."""
     # 24 hours ending with the current one, each counted as a range of the index on
     # received_at: no function per row (grouping by the hour's text was 5 times slower).
     current_hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
@@ -167,7 +155,29 @@ def overview(conn: Connection, *, now: datetime, stuck_after: float) -> Overview
             )
         )
     ).one()
-    per_hour = [(hour, int(count)) for hour, count in zip(hours, counted_hours, strict=True)]
+    return [(hour, int(count)) for hour, count in zip(hours, counted_hours, strict=True)]
+
+
+def overview(conn: Connection, *, now: datetime, stuck_after: float) -> Overview:
+    """Return the overview's numbers."""
+    statuses = _status_counts(conn)
+    stuck = count_stuck(conn, now=now, stuck_before=now - timedelta(seconds=stuck_after))
+
+    day_ago = now - timedelta(days=1)
+    outcomes: dict[str, int] = dict(
+        conn.execute(
+            sa.select(_events.c.outcome, sa.func.count())
+            .where(
+                _events.c.outcome.in_([Outcome.UNMATCHED.value, Outcome.REJECTED.value]),
+                _events.c.received_at >= day_ago,
+            )
+            .group_by(_events.c.outcome)
+        ).all()
+    )
+
+    last = conn.execute(sa.select(_passes).order_by(_passes.c.finished_at.desc()).limit(1)).first()
+
+    per_hour = _events_per_hour(conn, now)
 
     notifications = {
         status: int(

@@ -30,10 +30,12 @@ from receiver.flows.admin_accounts import authenticate, end_sessions
 from receiver.flows.history import get_event, parse_since, submission_timeline
 from receiver.flows.outbox import get_outbox, retry_notifications
 from receiver.flows.records import webhook_url
+from receiver.flows.replay import ReplayError, replay_one
 from receiver.store.engines import get_engine, get_read_engine
 from receiver.store.models import NotificationStatus, Outcome, Status, utcnow
 from receiver.web.admin import display, queries
 from receiver.web.admin.auth import AdminSession, current_admin, guard, safe_next
+from receiver.web.ittybit import NoSlotFree, ask_now
 
 __all__ = ["bp"]
 
@@ -282,9 +284,6 @@ def _back(default: str) -> ResponseReturnValue:
 @bp.post("/actions/reconcile")
 def reconcile_submission() -> ResponseReturnValue:
     """Ask ittybit about one submission's job now, as ``reconcile --submission`` does."""
-    from receiver.flows.polling import reconcile_now
-    from receiver.ittybit.client import IttybitClient
-
     settings = _settings()
     submission_id = request.form.get("submission_id", "").strip()
     if not submission_id:
@@ -293,26 +292,14 @@ def reconcile_submission() -> ResponseReturnValue:
     if not settings.ittybit_api_key:
         flash("Cannot ask ittybit: ITTYBIT_API_KEY is not set for the web process.", "error")
         return _back(page)
-    # The budget bounds the whole call, retries included: web workers must stay free.
-    with IttybitClient(
-        base_url=settings.ittybit_api_url,
-        api_key=settings.ittybit_api_key,
-        timeout=settings.ittybit_timeout,
-        max_connections=1,
-        budget=settings.api_ittybit_budget,
-    ) as client:
-        try:
-            done = reconcile_now(
-                get_engine(),
-                client,
-                submission_id,
-                now=utcnow(),
-                give_up_after=settings.give_up_after,
-                outbox=get_outbox(),
-                source="admin",
-            )
-        except LookupError:
-            abort(404, f"No submission {submission_id!r}.")
+    try:
+        done = ask_now(submission_id, source="admin")
+    except NoSlotFree:
+        text = "Did not ask ittybit: every slot for waiting on it is taken (webhooks first)."
+        flash(text + " Try again in a moment.", "error")
+        return _back(page)
+    except LookupError:
+        abort(404, f"No submission {submission_id!r}.")
     if done is None:
         flash(f"{submission_id} has no ittybit job yet: nothing to ask.", "error")
     else:
@@ -325,8 +312,6 @@ def reconcile_submission() -> ResponseReturnValue:
 @bp.post("/actions/replay")
 def replay_delivery() -> ResponseReturnValue:
     """Apply one stored delivery again, as ``events replay ID`` does."""
-    from receiver.flows.replay import ReplayError, replay_one
-
     try:
         event_id = int(request.form.get("event_id", ""))
     except ValueError:

@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from receiver.flows.history import submission_timeline
 from receiver.flows.outbox import get_outbox
-from receiver.flows.polling import JobResult, reconcile_now
+from receiver.flows.polling import JobResult
 from receiver.flows.records import (
     InvalidSubmission,
     create_submission,
@@ -45,6 +45,7 @@ from receiver.web.api.schemas import (
     SubmissionList,
 )
 from receiver.web.api.spec import spec
+from receiver.web.ittybit import NoSlotFree, ask_now
 from receiver.web.slots import ittybit_slot
 
 __all__ = [
@@ -400,22 +401,12 @@ def reconcile_submission_view(submission_id: str) -> Response:
     if existing.is_test:
         message = "a test submission has no real ittybit job to ask about"
         raise ApiProblem(409, "test_submission", message)
-    config = settings()
-    client = api_client()
+    api_client()  # 503 at once when the web process has no ittybit API key
     try:
-        with ittybit_slot(config) as free:
-            if not free:
-                message = "every slot for waiting on ittybit is taken; retry in a moment"
-                raise ApiProblem(503, "ittybit_busy", message, headers={"Retry-After": "1"})
-            outcome = reconcile_now(
-                get_engine(),
-                client,
-                submission_id,
-                now=utcnow(),
-                give_up_after=config.give_up_after,
-                outbox=get_outbox(),
-                source="api",
-            )
+        outcome = ask_now(submission_id, source="api")
+    except NoSlotFree:
+        message = "every slot for waiting on ittybit is taken; retry in a moment"
+        raise ApiProblem(503, "ittybit_busy", message, headers={"Retry-After": "1"}) from None
     except LookupError:
         raise _not_found(submission_id) from None
     if outcome is None:
