@@ -48,7 +48,7 @@ from tests.helpers import (
     stored_events,
     token_url,
 )
-from tests.test_metrics import scrape, value
+from tests.unit.observe.test_metrics import scrape, value
 
 pytestmark = pytest.mark.usefixtures("no_retry_waits")
 

@@ -13,7 +13,7 @@ import pytest
 from config.settings import DEV_SECRET_KEY, ConfigError, Settings, parse_duration
 from tests.helpers import WEBHOOK_SECRET
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 PROD = {
     "APP_ENV": "production",
