@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSITION_ROOTS = {"config/gunicorn.py", "receiver/__init__.py"}
 _LOW = {"config", "receiver.core"}
 #: What each room may import of the project's own rooms (its own included).
