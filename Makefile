@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test lint typecheck pytest bench wrk demo migrate lock clean
+.PHONY: run test test-fast dev lint typecheck pytest bench wrk demo migrate lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 $(VENV)/.installed-demo: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[demo]"
 	@touch $@
+
+## dev: install the dev and demo tools (all that `make test` and `make demo` use); runs nothing
+dev: $(VENV)/.installed-dev $(VENV)/.installed-demo
 
 ## lock: compile requirements.txt from pyproject.toml's runtime dependencies (needs PyPI);
 ## pins already in it are kept, `make lock LOCK_ARGS=--upgrade` moves every pin to the newest.
@@ -60,6 +63,11 @@ typecheck: $(VENV)/.installed-dev
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
 pytest: $(VENV)/.installed-dev
 	@pytest $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
+
+## test-fast: only tests/unit (in-process), less the tests marked slow; no lint, no typecheck
+test-fast: $(VENV)/.installed-dev
+	@pytest tests/unit -m "not slow" $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
 
 ## demo: the whole loop offline: receiver, a local ittybit stand-in with faulty webhooks, reconcile,

@@ -7,7 +7,7 @@ SQL as the real app (``receiver/web/api/listing.py``, same indexes, same plans) 
 ``sqlite3`` or ``psycopg``, and answer the same JSON: each row as the submission object,
 with its signed webhook URL, and the next page's cursor (the service's own pure helpers
 make the key's hash, the token and the cursor). No SQLAlchemy, no request
-validation, no logging, no metrics. ``tests/test_bench.py`` checks that its answers are
+validation, no logging, no metrics. ``tests/tooling/test_bench.py`` checks that its answers are
 the real app's, byte for byte once parsed.
 
 Not a product: it trusts its query strings (the benchmark's paths) and knows no errors.

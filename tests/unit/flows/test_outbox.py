@@ -32,7 +32,7 @@ from receiver.store.models import Submission
 from tests.helpers import add_submission, event_envelope, job_payload, token_url
 from tests.notify_helpers import NOTIFY_SECRET, notifications
 from tests.reconcile_helpers import FakeIttybit
-from tests.test_webhooks import PROJECT_URL, post, submission
+from tests.unit.web.test_webhooks import PROJECT_URL, post, submission
 
 ENDPOINTS = ("https://app.example.com/hooks/a", "https://app.example.com/hooks/b")
 _submissions = Submission.__table__  # type: ignore[attr-defined]

@@ -21,6 +21,7 @@ NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 pytestmark = pytest.mark.usefixtures("no_retry_waits")
 
 
+@pytest.mark.slow
 def test_three_reconcilers_fetch_each_of_300_jobs_once(
     database_url: str, fake: FakeIttybit
 ) -> None:

@@ -18,7 +18,7 @@ import yaml
 from config.settings import Settings
 from devtools.processes import procfile_command
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def dockerfile(text: str | None = None) -> list[tuple[str, str]]:

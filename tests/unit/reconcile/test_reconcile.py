@@ -269,6 +269,7 @@ def test_long_retry_after_defers_every_job_until_then(
         assert "rate limited" in row["poll_error"] or "HTTP 429" in row["poll_error"]
 
 
+@pytest.mark.slow
 def test_a_timeout_on_one_job_does_not_stop_the_others(engine: Engine, fake: FakeIttybit) -> None:
     add_submissions(engine, range(1, 7), changed_at=HOUR_AGO)
     for key in range(1, 7):
@@ -501,6 +502,7 @@ def short_timeout(app_config: dict[str, Any]) -> None:
     app_config["ITTYBIT_TIMEOUT"] = "800ms"
 
 
+@pytest.mark.slow
 def test_cli_timeout_on_one_job(
     short_timeout: None, fake: FakeIttybit, runner: FlaskCliRunner, engine: Engine
 ) -> None:

@@ -22,7 +22,7 @@ from receiver.store.engines import create_db_engine
 from tests.helpers import SECRET_KEY
 from tests.reconcile_helpers import API_KEY, FakeIttybit, add_submissions, rows
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 

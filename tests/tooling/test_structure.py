@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSITION_ROOTS = {"config/gunicorn.py", "receiver/__init__.py"}
 _LOW = {"config", "receiver.core"}
 #: What each room may import of the project's own rooms (its own included).
@@ -141,3 +141,91 @@ def test_no_room_is_crowded() -> None:
         if (count := len(list(folder.glob("*.py")))) > 13
     }
     assert crowded == {}
+
+
+# --- the tests mirror the tree ----------------------------------------------------------------
+
+TESTS = ROOT / "tests"
+#: unit: in-process only (the bulk, `make test-fast`); process: gunicorn, subprocesses, the
+#: browser; tooling: bench, the stand-in, deploy and CI files, these structure checks.
+TEST_LAYERS = ("unit", "process", "tooling")
+#: What a unit test may not import: it would start a process or a browser.
+PROCESS_MODULES = {"subprocess", "selenium"}
+
+
+def _test_files() -> list[Path]:
+    return sorted(
+        path
+        for pattern in ("test_*.py", "*_test.py")
+        for path in TESTS.rglob(pattern)
+        if "__pycache__" not in path.parts
+    )
+
+
+def process_uses(path: Path) -> list[str]:
+    """Return what in a test module starts a process: its imports and the gunicorn fixture."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules = [node.module]
+        elif isinstance(node, ast.arg) and node.arg == "gunicorn":
+            found.append("the gunicorn fixture")
+            continue
+        elif isinstance(node, ast.Constant) and node.value == "gunicorn":
+            found.append('"gunicorn" (a fixture by name?)')
+            continue
+        else:
+            continue
+        found.extend(
+            f"import {module}" for module in modules if module.split(".")[0] in PROCESS_MODULES
+        )
+    return found
+
+
+def test_every_test_file_lives_in_a_layer() -> None:
+    stray = [
+        str(path.relative_to(ROOT))
+        for path in _test_files()
+        if path.relative_to(TESTS).parts[0] not in TEST_LAYERS
+    ]
+    assert stray == []
+
+
+def test_every_test_folder_is_a_package() -> None:
+    # Two rooms may hold a test_x.py each: as packages their module names differ.
+    folders = {path.parent for path in _test_files()}
+    bare = [
+        str(folder.relative_to(ROOT)) for folder in folders if not (folder / "__init__.py").exists()
+    ]
+    assert bare == []
+
+
+def test_unit_tests_start_no_process() -> None:
+    wrong = {
+        str(path.relative_to(ROOT)): uses
+        for path in _test_files()
+        if path.relative_to(TESTS).parts[0] == "unit"
+        if (uses := process_uses(path))
+    }
+    assert wrong == {}
+
+
+def test_the_layout_check_sees_a_process(tmp_path: Path) -> None:
+    module = tmp_path / "test_m.py"
+    module.write_text(
+        "import subprocess\nfrom selenium.webdriver import Chrome\n\n"
+        "def test_x(app, gunicorn):\n    pass\n"
+    )
+    assert process_uses(module) == [
+        "import subprocess",
+        "import selenium.webdriver",
+        "the gunicorn fixture",
+    ]
+    module.write_text(
+        "import pytest\n\n@pytest.mark.usefixtures('gunicorn')\ndef test_x():\n    pass\n"
+    )
+    assert process_uses(module) == ['"gunicorn" (a fixture by name?)']
+    module.write_text("import threading\n\ndef test_x(app, client):\n    '''not gunicorn'''\n")
+    assert process_uses(module) == []

@@ -48,7 +48,7 @@ from tests.helpers import (
     stored_events,
     token_url,
 )
-from tests.test_metrics import scrape, value
+from tests.unit.observe.test_metrics import scrape, value
 
 pytestmark = pytest.mark.usefixtures("no_retry_waits")
 
@@ -88,6 +88,7 @@ def test_a_pass_over_an_empty_list_costs_one_request(engine: Engine, standin: St
     assert (summary.event_pages, summary.events_read, summary.checked) == (1, 0, 0)
 
 
+@pytest.mark.slow
 def test_500_dropped_finals_are_settled_by_one_pass_in_at_most_10_requests(
     engine: Engine,
 ) -> None:
@@ -451,6 +452,7 @@ def test_a_dry_run_reads_no_list(engine: Engine, standin: Standin) -> None:
     assert feed_row(engine) is None
 
 
+@pytest.mark.slow
 def test_three_reconcilers_at_once_read_each_page_once(database_url: str) -> None:
     """One holds the feed while it reads; the others wait their turn, and no page is read twice."""
     settings = Settings.from_env(

@@ -139,6 +139,7 @@ def _flash(html: str) -> str:
     return html[start : html.index("</p>", start)]
 
 
+@pytest.mark.slow
 def test_five_failures_lock_the_account_for_fifteen_minutes(
     app_config: dict[str, Any], account: None
 ) -> None:
@@ -163,6 +164,7 @@ def test_five_failures_lock_the_account_for_fifteen_minutes(
         get_engine(second).dispose()
 
 
+@pytest.mark.slow
 def test_failures_spread_over_more_than_fifteen_minutes_do_not_lock(
     client: FlaskClient, account: None
 ) -> None:
@@ -173,6 +175,7 @@ def test_failures_spread_over_more_than_fifteen_minutes_do_not_lock(
         assert sign_in(client).status_code == 302
 
 
+@pytest.mark.slow
 def test_a_success_starts_the_count_again(client: FlaskClient, account: None) -> None:
     with freeze_time(NOW):
         for attempt in range(LOCKOUT_FAILURES - 1):

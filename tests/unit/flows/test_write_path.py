@@ -22,7 +22,7 @@ from receiver.ittybit.client import ApiUnavailable
 from receiver.store.engines import get_engine
 from receiver.store.models import Notification, Poll, Submission
 from tests.helpers import add_submission, job_payload, token_url
-from tests.test_webhooks import PROJECT_URL, events, post, submission
+from tests.unit.web.test_webhooks import PROJECT_URL, events, post, submission
 
 T = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 _submissions = Submission.__table__  # type: ignore[attr-defined]

@@ -25,7 +25,7 @@ from tests.conftest import create_test_database, drop_test_database, postgres_ur
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: The tables the migrations make, a few of them: enough to see that they ran.
 TABLES = {"alembic_version", "submissions", "webhook_events", "notifications", "admin_users"}
 

@@ -23,7 +23,7 @@ from receiver import create_app
 from receiver.store.engines import create_db_engine, get_engine
 from tests.helpers import SECRET_KEY, WEBHOOK_SECRET, job_payload, token_url
 from tests.notify_helpers import NOTIFY_SECRET, add_submissions, change, notifications, outbox_to
-from tests.test_webhooks import post
+from tests.unit.web.test_webhooks import post
 
 pytestmark = pytest.mark.slow
 

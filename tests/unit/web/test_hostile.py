@@ -128,6 +128,7 @@ job_like = st.fixed_dictionaries(
 # --- anything without a valid signature changes nothing ----------------------------------
 
 
+@pytest.mark.slow
 @hostile
 @given(
     body=st.binary(max_size=2048),
@@ -162,6 +163,7 @@ def test_arbitrary_bytes_without_a_valid_signature_change_nothing(
     assert snapshot(engine) == before
 
 
+@pytest.mark.slow
 @hostile
 @given(payload=job_like | json_values, target=st.sampled_from(["url", "endpoint"]))
 def test_a_tampered_body_changes_nothing(
@@ -178,6 +180,7 @@ def test_a_tampered_body_changes_nothing(
 # --- signed but hostile: a documented answer, never a 500 -----------------------------------
 
 
+@pytest.mark.slow
 @hostile
 @given(payload=job_like | json_values, target=st.sampled_from(["url", "endpoint"]))
 def test_arbitrary_signed_json_gets_a_documented_answer(
@@ -232,6 +235,7 @@ def mutated_payloads(draw: st.DrawFn) -> Any:
     return payload
 
 
+@pytest.mark.slow
 @hostile
 @given(payload=mutated_payloads(), target=st.sampled_from(["url", "endpoint"]))
 def test_mutated_valid_payloads_get_a_documented_answer(

@@ -289,6 +289,7 @@ def slow_api(app_config: dict[str, Any]) -> Iterator[_SlowApi]:
     server.server_close()
 
 
+@pytest.mark.slow
 def test_a_slow_api_times_out_and_the_pass_ends_in_bounded_time(
     slow_api: _SlowApi,
     app: Flask,
