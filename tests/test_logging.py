@@ -402,3 +402,69 @@ def test_every_token_has_the_shape_logs_cut_out(submission_id: str, user_id: str
     token = webhook_token([SECRET_KEY], submission_id=submission_id, user_id=user_id)
     assert re.fullmatch(TOKEN_SHAPE, token)
     assert token.rsplit(".", 1)[1] not in redact_tokens(f"/somewhere?t={token}")
+
+
+#: The search as it stood before it was made linear: leftmost, greedy, backtracking.
+_BACKTRACKING = re.compile(
+    r"(?P<route>/webhooks/+ittybit/+)[^\s/?#&\"']+|(?:eyJ|\.)[A-Za-z0-9_-]*\.[A-Za-z0-9_-]{27}",
+    re.IGNORECASE,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    parts=st.lists(
+        st.sampled_from(
+            [
+                *("eyJ", "EYj", ".", "a", "Z", "_", "-", "/", "?", " ", "=", "a" * 27),
+                *("." + "b" * 27, "/webhooks/ittybit/", "/webhooks//ittybit/"),
+            ]
+        ),
+        max_size=30,
+    )
+)
+def test_linear_redaction_cuts_what_the_backtracking_pattern_cut(parts: list[str]) -> None:
+    text = "".join(parts)
+    expected = _BACKTRACKING.sub(lambda m: (m.group("route") or "") + "[token]", text)
+    assert redact_tokens(text) == expected
+
+
+_REDACT_A_MEGABYTE = """
+import sys, time
+from receiver.observe.logs import redact_tokens
+size = 1024 * 1024
+texts = [
+    "eyJ" * (size // 3),                     # every "eyJ" starts a token that never ends
+    ".eyJ" * (size // 4),
+    "eyJ" * (size // 3 - 1) + ".short",
+    "/webhooks/ittybit" * (size // 17),
+    ("a" * 26 + ".") * (size // 27),
+    ("eyJ" + "a" * 27 + ".") * (size // 31),  # a token end at every dot
+    "." * size,
+    "/webhooks/" + "/" * size + "x",
+]
+worst = 0.0
+for text in texts:
+    started = time.perf_counter()
+    redact_tokens(text)
+    worst = max(worst, time.perf_counter() - started)
+print(worst)
+"""
+
+
+def test_redacting_a_megabyte_of_adversarial_text_takes_linear_time() -> None:
+    # In a child process with a timeout: a backtracking search would take half an hour on
+    # these (it took ~1 s on 24 KB), and must fail the test rather than hang it.
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", _REDACT_A_MEGABYTE],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    # Measured 1-10 ms for most, 0.1 s for the densest (a token end every 31 characters);
+    # the bound leaves room for a busy machine.
+    assert float(done.stdout) < 0.5
