@@ -47,11 +47,12 @@ def create_app(config: Mapping[str, Any] | None = None, *, web: bool = True) -> 
     outbox.init_app(app, settings)
     cli.init_app(app)
     if web:
-        from receiver.web import admin, api, errors, health, metrics, webhooks
+        from receiver.web import admin, api, errors, headers, health, metrics, webhooks
 
         logs.init_app(app)
         metrics.init_app(app)
         errors.init_app(app)
+        headers.init_app(app, settings)
         app.register_blueprint(health.bp)
         app.register_blueprint(webhooks.bp)
         api.init_app(app)
