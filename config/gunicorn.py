@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import shutil
@@ -13,7 +12,7 @@ from typing import Any
 from gunicorn.glogging import Logger
 
 from config.settings import WEB_WORKER_TIMEOUT, ConfigError, Settings
-from receiver.observe.logs import JsonFormatter, configure_logging, redact_tokens
+from receiver.observe.logs import JsonFormatter, RedactTokensFilter, configure_logging
 
 # Validate in the master, so a bad variable stops the process with one line, not a boot loop.
 try:
@@ -38,29 +37,7 @@ errorlog = "-"
 loglevel = _settings.log_level
 
 
-class _RedactWebhookTokens(logging.Filter):
-    """Cut webhook-URL tokens out of gunicorn's lines and the tracebacks they carry.
-
-    A per-submission webhook URL carries a signed token: anyone holding it may post to it,
-    so it must not reach the access log (request line, referer) or an error line quoting
-    the request.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = redact_tokens(message)
-        if redacted != message:
-            record.msg, record.args = redacted, ()
-        if record.exc_info:
-            # Formatted once here, so that every handler writes the redacted text.
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-            record.exc_info = None
-        if record.exc_text:
-            record.exc_text = redact_tokens(record.exc_text)
-        return True
-
-
-_REDACT = _RedactWebhookTokens()
+_REDACT = RedactTokensFilter()
 
 
 class RedactingLogger(Logger):  # type: ignore[misc]

@@ -50,7 +50,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, web: bool = True) -> 
         from receiver.web import admin, api, errors, headers, health, metrics, webhooks
 
         logs.init_app(app)
-        metrics.init_app(app)
+        metrics.init_app(app, settings)
         errors.init_app(app)
         headers.init_app(app, settings)
         app.register_blueprint(health.bp)

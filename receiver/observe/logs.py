@@ -24,6 +24,7 @@ from pythonjsonlogger.json import JsonFormatter as _LibraryJsonFormatter
 __all__ = [
     "REQUEST_ID_HEADER",
     "JsonFormatter",
+    "RedactTokensFilter",
     "RequestIdFilter",
     "RequestLog",
     "configure_logging",
@@ -122,6 +123,28 @@ def redact_tokens(text: str) -> str:
     return "".join(parts)
 
 
+class RedactTokensFilter(logging.Filter):
+    """Cut webhook-URL tokens out of a record's message and the traceback it carries.
+
+    A per-submission webhook URL carries a signed token: anyone holding it may post to it,
+    so it must not reach a log line, whoever logged it (gunicorn quoting a request line, a
+    library quoting a URL, an exception's text).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_tokens(message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        if record.exc_info:
+            # Formatted once here, so that every handler writes the redacted text.
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        if record.exc_text:
+            record.exc_text = redact_tokens(record.exc_text)
+        return True
+
+
 class RequestIdFilter(logging.Filter):
     """Tag every record logged during a request with the request's id."""
 
@@ -141,6 +164,9 @@ def configure_logging(*, level: str, fmt: str, stream: IO[str] | None = None) ->
     stream when one is given.
     """
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # httpx logs every request's full URL at INFO: a webhook URL's token (`jobhooks trigger`)
+    # or a key in NOTIFY_URL's query string. The client's callers log what matters.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     root = logging.getLogger()
     handler = next((h for h in root.handlers if getattr(h, _HANDLER_MARK, False)), None)
     if handler is None:
@@ -149,6 +175,7 @@ def configure_logging(*, level: str, fmt: str, stream: IO[str] | None = None) ->
         handler = logging.StreamHandler(stream or sys.stderr)
         setattr(handler, _HANDLER_MARK, True)
         handler.addFilter(RequestIdFilter())
+        handler.addFilter(RedactTokensFilter())
         root.addHandler(handler)
     elif stream is not None and isinstance(handler, logging.StreamHandler):
         handler.setStream(stream)
