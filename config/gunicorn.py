@@ -23,7 +23,13 @@ except ConfigError as exc:
 
 bind = f"0.0.0.0:{_settings.port}"
 workers = _settings.web_concurrency
-worker_class = "sync"
+# Threads, not sync workers: a sync worker reads a request's body itself, so two clients
+# that send headers and trickle a body held both workers and /healthz and ittybit's
+# webhooks waited behind them (tests/test_slow_clients.py). With gthread a slow body ties
+# up one thread of WEB_THREADS; the worker's other threads keep answering. Four threads
+# suit Heroku's standard dynos (512 MB-1 GB: two workers of four threads each).
+worker_class = "gthread"
+threads = _settings.web_threads
 # ittybit gives up on an answer after 5 s; a request stuck this long is better killed.
 timeout = WEB_WORKER_TIMEOUT
 graceful_timeout = 25
