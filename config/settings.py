@@ -268,6 +268,7 @@ class Settings(BaseSettings):
     notify_events: Annotated[str, _choice(_NOTIFY_EVENTS)] = "final"
     notify_max_age: Duration = 3 * 86400.0
     admin_session_idle: Duration = 8 * 3600.0
+    admin_session_max: Duration = 12 * 3600.0
     log_level: Annotated[str, _choice(_LOG_LEVELS)] = "info"
     log_format: Annotated[str, _choice(_LOG_FORMATS)] = "json"
     metrics_token: str = Field("", repr=False)

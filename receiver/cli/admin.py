@@ -12,7 +12,9 @@ from receiver.cli.common import database_errors, echo_json
 
 __all__ = ["admin_cli"]
 
-admin_cli = AppGroup("admin", help="Create, list and delete admin view accounts.")
+admin_cli = AppGroup(
+    "admin", help="Create, list, unlock and delete admin view accounts, and set passwords."
+)
 
 
 def _stamp(value: datetime | None) -> str:
@@ -47,7 +49,7 @@ def admin_create(email: str, password_stdin: bool) -> None:
 @admin_cli.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def admin_list(as_json: bool) -> None:
-    """List the accounts: email, created, last login, locked until."""
+    """List the accounts: email, created, last login, and until when an address is locked out."""
     from receiver.flows.admin_accounts import list_admins
     from receiver.store.engines import get_read_engine
     from receiver.store.models import utcnow
@@ -89,3 +91,42 @@ def admin_delete(email: str) -> None:
         except AdminError as exc:
             raise click.ClickException(str(exc)) from None
     click.echo(f"deleted admin {email.strip().lower()}")
+
+
+@admin_cli.command("unlock")
+@click.argument("email")
+def admin_unlock(email: str) -> None:
+    """Lift the lock-out of EMAIL: its failed logins are forgotten, from every address."""
+    from receiver.flows.admin_accounts import AdminError, unlock_admin
+    from receiver.store.engines import get_engine
+
+    with database_errors():
+        try:
+            unlock_admin(get_engine(), email)
+        except AdminError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"unlocked admin {email.strip().lower()}")
+
+
+@admin_cli.command("set-password")
+@click.argument("email")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from the first line of stdin instead of prompting.",
+)
+def admin_set_password(email: str, password_stdin: bool) -> None:
+    """Give EMAIL a new password; its sessions end and its lock-out is lifted."""
+    from receiver.flows.admin_accounts import AdminError, set_password
+    from receiver.store.engines import get_engine
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    with database_errors():
+        try:
+            set_password(get_engine(), email, password)
+        except AdminError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"set a new password for admin {email.strip().lower()}; its sessions have ended")
