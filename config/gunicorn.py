@@ -26,11 +26,13 @@ workers = _settings.web_concurrency
 # Threads, not sync workers: a sync worker reads a request's body itself, so two clients
 # that send headers and trickle a body held both workers and /healthz and ittybit's
 # webhooks waited behind them (tests/test_slow_clients.py). With gthread a slow body ties
-# up one thread of WEB_THREADS; the worker's other threads keep answering. Four threads
-# suit Heroku's standard dynos (512 MB-1 GB: two workers of four threads each).
+# up one thread of WEB_THREADS; the worker's other threads keep answering (as many slow
+# clients as threads in all would still starve it). Four threads suit Heroku's standard
+# dynos (512 MB-1 GB: two workers of four threads each).
 worker_class = "gthread"
 threads = _settings.web_threads
-# ittybit gives up on an answer after 5 s; a request stuck this long is better killed.
+# A worker silent this long is killed. With gthread that is a worker whose main loop is
+# stuck, not one slow request: requests on ittybit keep to API_ITTYBIT_BUDGET themselves.
 timeout = WEB_WORKER_TIMEOUT
 graceful_timeout = 25
 keepalive = 5
