@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default=None)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per load run")
     parser.add_argument("--connections", type=int, nargs="+", default=[16, 64])
-    parser.add_argument("--workers", nargs="+", choices=sorted(WORKER_CLASSES), default=["sync"])
+    parser.add_argument("--workers", nargs="+", choices=sorted(WORKER_CLASSES), default=["gthread"])
     parser.add_argument("--deliveries", type=int, default=30000, help="per real-app run")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--latency", type=float, default=0.05, help="stand-in latency, s")

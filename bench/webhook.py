@@ -32,9 +32,10 @@ __all__ = ["WebhookRun", "run_webhook_suite"]
 LUA = ROOT / "bench" / "deliveries.lua"
 #: The apps measured beside the real one, under the same gunicorn command and settings.
 _APPS = {"bare": "bench.bare:app", "reference": "bench.reference:app"}
-#: gunicorn options per worker class, added to the Procfile's web line.
+#: gunicorn options per worker class, added to the Procfile's web line (whose own is gthread
+#: with WEB_THREADS, 4 by default); a command-line option wins over config/gunicorn.py.
 WORKER_CLASSES = {
-    "sync": "",
+    "sync": "--worker-class sync --threads 1",
     "gthread": "--worker-class gthread --threads 4",
 }
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import shutil
@@ -13,7 +12,7 @@ from typing import Any
 from gunicorn.glogging import Logger
 
 from config.settings import WEB_WORKER_TIMEOUT, ConfigError, Settings
-from receiver.observe.logs import JsonFormatter, configure_logging, redact_tokens
+from receiver.observe.logs import JsonFormatter, RedactTokensFilter, configure_logging
 
 # Validate in the master, so a bad variable stops the process with one line, not a boot loop.
 try:
@@ -24,8 +23,16 @@ except ConfigError as exc:
 
 bind = f"0.0.0.0:{_settings.port}"
 workers = _settings.web_concurrency
-worker_class = "sync"
-# ittybit gives up on an answer after 5 s; a request stuck this long is better killed.
+# Threads, not sync workers: a sync worker reads a request's body itself, so two clients
+# that send headers and trickle a body held both workers and /healthz and ittybit's
+# webhooks waited behind them (tests/test_slow_clients.py). With gthread a slow body ties
+# up one thread of WEB_THREADS; the worker's other threads keep answering (as many slow
+# clients as threads in all would still starve it). Four threads suit Heroku's standard
+# dynos (512 MB-1 GB: two workers of four threads each).
+worker_class = "gthread"
+threads = _settings.web_threads
+# A worker silent this long is killed. With gthread that is a worker whose main loop is
+# stuck, not one slow request: requests on ittybit keep to API_ITTYBIT_BUDGET themselves.
 timeout = WEB_WORKER_TIMEOUT
 graceful_timeout = 25
 keepalive = 5
@@ -42,29 +49,7 @@ loglevel = _settings.log_level
 control_socket_disable = True
 
 
-class _RedactWebhookTokens(logging.Filter):
-    """Cut webhook-URL tokens out of gunicorn's lines and the tracebacks they carry.
-
-    A per-submission webhook URL carries a signed token: anyone holding it may post to it,
-    so it must not reach the access log (request line, referer) or an error line quoting
-    the request.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = redact_tokens(message)
-        if redacted != message:
-            record.msg, record.args = redacted, ()
-        if record.exc_info:
-            # Formatted once here, so that every handler writes the redacted text.
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-            record.exc_info = None
-        if record.exc_text:
-            record.exc_text = redact_tokens(record.exc_text)
-        return True
-
-
-_REDACT = _RedactWebhookTokens()
+_REDACT = RedactTokensFilter()
 
 
 class RedactingLogger(Logger):  # type: ignore[misc]

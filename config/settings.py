@@ -24,6 +24,7 @@ from sqlalchemy.exc import ArgumentError
 
 __all__ = [
     "DEV_SECRET_KEY",
+    "MIN_SECRET_KEY_LENGTH",
     "WEB_WORKER_TIMEOUT",
     "ConfigError",
     "Settings",
@@ -35,6 +36,8 @@ __all__ = [
 DEV_SECRET_KEY = "dev-secret-key-not-for-production"  # noqa: S105
 #: Seconds gunicorn lets a web worker spend on one request before it kills the worker.
 WEB_WORKER_TIMEOUT = 30
+#: Shortest SECRET_KEY production accepts: it signs sessions and webhook URLs (HMAC-SHA1).
+MIN_SECRET_KEY_LENGTH = 32
 
 _ENVIRONMENTS = ("production", "development", "test")
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -169,22 +172,35 @@ def _notify_urls(value: Any) -> Any:
     return urls
 
 
+def _shown_url(value: str) -> str:
+    """Return a URL fit for an error message: its password, if any, replaced by ``***``."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return "a URL that cannot be parsed"
+    if parts.password is None:
+        return repr(value)
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return repr(parts._replace(netloc=netloc).geturl())
+
+
 def _database_url(value: Any) -> Any:
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not value:  # blank: decided by the field's validator
         return value
+    given = value
     # Heroku still hands out the scheme SQLAlchemy dropped.
     for prefix in ("postgres://", "postgresql://"):
         if value.startswith(prefix):
             value = "postgresql+psycopg://" + value.removeprefix(prefix)
             break
     if not value.startswith(("sqlite:", "postgresql+psycopg:")):
-        message = "must be a sqlite:/// or postgres:// URL"
+        message = f"must be a sqlite:/// or postgres:// URL, got {_shown_url(given)}"
         raise ValueError(message)
     # Parse now, so a bad port or a malformed URL stops start-up here, not in a worker.
     try:
         make_url(value)
     except (ArgumentError, ValueError):
-        message = "is not a valid database URL"
+        message = f"is not a valid database URL, got {_shown_url(given)}"
         raise ValueError(message) from None
     return value
 
@@ -222,14 +238,15 @@ class Settings(BaseSettings):
 
     # Declared in the order they are checked: the first bad variable is the one reported.
     env: Annotated[str, _choice(_ENVIRONMENTS)] = Field("production", alias="APP_ENV")
-    database_url: Annotated[str, BeforeValidator(_database_url)] = Field("", repr=False)
     secret_keys: Annotated[tuple[str, ...], _Csv] = Field((), alias="SECRET_KEY", repr=False)
+    database_url: Annotated[str, BeforeValidator(_database_url)] = Field("", repr=False)
     port: Annotated[int, _whole_number(1, 65535)] = 8000
     public_url: Annotated[str, BeforeValidator(_http_url)] = ""
     webhook_secrets: WebhookKeys = Field((), alias="ITTYBIT_WEBHOOK_SECRET", repr=False)
     webhook_tolerance: Annotated[int, _whole_number(1)] = 300
     max_body_bytes: Annotated[int, _whole_number(256)] = 1024 * 1024
     web_concurrency: Annotated[int, _whole_number(1, 64)] = 2
+    web_threads: Annotated[int, _whole_number(1, 64)] = 4
     sqlite_busy_timeout_ms: Annotated[int, _whole_number(0, 60000)] = 3000
     ittybit_api_url: Annotated[str, BeforeValidator(_http_url)] = "https://api.ittybit.com"
     ittybit_api_key: str = Field("", repr=False)
@@ -251,6 +268,7 @@ class Settings(BaseSettings):
     notify_events: Annotated[str, _choice(_NOTIFY_EVENTS)] = "final"
     notify_max_age: Duration = 3 * 86400.0
     admin_session_idle: Duration = 8 * 3600.0
+    admin_session_max: Duration = 12 * 3600.0
     log_level: Annotated[str, _choice(_LOG_LEVELS)] = "info"
     log_format: Annotated[str, _choice(_LOG_FORMATS)] = "json"
     metrics_token: str = Field("", repr=False)
@@ -261,7 +279,8 @@ class Settings(BaseSettings):
     ) -> Settings:
         """Build settings from ``environ``; raise ConfigError naming the first bad variable."""
         values = _EnvironSource(cls, environ)()
-        if "database_url" not in values:
+        production = str(values.get("APP_ENV", "production")).lower() == "production"
+        if "database_url" not in values and not production:
             values["database_url"] = f"sqlite:///{Path(instance_path).resolve() / 'jobhooks.db'}"
         try:
             return cls(**values)
@@ -297,10 +316,28 @@ class Settings(BaseSettings):
         if DEV_SECRET_KEY in keys:
             message = "the development default is refused in production"
             raise ValueError(message)
-        if any(len(key) < 16 for key in keys):
-            message = "every key must be at least 16 characters in production"
+        if any(len(key) < MIN_SECRET_KEY_LENGTH for key in keys):
+            # The key itself is never echoed; its length and place are enough to find it.
+            short = next(i for i, key in enumerate(keys, 1) if len(key) < MIN_SECRET_KEY_LENGTH)
+            message = (
+                f"every key must be at least {MIN_SECRET_KEY_LENGTH} characters in production "
+                f"(key #{short} has {len(keys[short - 1])}; make one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
             raise ValueError(message)
         return keys
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, url: str, info: ValidationInfo) -> str:
+        if not url and info.data.get("env") == "production":
+            # A SQLite file beside the code is lost with the dyno's disk at every restart.
+            message = (
+                "required in production: the PostgreSQL URL (Heroku's add-on sets it), or "
+                "a sqlite:/// path on a disk that outlives restarts"
+            )
+            raise ValueError(message)
+        return url
 
     @field_validator("public_url")
     @classmethod

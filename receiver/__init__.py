@@ -51,11 +51,12 @@ def create_app(
     engines.init_app(app, settings)
     outbox.init_app(app, settings)
     if web:
-        from receiver.web import admin, api, errors, health, metrics, webhooks
+        from receiver.web import admin, api, errors, headers, health, metrics, webhooks
 
         logs.init_app(app)
-        metrics.init_app(app)
+        metrics.init_app(app, settings)
         errors.init_app(app)
+        headers.init_app(app, settings)
         app.register_blueprint(health.bp)
         app.register_blueprint(webhooks.bp)
         api.init_app(app)

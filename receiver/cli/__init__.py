@@ -21,7 +21,10 @@ __all__ = ["COMMANDS", "LazyGroup", "cli", "main"]
 #: Every command: its name, the ``module:function`` that makes it, and its summary in
 #: ``jobhooks --help``.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "admin": ("receiver.cli.admin:admin_cli", "Create, list and delete admin view accounts."),
+    "admin": (
+        "receiver.cli.admin:admin_cli",
+        "Create, list, unlock and delete admin view accounts, and set passwords.",
+    ),
     "api-keys": (
         "receiver.cli.api_keys:api_keys_cli",
         "Create, list and revoke keys of the application API.",

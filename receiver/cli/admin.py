@@ -8,13 +8,22 @@ from datetime import UTC, datetime
 import click
 
 from receiver.cli.common import database_errors, echo_json, with_app
-from receiver.flows.admin_accounts import AdminError, create_admin, delete_admin, list_admins
+from receiver.flows.admin_accounts import (
+    AdminError,
+    create_admin,
+    delete_admin,
+    list_admins,
+    set_password,
+    unlock_admin,
+)
 from receiver.store.engines import get_engine, get_read_engine
 from receiver.store.models import utcnow
 
 __all__ = ["admin_cli"]
 
-admin_cli = click.Group("admin", help="Create, list and delete admin view accounts.")
+admin_cli = click.Group(
+    "admin", help="Create, list, unlock and delete admin view accounts, and set passwords."
+)
 
 
 def _stamp(value: datetime | None) -> str:
@@ -47,7 +56,7 @@ def admin_create(email: str, password_stdin: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @with_app
 def admin_list(as_json: bool) -> None:
-    """List the accounts: email, created, last login, locked until."""
+    """List the accounts: email, created, last login, and until when an address is locked out."""
     with database_errors():
         admins = list_admins(get_read_engine())
     for admin in admins:
@@ -83,3 +92,38 @@ def admin_delete(email: str) -> None:
         except AdminError as exc:
             raise click.ClickException(str(exc)) from None
     click.echo(f"deleted admin {email.strip().lower()}")
+
+
+@admin_cli.command("unlock")
+@click.argument("email")
+@with_app
+def admin_unlock(email: str) -> None:
+    """Lift the lock-out of EMAIL: its failed logins are forgotten, from every address."""
+    with database_errors():
+        try:
+            unlock_admin(get_engine(), email)
+        except AdminError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"unlocked admin {email.strip().lower()}")
+
+
+@admin_cli.command("set-password")
+@click.argument("email")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from the first line of stdin instead of prompting.",
+)
+@with_app
+def admin_set_password(email: str, password_stdin: bool) -> None:
+    """Give EMAIL a new password; its sessions end and its lock-out is lifted."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    with database_errors():
+        try:
+            set_password(get_engine(), email, password)
+        except AdminError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"set a new password for admin {email.strip().lower()}; its sessions have ended")

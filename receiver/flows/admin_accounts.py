@@ -1,13 +1,20 @@
 """Admin accounts: create, list and delete them, and check a login with its lock-out.
 
 Shared by ``jobhooks admin …`` and the login form. Passwords are hashed with werkzeug's
-scrypt (memory-hard, salted); five failed logins for an account within
-:data:`LOCKOUT_WINDOW` lock it for :data:`LOCKOUT_FOR`, counted in the database so that
-every web worker agrees.
+scrypt (memory-hard, salted: 32 MiB and tens of milliseconds a check). Counted in the
+database, so that every web worker agrees:
+
+- the throttle: an address gets :data:`THROTTLE_ATTEMPTS` attempts a
+  :data:`THROTTLE_WINDOW`, refused before any hash is computed;
+- the lock-out: :data:`LOCKOUT_FAILURES` wrong passwords for an account from one address
+  within :data:`LOCKOUT_WINDOW` refuse that account to that address for
+  :data:`LOCKOUT_FOR` (a wrong password meanwhile starts it again). Other addresses are
+  not locked out: someone guessing cannot keep the right password out forever.
 """
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,15 +25,18 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from receiver.store.models import AdminLoginFailure, AdminUser
+from receiver.store.models import AdminLoginAttempt, AdminLoginFailure, AdminUser
 
 __all__ = [
     "LOCKOUT_FAILURES",
     "LOCKOUT_FOR",
     "LOCKOUT_WINDOW",
     "MIN_PASSWORD_LENGTH",
+    "THROTTLE_ATTEMPTS",
+    "THROTTLE_WINDOW",
     "Admin",
     "AdminError",
+    "admit_attempt",
     "authenticate",
     "create_admin",
     "delete_admin",
@@ -34,17 +44,22 @@ __all__ = [
     "find_by_session_token",
     "list_admins",
     "normalise_email",
+    "set_password",
+    "unlock_admin",
 ]
 
 LOCKOUT_FAILURES = 5
 LOCKOUT_WINDOW = timedelta(minutes=15)
-LOCKOUT_FOR = timedelta(minutes=15)
+LOCKOUT_FOR = LOCKOUT_WINDOW
+THROTTLE_ATTEMPTS = 10
+THROTTLE_WINDOW = timedelta(minutes=1)
 MIN_PASSWORD_LENGTH = 12
 #: werkzeug's scrypt: N=2**15, r=8, p=1 (32 MiB per check).
 _METHOD = "scrypt"
 
 _admins = AdminUser.__table__  # type: ignore[attr-defined]
 _failures = AdminLoginFailure.__table__  # type: ignore[attr-defined]
+_attempts = AdminLoginAttempt.__table__  # type: ignore[attr-defined]
 _ADMIN_COLUMNS = (
     _admins.c.id,
     _admins.c.email,
@@ -94,12 +109,16 @@ def normalise_email(email: str) -> str:
     return text
 
 
-def create_admin(engine: Engine, email: str, password: str, *, now: datetime) -> Admin:
-    """Add an account; raise AdminError for a bad email, a short password or a taken email."""
-    address = normalise_email(email)
+def _check_password(password: str) -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
         message = f"the password must be at least {MIN_PASSWORD_LENGTH} characters"
         raise AdminError(message)
+
+
+def create_admin(engine: Engine, email: str, password: str, *, now: datetime) -> Admin:
+    """Add an account; raise AdminError for a bad email, a short password or a taken email."""
+    address = normalise_email(email)
+    _check_password(password)
     values = {
         "email": address,
         "password_hash": generate_password_hash(password, method=_METHOD),
@@ -128,14 +147,68 @@ def delete_admin(engine: Engine, email: str) -> None:
     """Delete an account and its failed logins; its sessions end with it."""
     address = normalise_email(email)
     with engine.begin() as conn:
-        admin_id = conn.execute(
-            sa.select(_admins.c.id).where(_admins.c.email == address)
-        ).scalar_one_or_none()
-        if admin_id is None:
-            message = f"no account for {address}"
-            raise AdminError(message)
+        admin_id = _account_id(conn, address)
         conn.execute(sa.delete(_failures).where(_failures.c.admin_id == admin_id))
         conn.execute(sa.delete(_admins).where(_admins.c.id == admin_id))
+
+
+def _account_id(conn: sa.Connection, address: str) -> int:
+    admin_id: int | None = conn.execute(
+        sa.select(_admins.c.id).where(_admins.c.email == address)
+    ).scalar_one_or_none()
+    if admin_id is None:
+        message = f"no account for {address}"
+        raise AdminError(message)
+    return admin_id
+
+
+def unlock_admin(engine: Engine, email: str) -> None:
+    """Forget an account's failed logins: every address may try it again at once."""
+    address = normalise_email(email)
+    with engine.begin() as conn:
+        admin_id = _account_id(conn, address)
+        conn.execute(sa.delete(_failures).where(_failures.c.admin_id == admin_id))
+        conn.execute(sa.update(_admins).where(_admins.c.id == admin_id).values(locked_until=None))
+
+
+def set_password(engine: Engine, email: str, password: str) -> None:
+    """Give an account a new password; its sessions end and its lock-outs are lifted."""
+    address = normalise_email(email)
+    _check_password(password)
+    password_hash = generate_password_hash(password, method=_METHOD)  # outside the write lock
+    with engine.begin() as conn:
+        admin_id = _account_id(conn, address)
+        conn.execute(sa.delete(_failures).where(_failures.c.admin_id == admin_id))
+        conn.execute(
+            sa.update(_admins)
+            .where(_admins.c.id == admin_id)
+            .values(
+                password_hash=password_hash,
+                session_token=secrets.token_urlsafe(32),
+                locked_until=None,
+            )
+        )
+
+
+def admit_attempt(engine: Engine, client_ip: str, *, now: datetime) -> float | None:
+    """Count a sign-in attempt from ``client_ip``; return None, or seconds to wait if refused.
+
+    Refused attempts are not counted: the wait ends a minute after the oldest admitted one.
+    """
+    since = now - THROTTLE_WINDOW
+    with engine.begin() as conn:
+        # Every address's old attempts go: the table holds one minute of attempts at most.
+        conn.execute(sa.delete(_attempts).where(_attempts.c.attempted_at <= since))
+        recent = conn.execute(
+            sa.select(sa.func.count(), sa.func.min(_attempts.c.attempted_at)).where(
+                _attempts.c.client_ip == client_ip, _attempts.c.attempted_at > since
+            )
+        ).one()
+        if recent[0] >= THROTTLE_ATTEMPTS:
+            wait = (recent[1] + THROTTLE_WINDOW - now).total_seconds()
+            return float(max(1, math.ceil(wait)))
+        conn.execute(sa.insert(_attempts).values(client_ip=client_ip, attempted_at=now))
+    return None
 
 
 def find_by_session_token(engine: Engine, token: str) -> Admin | None:
@@ -153,11 +226,14 @@ def end_sessions(engine: Engine, admin_id: int) -> None:
         )
 
 
-def authenticate(engine: Engine, email: str, password: str, *, now: datetime) -> Admin | None:
-    """Return the account if the password is right and it is not locked, else None.
+def authenticate(
+    engine: Engine, email: str, password: str, *, now: datetime, client_ip: str = "-"
+) -> Admin | None:
+    """Return the account if the password is right and ``client_ip`` is not locked out.
 
     Every refusal looks the same to the caller (unknown email, wrong password, locked);
-    a wrong password is recorded, and the fifth within the window locks the account.
+    a wrong password is recorded for the account and address, locked out or not, and the
+    fifth within the window locks the account out for that address.
     """
     try:
         address = normalise_email(email)
@@ -165,52 +241,66 @@ def authenticate(engine: Engine, email: str, password: str, *, now: datetime) ->
         address = ""
     with engine.connect() as conn:
         row = conn.execute(
-            sa.select(_admins.c.id, _admins.c.password_hash, _admins.c.locked_until).where(
-                _admins.c.email == address
-            )
+            sa.select(_admins.c.id, _admins.c.password_hash).where(_admins.c.email == address)
         ).first()
+        locked = row is not None and _locked_out(conn, row.id, client_ip, now)
     # The hash is checked in every case, outside any transaction: it takes tens of
     # milliseconds, and SQLite's write lock must not wait on it.
     password_hash = _no_account_hash() if row is None else row.password_hash
     right = check_password_hash(password_hash, password)
     if row is None:
         return None
-    if row.locked_until is not None and row.locked_until > now:
-        return None
     if not right:
-        _record_failure(engine, row.id, now=now)
+        _record_failure(engine, row.id, client_ip, now=now)
+        return None
+    if locked:
         return None
     with engine.begin() as conn:
-        conn.execute(sa.delete(_failures).where(_failures.c.admin_id == row.id))
         conn.execute(
-            sa.update(_admins)
-            .where(_admins.c.id == row.id)
-            .values(last_login_at=now, locked_until=None)
+            sa.delete(_failures).where(
+                _failures.c.admin_id == row.id, _failures.c.client_ip == client_ip
+            )
         )
+        conn.execute(sa.update(_admins).where(_admins.c.id == row.id).values(last_login_at=now))
     return _find(engine, _admins.c.id == row.id)
 
 
-def _record_failure(engine: Engine, admin_id: int, *, now: datetime) -> None:
+def _locked_out(conn: sa.Connection, admin_id: int, client_ip: str, now: datetime) -> bool:
+    """Tell whether a failure of the last LOCKOUT_FOR was the fifth within LOCKOUT_WINDOW."""
+    times = conn.execute(
+        sa.select(_failures.c.failed_at)
+        .where(
+            _failures.c.admin_id == admin_id,
+            _failures.c.client_ip == client_ip,
+            _failures.c.failed_at > now - LOCKOUT_FOR - LOCKOUT_WINDOW,
+        )
+        .order_by(_failures.c.failed_at)
+    ).scalars()
+    failed = list(times)
+    first = LOCKOUT_FAILURES - 1
+    return any(
+        at > now - LOCKOUT_FOR and at - failed[index - first] < LOCKOUT_WINDOW
+        for index, at in enumerate(failed[first:], start=first)
+    )
+
+
+def _record_failure(engine: Engine, admin_id: int, client_ip: str, *, now: datetime) -> None:
     with engine.begin() as conn:
         # The account's row lock orders concurrent failures (PostgreSQL; SQLite has one
         # writer anyway), so the fifth is always seen as the fifth.
         conn.execute(
             sa.select(_admins.c.id).where(_admins.c.id == admin_id).with_for_update()
         ).first()
-        conn.execute(sa.insert(_failures).values(admin_id=admin_id, failed_at=now))
-        recent = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(_failures)
-            .where(_failures.c.admin_id == admin_id, _failures.c.failed_at > now - LOCKOUT_WINDOW)
-        ).scalar_one()
-        if recent >= LOCKOUT_FAILURES:
+        conn.execute(
+            sa.insert(_failures).values(admin_id=admin_id, failed_at=now, client_ip=client_ip)
+        )
+        if _locked_out(conn, admin_id, client_ip, now):
+            # Shown by `jobhooks admin list`; the lock-out itself is the count above.
             conn.execute(
                 sa.update(_admins)
                 .where(_admins.c.id == admin_id)
                 .values(locked_until=now + LOCKOUT_FOR)
             )
-            # Counting starts afresh once the lock ends.
-            conn.execute(sa.delete(_failures).where(_failures.c.admin_id == admin_id))
 
 
 def _find(engine: Engine, where: sa.ColumnElement[bool]) -> Admin | None:

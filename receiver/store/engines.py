@@ -33,12 +33,17 @@ _READ_ONLY = "jobhooks_read_only"
 
 
 def create_db_engine(settings: Settings) -> Engine:
-    """Return an engine for ``settings.database_url``."""
+    """Return an engine for ``settings.database_url``.
+
+    Its errors never quote a statement's parameters (``hide_parameters``): they hold bodies,
+    tokens and password hashes, and an error's text ends up in logs.
+    """
     url = sa.make_url(settings.database_url)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, settings.sqlite_busy_timeout_ms)
     engine = sa.create_engine(
         url,
+        hide_parameters=True,
         pool_size=5,
         max_overflow=5,
         pool_timeout=5,
@@ -96,7 +101,7 @@ def _sqlite_engine(url: sa.URL, busy_timeout_ms: int) -> Engine:
     # IMMEDIATE, so it queues for the lock (up to the busy timeout) instead of failing on a
     # lock upgrade; a reader's (read_only) begins DEFERRED and never waits for the lock.
     timeout = busy_timeout_ms / 1000
-    engine = sa.create_engine(url, connect_args={"timeout": timeout})
+    engine = sa.create_engine(url, connect_args={"timeout": timeout}, hide_parameters=True)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

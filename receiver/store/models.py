@@ -21,6 +21,7 @@ from receiver.core.statuses import (
 __all__ = [
     "FINAL_STATUSES",
     "TERMINAL_STATUSES",
+    "AdminLoginAttempt",
     "AdminLoginFailure",
     "AdminUser",
     "ApiKey",
@@ -307,7 +308,8 @@ class AdminUser(SQLModel, table=True):
     session_token: str = Field(max_length=64, unique=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_login_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    #: Set by the fifth failed login within the lock-out window; refused until then.
+    #: Until when the last lock-out lasts (shown by ``jobhooks admin list``). A lock-out
+    #: holds only for the address whose failures caused it (migration 0008).
     locked_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
@@ -319,9 +321,26 @@ class AdminLoginFailure(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     admin_id: int
     failed_at: datetime = Field(sa_type=UTCDateTime)
+    #: Where the attempt came from: a lock-out holds for that address alone (0008).
+    client_ip: str | None = Field(default=None, max_length=64)
 
     __table_args__ = (
         sa.Index("ix_admin_login_failures_admin_id_failed_at", "admin_id", "failed_at"),
+    )
+
+
+class AdminLoginAttempt(SQLModel, table=True):
+    """One attempt to sign in, by address: the throttle's count, kept for a minute (0008)."""
+
+    __tablename__ = "admin_login_attempts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    client_ip: str = Field(max_length=64)
+    attempted_at: datetime = Field(sa_type=UTCDateTime)
+
+    __table_args__ = (
+        sa.Index("ix_admin_login_attempts_client_ip_attempted_at", "client_ip", "attempted_at"),
+        sa.Index("ix_admin_login_attempts_attempted_at", "attempted_at"),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Callable
 
 from flask import Blueprint, Flask, Response, current_app, request
@@ -20,6 +21,7 @@ __all__ = ["bp", "init_app"]
 _SOURCES = {"webhooks.submission_webhook": "url", "webhooks.project_webhook": "endpoint"}
 
 bp = Blueprint("metrics", __name__)
+log = logging.getLogger(__name__)
 
 
 def _observer(metrics: Metrics) -> Callable[[Response], Response]:
@@ -66,8 +68,18 @@ def _authorized(token: str) -> bool:
     return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
-def init_app(app: Flask) -> None:
-    """Create the app's metrics, count webhook deliveries and serve ``GET /metrics``."""
+def init_app(app: Flask, settings: Settings) -> None:
+    """Create the app's metrics, count webhook deliveries and serve ``GET /metrics``.
+
+    In production ``/metrics`` is served only behind ``METRICS_TOKEN``: without one it
+    answers 404 (the numbers name endpoints and show traffic), and start-up says why.
+    """
     metrics = app.extensions[EXTENSION] = Metrics(get_read_engine(app))
     app.after_request(_observer(metrics))
+    if settings.env == "production" and not settings.metrics_token:
+        log.warning(
+            "config: METRICS_TOKEN is not set: GET /metrics answers 404 in production; "
+            "set it, and scrape with Authorization: Bearer <METRICS_TOKEN>"
+        )
+        return
     app.register_blueprint(bp)

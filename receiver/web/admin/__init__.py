@@ -74,8 +74,9 @@ def init_app(app: Flask, settings: Settings) -> None:
         SESSION_REFRESH_EACH_REQUEST=True,
         # CSRF is checked by the admin blueprint alone (auth.guard), never app-wide.
         WTF_CSRF_CHECK_DEFAULT=False,
-        # A token lives as long as the session; the idle expiry bounds it.
-        WTF_CSRF_TIME_LIMIT=None,
+        # A token lives in the session and goes with it (idle expiry, ADMIN_SESSION_MAX, a
+        # sign-in); its own time limit bounds one kept past them.
+        WTF_CSRF_TIME_LIMIT=int(settings.admin_session_max),
     )
     app.session_interface = AdminSessionInterface()
     csrf = CSRFProtect(app)

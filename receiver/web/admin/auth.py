@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
-from flask import Flask, current_app, flash, redirect, request, url_for
-from flask_login import AnonymousUserMixin, LoginManager, UserMixin, current_user
+import time
+
+from flask import Flask, current_app, flash, redirect, request, session, url_for
+from flask_login import AnonymousUserMixin, LoginManager, UserMixin, current_user, logout_user
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.wrappers import Response
 
+from config.settings import Settings
 from receiver.flows.admin_accounts import Admin, find_by_session_token
 from receiver.store.engines import get_read_engine
 
-__all__ = ["AdminSession", "current_admin", "guard", "init_app", "safe_next"]
+__all__ = [
+    "SIGNED_IN_AT",
+    "AdminSession",
+    "client_ip",
+    "current_admin",
+    "guard",
+    "init_app",
+    "safe_next",
+]
 
 #: Endpoints reachable without a session.
 PUBLIC_ENDPOINTS = frozenset({"admin.login", "admin.static"})
 _CSRF = "jobhooks.admin.csrf"
+#: The session's key for when its account signed in (Unix seconds).
+SIGNED_IN_AT = "signed_in_at"
 
 
 class AdminSession(UserMixin):  # type: ignore[misc]
@@ -50,8 +63,38 @@ def safe_next(target: str | None) -> str | None:
     return target
 
 
+def client_ip() -> str:
+    """Return the address a request came from, as Heroku's router saw it.
+
+    The router appends the address it saw to ``X-Forwarded-For`` (whatever the client put
+    there comes first) and is the only thing that reaches the dyno (config/gunicorn.py);
+    without the header, the peer's address.
+    """
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    last = forwarded.rpartition(",")[2].strip()
+    return (last or request.remote_addr or "-")[:64]
+
+
+def _session_too_old() -> bool:
+    """Tell whether the signed-in session passed ADMIN_SESSION_MAX, active or not."""
+    settings: Settings = current_app.extensions["jobhooks.settings"]
+    signed_in_at = session.get(SIGNED_IN_AT)
+    if not isinstance(signed_in_at, int | float):
+        return True
+    return time.time() - signed_in_at > settings.admin_session_max
+
+
 def guard() -> Response | None:
-    """Send a visitor without a session to the login page; check every POST's CSRF token."""
+    """Send a visitor without a session to the login page; check every POST's CSRF token.
+
+    A session ends ADMIN_SESSION_MAX after its sign-in however busy it was, its CSRF
+    token with it (the token lives in the session).
+    """
+    if current_user.is_authenticated and _session_too_old():
+        logout_user()
+        session.clear()
+        flash("Your session has ended: sign in again.", "info")
+        return redirect(url_for("admin.login"))
     if request.endpoint not in PUBLIC_ENDPOINTS and not current_user.is_authenticated:
         if request.method == "GET":
             flash("Sign in to see this page.", "info")

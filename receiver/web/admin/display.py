@@ -8,6 +8,7 @@ shown as ``[redacted]`` whatever they hold.
 from __future__ import annotations
 
 import json
+import string
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,7 @@ __all__ = [
     "redact",
     "register",
     "shown_headers",
+    "truncate",
     "when",
 ]
 
@@ -32,11 +34,29 @@ REDACTED = "[redacted]"
 _SECRET_HEADER_WORDS = ("signature", "authorization", "cookie", "token", "secret", "key")
 
 
+#: Longest text a page shows of one value (a body is at most MAX_BODY_BYTES, 1 MiB).
+SHOWN_CHARACTERS = 100_000
+#: The characters a token is made of: a cut may leave part of one at the end.
+_TOKEN_CHARACTERS = string.ascii_letters + string.digits + "_.-"
+
+
+def truncate(text: str, limit: int = SHOWN_CHARACTERS) -> str:
+    """Return ``text`` cut to ``limit`` characters, saying how much was left out.
+
+    A token cut in two no longer has a token's shape, so whatever run of token characters
+    the cut ends in is left out too, rather than shown half redacted.
+    """
+    if len(text) <= limit:
+        return text
+    kept = text[:limit].rstrip(_TOKEN_CHARACTERS)
+    return f"{kept}… ({len(text) - len(kept)} more characters not shown)"
+
+
 def redact(value: Any) -> str:
-    """Return ``value`` as text with every webhook-URL token replaced by ``[token]``."""
+    """Return ``value`` as text, cut to a length a page can show, tokens replaced by ``[token]``."""
     if value is None:
         return ""
-    return redact_tokens(str(value))
+    return redact_tokens(truncate(str(value)))
 
 
 def when(value: datetime | None) -> str:

@@ -3,6 +3,7 @@ call the same functions as the command line and report on the next page."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +12,7 @@ from flask import (
     abort,
     current_app,
     flash,
+    g,
     redirect,
     render_template,
     request,
@@ -26,7 +28,7 @@ from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
 from config.settings import Settings
-from receiver.flows.admin_accounts import authenticate, end_sessions
+from receiver.flows.admin_accounts import admit_attempt, authenticate, end_sessions
 from receiver.flows.history import get_event, parse_since, submission_timeline
 from receiver.flows.outbox import get_outbox, retry_notifications
 from receiver.flows.records import webhook_url
@@ -34,7 +36,14 @@ from receiver.flows.replay import ReplayError, replay_one
 from receiver.store.engines import get_engine, get_read_engine
 from receiver.store.models import NotificationStatus, Outcome, Status, utcnow
 from receiver.web.admin import display, queries
-from receiver.web.admin.auth import AdminSession, current_admin, guard, safe_next
+from receiver.web.admin.auth import (
+    SIGNED_IN_AT,
+    AdminSession,
+    client_ip,
+    current_admin,
+    guard,
+    safe_next,
+)
 from receiver.web.ittybit import NoSlotFree, ask_now
 
 __all__ = ["bp"]
@@ -92,12 +101,28 @@ def login() -> ResponseReturnValue:
     """Show the login form; sign in with the right password on an unlocked account."""
     form = LoginForm()
     target = safe_next(request.args.get("next"))
+    if request.method == "POST":
+        # Before any password hash is computed: each costs 32 MiB and tens of milliseconds.
+        wait = admit_attempt(get_engine(), client_ip(), now=utcnow())
+        if wait is not None:
+            flash("Too many attempts from your address: wait a minute and try again.", "error")
+            page = render_template("admin/login.html", form=form, next=target)
+            return page, 429, {"Retry-After": str(int(wait))}
     if form.validate_on_submit():
         admin = authenticate(
-            get_engine(), form.email.data or "", form.password.data or "", now=utcnow()
+            get_engine(),
+            form.email.data or "",
+            form.password.data or "",
+            now=utcnow(),
+            client_ip=client_ip(),
         )
         if admin is not None:
+            # Nothing from before the sign-in carries over, the CSRF token least of all: a
+            # token someone planted before then is worthless after.
+            session.clear()
+            g.pop("csrf_token", None)
             login_user(AdminSession(admin))
+            session[SIGNED_IN_AT] = time.time()
             # Permanent: the cookie then expires, and is refused, after ADMIN_SESSION_IDLE.
             session.permanent = True
             return redirect(target or url_for("admin.overview"))

@@ -83,3 +83,56 @@ def test_list_and_delete(runner: FlaskCliRunner) -> None:
     assert [
         line.split()[0] for line in runner.invoke(args=["admin", "list"]).output.splitlines()
     ] == ["b@example.com"]
+
+
+def _lock_out(engine: Engine, email: str, address: str) -> None:
+    from receiver.flows.admin_accounts import LOCKOUT_FAILURES
+
+    for attempt in range(LOCKOUT_FAILURES):
+        assert (
+            authenticate(engine, email, f"wrong {attempt}", now=utcnow(), client_ip=address) is None
+        )
+    assert authenticate(engine, email, PASSWORD, now=utcnow(), client_ip=address) is None
+
+
+def test_unlock_lifts_a_lock_out_at_once(runner: FlaskCliRunner, engine: Engine) -> None:
+    runner.invoke(args=["admin", "create", "ops@example.com", "--password-stdin"], input=PASSWORD)
+    _lock_out(engine, "ops@example.com", "203.0.113.7")
+    assert "locked until" in runner.invoke(args=["admin", "list"]).output
+    result = runner.invoke(args=["admin", "unlock", "OPS@example.com"])
+    assert (result.exit_code, result.output) == (0, "unlocked admin ops@example.com\n")
+    assert "locked until" not in runner.invoke(args=["admin", "list"]).output
+    found = authenticate(engine, "ops@example.com", PASSWORD, now=utcnow(), client_ip="203.0.113.7")
+    assert found is not None
+    missing = runner.invoke(args=["admin", "unlock", "nobody@example.com"])
+    assert (missing.exit_code, missing.output) == (1, "Error: no account for nobody@example.com\n")
+
+
+def test_set_password_replaces_it_ends_sessions_and_lifts_the_lock_out(
+    runner: FlaskCliRunner, engine: Engine
+) -> None:
+    runner.invoke(args=["admin", "create", "ops@example.com", "--password-stdin"], input=PASSWORD)
+    with engine.connect() as conn:
+        old_session = conn.execute(sa.select(_admins.c.session_token)).scalar_one()
+    _lock_out(engine, "ops@example.com", "203.0.113.7")
+    new = "another long enough password"
+    result = runner.invoke(
+        args=["admin", "set-password", "ops@example.com", "--password-stdin"], input=new + "\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("set a new password for admin ops@example.com")
+    assert authenticate(engine, "ops@example.com", PASSWORD, now=utcnow()) is None
+    assert authenticate(engine, "ops@example.com", new, now=utcnow(), client_ip="203.0.113.7")
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(_admins)).one()
+    assert row.session_token != old_session
+    assert new not in row.password_hash
+    short = runner.invoke(
+        args=["admin", "set-password", "ops@example.com", "--password-stdin"], input="short\n"
+    )
+    assert short.output == "Error: the password must be at least 12 characters\n"
+    prompted = runner.invoke(
+        args=["admin", "set-password", "ops@example.com"], input=f"{PASSWORD}\n{PASSWORD}\n"
+    )
+    assert prompted.exit_code == 0, prompted.output
+    assert authenticate(engine, "ops@example.com", PASSWORD, now=utcnow()) is not None

@@ -15,8 +15,9 @@ from tests.helpers import WEBHOOK_SECRET
 
 PROD = {
     "APP_ENV": "production",
-    "SECRET_KEY": "a-production-secret-key-0123",
+    "SECRET_KEY": "a-production-secret-key-0123456789",
     "PUBLIC_URL": "https://hooks.example.com",
+    "DATABASE_URL": "postgres://app@db.example.com/app",
 }
 
 
@@ -45,7 +46,7 @@ def test_production_settings() -> None:
     value = Settings.from_env(
         {
             **PROD,
-            "SECRET_KEY": "newest-key-0123456789, older-key-0123456789",
+            "SECRET_KEY": "newest-key-0123456789abcdefghijkl, older-key-0123456789abcdefghijklm",
             "ITTYBIT_WEBHOOK_SECRET": f"{WEBHOOK_SECRET},whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
             "WEBHOOK_TOLERANCE": "60",
             "MAX_BODY_BYTES": "4096",
@@ -54,7 +55,10 @@ def test_production_settings() -> None:
         }
     )
     assert value.env == "production"
-    assert value.secret_keys == ("newest-key-0123456789", "older-key-0123456789")
+    assert value.secret_keys == (
+        "newest-key-0123456789abcdefghijkl",
+        "older-key-0123456789abcdefghijklm",
+    )
     assert len(value.webhook_secrets) == 2
     assert value.webhook_secrets[0] == b"jobhooks-test-webhook-key-32byte"
     assert (value.webhook_tolerance, value.max_body_bytes, value.port) == (60, 4096, 5000)
@@ -74,7 +78,10 @@ def test_app_env_defaults_to_production() -> None:
         ({**PROD, "SECRET_KEY": ""}, "SECRET_KEY"),
         ({**PROD, "SECRET_KEY": " , "}, "SECRET_KEY"),
         ({**PROD, "SECRET_KEY": DEV_SECRET_KEY}, "SECRET_KEY"),
-        ({**PROD, "SECRET_KEY": f"a-good-long-key-0123,{DEV_SECRET_KEY}"}, "SECRET_KEY"),
+        (
+            {**PROD, "SECRET_KEY": f"{'k' * 32},{DEV_SECRET_KEY}"},
+            "SECRET_KEY",
+        ),
         ({**PROD, "SECRET_KEY": "short"}, "SECRET_KEY"),
         ({**PROD, "PUBLIC_URL": ""}, "PUBLIC_URL"),
         ({**PROD, "PUBLIC_URL": "hooks.example.com"}, "PUBLIC_URL"),
@@ -153,7 +160,7 @@ def test_dev_secret_is_fine_outside_production() -> None:
     ],
 )  # fmt: skip
 def test_database_url_forms(given: str, expected: str) -> None:
-    assert settings(**PROD, DATABASE_URL=given).database_url == expected
+    assert settings(**{**PROD, "DATABASE_URL": given}).database_url == expected
 
 
 def test_plain_http_public_url_warns_in_production() -> None:
@@ -300,8 +307,7 @@ def test_unpadded_whsec_secrets_are_accepted(variable: str) -> None:
 
 def test_secrets_are_kept_out_of_the_settings_repr() -> None:
     value = settings(
-        **PROD,
-        DATABASE_URL="postgres://app:db-password-9@db.example.com/app",
+        **{**PROD, "DATABASE_URL": "postgres://app:db-password-9@db.example.com/app"},
         ITTYBIT_WEBHOOK_SECRET=WEBHOOK_SECRET,
         ITTYBIT_API_KEY="ittybit-api-key-9",
         METRICS_TOKEN="metrics-token-9",
@@ -352,3 +358,37 @@ def test_event_list_settings() -> None:
     assert refusal({**base, "RECONCILE_EVENTS_SINCE": "0s"}) == (
         "RECONCILE_EVENTS_SINCE: must be greater than zero"
     )
+
+
+def test_production_refuses_a_secret_key_under_32_characters_without_echoing_it() -> None:
+    short = "k" * 31
+    message = refusal({**PROD, "SECRET_KEY": f"{'n' * 40},{short}"})
+    assert message.startswith("SECRET_KEY: every key must be at least 32 characters")
+    assert "key #2 has 31" in message
+    assert short not in message
+    assert settings(**{**PROD, "SECRET_KEY": "k" * 32}).secret_keys == ("k" * 32,)
+
+
+def test_production_refuses_to_run_without_database_url(tmp_path: Path) -> None:
+    # Outside production a SQLite file in the instance folder is the default; in production
+    # it would sit on a dyno's disk and vanish at the next restart.
+    env = {key: value for key, value in PROD.items() if key != "DATABASE_URL"}
+    assert refusal(env).startswith("DATABASE_URL: required in production")
+    dev = Settings.from_env({**env, "APP_ENV": "development"}, instance_path=tmp_path)
+    assert dev.database_url.startswith("sqlite:///")
+    assert settings(**{**PROD, "DATABASE_URL": "sqlite:////data/jobhooks.db"}).database_url
+
+
+def test_a_refused_database_url_is_shown_without_its_password() -> None:
+    message = refusal({**PROD, "DATABASE_URL": "mysql://app:hunter2@db.example.com/x"})
+    assert message == (
+        "DATABASE_URL: must be a sqlite:/// or postgres:// URL, got 'mysql://app:***@db.example.com/x'"
+    )
+    message = refusal({**PROD, "DATABASE_URL": "postgres://app:hunter2@db:notaport/x"})
+    assert "'postgres://app:***@db:notaport/x'" in message
+
+
+def test_web_threads() -> None:
+    assert settings(**PROD).web_threads == 4
+    assert settings(**{**PROD, "WEB_THREADS": "8"}).web_threads == 8
+    assert refusal({**PROD, "WEB_THREADS": "0"}) == "WEB_THREADS: must be between 1 and 64, got 0"

@@ -402,3 +402,86 @@ def test_every_token_has_the_shape_logs_cut_out(submission_id: str, user_id: str
     token = webhook_token([SECRET_KEY], submission_id=submission_id, user_id=user_id)
     assert re.fullmatch(TOKEN_SHAPE, token)
     assert token.rsplit(".", 1)[1] not in redact_tokens(f"/somewhere?t={token}")
+
+
+#: The search as it stood before it was made linear: leftmost, greedy, backtracking.
+_BACKTRACKING = re.compile(
+    r"(?P<route>/webhooks/+ittybit/+)[^\s/?#&\"']+|(?:eyJ|\.)[A-Za-z0-9_-]*\.[A-Za-z0-9_-]{27}",
+    re.IGNORECASE,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    parts=st.lists(
+        st.sampled_from(
+            [
+                *("eyJ", "EYj", ".", "a", "Z", "_", "-", "/", "?", " ", "=", "a" * 27),
+                *("." + "b" * 27, "/webhooks/ittybit/", "/webhooks//ittybit/"),
+            ]
+        ),
+        max_size=30,
+    )
+)
+def test_linear_redaction_cuts_what_the_backtracking_pattern_cut(parts: list[str]) -> None:
+    text = "".join(parts)
+    expected = _BACKTRACKING.sub(lambda m: (m.group("route") or "") + "[token]", text)
+    assert redact_tokens(text) == expected
+
+
+@pytest.fixture
+def own_logging() -> Iterator[io.StringIO]:
+    """Install the production root handler on a stream; put the root logger back after."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    for handler in saved[0]:
+        root.removeHandler(handler)
+    stream = io.StringIO()
+    configure_logging(level="info", fmt="json", stream=stream)
+    try:
+        yield stream
+    finally:
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+
+
+def test_the_root_handler_cuts_tokens_whoever_logs_them(own_logging: io.StringIO) -> None:
+    token = webhook_token([SECRET_KEY], submission_id="sub_1", user_id="user_1")
+    logging.getLogger("some.library").warning("posting to https://h.example/x?t=%s", token)
+    try:
+        raise ValueError(f"bad url /webhooks/ittybit/{token}")
+    except ValueError:
+        logging.getLogger("some.library").exception("failed")
+    text = own_logging.getvalue()
+    assert token.rsplit(".", 1)[1] not in text
+    assert "posting to https://h.example/x?t=[token]" in text
+    assert "ValueError: bad url /webhooks/ittybit/[token]" in text
+
+
+def test_httpx_request_lines_carry_no_token_or_query_key(
+    own_logging: io.StringIO, httpserver: HTTPServer
+) -> None:
+    import httpx
+
+    token = webhook_token([SECRET_KEY], submission_id="sub_1", user_id="user_1")
+    httpserver.expect_request(f"/webhooks/ittybit/{token}").respond_with_data("ok")
+    httpserver.expect_request("/in").respond_with_data("ok")
+    httpx.post(httpserver.url_for(f"/webhooks/ittybit/{token}"), content=b"{}")
+    httpx.post(httpserver.url_for("/in") + "?key=notify-query-key-9", content=b"{}")
+    # The stand-in server's own request lines (werkzeug) are the test's, not the service's.
+    lines = [json.loads(line) for line in own_logging.getvalue().splitlines()]
+    ours = json.dumps([line for line in lines if line["logger"] != "werkzeug"])
+    assert token.rsplit(".", 1)[1] not in ours
+    assert "notify-query-key-9" not in ours
+
+
+def test_database_errors_never_quote_parameters(engine: Engine) -> None:
+    import sqlalchemy as sa
+
+    with pytest.raises(sa.exc.DBAPIError) as caught, engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO no_such_table VALUES (:v)"), {"v": "secret-param-9"})
+    assert "secret-param-9" not in str(caught.value)
+    assert "parameters hidden" in str(caught.value)

@@ -3,6 +3,7 @@ token (gunicorn workers adding up: tests/process/test_metrics_gunicorn.py)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -219,6 +220,30 @@ def test_metrics_token_lets_its_bearer_in(guarded: Flask) -> None:
     samples = scrape(client, Authorization=f"Bearer {METRICS_TOKEN}")
     assert value(samples, "jobhooks_database_up") == 1
     assert scrape(client, Authorization=f"bearer  {METRICS_TOKEN} ")
+
+
+def test_production_without_metrics_token_answers_404_and_says_why(
+    app_config: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        app = create_app({**app_config, "APP_ENV": "production"})
+    try:
+        response = app.test_client().get("/metrics")
+        assert response.status_code == 404
+        assert response.get_json()["error"] == "not_found"
+        assert app.test_client().get("/healthz").status_code == 200
+    finally:
+        get_engine(app).dispose()
+    said = [r.getMessage() for r in caplog.records if r.name == "receiver.web.metrics"]
+    assert said == [
+        "config: METRICS_TOKEN is not set: GET /metrics answers 404 in production; "
+        "set it, and scrape with Authorization: Bearer <METRICS_TOKEN>"
+    ]
+    guarded = create_app({**app_config, "APP_ENV": "production", "METRICS_TOKEN": METRICS_TOKEN})
+    try:
+        assert guarded.test_client().get("/metrics").status_code == 401
+    finally:
+        get_engine(guarded).dispose()
 
 
 # --- the reconciler -------------------------------------------------------------------------

@@ -377,3 +377,100 @@ def test_only_admin_paths_open_a_session(app: Flask) -> None:
     for path, null in (("/webhooks/ittybit", True), ("/healthz", True), ("/admin/", False)):
         with app.test_request_context(path):
             assert app.session_interface.is_null_session(session) is null, path
+
+
+# --- throttle, lock-out by address, the session's sign-in and absolute lifetime -------------
+
+
+def sign_in_from(client: FlaskClient, address: str, password: str = PASSWORD) -> Any:
+    """Sign in as a browser at ``address`` would, behind the router (X-Forwarded-For)."""
+    forwarded = {"X-Forwarded-For": f"198.51.100.66, {address}"}  # the client's own claim first
+    page = client.get("/admin/login", headers=forwarded)
+    return client.post(
+        "/admin/login",
+        headers=forwarded,
+        data={"email": EMAIL, "password": password, "csrf_token": csrf_token(page.text)},
+    )
+
+
+def test_an_address_gets_ten_attempts_a_minute_before_any_hash_is_computed(
+    client: FlaskClient, account: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from receiver.flows import admin_accounts
+
+    hashed = []
+    real = admin_accounts.check_password_hash
+    monkeypatch.setattr(
+        admin_accounts, "check_password_hash", lambda *args: hashed.append(1) or real(*args)
+    )
+    with freeze_time(NOW) as clock:
+        for attempt in range(10):
+            assert sign_in_from(client, "203.0.113.7", f"wrong {attempt}").status_code == 401
+            clock.tick(timedelta(seconds=3))
+        assert len(hashed) == 10
+        refused = sign_in_from(client, "203.0.113.7")  # the right password, even
+        assert refused.status_code == 429
+        assert refused.headers["Retry-After"] == "30"  # the first attempt leaves the minute
+        assert "Too many attempts" in refused.text
+        assert len(hashed) == 10
+        assert sign_in_from(client, "203.0.113.8").status_code == 302  # another address
+        client.post("/admin/logout", data={"csrf_token": csrf_token(client.get("/admin/").text)})
+        clock.tick(timedelta(seconds=31))
+        assert sign_in_from(client, "203.0.113.7", "wrong again").status_code == 401
+
+
+def test_a_lock_out_holds_for_the_guessing_address_alone(
+    client: FlaskClient, account: None
+) -> None:
+    with freeze_time(NOW) as clock:
+        for attempt in range(LOCKOUT_FAILURES):
+            assert sign_in_from(client, "203.0.113.7", f"wrong {attempt}").status_code == 401
+            clock.tick(timedelta(seconds=30))
+        assert sign_in_from(client, "203.0.113.7").status_code == 401  # locked out
+        # The owner, elsewhere, still gets in with the right password.
+        assert sign_in_from(client, "192.0.2.10").status_code == 302
+        assert client.get("/admin/").status_code == 200
+
+
+def test_signing_in_starts_a_new_session_with_a_new_csrf_token(
+    client: FlaskClient, account: None, engine: Engine
+) -> None:
+    dead = add_notification(engine, "msg_dead", at=utcnow(), status="dead")
+    before = csrf_token(client.get("/admin/login").text)
+    with client.session_transaction("/admin/login") as session:
+        session["planted"] = "by someone else"
+    assert sign_in(client).status_code == 302
+    with client.session_transaction("/admin/login") as session:
+        assert "planted" not in session
+    # A token from before the sign-in (one an attacker could have planted) is refused.
+    response = client.post(
+        "/admin/actions/retry-notification",
+        data={"notification_id": dead, "csrf_token": before},
+    )
+    assert response.status_code == 400
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(notifications.c.status)).scalar_one() == "dead"
+    after = csrf_token(client.get("/admin/").text)
+    assert after != before
+
+
+def test_the_session_ends_after_admin_session_max_however_busy(
+    app_config: dict[str, Any], account: None
+) -> None:
+    app = create_app({**app_config, "ADMIN_SESSION_IDLE": "2h", "ADMIN_SESSION_MAX": "12h"})
+    try:
+        client = app.test_client()
+        with freeze_time(NOW) as clock:
+            sign_in(client)
+            for _ in range(11):
+                clock.tick(timedelta(hours=1))
+                assert client.get("/admin/").status_code == 200
+            clock.tick(timedelta(minutes=59, seconds=59))
+            assert client.get("/admin/").status_code == 200
+            clock.tick(timedelta(seconds=2))
+            response = client.get("/admin/")
+            assert response.status_code == 302
+            assert response.headers["Location"].startswith("/admin/login")
+            assert client.get("/admin/").status_code == 302  # signed out, not just redirected
+    finally:
+        get_engine(app).dispose()

@@ -475,3 +475,18 @@ def test_reconcile_now_waits_for_a_free_slot_like_the_api(
     assert "Did not ask ittybit: every slot for waiting on it is taken" in html
     assert api_server.log == []
     assert shown(html, "status") == "processing"
+
+
+def test_values_are_cut_to_a_page_before_redacting_and_no_half_token_shows() -> None:
+    from receiver.web.admin.display import SHOWN_CHARACTERS, redact
+
+    token = webhook_token([SECRET_KEY], submission_id="sub_1", user_id="user_1")
+    signature = token.rsplit(".", 1)[1]
+    # The cut falls in the middle of the token's signature.
+    value = "x " * ((SHOWN_CHARACTERS - len(token) + 10) // 2) + token + " and more" * 100_000
+    shown_text = redact(value)
+    assert len(shown_text) < SHOWN_CHARACTERS + 100
+    assert shown_text.endswith("more characters not shown)")
+    assert signature[:10] not in shown_text
+    assert "[token]" not in shown_text  # cut off before the token, not half shown
+    assert redact("short " + token) == "short [token]"

@@ -1,0 +1,107 @@
+"""Hostile clients against real gunicorn: slow bodies must not starve probes or webhooks.
+
+A client may send its headers, announce a body, and trickle it a byte at a time. Each such
+request holds whatever reads it until the body is in; with the web process's two workers
+reading bodies themselves (gunicorn's sync workers), two such clients stopped ``/healthz``
+and ittybit's webhooks from being answered at all, while ittybit gives up after 5 s.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+
+from devtools.processes import WebProcess
+from tests.helpers import WEBHOOK_SECRET, encode, job_payload, signed_headers
+
+pytestmark = pytest.mark.slow
+
+SECRET = "a-slow-client-test-secret-key-0123456789"
+#: What ittybit's webhooks and a load balancer's probe get here, whatever the slow clients do.
+ANSWER_WITHIN = 1.0
+
+
+@pytest.fixture
+def server(gunicorn: Callable[..., WebProcess], database_url: str) -> WebProcess:
+    # Two workers, as the Procfile runs on one dyno by default.
+    return gunicorn(
+        {
+            "APP_ENV": "production",
+            "DATABASE_URL": database_url,
+            "SECRET_KEY": SECRET,
+            "ITTYBIT_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "WEB_CONCURRENCY": "2",
+        }
+    )
+
+
+@contextmanager
+def trickling_clients(server: WebProcess, count: int) -> Iterator[list[socket.socket]]:
+    """Open ``count`` requests that send headers and trickle their body, a byte at a time."""
+    stop = threading.Event()
+    clients = []
+    for _ in range(count):
+        client = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        client.sendall(
+            b"POST /webhooks/ittybit HTTP/1.1\r\n"
+            b"Host: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\n"
+            b"Content-Length: 60000\r\n"
+            b"\r\n{"
+        )
+        clients.append(client)
+
+    def trickle() -> None:
+        while not stop.wait(0.1):
+            for client in clients:
+                client.sendall(b" ")
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        # Long enough for the server to have taken every one of them up.
+        time.sleep(0.5)
+        yield clients
+    finally:
+        stop.set()
+        thread.join()
+        for client in clients:
+            client.close()
+
+
+def timed(call: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = call()
+    return response, time.monotonic() - started
+
+
+@pytest.mark.parametrize("slow_clients", [2, 3])
+def test_slow_bodies_do_not_stop_healthz_or_a_signed_webhook(
+    server: WebProcess, slow_clients: int
+) -> None:
+    body = encode(job_payload("job_slow_clients", "processing", submission_id="sub_none"))
+    with trickling_clients(server, slow_clients) as clients, httpx.Client(timeout=5) as http:
+        health, health_took = timed(lambda: http.get(f"{server.url}/healthz"))
+        webhook, webhook_took = timed(
+            lambda: http.post(
+                f"{server.url}/webhooks/ittybit",
+                content=body,
+                headers=signed_headers(body, msg_id="msg_slow_clients"),
+            )
+        )
+        # The slow requests are still open, still waiting for their bodies.
+        for client in clients:
+            client.settimeout(0)
+            with pytest.raises(BlockingIOError):
+                client.recv(1)
+    assert health.status_code == 200
+    assert health_took < ANSWER_WITHIN
+    assert webhook.status_code in (200, 202), webhook.text
+    assert webhook.json()["outcome"] == "unmatched"
+    assert webhook_took < ANSWER_WITHIN
