@@ -96,12 +96,20 @@ def seed_submissions(database: Database, tag: str, count: int) -> list[tuple[str
 
 
 def write_deliveries(
-    path: Path, database: Database, tag: str, rows: list[tuple[str, str, str]]
+    path: Path,
+    database: Database,
+    tag: str,
+    rows: list[tuple[str, str, str]],
+    *,
+    stamp: int | None = None,
 ) -> None:
-    """Write one signed delivery per submission, alternating project-level and per-submission."""
+    """Write one signed delivery per submission, alternating project-level and per-submission.
+
+    ``stamp`` (Unix seconds, default now) is every delivery's signing and provider time.
+    """
     settings = database.settings()
     key = settings.webhook_secrets[0]
-    stamp = int(time.time())
+    stamp = int(time.time()) if stamp is None else stamp
     with path.open("w", encoding="utf-8") as out:
         for n, (sub, user, job_id) in enumerate(rows):
             job = {

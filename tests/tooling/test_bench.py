@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -447,12 +448,14 @@ def test_the_reference_writes_what_the_real_app_writes(
     from receiver.store.models import Submission, WebhookEvent
 
     stored = {}
+    # One signing time for both runs: rows stamped in different seconds would differ.
+    signed_at = int(time.time())
     for app_name in ("reference", "real"):
         database = Database("sqlite", f"sqlite:///{tmp_path / app_name}.db")
         database.reset()
         rows = seed_submissions(database, "t", 2)
         path = tmp_path / f"{app_name}.tsv"
-        write_deliveries(path, database, "t", rows)
+        write_deliveries(path, database, "t", rows, stamp=signed_at)
         for name, value in service_env(database).items():
             monkeypatch.setenv(name, value)
         if app_name == "reference":
