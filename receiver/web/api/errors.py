@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -91,19 +91,18 @@ def _field(location: tuple[int | str, ...]) -> str | None:
     return ".".join(parts) if parts else None
 
 
+_OBJECT_EXPECTED = "expected an object"
+
+
 def validation_hook(req: Any, resp: Any, error: Exception | None, instance: Any, *_: Any) -> None:
     """Answer spectree's validation failures in the API's shape (its ``before`` hook)."""
     if not isinstance(error, ValidationError):
         return
-    has_body = request.method in ("POST", "PUT", "PATCH")
-    if has_body and request.get_data(cache=True) and error.title.endswith("Body"):
-        if request.mimetype != "application/json":
-            raise ApiProblem(415, "unsupported_media_type", "Content-Type must be application/json")
-        if request.get_json(silent=True) is None:
-            raise ApiProblem(400, "invalid_json", "the body is not valid JSON")
+    # The body's media type, JSON and shape were checked before (receiver.web.api.bodies).
     first = error.errors(include_url=False)[0]
     field = _field(first["loc"]) or (first.get("ctx") or {}).get("name")
-    message = f"{field}: {first['msg']}" if field else first["msg"]
+    text = _OBJECT_EXPECTED if first["type"] in ("dict_type", "model_type") else first["msg"]
+    message = f"{field}: {text}" if field else text
     if error.title.endswith("Body"):
         raise ApiProblem(422, "validation_error", message, field=field)
     raise ApiProblem(400, "invalid_parameter", message, field=field)

@@ -29,6 +29,7 @@ from receiver.store.models import Submission, utcnow
 from receiver.web.api import idempotency
 from receiver.web.api.auth import current_key, read_connection
 from receiver.web.api.blueprint import bp
+from receiver.web.api.bodies import json_body
 from receiver.web.api.client import api_client, settings
 from receiver.web.api.errors import ApiProblem
 from receiver.web.api.listing import get_submission_row, list_submissions_page, public_endpoint
@@ -106,6 +107,7 @@ def _conflict(existing: Submission, field: str) -> ApiProblem:
 
 
 @bp.post("/submissions")
+@json_body(CreateSubmissionBody)
 @spec.validate(
     json=CreateSubmissionBody,
     headers=CreateHeaders,
@@ -220,6 +222,7 @@ def _create(body: CreateSubmissionBody) -> Response:
 
 
 @bp.put("/submissions/<submission_id>")
+@json_body(RegisterSubmissionBody)
 @spec.validate(
     json=RegisterSubmissionBody,
     resp=Documented(
