@@ -6,8 +6,10 @@ On SQLite and PostgreSQL, through ``app.test_client()``. The app's ittybit is
 
 from __future__ import annotations
 
+import base64
 import io
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.engine import Engine
 
+from receiver.flows.history import parse_since
 from receiver.store.models import IdempotentRequest, Submission, SubmissionMeta
 from tests.api_helpers import INPUT, bearer, body
 
@@ -126,3 +129,37 @@ def test_null_empty_and_non_object_bodies_say_what_is_missing(
         "message": "metadata: expected an object",
     }
     assert snapshot(engine) == before
+
+
+def cursor(*values: Any) -> str:
+    raw = json.dumps(values).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def test_out_of_range_cursors_times_and_limits_are_400(
+    client: FlaskClient, headers: dict[str, str]
+) -> None:
+    moment = "2026-01-01T00:00:00+00:00"
+    for path, bad in (
+        ("/api/v1/submissions", cursor(moment, 2**70)),
+        ("/api/v1/submissions", cursor(moment, -1)),
+        ("/api/v1/submissions", cursor("9999-12-31T23:59:59-23:00", 1)),
+        ("/api/v1/submissions", cursor("0001-01-01T00:00:00+05:00", 1)),
+        ("/api/v1/notifications", cursor(2**70)),
+        ("/api/v1/notifications", cursor(2**63)),
+    ):
+        response = client.get(path, query_string={"cursor": bad}, headers=headers)
+        assert problem(response, 400, "invalid_cursor")["field"] == "cursor"
+    for after in ("9999-12-31T23:59:59-23:00", "0001-01-01T00:00:00+05:00"):
+        response = client.get(CREATE, query_string={"updated_after": after}, headers=headers)
+        assert problem(response, 400, "invalid_parameter")["field"] == "updated_after"
+    for path in ("/api/v1/submissions", "/api/v1/notifications"):
+        for limit in ("9" * 30, "-1", "-" + "9" * 30, "0", "ten", "1.5", ""):
+            response = client.get(path, query_string={"limit": limit}, headers=headers)
+            assert problem(response, 400, "invalid_parameter")["field"] == "limit", limit
+        assert client.get(path, query_string={"limit": "500"}, headers=headers).status_code == 200
+    # The admin's and the CLI's --since: a duration or a time too far off is a plain error.
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    for since in ("99999999999d", "9" * 30 + "s", "0001-01-01T00:00:00+05:00"):
+        with pytest.raises(ValueError, match="further from now than a date can be"):
+            parse_since(since, now=now)

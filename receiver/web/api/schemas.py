@@ -5,10 +5,17 @@ The OpenAPI document is generated from these same models (``receiver.web.api.spe
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
@@ -50,6 +57,14 @@ def _absent_is_no_default(schema: dict[str, Any]) -> None:
     for field in schema.get("properties", {}).values():
         if "default" in field and field["default"] is None:
             del field["default"]
+
+
+def _in_utc(moment: datetime) -> datetime:
+    """Return ``moment`` in UTC, or refuse one that UTC cannot hold (year 1 or 9999)."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError("datetime_range", "the time is out of range") from None
 
 
 class ErrorBody(BaseModel):
@@ -126,7 +141,7 @@ class ListQuery(BaseModel):
 
     status: _StatusName | _Absent = None
     user_id: str | _Absent = Field(None, min_length=1, max_length=200)
-    updated_after: AwareDatetime | _Absent = Field(
+    updated_after: Annotated[AwareDatetime, AfterValidator(_in_utc)] | _Absent = Field(
         None, description="Only submissions changed after this time (ISO 8601 with offset)."
     )
     limit: int = Field(100, ge=1, le=MAX_LIMIT)
