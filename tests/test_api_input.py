@@ -163,3 +163,15 @@ def test_out_of_range_cursors_times_and_limits_are_400(
     for since in ("99999999999d", "9" * 30 + "s", "0001-01-01T00:00:00+05:00"):
         with pytest.raises(ValueError, match="further from now than a date can be"):
             parse_since(since, now=now)
+
+
+def test_a_url_urlsplit_cannot_read_is_422(
+    client: FlaskClient, headers: dict[str, str], engine: Engine
+) -> None:
+    before = snapshot(engine)
+    for url in ("http://[x", "https://[::1/a.mp4", "http://]x["):
+        create = client.post(CREATE, json=body(input_url=url), headers=headers)
+        assert problem(create, 422, "validation_error")["field"] == "input_url"
+        register = client.put(REGISTER, json={**REGISTRATION, "input_url": url}, headers=headers)
+        assert problem(register, 422, "validation_error")["field"] == "input_url"
+    assert snapshot(engine) == before

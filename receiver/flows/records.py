@@ -97,6 +97,14 @@ def _identifier(name: str, value: Any) -> str:
     return text
 
 
+def _http_url(text: str) -> bool:
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # "http://[x": urlsplit cannot read it
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
 def validate_submission(record: Mapping[str, Any]) -> dict[str, Any]:
     """Return clean column values for one submission record, or raise InvalidSubmission."""
     unknown = set(record) - _IMPORT_KEYS
@@ -107,8 +115,7 @@ def validate_submission(record: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(input_url, str) or len(input_url) > 2048:
         message = "input_url is required"
         raise InvalidSubmission(message, field="input_url")
-    parts = urlsplit(input_url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if not _http_url(input_url.strip()):
         message = f"input_url must be an http(s) URL, got {input_url[:80]!r}"
         raise InvalidSubmission(message, field="input_url")
     status = record.get("status") or Status.PENDING.value
