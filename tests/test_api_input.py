@@ -10,6 +10,7 @@ import base64
 import io
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,8 +18,10 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from receiver.flows.history import parse_since
+from receiver.flows.records import InvalidSubmission, create_submission
 from receiver.store.models import IdempotentRequest, Submission, SubmissionMeta
 from tests.api_helpers import INPUT, bearer, body
 
@@ -175,3 +178,41 @@ def test_a_url_urlsplit_cannot_read_is_422(
         register = client.put(REGISTER, json={**REGISTRATION, "input_url": url}, headers=headers)
         assert problem(register, 422, "validation_error")["field"] == "input_url"
     assert snapshot(engine) == before
+
+
+BAD_IDS = ["a/b c?d", "a b", "x?y", "a#b", "%2F", "sub_\u00fc", "a\nb", "a" * 201]
+
+
+def test_an_id_the_api_cannot_serve_back_is_refused_everywhere(
+    client: FlaskClient, headers: dict[str, str], engine: Engine, runner: Any, tmp_path: Path
+) -> None:
+    before = snapshot(engine)
+    for bad in BAD_IDS:
+        payload = problem(
+            client.post(CREATE, json=body(bad), headers=headers), 422, "validation_error"
+        )
+        assert payload["field"] == "submission_id"
+        assert "[A-Za-z0-9._:-]" in payload["message"] and "200" in payload["message"]
+    for path_id in ("a%20b", "x%3Fy", "sub_%C3%BC"):
+        register = client.put(f"{CREATE}/{path_id}", json=REGISTRATION, headers=headers)
+        assert problem(register, 422, "validation_error")["field"] == "submission_id"
+    # The records flow, and both CLI commands that store submissions, keep the same rule.
+    with Session(engine) as session, pytest.raises(InvalidSubmission, match=r"A-Za-z0-9\._:-"):
+        create_submission(session, submission_id="a/b", user_id="u", input_url=INPUT)
+    result = runner.invoke(
+        args=["submissions", "add", "a/b c?d", "--user-id", "u", "--input", INPUT]
+    )
+    assert result.exit_code != 0 and "[A-Za-z0-9._:-]" in result.output, result.output
+    lines = tmp_path / "import.jsonl"
+    lines.write_text(
+        json.dumps(body("ok_1")) + "\n" + json.dumps(body("a/b c?d")) + "\n", encoding="utf-8"
+    )
+    result = runner.invoke(args=["submissions", "import", str(lines)])
+    assert result.exit_code != 0 and "line 2" in result.output, result.output
+    assert "[A-Za-z0-9._:-]" in result.output
+    assert snapshot(engine) == before
+    # Every character the rule allows, at the longest length, is served back.
+    good = ("Ab9._:-" * 29)[:200]
+    assert client.put(f"{CREATE}/{good}", json=REGISTRATION, headers=headers).status_code == 201
+    shown = client.get(f"{CREATE}/{good}", headers=headers)
+    assert shown.status_code == 200 and shown.get_json()["submission_id"] == good

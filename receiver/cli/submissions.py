@@ -23,7 +23,10 @@ submissions_cli = AppGroup("submissions", help="Add, show, import and prune subm
 def submissions_add(
     submission_id: str, user_id: str, input_url: str, job_id: str | None, meta: tuple[str, ...]
 ) -> None:
-    """Add a submission and print it as JSON."""
+    """Add a submission and print it as JSON.
+
+    SUBMISSION_ID is 1-200 of A-Z a-z 0-9 . _ : - (as the API and import require).
+    """
     from sqlmodel import Session
 
     from receiver.flows.records import InvalidSubmission, create_submission, submission_json

@@ -19,6 +19,7 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
+from receiver.core.fields import SUBMISSION_ID_PATTERN
 from receiver.store.models import NotificationStatus, Status
 
 __all__ = [
@@ -80,7 +81,11 @@ class CreateSubmissionBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid", title="CreateSubmissionBody")
 
-    submission_id: str = Field(min_length=1, max_length=200, description="Your id for it.")
+    # Documented here, checked by the one rule in receiver.core.fields (whose 422 says it).
+    submission_id: str = Field(
+        description="Your id for it: 1-200 of `A-Z a-z 0-9 . _ : -`.",
+        json_schema_extra={"pattern": SUBMISSION_ID_PATTERN},
+    )
     user_id: str = Field(min_length=1, max_length=200, description="Its owner.")
     input_url: str = Field(
         min_length=1, max_length=2048, description="The video's http(s) URL ittybit reads."
