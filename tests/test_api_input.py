@@ -20,9 +20,11 @@ from flask.testing import FlaskClient
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from receiver.flows.admin_accounts import create_admin
 from receiver.flows.history import parse_since
-from receiver.flows.records import InvalidSubmission, create_submission
-from receiver.store.models import IdempotentRequest, Submission, SubmissionMeta
+from receiver.flows.records import InvalidSubmission, create_submission, import_submissions
+from receiver.store.models import IdempotentRequest, Submission, SubmissionMeta, utcnow
+from tests.admin_helpers import EMAIL, PASSWORD, add_submission, sign_in
 from tests.api_helpers import INPUT, bearer, body
 
 _TABLES = [model.__table__ for model in (Submission, SubmissionMeta, IdempotentRequest)]  # type: ignore[attr-defined]
@@ -216,3 +218,46 @@ def test_an_id_the_api_cannot_serve_back_is_refused_everywhere(
     assert client.put(f"{CREATE}/{good}", json=REGISTRATION, headers=headers).status_code == 201
     shown = client.get(f"{CREATE}/{good}", headers=headers)
     assert shown.status_code == 200 and shown.get_json()["submission_id"] == good
+
+
+def test_metadata_is_bounded_string_pairs_everywhere(
+    client: FlaskClient, headers: dict[str, str], engine: Engine, runner: Any
+) -> None:
+    before = snapshot(engine)
+    long_key = "k" * 41
+    for metadata, field in (
+        ({f"k{n}": "v" for n in range(51)}, "metadata"),
+        ({long_key: "v"}, f"metadata.{long_key[:40]}"),
+        ({"": "v"}, "metadata."),
+        ({"note": "x" * 501}, "metadata.note"),
+        ({"n": 1}, "metadata.n"),
+        ({"flag": True}, "metadata.flag"),
+        ({"none": None}, "metadata.none"),
+        ({"nested": {"a": "b"}}, "metadata.nested"),
+        ({"list": ["a"]}, "metadata.list"),
+    ):
+        create = client.post(CREATE, json=body(metadata=metadata), headers=headers)
+        assert problem(create, 422, "validation_error")["field"] == field, metadata
+        register = client.put(
+            REGISTER, json={**REGISTRATION, "metadata": metadata}, headers=headers
+        )
+        assert problem(register, 422, "validation_error")["field"] == field, metadata
+    with pytest.raises(InvalidSubmission, match=r"metadata\.note"):
+        import_submissions(engine, [json.dumps(body("sub_9", metadata={"note": "x" * 501}))])
+    add = ["submissions", "add", "sub_9", "--user-id", "u", "--input", INPUT]
+    result = runner.invoke(args=[*add, "--meta", f"{long_key}=v"])
+    assert result.exit_code != 0 and long_key[:40] in result.output, result.output
+    assert snapshot(engine) == before
+    # At the bounds it is stored and served back whole.
+    widest = {f"{n:02}" + "k" * 38: "v" * 500 for n in range(50)}
+    registered = client.put(REGISTER, json={**REGISTRATION, "metadata": widest}, headers=headers)
+    assert registered.status_code == 201, registered.get_json()
+    assert registered.get_json()["metadata"] == widest
+
+    # The admin list shows a preview of each value, never the whole of it.
+    add_submission(engine, "sub_long", at=utcnow(), meta={"note": "N" * 480 + "TAIL"})
+    create_admin(engine, EMAIL, PASSWORD, now=utcnow())
+    assert sign_in(client).status_code == 302
+    html = client.get("/admin/submissions").text
+    assert "note=" + "N" * 40 in html
+    assert "N" * 100 not in html and "TAIL" not in html

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from config.settings import Settings
-from receiver.core.fields import InvalidField, check_submission_id
+from receiver.core.fields import InvalidField, check_metadata, check_submission_id
 from receiver.core.signing import webhook_token
 from receiver.store.models import Notification, Poll, Status, Submission, WebhookEvent, utcnow
 
@@ -130,10 +130,10 @@ def validate_submission(record: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidSubmission(message, field="status")
     job_id = record.get("job_id")
     submission_id = _identifier("submission_id", record.get("submission_id"), check_submission_id)
-    metadata = record.get("metadata") or {}
-    if not isinstance(metadata, dict):
-        message = "metadata must be an object"
-        raise InvalidSubmission(message, field="metadata")
+    try:
+        metadata = check_metadata(record.get("metadata"))
+    except InvalidField as exc:
+        raise InvalidSubmission(str(exc), field=exc.field) from None
     if submission_id.startswith(TEST_PREFIX):
         message = f"submission_id must not start with {TEST_PREFIX!r}: those are test submissions"
         raise InvalidSubmission(message, field="submission_id")

@@ -19,7 +19,12 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
-from receiver.core.fields import SUBMISSION_ID_PATTERN
+from receiver.core.fields import (
+    MAX_METADATA_KEY,
+    MAX_METADATA_KEYS,
+    MAX_METADATA_VALUE,
+    SUBMISSION_ID_PATTERN,
+)
 from receiver.store.models import NotificationStatus, Status
 
 __all__ = [
@@ -51,6 +56,18 @@ assert set(_StatusName.__args__) == {status.value for status in Status}  # type:
 assert set(_NotificationStatusName.__args__) == {  # type: ignore[attr-defined]
     status.value for status in NotificationStatus
 }
+
+
+#: What metadata may hold (receiver.core.fields checks it, naming the key at fault).
+_METADATA: dict[str, Any] = {
+    "maxProperties": MAX_METADATA_KEYS,
+    "propertyNames": {"minLength": 1, "maxLength": MAX_METADATA_KEY},
+    "additionalProperties": {"type": "string", "maxLength": MAX_METADATA_VALUE},
+}
+_METADATA_BOUNDS = (
+    f"at most {MAX_METADATA_KEYS} string pairs, keys of 1-{MAX_METADATA_KEY} characters,"
+    f" values of at most {MAX_METADATA_VALUE}"
+)
 
 
 def _absent_is_no_default(schema: dict[str, Any]) -> None:
@@ -94,7 +111,11 @@ class CreateSubmissionBody(BaseModel):
     options: dict[str, Any] | None = Field(None, description="The ittybit job's options.")
     metadata: dict[str, Any] = Field(
         default_factory=dict,
-        description="Extra metadata for the job; `submission_id` and `user_id` are added.",
+        description=(
+            f"Extra metadata for the job ({_METADATA_BOUNDS}); `submission_id` and `user_id`"
+            " are added."
+        ),
+        json_schema_extra=_METADATA,
     )
 
 
@@ -106,7 +127,11 @@ class RegisterSubmissionBody(BaseModel):
     user_id: str = Field(min_length=1, max_length=200)
     input_url: str = Field(min_length=1, max_length=2048)
     job_id: str | None = Field(None, min_length=1, max_length=200)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description=f"Extra metadata: {_METADATA_BOUNDS}.",
+        json_schema_extra=_METADATA,
+    )
 
 
 class SubmissionBody(BaseModel):
