@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,13 @@ from flask.testing import FlaskClient
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from devtools.standin import Standin, StandinConfig
 from receiver.flows.admin_accounts import create_admin
 from receiver.flows.history import parse_since
 from receiver.flows.records import InvalidSubmission, create_submission, import_submissions
 from receiver.store.models import IdempotentRequest, Submission, SubmissionMeta, utcnow
 from tests.admin_helpers import EMAIL, PASSWORD, add_submission, sign_in
-from tests.api_helpers import INPUT, bearer, body
+from tests.api_helpers import INPUT, bearer, body, use_standin
 
 _TABLES = [model.__table__ for model in (Submission, SubmissionMeta, IdempotentRequest)]  # type: ignore[attr-defined]
 CREATE = "/api/v1/submissions"
@@ -261,3 +263,30 @@ def test_metadata_is_bounded_string_pairs_everywhere(
     html = client.get("/admin/submissions").text
     assert "note=" + "N" * 40 in html
     assert "N" * 100 not in html and "TAIL" not in html
+
+
+@pytest.fixture
+def with_standin(app_config: dict[str, Any], no_retry_waits: None) -> Iterator[Standin]:
+    # Jobs stay queued for the test's length: no delivery is attempted.
+    with Standin(StandinConfig(step=3600)).start() as standin:
+        use_standin(app_config, standin)
+        yield standin
+
+
+def test_one_idempotency_key_used_by_two_api_keys_is_two_requests(
+    with_standin: Standin, app: Flask, client: FlaskClient, engine: Engine
+) -> None:
+    first, second = bearer(app, "first"), bearer(app, "second")
+    key = {"Idempotency-Key": "order-1"}
+    one = client.post(CREATE, json=body("sub_one"), headers={**first, **key})
+    assert one.status_code == 201, one.get_json()
+    two = client.post(CREATE, json=body("sub_two"), headers={**second, **key})
+    assert two.status_code == 201, two.get_json()
+    assert "Idempotent-Replayed" not in two.headers
+    retry = client.post(CREATE, json=body("sub_two"), headers={**second, **key})
+    assert retry.status_code == 201, retry.get_json()
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert retry.get_json() == two.get_json()
+    assert retry.get_json()["submission_id"] == "sub_two"
+    first_again = client.post(CREATE, json=body("sub_one"), headers={**first, **key})
+    assert first_again.get_json() == one.get_json()
