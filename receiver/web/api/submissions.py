@@ -29,9 +29,8 @@ from receiver.store.models import Submission, utcnow
 from receiver.web.api import idempotency
 from receiver.web.api.auth import current_key, read_connection
 from receiver.web.api.blueprint import bp
-from receiver.web.api.bodies import json_body
 from receiver.web.api.client import api_client, settings
-from receiver.web.api.errors import ApiProblem
+from receiver.web.api.errors import ApiProblem, json_body
 from receiver.web.api.listing import get_submission_row, list_submissions_page, public_endpoint
 from receiver.web.api.pagination import decode_cursor, encode_cursor
 from receiver.web.api.schemas import (
