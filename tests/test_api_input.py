@@ -293,3 +293,33 @@ def test_one_idempotency_key_used_by_two_api_keys_is_two_requests(
     assert retry.get_json()["submission_id"] == "sub_two"
     first_again = client.post(CREATE, json=body("sub_one"), headers={**first, **key})
     assert first_again.get_json() == one.get_json()
+
+
+def test_the_document_lists_every_status_the_api_answers(
+    client: FlaskClient, headers: dict[str, str]
+) -> None:
+    document = client.get("/api/v1/openapi.json").get_json()
+    answered: dict[tuple[str, str], set[str]] = {}
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            answers = set(operation["responses"])
+            answered[(method.upper(), path)] = answers
+            assert "414" in answers, (method, path)  # gunicorn's request-line limit
+            if operation.get("security") != []:
+                assert {"401", "503"} <= answers, (method, path)
+            if "requestBody" in operation:
+                assert {"400", "413", "415", "422"} <= answers, (method, path)
+    assert answered[("GET", "/api/v1/openapi.json")] >= {"200", "414"}
+    # Each answered for real, in the API's error shape.
+    too_big = b'{"x": "' + b"x" * (1024 * 1024) + b'"}'
+    register = f"{CREATE}/{{submission_id}}"
+    for method, path in (("POST", CREATE), ("PUT", register)):
+        url = path.replace("{submission_id}", "sub_new")
+        response = client.open(
+            url, method=method, data=too_big, content_type="application/json", headers=headers
+        )
+        problem(response, 413, "request_entity_too_large")
+        assert "413" in answered[(method, path)]
+        response = client.open(url, method=method, data={"a": "b"}, headers=headers)
+        problem(response, 415, "unsupported_media_type")
+        assert "415" in answered[(method, path)]
