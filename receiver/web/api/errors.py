@@ -109,7 +109,7 @@ def validation_hook(req: Any, resp: Any, error: Exception | None, instance: Any,
     """Answer spectree's validation failures in the API's shape (its ``before`` hook)."""
     if not isinstance(error, ValidationError):
         return
-    # The body's media type, JSON and shape were checked before (receiver.web.api.bodies).
+    # The body's media type, JSON and shape were checked before (json_body, below).
     first = error.errors(include_url=False)[0]
     field = _field(first["loc"]) or (first.get("ctx") or {}).get("name")
     text = _OBJECT_EXPECTED if first["type"] in ("dict_type", "model_type") else first["msg"]

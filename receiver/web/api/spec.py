@@ -65,7 +65,7 @@ _ERROR: dict[str, Any] = {
 }
 #: What any request may be answered besides its view's own: by gunicorn before Flask sees
 #: it (414, in gunicorn's HTML), by Flask reading a body (413, MAX_CONTENT_LENGTH), by
-#: receiver.web.api.bodies (415), or by the key check's database (503).
+#: json_body (415, receiver.web.api.errors), or by the key check's database (503).
 _EVERY_OPERATION: dict[str, Any] = {
     "414": {"description": "The request line is longer than gunicorn's limit (4094 bytes)."}
 }
