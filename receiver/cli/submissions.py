@@ -34,7 +34,10 @@ submissions_cli = click.Group("submissions", help="Add, show, import and prune s
 def submissions_add(
     submission_id: str, user_id: str, input_url: str, job_id: str | None, meta: tuple[str, ...]
 ) -> None:
-    """Add a submission and print it as JSON."""
+    """Add a submission and print it as JSON.
+
+    SUBMISSION_ID is 1-200 of A-Z a-z 0-9 . _ : - (as the API and import require).
+    """
     metadata = parse_pairs(meta, "--meta")
     with database_errors(), Session(get_engine()) as session:
         try:

@@ -112,8 +112,19 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(message)
 
 
+def _finite_float(text: str) -> float:
+    # 1e400 reads as infinity, which no JSON (and no database's JSON) can hold.
+    value = float(text)
+    if not math.isfinite(value):
+        message = f"{text[:40]} is out of range"
+        raise ValueError(message)
+    return value
+
+
 # Built once: json.loads with options builds a decoder per call, which costs more than parsing.
-_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_unique_keys, parse_constant=_reject_constant, parse_float=_finite_float
+)
 
 
 def status_family(provider_status: str) -> Status:

@@ -34,8 +34,11 @@ _SUMMARY_COLUMNS = (
 
 def parse_since(text: str, *, now: datetime) -> datetime:
     """Return the time ``text`` names: a duration ago (``2h``, ``7d``) or an ISO-8601 time."""
+    out_of_range = f"{text[:40]!r} is further from now than a date can be"
     try:
         return now - timedelta(seconds=parse_duration(text))
+    except OverflowError:  # 99999999999d
+        raise ValueError(out_of_range) from None
     except ValueError:
         pass
     try:
@@ -43,7 +46,10 @@ def parse_since(text: str, *, now: datetime) -> datetime:
     except ValueError:
         message = f"{text!r} is neither a duration (30m, 2h, 7d) nor an ISO-8601 time"
         raise ValueError(message) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+05:00 is before year 1 in UTC
+        raise ValueError(out_of_range) from None
 
 
 def list_events(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from config.settings import Settings
+from receiver.core.fields import InvalidField, check_metadata, check_submission_id
 from receiver.core.signing import webhook_token
 from receiver.store.models import Notification, Poll, Status, Submission, WebhookEvent, utcnow
 
@@ -84,17 +85,30 @@ def submission_json(submission: Any, settings: Settings) -> dict[str, Any]:
     }
 
 
-def _identifier(name: str, value: Any) -> str:
+def _identifier(name: str, value: Any, rule: Callable[[str], str] | None = None) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or not value.strip():
         message = f"{name} is required"
         raise InvalidSubmission(message, field=name)
     text: str = value.strip()
+    if rule is not None:
+        try:
+            return rule(text)
+        except InvalidField as exc:
+            raise InvalidSubmission(str(exc), field=exc.field) from None
     if len(text) > _MAX_ID or not text.isprintable():
         message = f"{name} must be at most {_MAX_ID} printable characters"
         raise InvalidSubmission(message, field=name)
     return text
+
+
+def _http_url(text: str) -> bool:
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # "http://[x": urlsplit cannot read it
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
 def validate_submission(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -107,20 +121,19 @@ def validate_submission(record: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(input_url, str) or len(input_url) > 2048:
         message = "input_url is required"
         raise InvalidSubmission(message, field="input_url")
-    parts = urlsplit(input_url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if not _http_url(input_url.strip()):
         message = f"input_url must be an http(s) URL, got {input_url[:80]!r}"
         raise InvalidSubmission(message, field="input_url")
     status = record.get("status") or Status.PENDING.value
     if status not in _STATUSES:
         message = f"status must be one of {', '.join(_STATUSES)}"
         raise InvalidSubmission(message, field="status")
-    metadata = record.get("metadata") or {}
-    if not isinstance(metadata, dict):
-        message = "metadata must be an object"
-        raise InvalidSubmission(message, field="metadata")
     job_id = record.get("job_id")
-    submission_id = _identifier("submission_id", record.get("submission_id"))
+    submission_id = _identifier("submission_id", record.get("submission_id"), check_submission_id)
+    try:
+        metadata = check_metadata(record.get("metadata"))
+    except InvalidField as exc:
+        raise InvalidSubmission(str(exc), field=exc.field) from None
     if submission_id.startswith(TEST_PREFIX):
         message = f"submission_id must not start with {TEST_PREFIX!r}: those are test submissions"
         raise InvalidSubmission(message, field="submission_id")

@@ -195,7 +195,14 @@ def test_schemathesis_finds_no_5xx_and_no_answer_outside_the_document(
                     exercise()
                 except Exception as exc:  # collected: one report for every operation
                     failures.append(f"{operation.label} ({mode.value}): {exc}")
+        # schemathesis keeps its URLs short: gunicorn's request-line limit, answered for real.
+        document = httpx.get(f"{web.url}/api/v1/openapi.json", timeout=10).json()
+        too_long = httpx.get(
+            f"{web.url}/api/v1/submissions", params={"cursor": "x" * 5000}, timeout=10
+        )
     finally:
         web.stop()
     assert failures == [], "\n\n".join(failures)
+    assert too_long.status_code == 414
+    assert "414" in document["paths"]["/api/v1/submissions"]["get"]["responses"]
     assert "Traceback" not in web.log_tail(500)

@@ -11,6 +11,9 @@ from receiver.web.api.errors import ApiProblem
 
 __all__ = ["decode_cursor", "encode_cursor"]
 
+#: The largest row id: both databases' 64-bit integers; a larger one cannot be bound.
+_MAX_ID = 2**63 - 1
+
 
 def encode_cursor(*position: datetime | int) -> str:
     """Return the cursor of a position (its sort key, last value the row id)."""
@@ -33,7 +36,7 @@ def decode_cursor(cursor: str, *, with_time: bool) -> tuple[datetime | None, int
     if not isinstance(values, list) or len(values) != (2 if with_time else 1):
         raise _invalid()
     last_id = values[-1]
-    if not isinstance(last_id, int) or isinstance(last_id, bool):
+    if not isinstance(last_id, int) or isinstance(last_id, bool) or not 0 <= last_id <= _MAX_ID:
         raise _invalid()
     if not with_time:
         return None, last_id
@@ -43,4 +46,7 @@ def decode_cursor(cursor: str, *, with_time: bool) -> tuple[datetime | None, int
         raise _invalid() from None
     if moment.tzinfo is None:
         raise _invalid()
-    return moment.astimezone(UTC), last_id
+    try:
+        return moment.astimezone(UTC), last_id
+    except OverflowError:  # 9999-12-31T23:59:59-23:00 is after year 9999 in UTC
+        raise _invalid() from None

@@ -5,13 +5,26 @@ The OpenAPI document is generated from these same models (``receiver.web.api.spe
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
+from receiver.core.fields import (
+    MAX_METADATA_KEY,
+    MAX_METADATA_KEYS,
+    MAX_METADATA_VALUE,
+    SUBMISSION_ID_PATTERN,
+)
 from receiver.store.models import NotificationStatus, Status
 
 __all__ = [
@@ -45,11 +58,31 @@ assert set(_NotificationStatusName.__args__) == {  # type: ignore[attr-defined]
 }
 
 
+#: What metadata may hold (receiver.core.fields checks it, naming the key at fault).
+_METADATA: dict[str, Any] = {
+    "maxProperties": MAX_METADATA_KEYS,
+    "propertyNames": {"minLength": 1, "maxLength": MAX_METADATA_KEY},
+    "additionalProperties": {"type": "string", "maxLength": MAX_METADATA_VALUE},
+}
+_METADATA_BOUNDS = (
+    f"at most {MAX_METADATA_KEYS} string pairs, keys of 1-{MAX_METADATA_KEY} characters,"
+    f" values of at most {MAX_METADATA_VALUE}"
+)
+
+
 def _absent_is_no_default(schema: dict[str, Any]) -> None:
     """Leave ``default: null`` out of parameters that may be absent (null is no value)."""
     for field in schema.get("properties", {}).values():
         if "default" in field and field["default"] is None:
             del field["default"]
+
+
+def _in_utc(moment: datetime) -> datetime:
+    """Return ``moment`` in UTC, or refuse one that UTC cannot hold (year 1 or 9999)."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError("datetime_range", "the time is out of range") from None
 
 
 class ErrorBody(BaseModel):
@@ -65,7 +98,11 @@ class CreateSubmissionBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid", title="CreateSubmissionBody")
 
-    submission_id: str = Field(min_length=1, max_length=200, description="Your id for it.")
+    # Documented here, checked by the one rule in receiver.core.fields (whose 422 says it).
+    submission_id: str = Field(
+        description="Your id for it: 1-200 of `A-Z a-z 0-9 . _ : -`.",
+        json_schema_extra={"pattern": SUBMISSION_ID_PATTERN},
+    )
     user_id: str = Field(min_length=1, max_length=200, description="Its owner.")
     input_url: str = Field(
         min_length=1, max_length=2048, description="The video's http(s) URL ittybit reads."
@@ -74,7 +111,11 @@ class CreateSubmissionBody(BaseModel):
     options: dict[str, Any] | None = Field(None, description="The ittybit job's options.")
     metadata: dict[str, Any] = Field(
         default_factory=dict,
-        description="Extra metadata for the job; `submission_id` and `user_id` are added.",
+        description=(
+            f"Extra metadata for the job ({_METADATA_BOUNDS}); `submission_id` and `user_id`"
+            " are added."
+        ),
+        json_schema_extra=_METADATA,
     )
 
 
@@ -86,7 +127,11 @@ class RegisterSubmissionBody(BaseModel):
     user_id: str = Field(min_length=1, max_length=200)
     input_url: str = Field(min_length=1, max_length=2048)
     job_id: str | None = Field(None, min_length=1, max_length=200)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description=f"Extra metadata: {_METADATA_BOUNDS}.",
+        json_schema_extra=_METADATA,
+    )
 
 
 class SubmissionBody(BaseModel):
@@ -126,7 +171,7 @@ class ListQuery(BaseModel):
 
     status: _StatusName | _Absent = None
     user_id: str | _Absent = Field(None, min_length=1, max_length=200)
-    updated_after: AwareDatetime | _Absent = Field(
+    updated_after: Annotated[AwareDatetime, AfterValidator(_in_utc)] | _Absent = Field(
         None, description="Only submissions changed after this time (ISO 8601 with offset)."
     )
     limit: int = Field(100, ge=1, le=MAX_LIMIT)

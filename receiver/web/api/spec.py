@@ -10,6 +10,7 @@ APIFairy) build on marshmallow, a second schema library beside pydantic.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from spectree import SecurityScheme, SpecTree
@@ -24,7 +25,7 @@ def _name(model: Any) -> str:
     return str(model.__name__)
 
 
-__all__ = ["spec"]
+__all__ = ["complete_document", "spec"]
 
 spec = SpecTree(
     "flask",
@@ -57,3 +58,41 @@ spec = SpecTree(
     ],
     security={"api_key": []},
 )
+
+
+_ERROR: dict[str, Any] = {
+    "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
+}
+#: What any request may be answered besides its view's own: by gunicorn before Flask sees
+#: it (414, in gunicorn's HTML), by Flask reading a body (413, MAX_CONTENT_LENGTH), by
+#: json_body (415, receiver.web.api.errors), or by the key check's database (503).
+_EVERY_OPERATION: dict[str, Any] = {
+    "414": {"description": "The request line is longer than gunicorn's limit (4094 bytes)."}
+}
+_WITH_KEY: dict[str, Any] = {
+    "503": {
+        "description": "The database is unavailable; retry after `Retry-After` seconds.",
+        "content": _ERROR,
+    }
+}
+_WITH_BODY: dict[str, Any] = {
+    "413": {"description": "The body is larger than MAX_BODY_BYTES.", "content": _ERROR},
+    "415": {"description": "The body is not `application/json`.", "content": _ERROR},
+}
+
+
+def complete_document(document: dict[str, Any]) -> dict[str, Any]:
+    """Return ``document`` with the answers no view declares: 413, 414, 415 and 503."""
+    document = copy.deepcopy(document)
+    for item in document["paths"].values():
+        for operation in item.values():
+            answers = operation["responses"]
+            added: dict[str, Any] = dict(_EVERY_OPERATION)
+            if operation.get("security") != []:
+                added |= _WITH_KEY
+            if "requestBody" in operation:
+                added |= _WITH_BODY
+            for status, answer in added.items():
+                answers.setdefault(status, answer)
+            operation["responses"] = dict(sorted(answers.items()))
+    return document

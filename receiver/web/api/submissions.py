@@ -30,7 +30,7 @@ from receiver.web.api import idempotency
 from receiver.web.api.auth import current_key, read_connection
 from receiver.web.api.blueprint import bp
 from receiver.web.api.client import api_client, settings
-from receiver.web.api.errors import ApiProblem
+from receiver.web.api.errors import ApiProblem, json_body
 from receiver.web.api.listing import get_submission_row, list_submissions_page, public_endpoint
 from receiver.web.api.pagination import decode_cursor, encode_cursor
 from receiver.web.api.schemas import (
@@ -107,6 +107,7 @@ def _conflict(existing: Submission, field: str) -> ApiProblem:
 
 
 @bp.post("/submissions")
+@json_body(CreateSubmissionBody)
 @spec.validate(
     json=CreateSubmissionBody,
     headers=CreateHeaders,
@@ -221,6 +222,7 @@ def _create(body: CreateSubmissionBody) -> Response:
 
 
 @bp.put("/submissions/<submission_id>")
+@json_body(RegisterSubmissionBody)
 @spec.validate(
     json=RegisterSubmissionBody,
     resp=Documented(

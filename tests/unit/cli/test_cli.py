@@ -136,7 +136,7 @@ def test_add_with_bad_meta(runner: FlaskCliRunner, engine: Engine, meta: str) ->
     [
         ("sub_1", "u", "ftp://x/y", "input_url must be an http(s) URL"),
         ("sub_1", " ", "https://x/y", "user_id is required"),
-        ("s" * 201, "u", "https://x/y", "submission_id must be at most 200"),
+        ("s" * 201, "u", "https://x/y", "submission_id must be 1-200 characters"),
     ],
 )
 def test_add_with_bad_values(

@@ -392,13 +392,18 @@ def test_numbers_as_strings(client: FlaskClient, engine: Engine) -> None:
 
 def test_unicode_in_ids_and_metadata(client: FlaskClient, engine: Engine) -> None:
     submission_id, user_id = "sub_\u00fc\u00f1\u00ee\U0001f600", "\u7528\u6237"
+    # Stored before ids were held to [A-Za-z0-9._:-] (receiver.core.fields): still served.
     with Session(engine) as session:
-        create_submission(
-            session,
-            submission_id=submission_id,
-            user_id=user_id,
-            input_url="https://uploads.example.com/\u00fc.mp4",
+        session.add(
+            Submission(
+                submission_id=submission_id,
+                user_id=user_id,
+                input_url="https://uploads.example.com/\u00fc.mp4",
+                status="pending",
+                meta={},
+            )
         )
+        session.commit()
     payload = job_payload("job_\u00e9", submission_id=submission_id, user_id=user_id)
     payload["metadata"]["title"] = (
         "\u202eevil\u202c \ufffd \U0001f3ac \u0645\u0631\u062d\u0628\u0627"

@@ -59,7 +59,7 @@ def test_eight_retries_with_one_idempotency_key_make_one_submission_and_one_job(
     answers = race(
         app,
         lambda client: client.post(
-            "/api/v1/submissions", json=body(metadata={"order": 42}), headers=headers
+            "/api/v1/submissions", json=body(metadata={"order": "42"}), headers=headers
         ),
     )
     assert [answer.status_code for answer in answers] == [201] * THREADS
