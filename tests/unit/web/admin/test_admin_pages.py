@@ -459,6 +459,21 @@ def test_reconcile_now_reports_ittybit_being_unreachable(
 
 
 @pytest.mark.usefixtures("ittybit_api")
+def test_reconcile_now_without_a_job_says_how_to_make_one(
+    signed_in: FlaskClient, engine: Engine, api_server: HTTPServer
+) -> None:
+    add_submission(engine, "sub_n", at=NOW, status="pending")
+    page = "/admin/submissions/sub_n"
+    response = post_form(signed_in, page, "/admin/actions/reconcile", submission_id="sub_n")
+    assert response.headers["Location"] == page
+    text = re.sub(r"\s+", " ", signed_in.get(page).text)
+    assert "sub_n has no ittybit job: no job was asked for" in text
+    assert "`jobhooks submit --submission-id sub_n --user-id user_1 --input URL`" in text
+    assert "POST /api/v1/submissions with the same submission_id, user_id and input_url" in text
+    assert api_server.log == []
+
+
+@pytest.mark.usefixtures("ittybit_api")
 def test_reconcile_now_waits_for_a_free_slot_like_the_api(
     app: Flask, signed_in: FlaskClient, engine: Engine, api_server: HTTPServer
 ) -> None:
