@@ -49,7 +49,10 @@ _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
 
 class ConfigError(ValueError):
-    """A configuration value is missing or invalid; the message names the variable."""
+    """A configuration value is missing or invalid; the message names the variable.
+
+    It shows the value refused too, unless that is a secret (or a URL's password or query).
+    """
 
 
 def parse_duration(text: str) -> float:
@@ -79,6 +82,7 @@ def decode_webhook_secret(secret: str) -> bytes:
 
 # --- parsers for the raw text of one variable ---------------------------------------------
 # Each runs before pydantic's own checks; a ValueError's text becomes the line after "NAME: ".
+# It shows the value it refused ("got …"), except a secret's (secrets, keys, passwords).
 
 
 def _csv(value: Any) -> Any:
@@ -88,12 +92,22 @@ def _csv(value: Any) -> Any:
 
 
 def _duration(value: Any) -> Any:
-    if isinstance(value, str):
-        value = parse_duration(value)
-    if isinstance(value, int | float) and value <= 0:
-        message = "must be greater than zero"
+    seconds = parse_duration(value) if isinstance(value, str) else value
+    if isinstance(seconds, int | float) and seconds <= 0:
+        message = f"must be greater than zero, got {value!r}"
         raise ValueError(message)
-    return value
+    return seconds
+
+
+def _duration_under(limit: float, why: str) -> BeforeValidator:
+    def check(value: Any) -> Any:
+        seconds = _duration(value)
+        if isinstance(seconds, int | float) and seconds >= limit:
+            message = f"must be under {limit:g}s, {why}, got {value!r}"
+            raise ValueError(message)
+        return seconds
+
+    return BeforeValidator(check)
 
 
 def _choice(choices: tuple[str, ...]) -> BeforeValidator:
@@ -110,6 +124,7 @@ def _choice(choices: tuple[str, ...]) -> BeforeValidator:
 
 def _whole_number(minimum: int, maximum: int | None = None) -> BeforeValidator:
     def check(value: Any) -> Any:
+        given = value
         if isinstance(value, str):
             try:
                 value = int(value)
@@ -120,7 +135,7 @@ def _whole_number(minimum: int, maximum: int | None = None) -> BeforeValidator:
             value < minimum or (maximum is not None and value > maximum)
         ):
             bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-            message = f"must be {bounds}, got {value}"
+            message = f"must be {bounds}, got {given}"
             raise ValueError(message)
         return value
 
@@ -162,26 +177,30 @@ def _http_url(value: Any) -> Any:
     return value
 
 
+def _shown_url(url: str) -> str:
+    """Return ``url`` fit for an error message: its password and query string replaced.
+
+    Either may carry a credential (a database password, an application's key in the query).
+    Textual, so that it works on the malformed URLs it is shown for.
+    """
+    scheme, separator, rest = url.partition("://")
+    if separator:
+        # The last "@" ends the user info; one in the query only makes more of it hidden.
+        userinfo, at, host = rest.rpartition("@")
+        if at and ":" in userinfo:
+            rest = f"{userinfo.partition(':')[0]}:***@{host}"
+        url = scheme + separator + rest
+    base = re.split(r"[?#]", url, maxsplit=1)[0]
+    return base if base == url else f"{base}?…"
+
+
 def _notify_urls(value: Any) -> Any:
     urls = _csv(value)
     for index, url in enumerate(urls, start=1):
-        # Not echoed: an application's URL may carry a key in its query string.
         if _split_http_url(url) is None:
-            message = f"URL #{index} is not an http(s) URL"
+            message = f"URL #{index} is not an http(s) URL, got {_shown_url(url)!r}"
             raise ValueError(message)
     return urls
-
-
-def _shown_url(value: str) -> str:
-    """Return a URL fit for an error message: its password, if any, replaced by ``***``."""
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return "a URL that cannot be parsed"
-    if parts.password is None:
-        return repr(value)
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return repr(parts._replace(netloc=netloc).geturl())
 
 
 def _database_url(value: Any) -> Any:
@@ -194,13 +213,13 @@ def _database_url(value: Any) -> Any:
             value = "postgresql+psycopg://" + value.removeprefix(prefix)
             break
     if not value.startswith(("sqlite:", "postgresql+psycopg:")):
-        message = f"must be a sqlite:/// or postgres:// URL, got {_shown_url(given)}"
+        message = f"must be a sqlite:/// or postgres:// URL, got {_shown_url(given)!r}"
         raise ValueError(message)
     # Parse now, so a bad port or a malformed URL stops start-up here, not in a worker.
     try:
         make_url(value)
     except (ArgumentError, ValueError):
-        message = f"is not a valid database URL, got {_shown_url(given)}"
+        message = f"is not a valid database URL, got {_shown_url(given)!r}"
         raise ValueError(message) from None
     return value
 
@@ -251,7 +270,11 @@ class Settings(BaseSettings):
     ittybit_api_url: Annotated[str, BeforeValidator(_http_url)] = "https://api.ittybit.com"
     ittybit_api_key: str = Field("", repr=False)
     ittybit_timeout: Duration = 10.0
-    api_ittybit_budget: Duration = 3.0
+    # Past the web worker's timeout gunicorn kills the worker mid-request instead of the
+    # request giving up.
+    api_ittybit_budget: Annotated[
+        float, _duration_under(WEB_WORKER_TIMEOUT, "the web worker's timeout")
+    ] = 3.0
     stuck_after: Duration = 15 * 60.0
     give_up_after: Duration = 24 * 3600.0
     reconcile_concurrency: Annotated[int, _whole_number(1, 256)] = 8
@@ -349,15 +372,6 @@ class Settings(BaseSettings):
             raise ValueError(message)
         return f"http://localhost:{info.data.get('port', 8000)}"
 
-    @field_validator("api_ittybit_budget")
-    @classmethod
-    def _check_api_ittybit_budget(cls, seconds: float) -> float:
-        if seconds >= WEB_WORKER_TIMEOUT:
-            # Past it gunicorn kills the worker mid-request instead of the request giving up.
-            message = f"must be under {WEB_WORKER_TIMEOUT}s, the web worker's timeout"
-            raise ValueError(message)
-        return seconds
-
     @field_validator("notify_secrets")
     @classmethod
     def _check_notify_secrets(
@@ -393,7 +407,11 @@ class Settings(BaseSettings):
 
 
 def _one_line(settings_cls: type[Settings], error: ErrorDetails) -> str:
-    """Return ``NAME: what is wrong`` for one pydantic error, never quoting the value."""
+    """Return ``NAME: what is wrong`` for one pydantic error.
+
+    pydantic's own messages never quote the value (``hide_input_in_errors``): the parsers
+    above quote it themselves where it is no secret.
+    """
     field = str(error["loc"][0]) if error["loc"] else ""
     info = settings_cls.model_fields.get(field)
     name = info.alias if info is not None and info.alias else field.upper()

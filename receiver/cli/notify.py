@@ -187,8 +187,14 @@ def notify_retry(ids: tuple[int, ...], all_dead: bool) -> None:
     Delivered ones are left alone. A retried one that fails again, past NOTIFY_MAX_AGE,
     is dead again at once: fix the endpoint first (`notify test`).
     """
-    if bool(ids) == all_dead:
-        raise click.UsageError("name notifications (ID…) or give --dead, not both")
+    if not ids and not all_dead:
+        message = (
+            "give notification ids (see `jobhooks notify list --status dead`), "
+            "or --dead for every dead one"
+        )
+        raise click.UsageError(message)
+    if ids and all_dead:
+        raise click.UsageError("give notification ids or --dead, not both")
     now = utcnow()
     with database_errors(), get_engine().begin() as conn:
         if all_dead:

@@ -7,19 +7,22 @@ both go through :func:`ask_now`, so neither can wait on ittybit without a slot
 
 from __future__ import annotations
 
+import shlex
 import threading
 
 from flask import Flask, current_app
+from sqlmodel import Session
 
 from config.settings import Settings
 from receiver.flows.outbox import get_outbox
 from receiver.flows.polling import JobResult, reconcile_now
+from receiver.flows.records import get_submission
 from receiver.ittybit.client import IttybitClient
-from receiver.store.engines import get_engine
-from receiver.store.models import utcnow
+from receiver.store.engines import get_engine, get_read_engine
+from receiver.store.models import Status, utcnow
 from receiver.web.slots import ittybit_slot
 
-__all__ = ["NoSlotFree", "ask_now", "budgeted_client", "close_budgeted_client"]
+__all__ = ["NoSlotFree", "ask_now", "budgeted_client", "close_budgeted_client", "no_job_advice"]
 
 _EXTENSION = "jobhooks.api_client"
 _lock = threading.Lock()
@@ -86,3 +89,35 @@ def ask_now(submission_id: str, *, source: str) -> tuple[JobResult, str | None] 
             outbox=get_outbox(),
             source=source,
         )
+
+
+def no_job_advice(submission_id: str) -> str:
+    """Say why a submission :func:`ask_now` found without a job has none, and what to do.
+
+    Only ``submit`` and the API's create make a job (the worker too, for one they asked
+    for); registering (``PUT``), ``submissions add`` and ``import`` do not, and cannot give
+    an existing submission a job id: a job made elsewhere is attached by its first webhook
+    or listed event, whose metadata names the submission.
+    """
+    with Session(get_read_engine()) as session:
+        submission = get_submission(session, submission_id)
+    if submission is None or submission.job_id is not None:
+        return "it had no ittybit job a moment ago; ask again"
+    if submission.status != Status.PENDING:
+        return f"it is {submission.status}, so there is nothing to ask ittybit"
+    if submission.job_requested_at is not None:
+        return (
+            "its job is asked for and not made yet: the worker creates it at its next pass "
+            "(or run `jobhooks reconcile`); ask again after that"
+        )
+    command = shlex.join(
+        ["jobhooks", "submit", "--submission-id", submission_id, "--user-id", submission.user_id]
+    )
+    return (
+        "no job was asked for (it was added or registered without one"
+        + (", or ittybit refused it: see its error" if submission.error else "")
+        + f"). Create its job with `{command} --input URL`, or POST /api/v1/submissions "
+        "with the same submission_id, user_id and input_url; a job your application made "
+        "itself is attached by its first webhook, whose metadata names the submission "
+        "(submission_id)"
+    )

@@ -26,6 +26,7 @@ __all__ = [
     "redact",
     "register",
     "shown_headers",
+    "tally",
     "truncate",
     "when",
 ]
@@ -108,9 +109,32 @@ def link_or_none(url: str | None) -> str | None:
     return None
 
 
+def tally(counts: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Return a reconcile pass's stored tally as lines to show, in words, not Python values.
+
+    A value that is not there (``None``: no cursor, no note, not aborted) leaves its line
+    out; a flag reads ``yes`` or ``no``; a list is its items, or ``none``.
+    """
+    lines = []
+    for name, value in counts.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            text = "yes" if value else "no"
+        elif isinstance(value, list | tuple):
+            text = ", ".join(redact(item) for item in value) or "none"
+        elif isinstance(value, str | int | float):
+            text = redact(value)
+        else:  # nothing else is stored today; JSON at least never reads as Python
+            text = redact(json.dumps(value))
+        lines.append((name, text))
+    return lines
+
+
 def register(bp: Blueprint) -> None:
     """Make the helpers available to the admin templates as filters."""
     bp.add_app_template_filter(redact, "redact")
     bp.add_app_template_filter(when, "when")
     bp.add_app_template_filter(elide_url, "elide_url")
     bp.add_app_template_filter(link_or_none, "link_or_none")
+    bp.add_app_template_filter(tally, "tally")

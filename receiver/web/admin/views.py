@@ -44,7 +44,7 @@ from receiver.web.admin.auth import (
     guard,
     safe_next,
 )
-from receiver.web.ittybit import NoSlotFree, ask_now
+from receiver.web.ittybit import NoSlotFree, ask_now, no_job_advice
 
 __all__ = ["bp"]
 
@@ -326,7 +326,7 @@ def reconcile_submission() -> ResponseReturnValue:
     except LookupError:
         abort(404, f"No submission {submission_id!r}.")
     if done is None:
-        flash(f"{submission_id} has no ittybit job yet: nothing to ask.", "error")
+        flash(f"{submission_id} has no ittybit job: {no_job_advice(submission_id)}.", "error")
     else:
         result, detail = done
         text = f"Asked ittybit about {submission_id}: {result.value}"

@@ -45,7 +45,7 @@ from receiver.web.api.schemas import (
     SubmissionList,
 )
 from receiver.web.api.spec import spec
-from receiver.web.ittybit import NoSlotFree, ask_now
+from receiver.web.ittybit import NoSlotFree, ask_now, no_job_advice
 from receiver.web.slots import ittybit_slot
 
 __all__ = [
@@ -412,7 +412,7 @@ def reconcile_submission_view(submission_id: str) -> Response:
     except LookupError:
         raise _not_found(submission_id) from None
     if outcome is None:
-        message = "the submission has no ittybit job yet (the worker creates pending ones)"
+        message = f"submission {submission_id!r} has no ittybit job: {no_job_advice(submission_id)}"
         raise ApiProblem(409, "no_job", message)
     result, detail = outcome
     note(result=result.value)

@@ -137,8 +137,16 @@ def test_notify_retry_by_id_and_dead(
     assert notify(runner).exit_code == 0
     assert sorted(item.submission_id or "" for item in notify_config.applied) == ["sub_0", "sub_1"]
 
-    assert notify(runner, "retry").exit_code == 2
-    assert notify(runner, "retry", "1", "--dead").exit_code == 2
+
+def test_notify_retry_says_what_to_give(notify_config: NotifyApp, runner: FlaskCliRunner) -> None:
+    bare = notify(runner, "retry")
+    assert bare.exit_code == 2
+    assert "give notification ids" in bare.stderr
+    assert "or --dead for every dead one" in bare.stderr
+    assert "not both" not in bare.stderr
+    both = notify(runner, "retry", "1", "--dead")
+    assert both.exit_code == 2
+    assert "give notification ids or --dead, not both" in both.stderr
 
 
 def test_notify_test_sends_a_signed_test_to_every_endpoint(

@@ -117,7 +117,7 @@ def test_bad_value_names_the_variable(env: dict[str, str], variable: str) -> Non
             "Staging",
             "APP_ENV: must be one of production, development, test, got 'staging'",
         ),
-        ("STUCK_AFTER", "0", "STUCK_AFTER: must be greater than zero"),
+        ("STUCK_AFTER", "0", "STUCK_AFTER: must be greater than zero, got '0'"),
         (
             "GIVE_UP_AFTER",
             "1 day",
@@ -262,9 +262,9 @@ def test_notify_secret_is_required_with_a_notify_url() -> None:
         "mailto:ops@example.com",
     ],
 )
-def test_notify_url_must_be_http_and_is_not_echoed(url: str) -> None:
+def test_notify_url_must_be_http_and_is_shown_without_its_query(url: str) -> None:
     message = refusal({**PROD, "NOTIFY_URL": f"https://ok.example.com,{url}?key=s3cr3t-query"})
-    assert message == "NOTIFY_URL: URL #2 is not an http(s) URL"
+    assert message == f"NOTIFY_URL: URL #2 is not an http(s) URL, got {url + '?…'!r}"
 
 
 @pytest.mark.parametrize(
@@ -289,7 +289,7 @@ def test_bad_newer_settings_name_the_variable(variable: str, value: str) -> None
 
 def test_api_budget_stays_under_the_web_worker_timeout() -> None:
     assert refusal({**PROD, "API_ITTYBIT_BUDGET": "30s"}) == (
-        "API_ITTYBIT_BUDGET: must be under 30s, the web worker's timeout"
+        "API_ITTYBIT_BUDGET: must be under 30s, the web worker's timeout, got '30s'"
     )
     assert settings(**PROD, API_ITTYBIT_BUDGET="29.5s").api_ittybit_budget == 29.5
 
@@ -356,7 +356,7 @@ def test_event_list_settings() -> None:
     assert refusal({**base, "RECONCILE_EVENTS": "maybe"}).startswith("RECONCILE_EVENTS: must be")
     assert refusal({**base, "RECONCILE_EVENT_PAGES": "0"}).startswith("RECONCILE_EVENT_PAGES:")
     assert refusal({**base, "RECONCILE_EVENTS_SINCE": "0s"}) == (
-        "RECONCILE_EVENTS_SINCE: must be greater than zero"
+        "RECONCILE_EVENTS_SINCE: must be greater than zero, got '0s'"
     )
 
 
@@ -392,3 +392,89 @@ def test_web_threads() -> None:
     assert settings(**PROD).web_threads == 4
     assert settings(**{**PROD, "WEB_THREADS": "8"}).web_threads == 8
     assert refusal({**PROD, "WEB_THREADS": "0"}) == "WEB_THREADS: must be between 1 and 64, got 0"
+
+
+# Every refusal shows the value it refused, so that a typo is seen at once; a secret's never.
+# Each setting's parsers in turn: a value for each way it can be refused.
+REFUSED_AS_SHOWN = [
+    ("APP_ENV", "staging", "'staging'"),
+    ("DATABASE_URL", "mysql://db.example.com/app", "'mysql://db.example.com/app'"),
+    ("DATABASE_URL", "mysql://app:pw-31@db/x", "'mysql://app:***@db/x'"),
+    ("DATABASE_URL", "postgres://app:pw-31@db:port/x", "'postgres://app:***@db:port/x'"),
+    ("DATABASE_URL", "postgres://db:port/x?password=pw-31", "'postgres://db:port/x?…'"),
+    ("PORT", "http", "'http'"),
+    ("PORT", "0", "0"),
+    ("PUBLIC_URL", "hooks.example.com", "'hooks.example.com'"),
+    ("WEBHOOK_TOLERANCE", "1.5", "'1.5'"),
+    ("MAX_BODY_BYTES", "100", "100"),
+    ("WEB_CONCURRENCY", "65", "65"),
+    ("WEB_THREADS", "65", "65"),
+    ("SQLITE_BUSY_TIMEOUT_MS", "soon", "'soon'"),
+    ("ITTYBIT_API_URL", "ftp://api.ittybit.com", "'ftp://api.ittybit.com'"),
+    ("ITTYBIT_TIMEOUT", "0s", "'0s'"),
+    ("API_ITTYBIT_BUDGET", "45s", "'45s'"),
+    ("API_ITTYBIT_BUDGET", "1m", "'1m'"),
+    ("API_ITTYBIT_BUDGET", "0", "'0'"),
+    ("STUCK_AFTER", "a while", "'a while'"),
+    ("GIVE_UP_AFTER", "0h", "'0h'"),
+    ("RECONCILE_CONCURRENCY", "300", "300"),
+    ("RECONCILE_INTERVAL", "1 minute", "'1 minute'"),
+    ("RECONCILE_BATCH", "many", "'many'"),
+    ("RECONCILE_LEASE", "0ms", "'0ms'"),
+    ("RECONCILE_EVENTS", "sometimes", "'sometimes'"),
+    ("RECONCILE_EVENT_PAGES", "1001", "1001"),
+    ("RECONCILE_EVENTS_SINCE", "yesterday", "'yesterday'"),
+    ("NOTIFY_URL", "app.example.com/in?key=k-31", "'app.example.com/in?…'"),
+    ("NOTIFY_URL", "ftp://u:pw-31@app.example.com/in", "'ftp://u:***@app.example.com/in'"),
+    ("NOTIFY_EVENTS", "some", "'some'"),
+    ("NOTIFY_MAX_AGE", "forever", "'forever'"),
+    ("ADMIN_SESSION_IDLE", "0", "'0'"),
+    ("ADMIN_SESSION_MAX", "all day", "'all day'"),
+    ("LOG_LEVEL", "loud", "'loud'"),
+    ("LOG_FORMAT", "xml", "'xml'"),
+]
+#: Secrets, and values holding one: a refusal names the variable but never shows them.
+REFUSED_SECRETLY = [
+    ("SECRET_KEY", "tiny-key-31", "tiny-key-31"),
+    ("SECRET_KEY", DEV_SECRET_KEY, DEV_SECRET_KEY),
+    ("SECRET_KEY", f"a-long-enough-key-31,{DEV_SECRET_KEY}", "a-long-enough-key-31"),
+    ("ITTYBIT_WEBHOOK_SECRET", "whsec_not*base64-31", "not*base64-31"),
+    ("ITTYBIT_WEBHOOK_SECRET", f"{WEBHOOK_SECRET},whsec_c2hvcnQ", "c2hvcnQ"),
+    ("ITTYBIT_WEBHOOK_SECRET", f"{WEBHOOK_SECRET},whsec_c2hvcnQ", WEBHOOK_SECRET[6:]),
+    ("NOTIFY_SECRET", "whsec_not*base64-31", "not*base64-31"),
+    ("NOTIFY_SECRET", "whsec_c2hvcnQ", "c2hvcnQ"),
+    ("DATABASE_URL", "mysql://app:pw-31@db/x", "pw-31"),
+    ("DATABASE_URL", "postgres://app:pw-31@db:port/x", "pw-31"),
+    ("DATABASE_URL", "postgres://:p?w-31@db:port/x", "w-31"),
+    ("DATABASE_URL", "postgresql://db:port/x?password=pw-31", "pw-31"),
+    ("NOTIFY_URL", "app.example.com/in?key=k-31", "k-31"),
+    ("NOTIFY_URL", "ftp://u:pw-31@app.example.com/in", "pw-31"),
+]
+#: Taken as given: any text is a key or a token.
+NEVER_REFUSED = {"ITTYBIT_API_KEY", "METRICS_TOKEN"}
+WITH_NOTIFY = {**PROD, "NOTIFY_URL": "https://app.example.com/in", "NOTIFY_SECRET": WEBHOOK_SECRET}
+
+
+def variables() -> set[str]:
+    return {info.alias or name.upper() for name, info in Settings.model_fields.items()}
+
+
+def test_every_setting_has_its_refusals_tested() -> None:
+    shown = {variable for variable, _, _ in REFUSED_AS_SHOWN}
+    secret = {variable for variable, _, _ in REFUSED_SECRETLY}
+    assert shown | secret | NEVER_REFUSED == variables()
+
+
+@pytest.mark.parametrize(("variable", "value", "shown"), REFUSED_AS_SHOWN)
+def test_a_refusal_shows_the_value_refused(variable: str, value: str, shown: str) -> None:
+    message = refusal({**WITH_NOTIFY, variable: value})
+    assert message.startswith(f"{variable}: ")
+    # "…, got VALUE", or a duration's "VALUE is not a duration (…)"
+    assert message.endswith(f"got {shown}") or message.startswith(f"{variable}: {shown} is not")
+
+
+@pytest.mark.parametrize(("variable", "value", "secret"), REFUSED_SECRETLY)
+def test_a_refusal_never_shows_a_secret(variable: str, value: str, secret: str) -> None:
+    message = refusal({**WITH_NOTIFY, variable: value})
+    assert message.startswith(f"{variable}: ")
+    assert secret not in message

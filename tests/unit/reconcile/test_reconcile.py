@@ -148,6 +148,29 @@ def test_only_stuck_due_unleased_submissions_are_polled(
     assert rows(engine)["sub_lapsed"]["lease_owner"] is None
 
 
+def test_unsubmitted_counts_jobless_pending_ones_unchanged_for_stuck_after(
+    engine: Engine, api: IttybitClient, fake: FakeIttybit
+) -> None:
+    """What the README says of ``unsubmitted`` (step 3 of a pass)."""
+    pending = {"status": "pending", "with_job": False}
+    add_submissions(engine, range(6), changed_at=HOUR_AGO, **pending)
+    add_submissions(engine, ["fresh"], changed_at=NOW - timedelta(minutes=5), **pending)
+    add_submissions(
+        engine, ["refused"], changed_at=HOUR_AGO, error="submit failed: not a video", **pending
+    )
+    # Not counted: its job is asked for (the worker's to make), a final one, a test one.
+    add_submissions(engine, ["asked"], changed_at=HOUR_AGO, job_requested_at=HOUR_AGO, **pending)
+    add_submissions(engine, ["gone"], changed_at=HOUR_AGO, status="failed", with_job=False)
+    add_submissions(engine, ["test_x"], changed_at=HOUR_AGO, is_test=True, **pending)
+
+    summary = reconciler(engine, api).run_pass()
+    assert summary.unsubmitted == 7  # six, and the refused one; not the fresh one yet
+    assert summary.unsubmitted_sample == [f"sub_{n}" for n in range(5)]
+    assert reconciler(engine, api, stuck_after=60.0).run_pass().unsubmitted == 8
+    assert rows(engine)["sub_0"]["job_id"] is None  # only counted: no job is made
+    assert fake.requests == {}
+
+
 def test_older_than_overrides_stuck_after(
     engine: Engine, api: IttybitClient, fake: FakeIttybit
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html as html_text
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -9,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 from flask import Flask
-from flask.testing import FlaskClient
+from flask.testing import FlaskClient, FlaskCliRunner
 from freezegun import freeze_time
 from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
@@ -17,6 +18,7 @@ from sqlalchemy.engine import Engine
 from receiver.core.signing import webhook_token
 from receiver.flows.admin_accounts import create_admin
 from receiver.store.models import utcnow
+from receiver.web.admin.display import tally
 from receiver.web.slots import ittybit_slot
 from tests.admin_helpers import (
     EMAIL,
@@ -34,6 +36,7 @@ from tests.admin_helpers import (
     submissions,
 )
 from tests.helpers import SECRET_KEY, job_payload
+from tests.reconcile_helpers import FakeIttybit, add_submissions
 
 #: Half past an hour, 30 to 90 minutes ago: the tests freeze the clock there to place rows
 #: around it. The session is signed at NOW too, so a request made at NOW or on the real
@@ -143,6 +146,63 @@ def test_the_overview_of_an_empty_database(signed_in: FlaskClient) -> None:
     assert shown(html, "stuck") == "0"
     assert "No reconcile pass has been recorded yet." in html
     assert "NOTIFY_URL is not set" in html
+
+
+def python_values(page: str) -> list[str]:
+    """Return the Python literals (None, False, True) a page shows as words in its text."""
+    text = html_text.unescape(re.sub(r"<[^>]+>", " ", page))
+    return re.findall(r"\b(?:None|False|True)\b", text)
+
+
+@pytest.mark.usefixtures("ittybit_api")
+def test_the_overview_never_shows_a_python_value(
+    signed_in: FlaskClient, engine: Engine, runner: FlaskCliRunner, api_server: HTTPServer
+) -> None:
+    assert python_values(signed_in.get("/admin/").text) == []  # an empty database
+
+    # A real pass: one stuck job settled, one pending submission that asked for no job,
+    # an API without the event list (no cursor, a note): its tally holds None and False.
+    fake = FakeIttybit(api_server)
+    fake.job("job_1", "succeeded")
+    hour_ago = utcnow() - timedelta(hours=1)
+    add_submissions(engine, [1], changed_at=hour_ago)
+    add_submissions(engine, [2], changed_at=hour_ago, status="pending", with_job=False)
+    result = runner.invoke(args=["reconcile"])
+    assert result.exit_code == 0, result.output
+    with engine.connect() as conn:
+        counts = conn.execute(sa.select(passes.c.counts)).scalar_one()
+    assert counts["event_cursor"] is None and counts["events_more"] is False
+    assert counts["unsubmitted_sample"] == ["sub_2"]
+
+    page = signed_in.get("/admin/").text
+    section = page[page.index('id="last-pass"') :]
+    section = section[: section.index("</section>")]
+    assert "<th>checked</th><td>1</td>" in section
+    assert "<th>unsubmitted</th><td>1</td>" in section
+    assert python_values(page) == []
+
+
+def test_a_pass_tally_reads_in_words() -> None:
+    counts = {
+        "checked": 3,
+        "event_cursor": None,
+        "events_more": True,
+        "dry_run": False,
+        "unsubmitted_sample": [],
+        "seconds": 0.25,
+        "later": {"kept": None},
+    }
+    assert tally(counts) == [
+        ("checked", "3"),
+        ("events_more", "yes"),
+        ("dry_run", "no"),
+        ("unsubmitted_sample", "none"),
+        ("seconds", "0.25"),
+        ("later", '{"kept": null}'),
+    ]
+    assert tally({"unsubmitted_sample": ["sub_1", "sub_2"]}) == [
+        ("unsubmitted_sample", "sub_1, sub_2")
+    ]
 
 
 # --- submissions --------------------------------------------------------------------------
@@ -456,6 +516,21 @@ def test_reconcile_now_reports_ittybit_being_unreachable(
     html = signed_in.get(response.headers["Location"]).text
     assert "Asked ittybit about sub_n: errors" in html
     assert shown(html, "status") == "processing"
+
+
+@pytest.mark.usefixtures("ittybit_api")
+def test_reconcile_now_without_a_job_says_how_to_make_one(
+    signed_in: FlaskClient, engine: Engine, api_server: HTTPServer
+) -> None:
+    add_submission(engine, "sub_n", at=NOW, status="pending")
+    page = "/admin/submissions/sub_n"
+    response = post_form(signed_in, page, "/admin/actions/reconcile", submission_id="sub_n")
+    assert response.headers["Location"] == page
+    text = re.sub(r"\s+", " ", signed_in.get(page).text)
+    assert "sub_n has no ittybit job: no job was asked for" in text
+    assert "`jobhooks submit --submission-id sub_n --user-id user_1 --input URL`" in text
+    assert "POST /api/v1/submissions with the same submission_id, user_id and input_url" in text
+    assert api_server.log == []
 
 
 @pytest.mark.usefixtures("ittybit_api")
