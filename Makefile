@@ -65,9 +65,10 @@ pytest: $(VENV)/.installed-dev
 	@pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
 
-## test-fast: only tests/unit (in-process), less the tests marked slow; no lint, no typecheck
+## test-fast: only tests/unit (in-process), less the tests marked slow, on both cores; no lint,
+## no typecheck
 test-fast: $(VENV)/.installed-dev
-	@pytest tests/unit -m "not slow" $(PYTEST_ARGS); status=$$?; \
+	@pytest tests/unit -m "not slow" -n 2 $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
 
 ## demo: the whole loop offline: receiver, a local ittybit stand-in with faulty webhooks, reconcile,

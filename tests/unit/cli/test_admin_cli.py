@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import sqlalchemy as sa
 from flask.testing import FlaskCliRunner
 from sqlalchemy.engine import Engine
@@ -108,6 +109,7 @@ def test_unlock_lifts_a_lock_out_at_once(runner: FlaskCliRunner, engine: Engine)
     assert (missing.exit_code, missing.output) == (1, "Error: no account for nobody@example.com\n")
 
 
+@pytest.mark.slow
 def test_set_password_replaces_it_ends_sessions_and_lifts_the_lock_out(
     runner: FlaskCliRunner, engine: Engine
 ) -> None:

@@ -411,6 +411,7 @@ _BACKTRACKING = re.compile(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(
     parts=st.lists(

@@ -305,6 +305,7 @@ def test_key_rotation_the_old_secret_still_verifies(engine: Engine) -> None:
     assert by_endpoint[stranger.url]["last_status"] == 401
 
 
+@pytest.mark.slow
 def test_several_workers_never_send_one_notification_at_the_same_time(
     app: Flask, database_url: str, application: NotifyApp
 ) -> None:

@@ -582,6 +582,7 @@ def test_cli_dry_run_with_older_than_writes_nothing(
     assert fake.requests == {"job_1": 1}
 
 
+@pytest.mark.slow
 def test_a_stuck_submission_reaches_its_final_state_over_time(
     runner: FlaskCliRunner, api_server: HTTPServer, fake: FakeIttybit, engine: Engine
 ) -> None:

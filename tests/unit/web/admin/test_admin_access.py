@@ -393,6 +393,7 @@ def sign_in_from(client: FlaskClient, address: str, password: str = PASSWORD) ->
     )
 
 
+@pytest.mark.slow
 def test_an_address_gets_ten_attempts_a_minute_before_any_hash_is_computed(
     client: FlaskClient, account: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
