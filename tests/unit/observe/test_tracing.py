@@ -176,3 +176,23 @@ def test_create_app_exports_over_otlp_when_the_endpoint_is_set(
             for scope in resource.scope_spans:
                 names.extend(span.name for span in scope.spans)
     assert "GET /healthz" in names
+
+
+def test_the_worker_traces_only_with_an_endpoint(httpserver: HTTPServer) -> None:
+    tracing.start_worker({})
+    assert tracing._active is None
+    httpserver.expect_request("/v1/traces", method="POST").respond_with_data(b"")
+    tracing.start_worker({"OTEL_EXPORTER_OTLP_ENDPOINT": httpserver.url_for("/")})
+    try:
+        with tracing.span("reconcile pass"):
+            pass
+    finally:
+        tracing.stop()
+    [(request, _)] = httpserver.log
+    export = ExportTraceServiceRequest.FromString(request.get_data())
+    [resource] = export.resource_spans
+    service = {a.key: a.value.string_value for a in resource.resource.attributes}
+    assert service["service.name"] == "jobhooks-worker"
+    assert [span.name for scope in resource.scope_spans for span in scope.spans] == [
+        "reconcile pass"
+    ]
