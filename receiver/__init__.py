@@ -51,7 +51,11 @@ def create_app(
     engines.init_app(app, settings)
     outbox.init_app(app, settings)
     if web:
+        from receiver.observe import tracing
         from receiver.web import admin, api, errors, headers, health, metrics, webhooks
+
+        # Traces only with OTEL_EXPORTER_OTLP_ENDPOINT; unset, OpenTelemetry is not imported.
+        tracing.init_app(app, environ)
 
         logs.init_app(app)
         metrics.init_app(app, settings)

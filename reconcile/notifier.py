@@ -36,6 +36,7 @@ from config.settings import Settings
 from receiver.core.signing import sign_standard_webhook
 from receiver.flows.outbox import endpoint_label
 from receiver.ittybit.client import parse_retry_after
+from receiver.observe import tracing
 from receiver.store.engines import read_only
 from receiver.store.models import utcnow
 from reconcile.notify_claims import Leased, claim_due, peek_due, record_delivered, record_failed
@@ -371,6 +372,23 @@ class Notifier:
             )
 
     def _send(self, row: Leased) -> Attempt:
+        """Send one attempt (in a span, when traces are on; its HTTP request is a child)."""
+        with tracing.span(
+            f"notify {row.event_type}",
+            {
+                "jobhooks.notification.id": row.id,
+                "jobhooks.notification.event_type": row.event_type,
+                "jobhooks.notification.attempt": row.attempts + 1,
+            },
+        ) as current:
+            attempt = self._attempt(row)
+            if current is not None:
+                current.set_attribute("jobhooks.notification.result", attempt.result.value)
+                if attempt.status is not None:
+                    current.set_attribute("http.response.status_code", attempt.status)
+        return attempt
+
+    def _attempt(self, row: Leased) -> Attempt:
         try:
             return send_notification(
                 self.client,

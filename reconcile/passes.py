@@ -34,6 +34,7 @@ from receiver.flows.records import InvalidSubmission
 from receiver.flows.replay import rematch_unmatched
 from receiver.flows.submit import defer_job, submit_job
 from receiver.ittybit.client import ApiError, AuthError, BadResponse, Interrupted, IttybitClient
+from receiver.observe import tracing
 from receiver.store.engines import read_only
 from receiver.store.models import ReconcilePass, Submission, utcnow
 from receiver.store.stuck import count_not_due, unsubmitted
@@ -57,6 +58,8 @@ if TYPE_CHECKING:
 __all__ = ["SUBMIT_GRACE", "PassOptions", "Reconciler", "lease_owner"]
 
 log = logging.getLogger(__name__)
+#: What a pass's span tells of it (the summary's counts, as its log line does).
+_TRACED_COUNTS = ("checked", "updated", "failed", "expired", "errors", "deferred", "events_read")
 
 #: A job asked for this long ago is the worker's to create: no web request that asked for
 #: it can still be running (gunicorn ends every request by then), so the two never race.
@@ -145,7 +148,20 @@ class Reconciler:
 
     def run_pass(self) -> Summary:
         """Read the event list, re-match unmatched events, create asked-for jobs, then poll
-        every job still due once."""
+        every job still due once (in a span, when traces are on)."""
+        with tracing.span("reconcile pass") as current:
+            summary = self._run_pass()
+            if current is not None:
+                current.set_attributes(
+                    {
+                        f"jobhooks.reconcile.{name}": getattr(summary, name)
+                        for name in _TRACED_COUNTS
+                    }
+                    | {"jobhooks.reconcile.dry_run": summary.dry_run}
+                )
+        return summary
+
+    def _run_pass(self) -> Summary:
         started = time.monotonic()
         started_at = self.clock()
         options = self.options

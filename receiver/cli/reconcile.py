@@ -7,6 +7,7 @@ arguments or configuration.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -23,6 +24,7 @@ from receiver.cli.submit import require_api
 from receiver.flows.outbox import get_outbox
 from receiver.flows.polling import human_duration
 from receiver.ittybit.client import client_from_settings
+from receiver.observe import tracing
 from receiver.observe.logs import configure_logging
 from receiver.observe.metrics import get_metrics
 from receiver.store.engines import get_engine, get_read_engine
@@ -164,6 +166,7 @@ def _run_worker(
     """Run as the worker: passes until SIGTERM, and the outbox delivered alongside."""
     # The worker is a long-running process: its log lines go where the web's do.
     configure_logging(level=config.log_level, fmt=config.log_format, stream=sys.stdout)
+    tracing.start_worker(os.environ)
     # The worker also delivers the outbox, on a thread of its own (with NOTIFY_URL).
     with (
         stop_on_signals(reconciler.stop),

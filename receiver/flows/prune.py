@@ -44,15 +44,24 @@ def count_prunable(conn: Connection, *, before: datetime) -> int:
 def prune_events(engine: Engine, *, before: datetime, batch: int = 1000) -> int:
     """Delete events received before ``before``, keeping each submission's latest one.
 
-    Deletes ``batch`` rows per transaction, so webhooks keep flowing while it runs.
+    Walks the ids in ranges of ``batch``, one short transaction each, so webhooks keep
+    flowing while it runs (tests/unit/flows/test_prune_batches.py: none waits over 100 ms).
+    A range bounds the rows each batch looks at, whatever the plan: asking for "the oldest
+    ``batch`` prunable rows" instead made PostgreSQL test every old row for every batch.
     """
     event, condition = _prunable(before)
-    oldest = sa.select(event.c.id).where(condition).order_by(event.c.id).limit(batch)
-    statement = sa.delete(_events).where(_events.c.id.in_(oldest))
+    old = sa.select(sa.func.min(_events.c.id), sa.func.max(_events.c.id)).where(
+        _events.c.received_at < before
+    )
+    with engine.connect() as conn:
+        first, last = conn.execute(old).one()
+    if first is None:
+        return 0
+    low = sa.bindparam("low", type_=sa.Integer)
+    in_range = sa.and_(condition, event.c.id >= low, event.c.id < low + batch)
+    statement = sa.delete(_events).where(_events.c.id.in_(sa.select(event.c.id).where(in_range)))
     deleted = 0
-    while True:
+    for start in range(first, last + 1, batch):
         with engine.begin() as conn:
-            count = conn.execute(statement).rowcount
-        deleted += count
-        if count < batch:
-            return deleted
+            deleted += conn.execute(statement, {"low": start}).rowcount
+    return deleted

@@ -6,12 +6,17 @@ their ``processing`` delivered after the final state — and is restarted once i
 middle, so the deliveries in the gap must be retried. Then one reconcile pass runs, and
 the database must agree with the stand-in's truth and with every answer it received.
 PostgreSQL when TEST_DATABASE_URL is set, else SQLite.
+
+The scale-out variant runs two web instances and two workers on one PostgreSQL, one web
+worker killed with SIGKILL mid-storm, and the application told of each final state once.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import time
 from collections import Counter, defaultdict
@@ -20,19 +25,35 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from config.settings import Settings
-from devtools.processes import ROOT, WebProcess, base_env, free_port, jobhooks_command
+from devtools.notify_app import NotifyApp
+from devtools.processes import (
+    ROOT,
+    WebProcess,
+    WorkerProcess,
+    base_env,
+    free_port,
+    jobhooks_command,
+)
 from devtools.standin import DeliveryRecord, Standin, StandinConfig
 from receiver.flows.submit import submit_job
 from receiver.ittybit.client import client_from_settings
 from receiver.store.engines import create_db_engine
-from receiver.store.models import TERMINAL_STATUSES, Submission, WebhookEvent, utcnow
+from receiver.store.models import (
+    TERMINAL_STATUSES,
+    Notification,
+    Submission,
+    WebhookEvent,
+    utcnow,
+)
 from tests.conftest import empty_tables, postgres_url
 from tests.helpers import SECRET_KEY, quiet_outbox
+from tests.notify_helpers import NOTIFY_SECRET
 
 pytestmark = pytest.mark.slow
 
@@ -251,3 +272,191 @@ def _check(
         assert len(changes) == len(set(changes)), (submission_id, changes)
         if len(changes) == 2:
             assert changes == ["processing", truth[job_id]["status"]], submission_id
+
+
+# --- scale-out: two web instances and two workers on one PostgreSQL ---------------------------
+
+SCALE_OUT_SUBMISSIONS = 300
+
+
+@pytest.mark.postgres
+def test_two_webs_and_two_workers_lose_nothing_and_notify_each_change_once(
+    request: pytest.FixtureRequest, standin: Standin, tmp_path: Path
+) -> None:
+    """Two gunicorns (each its own port, each named in half of the jobs' webhook URLs) and
+    two workers (passes and notifications) share one PostgreSQL through the storm; one web
+    worker is killed with SIGKILL mid-storm. Every submission ends as ittybit says, and the
+    application gets each final state's notification exactly once."""
+    if postgres_url() is None:
+        pytest.skip("PostgreSQL tests need TEST_DATABASE_URL")
+    engine: Engine = request.getfixturevalue("postgres_engine")
+    empty_tables(engine)
+    database = engine.url.render_as_string(hide_password=False)
+    with NotifyApp([NOTIFY_SECRET]) as application:
+        envs = [_scale_out_env(database, standin, application, free_port()) for _ in range(2)]
+        webs = [WebProcess(env, log_path=tmp_path / f"web{i}.log") for i, env in enumerate(envs)]
+        # The worker says it is ready at INFO.
+        workers = [
+            WorkerProcess({**env, "LOG_LEVEL": "info"}, log_path=tmp_path / f"worker{i}.log")
+            for i, env in enumerate(envs)
+        ]
+        started = time.monotonic()
+        try:
+            for process in [*webs, *workers]:
+                process.start()
+            submitted = _submit_across(engine, [Settings.from_env(env) for env in envs], webs)
+            assert standin.wait_idle(timeout=120), standin.stats()
+            settled = _wait_settled(engine, standin, application, submitted, timeout=180)
+        finally:
+            for worker in workers:
+                worker.stop()
+            for web in webs:
+                web.stop()
+        received = application.received
+    seconds = time.monotonic() - started
+    print(f"scale-out storm: {SCALE_OUT_SUBMISSIONS} submissions in {seconds:.1f}s")
+    assert settled, _scale_out_state(engine, standin, submitted, received)
+    _check_scale_out(engine, standin, submitted, received)
+    _check_both_webs_delivered_to(standin, submitted, [env["PUBLIC_URL"] for env in envs])
+
+
+def _scale_out_env(
+    database: str, standin: Standin, application: NotifyApp, port: int
+) -> dict[str, str]:
+    return base_env(
+        {
+            "APP_ENV": "test",
+            "DATABASE_URL": database,
+            "SECRET_KEY": SECRET_KEY,
+            "PUBLIC_URL": f"http://127.0.0.1:{port}",
+            "PORT": str(port),
+            "WEB_CONCURRENCY": "2",
+            "LOG_LEVEL": "warning",
+            "ITTYBIT_API_URL": standin.url,
+            "ITTYBIT_API_KEY": standin.config.api_key,
+            "NOTIFY_URL": application.url,
+            "NOTIFY_SECRET": NOTIFY_SECRET,
+            # Passes every second, polling what no webhook settled for 3 s: the workers
+            # recover the dropped deliveries while the storm is still on.
+            "RECONCILE_INTERVAL": "1s",
+            "STUCK_AFTER": "3s",
+        }
+    )
+
+
+def _submit_across(
+    engine: Engine, settings: list[Settings], webs: list[WebProcess]
+) -> dict[str, str]:
+    """Submit every job, each web named in every other job's webhook URL; SIGKILL one of
+    the first web's gunicorn workers once deliveries flow. Map submission → job."""
+    jobs: dict[str, str] = {}
+    errors: list[str] = []
+
+    def submit(number: int) -> None:
+        submission_id = f"sub_{number:04d}"
+        kind = "fail" if number % 10 == 3 else "ok"
+        result = submit_job(
+            engine,
+            client,
+            settings[number % 2],
+            submission_id=submission_id,
+            user_id=f"user_{number % 37}",
+            input_url=f"https://uploads.example.com/{kind}/{number}.mp4",
+            metadata={"campaign": "storm"},
+            now=utcnow(),
+            outbox=quiet_outbox(),
+        )
+        if result.error is not None or result.submission.job_id is None:
+            errors.append(f"{submission_id}: {result.error}")
+        else:
+            jobs[submission_id] = result.submission.job_id
+
+    with (
+        client_from_settings(settings[0], max_connections=4) as client,
+        ThreadPoolExecutor(max_workers=4) as pool,
+    ):
+        futures = [pool.submit(submit, number) for number in range(SCALE_OUT_SUBMISSIONS)]
+        time.sleep(2)  # deliveries are flowing: kill a gunicorn worker in the middle of them
+        master = webs[0].pid
+        assert master is not None
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        os.kill(int(children[0]), signal.SIGKILL)
+        for future in futures:
+            future.result()
+    assert errors == []
+    return jobs
+
+
+def _wait_settled(
+    engine: Engine,
+    standin: Standin,
+    application: NotifyApp,
+    submitted: dict[str, str],
+    *,
+    timeout: float,
+) -> bool:
+    """Wait until every submission holds ittybit's final state and was announced."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        truth = standin.jobs()
+        statuses = _statuses(engine)
+        settled = all(statuses.get(sid) == truth[job]["status"] for sid, job in submitted.items())
+        announced = {item.webhook_id for item in application.received}
+        if settled and len(announced) >= len(submitted):
+            time.sleep(2)  # a second send of anything would arrive meanwhile
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def _scale_out_state(
+    engine: Engine, standin: Standin, submitted: dict[str, str], received: list[Any]
+) -> str:
+    truth = standin.jobs()
+    statuses = _statuses(engine)
+    wrong = {
+        sid: (statuses.get(sid), truth[job]["status"])
+        for sid, job in submitted.items()
+        if statuses.get(sid) != truth[job]["status"]
+    }
+    return f"{len(wrong)} not settled, e.g. {list(wrong.items())[:5]}; {len(received)} received"
+
+
+def _check_scale_out(
+    engine: Engine, standin: Standin, submitted: dict[str, str], received: list[Any]
+) -> None:
+    stats = standin.stats()
+    truth = standin.jobs()
+    assert len(submitted) == SCALE_OUT_SUBMISSIONS
+    assert stats.dropped > 0 and stats.duplicated > 0 and stats.reordered > 0, stats
+    assert (stats.given_up, stats.refused, stats.pending) == (0, 0, 0), stats
+    # Nothing lost: every submission holds the truth.
+    statuses = _statuses(engine)
+    for submission_id, job_id in submitted.items():
+        assert statuses[submission_id] == truth[job_id]["status"], submission_id
+    # Each final state announced once: one request per notification, verified and applied.
+    assert all(item.verified and item.applied and item.attempt == 1 for item in received)
+    by_submission = Counter(item.submission_id for item in received)
+    assert set(by_submission) == set(submitted)
+    assert set(by_submission.values()) == {1}, by_submission.most_common(3)
+    for item in received:
+        assert item.type == f"submission.{truth[submitted[item.submission_id]]['status']}"
+    table = Notification.__table__  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(table.c.status, table.c.attempts)).all()
+    assert Counter(status for status, _ in rows) == {"delivered": SCALE_OUT_SUBMISSIONS}
+    assert {attempts for _, attempts in rows} == {1}
+
+
+def _check_both_webs_delivered_to(
+    standin: Standin, submitted: dict[str, str], public_urls: list[str]
+) -> None:
+    """Each web is named in the webhook URL of its half of the jobs, and got deliveries."""
+    delivered = {record.job_id for record in standin.deliveries() if record.order is not None}
+    headers = {"Authorization": f"Bearer {standin.config.api_key}"}
+    with httpx.Client(base_url=standin.url, headers=headers) as api:
+        for web, public_url in enumerate(public_urls):
+            jobs = [job for sid, job in submitted.items() if int(sid[-4:]) % 2 == web]
+            assert delivered & set(jobs), public_url
+            job = api.get(f"/jobs/{jobs[0]}").json()
+            assert job["webhook_url"].startswith(f"{public_url}/webhooks/ittybit/")

@@ -321,3 +321,29 @@ _META = {
     "load_before": "0.1",
     "load_after": "0.2",
 }
+
+
+@pytest.mark.parametrize("endpoint", [None, "http://127.0.0.1:9"])
+def test_create_app_imports_opentelemetry_only_with_an_otlp_endpoint(
+    endpoint: str | None, tmp_path: Path
+) -> None:
+    """Unset, the webhook path pays nothing for traces: not even an import."""
+    config = {"APP_ENV": "test", "SECRET_KEY": SECRET_KEY}
+    config["DATABASE_URL"] = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    if endpoint is not None:
+        config["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
+    script = (
+        "import json, sys\n"
+        "from receiver import create_app\n"
+        f"create_app(json.loads({json.dumps(json.dumps(config))}))\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('opentelemetry'))))\n"
+    )
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    imported = json.loads(done.stdout.strip().splitlines()[-1])
+    if endpoint is None:
+        assert imported == []
+    else:
+        assert "opentelemetry.instrumentation.flask" in imported

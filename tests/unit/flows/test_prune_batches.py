@@ -1,0 +1,94 @@
+"""Pruning beside live traffic: bounded batches, each its own short transaction, so a webhook
+arriving meanwhile is never held up long (on SQLite, by the write lock a batch holds)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import sqlalchemy as sa
+from flask import Flask
+from sqlalchemy.engine import Engine
+
+from receiver.flows.prune import count_prunable, prune_events
+from receiver.store.models import utcnow
+from tests.helpers import encode, job_payload, signed_headers
+
+ROWS = 20_000
+SUBMISSIONS = 5_000
+BATCH = 1_000
+#: The longest a delivery may wait while a batch is being deleted.
+MAX_WAIT = 0.100
+#: Deliveries sent before the prune starts.
+WARM_UP = 5
+
+
+def fill_old_events(engine: Engine) -> None:
+    """ROWS deliveries from 2020 over SUBMISSIONS submissions, made by the database itself."""
+    columns = (
+        "dedupe_key, received_at, source, job_id, submission_id, provider_status, body,"
+        " headers, outcome"
+    )
+    if engine.dialect.name == "postgresql":
+        numbers = "FROM generate_series(1, :rows) AS n"
+        prefix = ""
+    else:
+        numbers = "FROM s"
+        prefix = "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < :rows) "
+    statement = (
+        f"{prefix}INSERT INTO webhook_events ({columns})"
+        f" SELECT 'old:' || n, :received_at, 'url', 'job_' || (n % {SUBMISSIONS}),"
+        f" 'sub_' || (n % {SUBMISSIONS}), 'succeeded', '{{}}', '{{}}', 'unmatched' {numbers}"
+    )
+    received_at = "2020-01-01 00:00:00.000000"
+    with engine.begin() as conn:
+        conn.execute(sa.text(statement), {"rows": ROWS, "received_at": received_at})
+
+
+def test_prune_deletes_in_batches_while_webhooks_keep_arriving(app: Flask, engine: Engine) -> None:
+    fill_old_events(engine)
+    before = utcnow() - timedelta(days=30)
+    with engine.connect() as conn:
+        assert count_prunable(conn, before=before) == ROWS - SUBMISSIONS
+
+    warm = threading.Event()
+    pruned = threading.Event()
+    waits: list[tuple[float, float]] = []  # (started, seconds) of each delivery
+    answers: list[int] = []
+
+    def deliver() -> None:
+        client = app.test_client()
+        number = 0
+        while not pruned.is_set():
+            number += 1
+            body = encode(job_payload(f"job_live_{number}", submission_id=f"new_{number}"))
+            headers = signed_headers(body, msg_id=f"msg_live_{number}")
+            started = time.monotonic()
+            response = client.post("/webhooks/ittybit", data=body, headers=headers)
+            waits.append((started, time.monotonic() - started))
+            answers.append(response.status_code)
+            if number == WARM_UP:  # the first requests compile and connect: not the prune's
+                warm.set()
+
+    sender = threading.Thread(target=deliver, name="test-webhooks")
+    sender.start()
+    try:
+        assert warm.wait(30)
+        started = time.monotonic()
+        deleted = prune_events(engine, before=before, batch=BATCH)
+        seconds = time.monotonic() - started
+    finally:
+        pruned.set()
+        sender.join(timeout=30)
+
+    assert deleted == ROWS - SUBMISSIONS
+    during = [wait for at, wait in waits if started <= at < started + seconds]
+    # The deliveries really overlapped the prune's batches.
+    assert len(during) >= 10, (len(during), seconds)
+    assert set(answers) == {202}, set(answers)
+    assert max(during) <= MAX_WAIT, (sorted(during)[-5:], seconds)
+    with engine.connect() as conn:
+        total = conn.execute(sa.text("SELECT count(*) FROM webhook_events")).scalar_one()
+        assert count_prunable(conn, before=before) == 0
+    assert total == SUBMISSIONS + len(answers)
