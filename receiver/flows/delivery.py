@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from receiver.core.jobstate import JobState
@@ -13,7 +14,7 @@ from receiver.core.transitions import SubmissionRow
 from receiver.flows.apply import apply_job_state, find_submission
 from receiver.flows.outbox import Outbox
 from receiver.store.inbox import Delivery, dedupe_key, event_values, record_event, record_rejected
-from receiver.store.models import Outcome
+from receiver.store.models import Outcome, Submission
 
 __all__ = [
     "DeliveryResult",
@@ -35,6 +36,7 @@ class DeliveryResult:
 
 
 _SEEN = "this delivery was stored before"
+_submissions = Submission.__table__  # type: ignore[attr-defined]
 
 
 def claims_conflict(claims: TokenClaims | None, state: JobState) -> str | None:
@@ -104,6 +106,20 @@ def match_stored(
     return submission, conflict
 
 
+def _job_taken(conn: Connection, job_id: str, submission_id: str) -> str | None:
+    """Return why a job may not be bound to ``submission_id``: another submission has it.
+
+    Only a signed URL can name a submission other than the job's; without this check the
+    job id's unique index would refuse the change, after the inbox row was written.
+    """
+    holder = conn.execute(
+        sa.select(_submissions.c.submission_id).where(_submissions.c.job_id == job_id)
+    ).scalar()
+    if holder is not None and holder != submission_id:
+        return "job id belongs to another submission"
+    return None
+
+
 def _keep_unmatched(
     conn: Connection,
     *,
@@ -145,8 +161,9 @@ def process_delivery(
     stored writes nothing and comes back ``duplicate``, so nothing needs rolling back. A new
     key whose state is already recorded is kept, with outcome ``duplicate``.
     """
-    key = dedupe_key(delivery.delivery_id, state)
-    submission = _locate(conn, state, named=claims.submission_id if claims else None)
+    named = claims.submission_id if claims else None
+    key = dedupe_key(delivery.delivery_id, state, named=named)
+    submission = _locate(conn, state, named=named)
 
     if submission is None:
         wanted = claims.submission_id if claims else state.meta_str("submission_id")
@@ -155,6 +172,8 @@ def process_delivery(
         )
 
     conflict = owner_conflict(claims, state, submission)
+    if conflict is None and named is not None and submission.job_id is None:
+        conflict = _job_taken(conn, state.job_id, submission.submission_id)
     if conflict is not None:
         record_rejected(
             conn,

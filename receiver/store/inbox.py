@@ -61,20 +61,26 @@ def safe_headers(headers: HeaderLookup) -> dict[str, str]:
     return kept
 
 
-def dedupe_key(delivery_id: str | None, state: JobState) -> str:
+def dedupe_key(delivery_id: str | None, state: JobState, *, named: str | None = None) -> str:
     """Return the unique key of a delivery: event id, else webhook-id, else a state hash.
 
     An event envelope's id names the event wherever it travels: in every delivery to
     every endpoint and in ittybit's event list, which the reconciler reads. Keyed on it,
     the webhook of an event already read from the list (or the reverse) is a duplicate.
     A bare job has no event id: its ``webhook-id`` (the same on every retry) keys it.
+    Without either, the hash of job id, status and timestamp keys it, with the submission
+    a signed URL ``named``: the same job state sent to two submissions' URLs is two
+    deliveries (one of them refused), not one delivery and its duplicate.
     """
     if state.event_id:
         return f"evt:{state.event_id}"
     if delivery_id:
         return f"wh:{delivery_id}"
     stamp = state.updated_at.isoformat() if state.updated_at else ""
-    digest = hashlib.sha256(f"{state.job_id}\n{state.provider_status}\n{stamp}".encode())
+    text = f"{state.job_id}\n{state.provider_status}\n{stamp}"
+    if named is not None:
+        text += f"\n{named}"
+    digest = hashlib.sha256(text.encode())
     return f"st:{digest.hexdigest()}"
 
 

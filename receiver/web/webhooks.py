@@ -198,7 +198,9 @@ def _store_once(delivery: Delivery, state: JobState, claims: TokenClaims | None)
         with conn.begin():
             record_rejected(
                 conn,
-                key=dedupe_key(delivery.delivery_id, state),
+                key=dedupe_key(
+                    delivery.delivery_id, state, named=claims.submission_id if claims else None
+                ),
                 delivery=delivery,
                 state=state,
                 submission_id=wanted,
