@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
+from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy.engine import Engine
 
-from receiver.store.models import Submission
+from config.settings import Settings
+from receiver.core.jobstate import normalise
+from receiver.core.signing import webhook_token
+from receiver.flows.apply import apply_job_state, find_submission
+from receiver.flows.outbox import Outbox
+from receiver.flows.records import submission_json
+from receiver.store.engines import create_db_engine
+from receiver.store.migrate import alembic_config, upgrade
+from receiver.store.models import Submission, utcnow
+from tests.api_helpers import bearer as api_bearer
+from tests.conftest import create_test_database, drop_test_database, postgres_url
 from tests.helpers import (
+    SECRET_KEY,
     add_submission,
     encode,
     job_payload,
@@ -141,3 +155,144 @@ def test_strict_import_refuses_the_whole_file_on_any_skip(
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"read": 2, "inserted": 2, "skipped": 0}
     assert result.stderr == ""
+
+
+# --- the signed webhook URL stays out of API objects and notifications -------------------------
+
+
+def test_api_objects_and_notifications_carry_no_webhook_url(
+    app: Flask, client: FlaskClient, engine: Engine
+) -> None:
+    add_submission(engine, "sub_1")
+    token = webhook_token([SECRET_KEY], submission_id="sub_1", user_id="user_1")
+    headers = api_bearer(app)
+    one = client.get("/api/v1/submissions/sub_1", headers=headers)
+    page = client.get("/api/v1/submissions", headers=headers)
+    assert one.status_code == page.status_code == 200
+    assert "webhook_url" not in one.get_json()
+    assert [set(item) & {"webhook_url"} for item in page.get_json()["data"]] == [set()]
+    for answer in (one, page):
+        assert token not in answer.get_data(as_text=True)
+    schema = client.get("/api/v1/openapi.json").get_json()
+    assert "webhook_url" not in schema["components"]["schemas"]["SubmissionBody"]["properties"]
+
+    outbox = Outbox(
+        endpoints=("https://app.example.com/hooks",), events="all", render=submission_json
+    )
+    body = encode(job_payload(submission_id=None, user_id=None))
+    with engine.begin() as conn:
+        submission = find_submission(conn, submission_id="sub_1")
+        assert submission is not None
+        apply_job_state(conn, submission, normalise(json.loads(body)), now=utcnow(), outbox=outbox)
+    with engine.connect() as conn:
+        (payload,) = conn.execute(sa.text("SELECT payload FROM notifications")).scalars()
+    assert json.loads(payload)["data"]["submission_id"] == "sub_1"
+    assert "webhook_url" not in json.loads(payload)["data"]
+    assert token not in payload
+
+
+def test_show_omits_the_url_and_webhook_url_prints_it(
+    runner: FlaskCliRunner, engine: Engine
+) -> None:
+    add_submission(engine, "sub_1")
+    token = webhook_token([SECRET_KEY], submission_id="sub_1", user_id="user_1")
+    shown = runner.invoke(args=["submissions", "show", "sub_1"])
+    assert shown.exit_code == 0, shown.output
+    assert "webhook_url" not in json.loads(shown.stdout)
+    assert token not in shown.output
+    printed = runner.invoke(args=["webhook-url", "sub_1"])
+    assert printed.stdout == f"https://hooks.example.com/webhooks/ittybit/{token}\n"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def unmigrated(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An empty database, not migrated: SQLite, and PostgreSQL when configured."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+    else:
+        server = postgres_url()
+        if server is None:
+            pytest.skip("PostgreSQL tests need TEST_DATABASE_URL")
+        url = create_test_database(server)
+    settings = Settings.from_env({"APP_ENV": "test", "SECRET_KEY": "x", "DATABASE_URL": url})
+    engine = create_db_engine(settings)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        if request.param == "postgresql":
+            drop_test_database(url)
+
+
+def scrub_revision() -> tuple[str, str]:
+    """Return the scrubbing migration's revision and the one before it, however numbered."""
+    scripts = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    for script in scripts.walk_revisions():
+        if getattr(script.module, "SCRUBS_WEBHOOK_URLS", False):
+            assert isinstance(script.down_revision, str)
+            return script.revision, script.down_revision
+    pytest.fail("no migration scrubs webhook URLs")
+
+
+def test_the_migration_scrubs_stored_webhook_urls_and_keeps_the_rest(unmigrated: Engine) -> None:
+    _, before = scrub_revision()
+    upgrade(unmigrated, before)
+    url = (
+        "https://hooks.example.com/webhooks/ittybit/eyJzIjoic3ViXzEifQ.abcdefghijklmnopqrstuvwxyz0"
+    )
+    submission = {
+        "submission_id": "sub_1",
+        "user_id": "user_1",
+        "status": "succeeded",
+        "metadata": {"webhook_url": "kept: the application's own metadata", "é": "ü"},
+        "webhook_url": url,
+        "output_url": "https://cdn.example.com/a.mp4",
+    }
+    note = {"type": "submission.succeeded", "timestamp": "2026-12-01T00:00:00+00:00"}
+    notification = json.dumps({**note, "data": submission}, separators=(",", ":"))
+    answer = json.dumps(submission, separators=(",", ":"), sort_keys=True) + "\n"
+    page = json.dumps({"data": [submission, submission], "next_cursor": None}, sort_keys=True)
+    untouched = json.dumps({"error": "not_found", "message": "no webhook_url here"})
+    at = utcnow()
+    with unmigrated.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO notifications (message_id, submission_id, endpoint, event_type,"
+                " payload, status, attempts, created_at, next_attempt_at)"
+                " VALUES ('msg_1', 'sub_1', 'https://app.example.com/hooks',"
+                " 'submission.succeeded', :payload, 'pending', 0, :at, :at)"
+            ),
+            {"payload": notification, "at": at},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO api_keys (id, name, key_hash, created_at)"
+                " VALUES (1, 'app', :hash, :at)"
+            ),
+            {"hash": "0" * 64, "at": at},
+        )
+        for number, body in enumerate((answer, page, untouched, None)):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO api_idempotency (api_key_id, idempotency_key, request_hash,"
+                    " status, body, created_at) VALUES (1, :key, :hash, 201, :body, :at)"
+                ),
+                {"key": f"key-{number}", "hash": "1" * 64, "body": body, "at": at},
+            )
+
+    upgrade(unmigrated, "head")
+
+    with unmigrated.connect() as conn:
+        (payload,) = conn.execute(sa.text("SELECT payload FROM notifications")).scalars()
+        bodies = list(
+            conn.execute(sa.text("SELECT body FROM api_idempotency ORDER BY id")).scalars()
+        )
+    scrubbed = {key: value for key, value in submission.items() if key != "webhook_url"}
+    assert payload == json.dumps({**note, "data": scrubbed}, separators=(",", ":"))
+    assert bodies == [
+        json.dumps(scrubbed, separators=(",", ":"), sort_keys=True) + "\n",
+        json.dumps({"data": [scrubbed, scrubbed], "next_cursor": None}, sort_keys=True),
+        untouched,
+        None,
+    ]
+    assert "/webhooks/ittybit/" not in payload + "".join(bodies[:3])

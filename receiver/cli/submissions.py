@@ -50,7 +50,7 @@ def submissions_add(
             )
         except InvalidSubmission as exc:
             raise click.ClickException(str(exc)) from None
-        echo_json(submission_json(submission, settings()))
+        echo_json(submission_json(submission))
 
 
 @submissions_cli.command("show")
@@ -63,7 +63,7 @@ def submissions_show(submission_id: str) -> None:
         if submission is None:
             message = f"no submission {submission_id!r}"
             raise click.ClickException(message)
-        echo_json(submission_json(submission, settings()))
+        echo_json(submission_json(submission))
 
 
 @submissions_cli.command("import")

@@ -60,8 +60,13 @@ def webhook_url(settings: Settings, *, submission_id: str, user_id: str) -> str:
     return f"{settings.public_url}/webhooks/ittybit/{token}"
 
 
-def submission_json(submission: Any, settings: Settings) -> dict[str, Any]:
-    """Return a submission (a model or a row) as the JSON object the CLI prints."""
+def submission_json(submission: Any) -> dict[str, Any]:
+    """Return a submission (a model or a row) as the JSON object the CLI prints.
+
+    Without its webhook URL: the URL's token is a bearer credential for the submission's
+    deliveries, so it goes only where ittybit needs it (the job's ``webhook_url``) and to
+    ``jobhooks webhook-url``, never into API objects or notifications.
+    """
 
     def stamp(value: datetime | None) -> str | None:
         return value.isoformat() if value else None
@@ -77,9 +82,6 @@ def submission_json(submission: Any, settings: Settings) -> dict[str, Any]:
         "error": submission.error,
         "metadata": submission.meta,
         "test": bool(submission.is_test),
-        "webhook_url": webhook_url(
-            settings, submission_id=submission.submission_id, user_id=submission.user_id
-        ),
         "provider_updated_at": stamp(submission.provider_updated_at),
         "created_at": stamp(submission.created_at),
         "updated_at": stamp(submission.updated_at),
