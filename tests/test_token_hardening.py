@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +14,11 @@ import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
+from freezegun import freeze_time
 from sqlalchemy.engine import Engine
 
 from config.settings import Settings
-from receiver.core.jobstate import normalise
+from receiver.core.jobstate import clamp_future, normalise
 from receiver.core.signing import webhook_token
 from receiver.flows.apply import apply_job_state, find_submission
 from receiver.flows.outbox import Outbox
@@ -296,3 +299,85 @@ def test_the_migration_scrubs_stored_webhook_urls_and_keeps_the_rest(unmigrated:
         None,
     ]
     assert "/webhooks/ittybit/" not in payload + "".join(bodies[:3])
+
+
+# --- a provider timestamp far in the future is clamped ----------------------------------------
+
+T = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.usefixtures("token_only")
+def test_a_forged_far_future_timestamp_is_clamped_and_cannot_pin_a_state(
+    client: FlaskClient, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    add_submission(engine, "sub_1")
+    forged = job_payload("job_1", "succeeded", updated_at="9999-12-31T23:59:59Z")
+    with freeze_time(T), caplog.at_level(logging.WARNING, logger="receiver.flows.apply"):
+        answer = post_json(client, token_url("sub_1"), forged)
+    assert answer.status_code == 200, answer.get_json()
+    stored = stored_submission(engine, "sub_1")
+    assert stored["status"] == "succeeded"
+    assert stored["provider_updated_at"] == T + timedelta(seconds=300)
+    clamped = [
+        r
+        for r in caplog.records
+        if getattr(r, "data", {}).get("event") == "future_timestamp_clamped"
+    ]
+    assert len(clamped) == 1
+    assert "9999-12-31" in clamped[0].getMessage()
+
+    # An hour later, the genuine final state carries a strictly later time: it wins.
+    genuine = job_payload("job_1", "failed", updated_at=(T + timedelta(hours=1)).isoformat())
+    genuine["error"] = {"message": "decoder failed"}
+    with freeze_time(T + timedelta(hours=1)):
+        later = post_json(client, token_url("sub_1"), genuine)
+    assert later.get_json()["outcome"] == "applied"
+    assert stored_submission(engine, "sub_1")["status"] == "failed"
+
+
+def test_a_timestamp_within_the_tolerance_is_kept() -> None:
+    state = normalise(
+        {
+            "id": "job_1",
+            "status": "processing",
+            "updated_at": (T + timedelta(seconds=299)).isoformat(),
+        }
+    )
+    assert clamp_future(state, now=T) is state
+    far = normalise({"id": "job_1", "status": "processing", "updated_at": "9999-12-31T00:00:00Z"})
+    assert clamp_future(far, now=T).updated_at == T + timedelta(seconds=300)
+
+
+# --- only http(s) output URLs become results ----------------------------------------------------
+
+
+@pytest.mark.usefixtures("token_only")
+@pytest.mark.parametrize(
+    ("output", "reason"),
+    [
+        ("javascript:alert(document.cookie)", "output URL must be http(s), not 'javascript'"),
+        ("data:text/html;base64,PHNjcmlwdD4=", "output URL must be http(s), not 'data'"),
+        ({"url": "ftp://files.example.com/a.mp4"}, "output URL must be http(s), not 'ftp'"),
+        ("/relative/a.mp4", "output URL must be http(s), not 'none'"),
+        ("https:///no-host.mp4", "output URL has no host"),
+    ],
+)
+def test_an_output_url_that_is_not_http_is_rejected_and_changes_nothing(
+    client: FlaskClient, engine: Engine, output: Any, reason: str
+) -> None:
+    add_submission(engine, "sub_1")
+    before = stored_submission(engine, "sub_1")
+    answer = post_json(client, token_url("sub_1"), job_payload(output=output))
+    assert answer.status_code == 403
+    assert answer.get_json() == {"error": "rejected", "message": reason}
+    assert stored_submission(engine, "sub_1") == before
+    (row,) = stored_events(engine)
+    assert (row["submission_id"], row["outcome"], row["reason"]) == ("sub_1", "rejected", reason)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM notifications")).scalar_one() == 0
+
+    fine = post_json(client, token_url("sub_1"), job_payload(updated_at=1764590400))
+    assert fine.get_json()["outcome"] == "applied"
+    assert (
+        stored_submission(engine, "sub_1")["output_url"] == "https://cdn.example.com/job_abc123.mp4"
+    )
