@@ -13,13 +13,21 @@ import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 from flask import Flask
+from flask.sessions import SecureCookieSessionInterface
 from flask.testing import FlaskClient, FlaskCliRunner
 from freezegun import freeze_time
+from itsdangerous import URLSafeSerializer, URLSafeTimedSerializer
 from sqlalchemy.engine import Engine
 
 from config.settings import Settings
 from receiver.core.jobstate import clamp_future, normalise
-from receiver.core.signing import webhook_token
+from receiver.core.signing import (
+    TOKEN_SALT,
+    TokenClaims,
+    VerificationError,
+    verify_webhook_token,
+    webhook_token,
+)
 from receiver.flows.apply import apply_job_state, find_submission
 from receiver.flows.outbox import Outbox
 from receiver.flows.records import submission_json
@@ -33,6 +41,7 @@ from tests.helpers import (
     add_submission,
     encode,
     job_payload,
+    signed_headers,
     stored_events,
     stored_submission,
     token_url,
@@ -381,3 +390,43 @@ def test_an_output_url_that_is_not_http_is_rejected_and_changes_nothing(
     assert (
         stored_submission(engine, "sub_1")["output_url"] == "https://cdn.example.com/job_abc123.mp4"
     )
+
+
+# --- a token the app signed for another purpose is no webhook token ---------------------------
+
+CLAIMS = {"s": "sub_1", "u": "user_1"}
+
+
+def test_tokens_signed_with_the_secret_key_under_other_salts_are_refused(
+    app: Flask, client: FlaskClient, engine: Engine
+) -> None:
+    """The app's SECRET_KEY also signs admin sessions and CSRF tokens: none of them, nor
+    itsdangerous' default salt, may pass for a submission's webhook URL."""
+    add_submission(engine, "sub_1")
+    key = app.secret_key
+    assert key == SECRET_KEY
+    session_serializer = SecureCookieSessionInterface().get_signing_serializer(app)
+    assert session_serializer is not None
+    others = {
+        "flask session (cookie-session)": session_serializer.dumps(CLAIMS),
+        "flask-wtf csrf (wtf-csrf-token)": URLSafeTimedSerializer(key, salt="wtf-csrf-token").dumps(
+            CLAIMS
+        ),
+        "itsdangerous default salt": URLSafeSerializer(key).dumps(CLAIMS),
+        "itsdangerous default salt, timed": URLSafeTimedSerializer(key).dumps(CLAIMS),
+    }
+    body = encode(job_payload(submission_id=None, user_id=None))
+    for name, token in others.items():
+        with pytest.raises(VerificationError):
+            verify_webhook_token([SECRET_KEY], token)
+        answer = client.post(
+            f"/webhooks/ittybit/{token}",
+            data=body,
+            headers=signed_headers(body, msg_id=f"msg_{len(name)}"),
+        )
+        assert answer.status_code == 401, name
+        assert answer.get_json()["error"] == "bad_token", name
+    genuine = URLSafeSerializer(key, salt=TOKEN_SALT).dumps(CLAIMS)
+    assert verify_webhook_token([SECRET_KEY], genuine) == TokenClaims("sub_1", "user_1")
+    assert stored_submission(engine, "sub_1")["status"] == "pending"
+    assert stored_events(engine) == []
