@@ -19,6 +19,7 @@ PROD = {
     "APP_ENV": "production",
     "SECRET_KEY": "a-production-secret-key-0123",
     "PUBLIC_URL": "https://hooks.example.com",
+    "ITTYBIT_WEBHOOK_SECRET": WEBHOOK_SECRET,
 }
 
 
@@ -304,7 +305,6 @@ def test_secrets_are_kept_out_of_the_settings_repr() -> None:
     value = settings(
         **PROD,
         DATABASE_URL="postgres://app:db-password-9@db.example.com/app",
-        ITTYBIT_WEBHOOK_SECRET=WEBHOOK_SECRET,
         ITTYBIT_API_KEY="ittybit-api-key-9",
         METRICS_TOKEN="metrics-token-9",
         NOTIFY_URL="https://app.example.com/in?key=notify-query-9",

@@ -20,6 +20,7 @@ from itsdangerous import URLSafeSerializer, URLSafeTimedSerializer
 from sqlalchemy.engine import Engine
 
 from config.settings import Settings
+from receiver import create_app
 from receiver.core.jobstate import clamp_future, normalise
 from receiver.core.signing import (
     TOKEN_SALT,
@@ -31,8 +32,8 @@ from receiver.core.signing import (
 from receiver.flows.apply import apply_job_state, find_submission
 from receiver.flows.outbox import Outbox
 from receiver.flows.records import submission_json
-from receiver.store.engines import create_db_engine
-from receiver.store.migrate import alembic_config, upgrade
+from receiver.store.engines import create_db_engine, get_engine
+from receiver.store.migrate import alembic_config, head_revision, upgrade
 from receiver.store.models import Submission, utcnow
 from tests.api_helpers import bearer as api_bearer
 from tests.conftest import create_test_database, drop_test_database, postgres_url
@@ -430,3 +431,46 @@ def test_tokens_signed_with_the_secret_key_under_other_salts_are_refused(
     assert verify_webhook_token([SECRET_KEY], genuine) == TokenClaims("sub_1", "user_1")
     assert stored_submission(engine, "sub_1")["status"] == "pending"
     assert stored_events(engine) == []
+
+
+# --- production without ITTYBIT_WEBHOOK_SECRET says so --------------------------------------
+
+TOKEN_ONLY = "ITTYBIT_WEBHOOK_SECRET is unset: deliveries are checked by URL token alone"
+
+
+def production_config(app_config: dict[str, Any]) -> dict[str, Any]:
+    return {**app_config, "APP_ENV": "production"}
+
+
+def test_production_without_a_webhook_secret_warns_at_start_and_in_readyz(
+    app_config: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    config = production_config(app_config)
+    config.pop("ITTYBIT_WEBHOOK_SECRET")
+    for _start in range(2):
+        with caplog.at_level(logging.WARNING):
+            app = create_app(config)
+        try:
+            warned = [r.getMessage() for r in caplog.records if TOKEN_ONLY in r.getMessage()]
+            assert len(warned) == 1  # at every start, once
+            caplog.clear()
+            answer = app.test_client().get("/readyz")
+            assert answer.status_code == 200
+            body = answer.get_json()
+            assert body["status"] == "ready"
+            assert [w for w in body["warnings"] if w.startswith(TOKEN_ONLY)] == body["warnings"]
+        finally:
+            get_engine(app).dispose()
+
+
+def test_production_with_a_webhook_secret_does_not_warn(
+    app_config: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        app = create_app(production_config(app_config))
+    try:
+        assert not [r for r in caplog.records if TOKEN_ONLY in r.getMessage()]
+        body = app.test_client().get("/readyz").get_json()
+        assert body == {"status": "ready", "revision": head_revision()}
+    finally:
+        get_engine(app).dispose()
