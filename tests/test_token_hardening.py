@@ -32,9 +32,10 @@ from receiver.core.signing import (
 from receiver.flows.apply import apply_job_state, find_submission
 from receiver.flows.outbox import Outbox
 from receiver.flows.records import submission_json
+from receiver.observe.metrics import get_metrics
 from receiver.store.engines import create_db_engine, get_engine
 from receiver.store.migrate import alembic_config, head_revision, upgrade
-from receiver.store.models import Submission, utcnow
+from receiver.store.models import Submission, WebhookEvent, utcnow
 from tests.api_helpers import bearer as api_bearer
 from tests.conftest import create_test_database, drop_test_database, postgres_url
 from tests.helpers import (
@@ -474,3 +475,92 @@ def test_production_with_a_webhook_secret_does_not_warn(
         assert body == {"status": "ready", "revision": head_revision()}
     finally:
         get_engine(app).dispose()
+
+
+# --- refusals for one submission are capped -------------------------------------------------
+
+
+def add_refusals(
+    engine: Engine, submission_id: str, outcome: str, count: int, at: datetime
+) -> None:
+    """Store ``count`` refused deliveries for a submission, received at ``at``."""
+    rows = [
+        {
+            "dedupe_key": f"old:{submission_id}:{outcome}:{at.isoformat()}:{n}",
+            "received_at": at,
+            "source": "url",
+            "job_id": f"job_x{n}",
+            "submission_id": submission_id,
+            "body": "{}",
+            "headers": {},
+            "outcome": outcome,
+            "reason": "earlier refusal",
+        }
+        for n in range(count)
+    ]
+    with engine.begin() as conn:
+        conn.execute(sa.insert(WebhookEvent.__table__), rows)  # type: ignore[attr-defined]
+
+
+def unstored(app: Flask, outcome: str) -> float:
+    value = get_metrics(app).registry.get_sample_value(
+        "jobhooks_webhook_deliveries_unstored_total", {"outcome": outcome}
+    )
+    return value or 0.0
+
+
+@pytest.mark.usefixtures("token_only")
+def test_rejected_deliveries_past_the_cap_are_answered_alike_but_only_counted(
+    app: Flask, client: FlaskClient, engine: Engine
+) -> None:
+    add_submission(engine, "sub_1")
+    add_submission(engine, "sub_2")
+    with freeze_time(T):
+        add_refusals(engine, "sub_1", "rejected", 60, T - timedelta(minutes=59))
+        add_refusals(engine, "sub_1", "unmatched", 39, T - timedelta(minutes=1))
+        add_refusals(engine, "sub_1", "rejected", 50, T - timedelta(minutes=61))  # too old
+        add_refusals(engine, "sub_2", "rejected", 100, T)  # another submission's
+        refused = job_payload(submission_id="sub_1", user_id="someone_else")
+        first = post_json(client, token_url("sub_1"), {**refused, "id": "job_a"})
+        assert first.status_code == 403  # the 100th of the hour: stored
+        assert unstored(app, "rejected") == 0
+        before = len(stored_events(engine))
+        for job in ("job_b", "job_c"):
+            answer = post_json(client, token_url("sub_1"), {**refused, "id": job})
+            assert answer.status_code == 403
+            assert answer.get_json() == first.get_json()
+        # A bad output URL is a refusal too.
+        bad = post_json(client, token_url("sub_1"), job_payload(output="javascript:x"))
+        assert bad.status_code == 403
+    assert len(stored_events(engine)) == before
+    assert unstored(app, "rejected") == 3
+    assert stored_submission(engine, "sub_1")["status"] == "pending"
+
+    # An hour later the window has moved on: refusals are stored again.
+    with freeze_time(T + timedelta(hours=1, minutes=1)):
+        later = post_json(client, token_url("sub_1"), {**refused, "id": "job_d"})
+    assert later.status_code == 403
+    assert len(stored_events(engine)) == before + 1
+    # A delivery that is applied is never capped.
+    with freeze_time(T):
+        applied = post_json(client, token_url("sub_1"), job_payload(submission_id=None))
+    assert applied.get_json()["outcome"] == "applied"
+
+
+@pytest.mark.usefixtures("token_only")
+def test_unmatched_deliveries_past_the_cap_are_answered_alike_but_only_counted(
+    app: Flask, client: FlaskClient, engine: Engine
+) -> None:
+    payload = job_payload("job_1", "processing", submission_id=None, user_id=None)
+    with freeze_time(T):
+        kept = post_json(client, token_url("sub_new"), payload)
+        assert kept.status_code == 202
+        add_refusals(engine, "sub_new", "unmatched", 99, T)
+        past = post_json(client, token_url("sub_new"), {**payload, "status": "finishing"})
+        assert past.status_code == 202
+        assert past.get_json() == {"outcome": "unmatched", "submission_id": "sub_new"}
+        retry = post_json(client, token_url("sub_new"), payload)  # stored before the cap
+        assert retry.get_json()["outcome"] == "duplicate"
+    assert unstored(app, "unmatched") == 1
+    rows = [row for row in stored_events(engine) if row["job_id"] == "job_1"]
+    assert [row["provider_status"] for row in rows] == ["processing"]

@@ -21,6 +21,8 @@ __all__ = [
     "dedupe_key",
     "event_values",
     "insert_event",
+    "key_stored",
+    "recent_refusals",
     "record_event",
     "record_rejected",
     "safe_headers",
@@ -162,6 +164,30 @@ def record_event(
         now=now,
     )
     return insert_event(conn, values)
+
+
+def recent_refusals(conn: Connection, submission_id: str, *, since: datetime, limit: int) -> int:
+    """Count a submission's rejected and unmatched deliveries received since ``since``.
+
+    Counts no further than ``limit``: the answer only needs to say whether it is reached.
+    """
+    recent = (
+        sa.select(sa.literal(1))
+        .where(
+            _events.c.submission_id == submission_id,
+            _events.c.outcome.in_((Outcome.REJECTED.value, Outcome.UNMATCHED.value)),
+            _events.c.received_at >= since,
+        )
+        .limit(limit)
+        .subquery()
+    )
+    return int(conn.execute(sa.select(sa.func.count()).select_from(recent)).scalar_one())
+
+
+def key_stored(conn: Connection, key: str) -> bool:
+    """Tell whether a delivery with ``key`` is in the inbox."""
+    query = sa.select(_events.c.id).where(_events.c.dedupe_key == key)
+    return conn.execute(query).first() is not None
 
 
 def set_outcome(
