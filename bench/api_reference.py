@@ -4,9 +4,9 @@ A minimal Flask app under the same gunicorn as the real one, for the three reque
 API benchmark: one submission, an owner's page of 100, a campaign's page of 100. For each
 it does what the real view must: check the Bearer key's hash in the database, run the same
 SQL as the real app (``receiver/web/api/listing.py``, same indexes, same plans) through
-``sqlite3`` or ``psycopg``, and answer the same JSON: each row as the submission object,
-with its signed webhook URL, and the next page's cursor (the service's own pure helpers
-make the key's hash, the token and the cursor). No SQLAlchemy, no request
+``sqlite3`` or ``psycopg``, and answer the same JSON: each row as the submission object
+(without its webhook URL, as the real one) and the next page's cursor (the service's own
+pure helpers make the key's hash and the cursor). No SQLAlchemy, no request
 validation, no logging, no metrics. ``tests/tooling/test_bench.py`` checks that its answers are
 the real app's, byte for byte once parsed.
 
@@ -24,7 +24,6 @@ from typing import Any
 from flask import Flask, Response, request
 
 from bench.rawdb import worker_connection
-from receiver.core.signing import webhook_token
 from receiver.flows.api_keys import hash_key
 from receiver.web.api.pagination import encode_cursor
 
@@ -32,8 +31,6 @@ app = Flask(__name__)
 
 _URL = os.environ["DATABASE_URL"]
 _SQLITE = _URL.startswith("sqlite")
-_SECRET_KEYS = [os.environ["SECRET_KEY"]]
-_PUBLIC_URL = os.environ["PUBLIC_URL"].rstrip("/")
 _P = "?" if _SQLITE else "%s"
 
 _COLUMNS = (
@@ -69,7 +66,6 @@ def _stamp(value: Any) -> str | None:
 def _submission(row: tuple[Any, ...]) -> dict[str, Any]:
     (_, submission_id, user_id, input_url, job_id, status, provider_status, output_url) = row[:8]
     error, meta, is_test, provider_updated_at, created_at, updated_at = row[8:]
-    token = webhook_token(_SECRET_KEYS, submission_id=submission_id, user_id=user_id)
     return {
         "submission_id": submission_id,
         "user_id": user_id,
@@ -81,7 +77,6 @@ def _submission(row: tuple[Any, ...]) -> dict[str, Any]:
         "error": error,
         "metadata": json.loads(meta) if isinstance(meta, str) else meta,
         "test": bool(is_test),
-        "webhook_url": f"{_PUBLIC_URL}/webhooks/ittybit/{token}",
         "provider_updated_at": _stamp(provider_updated_at),
         "created_at": _stamp(created_at),
         "updated_at": _stamp(updated_at),

@@ -383,11 +383,23 @@ class Settings(BaseSettings):
         return keys
 
     @property
+    def token_only_warning(self) -> str | None:
+        """Return the warning owed when deliveries are checked by the URL token alone."""
+        if self.env != "production" or self.webhook_secrets:
+            return None
+        return (
+            "ITTYBIT_WEBHOOK_SECRET is unset: deliveries are checked by URL token alone "
+            "(no Standard Webhooks signature), and the project-level URL refuses every one"
+        )
+
+    @property
     def warnings(self) -> tuple[str, ...]:
         """Return what start-up should warn about, such as a plain-http PUBLIC_URL."""
         if self.env != "production":
             return ()
         found = []
+        if self.token_only_warning is not None:
+            found.append(self.token_only_warning)
         if self.public_url.startswith("http://"):
             found.append(
                 "PUBLIC_URL uses plain http; fine if TLS ends at the router, "

@@ -9,6 +9,8 @@ from sqlmodel import Session
 
 from receiver.cli.common import database_errors, echo_json, parse_pairs, settings, with_app
 from receiver.flows.records import (
+    ImportRefused,
+    ImportReport,
     InvalidSubmission,
     create_submission,
     get_submission,
@@ -51,7 +53,7 @@ def submissions_add(
             )
         except InvalidSubmission as exc:
             raise click.ClickException(str(exc)) from None
-        echo_json(submission_json(submission, settings()))
+        echo_json(submission_json(submission))
 
 
 @submissions_cli.command("show")
@@ -64,7 +66,7 @@ def submissions_show(submission_id: str) -> None:
         if submission is None:
             message = f"no submission {submission_id!r}"
             raise click.ClickException(message)
-        echo_json(submission_json(submission, settings()))
+        echo_json(submission_json(submission))
 
 
 @submissions_cli.command("import")
@@ -76,15 +78,28 @@ def submissions_show(submission_id: str) -> None:
     type=click.IntRange(1, 10000),
     help="Rows per INSERT on SQLite (PostgreSQL copies them all at once).",
 )
+@click.option("--strict", is_flag=True, help="Import nothing if any row would be skipped.")
 @with_app
-def submissions_import(file: TextIO, batch: int) -> None:
-    """Import submissions from a JSON Lines FILE ('-' for stdin); nothing is written on error."""
+def submissions_import(file: TextIO, batch: int, strict: bool) -> None:
+    """Import submissions from a JSON Lines FILE ('-' for stdin); nothing is written on error.
+
+    Each skipped row is named on stderr: its line, its submission id and why.
+    """
     with database_errors():
         try:
-            report = import_submissions(get_engine(), file, batch=batch)
+            report = import_submissions(get_engine(), file, batch=batch, strict=strict)
+        except ImportRefused as exc:
+            _echo_skips(exc.report)
+            raise click.ClickException(f"{exc} (--strict); nothing was imported") from None
         except InvalidSubmission as exc:
             raise click.ClickException(f"{exc}; nothing was imported") from None
+    _echo_skips(report)
     echo_json({"read": report.read, "inserted": report.inserted, "skipped": report.skipped})
+
+
+def _echo_skips(report: ImportReport) -> None:
+    for skip in report.skips:
+        click.echo(f"line {skip.line}: {skip.submission_id} skipped: {skip.reason}", err=True)
 
 
 @click.command("webhook-url")

@@ -105,7 +105,7 @@ def submit_command(
             )
         except InvalidSubmission as exc:
             raise click.ClickException(str(exc)) from None
-    echo_json(submission_json(result.submission, config))
+    echo_json(submission_json(result.submission))
     if result.error is not None:
         message = (
             f"submit failed: {result.error}; {submission_id} stays pending, "

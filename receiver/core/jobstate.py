@@ -11,13 +11,22 @@ import logging
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from receiver.core.statuses import Status
 
-__all__ = ["InvalidPayload", "JobState", "NotAJob", "normalise", "parse_json", "parse_timestamp"]
+__all__ = [
+    "FUTURE_TOLERANCE",
+    "InvalidPayload",
+    "JobState",
+    "NotAJob",
+    "clamp_future",
+    "normalise",
+    "parse_json",
+    "parse_timestamp",
+]
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +35,10 @@ _SUCCEEDED = frozenset({"succeeded", "completed", "ready"})
 _FAILED = frozenset({"failed", "error"})
 _CANCELLED = frozenset({"cancelled", "canceled"})
 _MAX_TEXT = 2000
+#: How far ahead of our clock a provider timestamp may be: the signature tolerance
+#: (``WEBHOOK_TOLERANCE``'s default). Beyond it a timestamp is clamped, so a forged
+#: ``9999-12-31`` cannot outrank every later state and pin the submission.
+FUTURE_TOLERANCE = timedelta(seconds=300)
 
 
 class InvalidPayload(ValueError):
@@ -139,6 +152,19 @@ def status_family(provider_status: str) -> Status:
     if value not in _RUNNING:
         log.warning("unknown ittybit status %r counted as running", provider_status[:50])
     return Status.PROCESSING
+
+
+def clamp_future(
+    state: JobState, *, now: datetime, tolerance: timedelta = FUTURE_TOLERANCE
+) -> JobState:
+    """Return ``state`` with a timestamp past ``now + tolerance`` set to that limit.
+
+    Returns ``state`` itself when nothing was clamped, so callers can tell by identity.
+    """
+    limit = now + tolerance
+    if state.updated_at is None or state.updated_at <= limit:
+        return state
+    return replace(state, updated_at=limit)
 
 
 def parse_timestamp(value: Any) -> datetime | None:

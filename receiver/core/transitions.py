@@ -11,17 +11,26 @@ Pure: given the submission as stored and a JobState, say whether and how it chan
   finishing).
 - ``expired`` is the reconciler's verdict on a job that never finished: it replaces only a
   running state, and yields to any final state.
+- Only an ``http``/``https`` output URL becomes a result: a state carrying any other
+  (``javascript:``, ``data:``) is rejected whole, and changes nothing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from receiver.core.jobstate import JobState
 from receiver.core.statuses import TERMINAL_STATUSES, Outcome, Status
 
-__all__ = ["Change", "SubmissionRow", "decide_transition", "running_rank"]
+__all__ = [
+    "Change",
+    "SubmissionRow",
+    "decide_transition",
+    "output_url_refusal",
+    "running_rank",
+]
 
 #: ittybit's running steps in the order a job goes through them.
 _RUNNING_ORDER = {
@@ -88,8 +97,28 @@ def _earlier(new: datetime | None, old: datetime | None) -> bool:
     return new is not None and old is not None and new < old
 
 
+def output_url_refusal(url: str | None) -> str | None:
+    """Return why ``url`` may not become a result (not an absolute http(s) URL), or None."""
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "output URL is not a valid URL"
+    if parts.scheme.lower() not in ("http", "https"):
+        # The scheme only, bounded: the URL itself may be a script or megabytes of data.
+        scheme = parts.scheme[:20] or "none"
+        return f"output URL must be http(s), not {scheme!r}"
+    if not parts.netloc:
+        return "output URL has no host"
+    return None
+
+
 def decide_transition(current: SubmissionRow, state: JobState) -> Change:
     """Return the change ``state`` makes to ``current``, keeping terminal and ordering rules."""
+    refused = output_url_refusal(state.output_url)
+    if refused is not None:
+        return Change(Outcome.REJECTED, reason=refused)
     verdict = _refusal(current, state)
     if verdict is not None:
         return verdict

@@ -11,6 +11,7 @@ SQLAlchemy Core statements, built once: this is the webhook's hot path.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import datetime
 from functools import cache
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql
 
-from receiver.core.jobstate import JobState
+from receiver.core.jobstate import JobState, clamp_future
 from receiver.core.transitions import Change, SubmissionRow, decide_transition
 from receiver.flows.outbox import Outbox
 from receiver.store.hotsql import HotStatement
@@ -28,6 +29,8 @@ from receiver.store.inbox import EVENT_COLUMNS, insert_event
 from receiver.store.models import Submission, WebhookEvent
 
 __all__ = ["apply_job_state", "find_submission"]
+
+log = logging.getLogger(__name__)
 
 _submissions = Submission.__table__  # type: ignore[attr-defined]
 _events = WebhookEvent.__table__  # type: ignore[attr-defined]
@@ -115,8 +118,10 @@ def apply_job_state(
     ``event`` (an inbox row, see ``receiver.store.inbox.event_values``; its outcome and reason
     are the verdict's) the row is inserted *before* anything else is written, and when its
     key was already stored nothing is written at all and ``None`` is returned: no rollback
-    is needed to undo a change that was never made.
+    is needed to undo a change that was never made. A provider timestamp too far in the
+    future is clamped first (``clamp_future``), and logged.
     """
+    state = _clamped(state, now)
     change = decide_transition(submission, state)
     if event is not None:
         stored = {
@@ -139,6 +144,19 @@ def apply_job_state(
             now=now,
         )
     return change
+
+
+def _clamped(state: JobState, now: datetime) -> JobState:
+    clamped = clamp_future(state, now=now)
+    if clamped is not state:
+        log.warning(
+            "provider timestamp %s of job %s is in the future; clamped to %s",
+            state.updated_at.isoformat() if state.updated_at else None,
+            state.job_id,
+            clamped.updated_at.isoformat() if clamped.updated_at else None,
+            extra={"data": {"event": "future_timestamp_clamped", "job_id": state.job_id}},
+        )
+    return clamped
 
 
 def _params(submission: SubmissionRow, change: Change, now: datetime) -> dict[str, Any]:

@@ -3,25 +3,44 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from receiver.core.jobstate import JobState
 from receiver.core.signing import TokenClaims
-from receiver.core.transitions import SubmissionRow
+from receiver.core.transitions import SubmissionRow, output_url_refusal
 from receiver.flows.apply import apply_job_state, find_submission
 from receiver.flows.outbox import Outbox
-from receiver.store.inbox import Delivery, dedupe_key, event_values, record_event, record_rejected
-from receiver.store.models import Outcome
+from receiver.store.inbox import (
+    Delivery,
+    dedupe_key,
+    event_values,
+    key_stored,
+    recent_refusals,
+    record_event,
+    record_rejected,
+)
+from receiver.store.models import Outcome, Submission
 
 __all__ = [
+    "REFUSAL_CAP",
+    "REFUSAL_WINDOW",
     "DeliveryResult",
     "claims_conflict",
     "match_stored",
+    "over_refusal_cap",
     "owner_conflict",
     "process_delivery",
 ]
+
+#: Rejected and unmatched deliveries stored per submission (a webhook URL's token names
+#: one) in REFUSAL_WINDOW. Past it they are answered alike but not stored, and counted
+#: (``jobhooks_webhook_deliveries_unstored_total``): a leaked token or a broken sender
+#: cannot fill the inbox with refusals.
+REFUSAL_CAP = 100
+REFUSAL_WINDOW = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +51,12 @@ class DeliveryResult:
     submission_id: str | None = None
     status: str | None = None
     reason: str | None = None
+    #: False when the delivery was answered but, past the refusal cap, not stored.
+    stored: bool = True
 
 
 _SEEN = "this delivery was stored before"
+_submissions = Submission.__table__  # type: ignore[attr-defined]
 
 
 def claims_conflict(claims: TokenClaims | None, state: JobState) -> str | None:
@@ -104,6 +126,28 @@ def match_stored(
     return submission, conflict
 
 
+def over_refusal_cap(conn: Connection, submission_id: str | None, now: datetime) -> bool:
+    """Tell whether a submission's refusals of the last window reached the cap."""
+    if submission_id is None:
+        return False
+    since = now - REFUSAL_WINDOW
+    return recent_refusals(conn, submission_id, since=since, limit=REFUSAL_CAP) >= REFUSAL_CAP
+
+
+def _job_taken(conn: Connection, job_id: str, submission_id: str) -> str | None:
+    """Return why a job may not be bound to ``submission_id``: another submission has it.
+
+    Only a signed URL can name a submission other than the job's; without this check the
+    job id's unique index would refuse the change, after the inbox row was written.
+    """
+    holder = conn.execute(
+        sa.select(_submissions.c.submission_id).where(_submissions.c.job_id == job_id)
+    ).scalar()
+    if holder is not None and holder != submission_id:
+        return "job id belongs to another submission"
+    return None
+
+
 def _keep_unmatched(
     conn: Connection,
     *,
@@ -112,9 +156,14 @@ def _keep_unmatched(
     state: JobState,
     wanted: str | None,
     now: datetime,
+    capped: bool,
 ) -> DeliveryResult:
     """Store a delivery no submission matches yet, to be applied when one is registered."""
     reason = "no submission matches the job yet"
+    if capped and over_refusal_cap(conn, wanted, now):
+        if key_stored(conn, key):  # a retry is answered as it was before the cap
+            return DeliveryResult(Outcome.DUPLICATE, wanted, reason=_SEEN)
+        return DeliveryResult(Outcome.UNMATCHED, wanted, reason=reason, stored=False)
     stored = record_event(
         conn,
         key=key,
@@ -138,46 +187,52 @@ def process_delivery(
     claims: TokenClaims | None,
     now: datetime,
     outbox: Outbox,
+    capped: bool = False,
 ) -> DeliveryResult:
     """Match, store and apply one delivery inside the caller's transaction.
 
     The inbox row goes in before anything else is written: a delivery whose key is already
     stored writes nothing and comes back ``duplicate``, so nothing needs rolling back. A new
-    key whose state is already recorded is kept, with outcome ``duplicate``.
+    key whose state is already recorded is kept, with outcome ``duplicate``. ``capped``
+    (webhooks; not ittybit's event list) stores no refusal past :data:`REFUSAL_CAP`.
     """
-    key = dedupe_key(delivery.delivery_id, state)
-    submission = _locate(conn, state, named=claims.submission_id if claims else None)
+    named = claims.submission_id if claims else None
+    key = dedupe_key(delivery.delivery_id, state, named=named)
+    submission = _locate(conn, state, named=named)
 
     if submission is None:
         wanted = claims.submission_id if claims else state.meta_str("submission_id")
         return _keep_unmatched(
-            conn, key=key, delivery=delivery, state=state, wanted=wanted, now=now
+            conn, key=key, delivery=delivery, state=state, wanted=wanted, now=now, capped=capped
         )
 
+    sid = submission.submission_id
     conflict = owner_conflict(claims, state, submission)
+    if conflict is None and named is not None and submission.job_id is None:
+        conflict = _job_taken(conn, state.job_id, sid)
+    if capped:
+        refusal = conflict or output_url_refusal(state.output_url)
+        if refusal is not None and over_refusal_cap(conn, sid, now):
+            return DeliveryResult(Outcome.REJECTED, sid, reason=refusal, stored=False)
     if conflict is not None:
         record_rejected(
             conn,
             key=key,
             delivery=delivery,
             state=state,
-            submission_id=submission.submission_id,
+            submission_id=sid,
             reason=conflict,
             now=now,
         )
-        return DeliveryResult(Outcome.REJECTED, submission.submission_id, reason=conflict)
+        return DeliveryResult(Outcome.REJECTED, sid, reason=conflict)
 
-    event = event_values(
-        key=key, delivery=delivery, state=state, submission_id=submission.submission_id, now=now
-    )
+    event = event_values(key=key, delivery=delivery, state=state, submission_id=sid, now=now)
     change = apply_job_state(conn, submission, state, now=now, outbox=outbox, event=event)
     if change is None:
-        return DeliveryResult(
-            Outcome.DUPLICATE, submission.submission_id, submission.status, reason=_SEEN
-        )
+        return DeliveryResult(Outcome.DUPLICATE, sid, submission.status, reason=_SEEN)
     return DeliveryResult(
         change.outcome,
-        submission.submission_id,
+        sid,
         change.new_status or submission.status,
         change.reason,
     )

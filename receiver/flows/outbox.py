@@ -113,7 +113,7 @@ class Outbox:
         """Return the outbox ``NOTIFY_URL`` and ``NOTIFY_EVENTS`` describe."""
 
         def render(row: Any) -> dict[str, Any]:
-            return submission_json(row, settings)
+            return submission_json(row)
 
         # An endpoint named twice is still one endpoint: it is owed one notification.
         endpoints = tuple(dict.fromkeys(settings.notify_urls))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,8 +22,10 @@ from receiver.store.models import Notification, Poll, Status, Submission, Webhoo
 
 __all__ = [
     "TEST_PREFIX",
+    "ImportRefused",
     "ImportReport",
     "InvalidSubmission",
+    "SkippedRow",
     "create_submission",
     "create_test_submission",
     "get_submission",
@@ -59,8 +61,13 @@ def webhook_url(settings: Settings, *, submission_id: str, user_id: str) -> str:
     return f"{settings.public_url}/webhooks/ittybit/{token}"
 
 
-def submission_json(submission: Any, settings: Settings) -> dict[str, Any]:
-    """Return a submission (a model or a row) as the JSON object the CLI prints."""
+def submission_json(submission: Any) -> dict[str, Any]:
+    """Return a submission (a model or a row) as the JSON object the CLI prints.
+
+    Without its webhook URL: the URL's token is a bearer credential for the submission's
+    deliveries, so it goes only where ittybit needs it (the job's ``webhook_url``) and to
+    ``jobhooks webhook-url``, never into API objects or notifications.
+    """
 
     def stamp(value: datetime | None) -> str | None:
         return value.isoformat() if value else None
@@ -76,9 +83,6 @@ def submission_json(submission: Any, settings: Settings) -> dict[str, Any]:
         "error": submission.error,
         "metadata": submission.meta,
         "test": bool(submission.is_test),
-        "webhook_url": webhook_url(
-            settings, submission_id=submission.submission_id, user_id=submission.user_id
-        ),
         "provider_updated_at": stamp(submission.provider_updated_at),
         "created_at": stamp(submission.created_at),
         "updated_at": stamp(submission.updated_at),
@@ -211,13 +215,31 @@ def prune_test_submissions(engine: Engine) -> int:
         return int(conn.execute(sa.delete(table).where(table.c.is_test.is_(True))).rowcount)
 
 
+@dataclass(frozen=True, slots=True)
+class SkippedRow:
+    """A line of an import that was not written, and why."""
+
+    line: int
+    submission_id: str
+    reason: str
+
+
 @dataclass(slots=True)
 class ImportReport:
-    """How an import went."""
+    """How an import went: counts, and every row skipped with its reason."""
 
     read: int = 0
     inserted: int = 0
     skipped: int = 0
+    skips: list[SkippedRow] = field(default_factory=list)
+
+
+class ImportRefused(InvalidSubmission):
+    """A strict import met rows it would skip; nothing was written."""
+
+    def __init__(self, report: ImportReport) -> None:
+        super().__init__(f"{report.skipped} row(s) would be skipped")
+        self.report = report
 
 
 def _parse_lines(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -239,30 +261,68 @@ def _parse_lines(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
             raise InvalidSubmission(message) from None
 
 
-def import_submissions(engine: Engine, lines: Iterable[str], *, batch: int = 1000) -> ImportReport:
+def import_submissions(
+    engine: Engine, lines: Iterable[str], *, batch: int = 1000, strict: bool = False
+) -> ImportReport:
     """Insert JSON Lines submissions; rows whose submission or job id exists are skipped.
 
     All or nothing: every line is validated before anything is written, and every row is
     written in one transaction, so a bad line or a database failure half-way changes
-    nothing.
+    nothing. The report names each skipped row and why; ``strict`` refuses the whole file
+    (:class:`ImportRefused`, nothing written) when any row would be skipped.
     """
     rows: list[dict[str, Any]] = []
-    seen: set[str] = set()
+    numbers: dict[str, int] = {}
     for number, values in _parse_lines(lines):
-        if values["submission_id"] in seen:
+        if values["submission_id"] in numbers:
             message = f"line {number}: submission_id {values['submission_id']!r} repeats"
             raise InvalidSubmission(message)
-        seen.add(values["submission_id"])
+        numbers[values["submission_id"]] = number
         rows.append(values)
     report = ImportReport(read=len(rows))
     now = utcnow()
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
-            report.inserted = _copy_postgresql(conn, rows, now=now)
+            inserted = _copy_postgresql(conn, rows, now=now)
         else:
-            report.inserted = _insert_batches(conn, rows, now=now, batch=batch)
-    report.skipped = report.read - report.inserted
+            inserted = _insert_batches(conn, rows, now=now, batch=batch)
+        report.inserted = len(inserted)
+        report.skipped = report.read - report.inserted
+        left = [row for row in rows if row["submission_id"] not in inserted]
+        report.skips = _skip_reasons(conn, left, numbers, inserted)
+        if strict and report.skips:
+            raise ImportRefused(report)  # leaving the block rolls every row back
     return report
+
+
+def _skip_reasons(
+    conn: sa.Connection,
+    left: list[dict[str, Any]],
+    numbers: Mapping[str, int],
+    inserted: set[str],
+) -> list[SkippedRow]:
+    """Say why each row ``left`` out was not written: its id, or its job's, is taken."""
+    if not left:
+        return []
+    table = Submission.__table__  # type: ignore[attr-defined]
+    job_ids = [row["job_id"] for row in left if row["job_id"] is not None]
+    holders: dict[str, str] = {}
+    for start in range(0, len(job_ids), 1000):
+        query = sa.select(table.c.job_id, table.c.submission_id).where(
+            table.c.job_id.in_(job_ids[start : start + 1000])
+        )
+        holders.update({job: owner for job, owner in conn.execute(query).all()})
+    skips = []
+    for row in left:
+        submission_id, job_id = row["submission_id"], row["job_id"]
+        holder = holders.get(job_id) if job_id is not None else None
+        if holder is not None and holder != submission_id:
+            where = "this file" if holder in inserted else "the database"
+            reason = f"job id belongs to {holder} ({where})"
+        else:
+            reason = "submission_id exists"
+        skips.append(SkippedRow(numbers[submission_id], submission_id, reason))
+    return sorted(skips, key=lambda skip: skip.line)
 
 
 _IMPORTED = ("submission_id", "user_id", "input_url", "job_id", "status", "meta")
@@ -270,19 +330,19 @@ _IMPORTED = ("submission_id", "user_id", "input_url", "job_id", "status", "meta"
 
 def _insert_batches(
     conn: sa.Connection, rows: list[dict[str, Any]], *, now: datetime, batch: int
-) -> int:
+) -> set[str]:
     table = Submission.__table__  # type: ignore[attr-defined]
-    statement = sqlite.insert(table).on_conflict_do_nothing().returning(table.c.id)
-    inserted = 0
+    statement = sqlite.insert(table).on_conflict_do_nothing().returning(table.c.submission_id)
+    inserted: set[str] = set()
     for start in range(0, len(rows), batch):
         chunk = [
             {**row, "created_at": now, "updated_at": now} for row in rows[start : start + batch]
         ]
-        inserted += len(conn.execute(statement, chunk).all())
+        inserted.update(conn.execute(statement, chunk).scalars())
     return inserted
 
 
-def _copy_postgresql(conn: sa.Connection, rows: list[dict[str, Any]], *, now: datetime) -> int:
+def _copy_postgresql(conn: sa.Connection, rows: list[dict[str, Any]], *, now: datetime) -> set[str]:
     """COPY the rows into a staging table, then insert the new ones in one statement.
 
     Measured: 30,000 rows through INSERT … VALUES batches took 11 s, most of it psycopg
@@ -303,7 +363,8 @@ def _copy_postgresql(conn: sa.Connection, rows: list[dict[str, Any]], *, now: da
         sa.text(
             f"INSERT INTO submissions ({columns}, created_at, updated_at)"  # noqa: S608
             f" SELECT {columns}, :now, :now FROM import_rows ON CONFLICT DO NOTHING"
+            " RETURNING submission_id"
         ),
         {"now": now},
     )
-    return int(result.rowcount)
+    return set(result.scalars())

@@ -149,6 +149,13 @@ class Metrics:
             ["source", "outcome", "status"],
             registry=registry,
         )
+        self.unstored = Counter(
+            "jobhooks_webhook_deliveries_unstored",
+            "Rejected and unmatched deliveries answered but not stored: past the cap of "
+            "refusals a submission may store an hour.",
+            ["outcome"],
+            registry=registry,
+        )
         self.verification_failures = Counter(
             "jobhooks_webhook_verification_failures",
             "Webhook deliveries refused by verification (401), by reason.",
@@ -239,6 +246,10 @@ class Metrics:
         if status == 401:
             self._child(self.verification_failures, source, error or "unknown").inc()
         self._child(self.latency, source).observe(seconds)
+
+    def observe_unstored(self, outcome: str) -> None:
+        """Count one delivery answered but not stored (past the refusal cap)."""
+        self._child(self.unstored, outcome).inc()
 
     def observe_reconcile_job(self, result: str) -> None:
         """Count one job polled by the reconciler."""

@@ -21,6 +21,8 @@ __all__ = [
     "dedupe_key",
     "event_values",
     "insert_event",
+    "key_stored",
+    "recent_refusals",
     "record_event",
     "record_rejected",
     "safe_headers",
@@ -61,20 +63,26 @@ def safe_headers(headers: HeaderLookup) -> dict[str, str]:
     return kept
 
 
-def dedupe_key(delivery_id: str | None, state: JobState) -> str:
+def dedupe_key(delivery_id: str | None, state: JobState, *, named: str | None = None) -> str:
     """Return the unique key of a delivery: event id, else webhook-id, else a state hash.
 
     An event envelope's id names the event wherever it travels: in every delivery to
     every endpoint and in ittybit's event list, which the reconciler reads. Keyed on it,
     the webhook of an event already read from the list (or the reverse) is a duplicate.
     A bare job has no event id: its ``webhook-id`` (the same on every retry) keys it.
+    Without either, the hash of job id, status and timestamp keys it, with the submission
+    a signed URL ``named``: the same job state sent to two submissions' URLs is two
+    deliveries (one of them refused), not one delivery and its duplicate.
     """
     if state.event_id:
         return f"evt:{state.event_id}"
     if delivery_id:
         return f"wh:{delivery_id}"
     stamp = state.updated_at.isoformat() if state.updated_at else ""
-    digest = hashlib.sha256(f"{state.job_id}\n{state.provider_status}\n{stamp}".encode())
+    text = f"{state.job_id}\n{state.provider_status}\n{stamp}"
+    if named is not None:
+        text += f"\n{named}"
+    digest = hashlib.sha256(text.encode())
     return f"st:{digest.hexdigest()}"
 
 
@@ -156,6 +164,30 @@ def record_event(
         now=now,
     )
     return insert_event(conn, values)
+
+
+def recent_refusals(conn: Connection, submission_id: str, *, since: datetime, limit: int) -> int:
+    """Count a submission's rejected and unmatched deliveries received since ``since``.
+
+    Counts no further than ``limit``: the answer only needs to say whether it is reached.
+    """
+    recent = (
+        sa.select(sa.literal(1))
+        .where(
+            _events.c.submission_id == submission_id,
+            _events.c.outcome.in_((Outcome.REJECTED.value, Outcome.UNMATCHED.value)),
+            _events.c.received_at >= since,
+        )
+        .limit(limit)
+        .subquery()
+    )
+    return int(conn.execute(sa.select(sa.func.count()).select_from(recent)).scalar_one())
+
+
+def key_stored(conn: Connection, key: str) -> bool:
+    """Tell whether a delivery with ``key`` is in the inbox."""
+    query = sa.select(_events.c.id).where(_events.c.dedupe_key == key)
+    return conn.execute(query).first() is not None
 
 
 def set_outcome(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 
 from receiver.store.engines import get_engine, migration_state
@@ -36,4 +36,8 @@ def readyz() -> Response:
         return error_response(
             503, "not_migrated", f"database is at {current or 'no revision'}, code needs {head}"
         )
+    warning = current_app.extensions["jobhooks.settings"].token_only_warning
+    if warning is not None:
+        # Ready all the same: a deployment may choose URL tokens alone, but never unknowingly.
+        return jsonify(status="ready", revision=current, warnings=[warning])
     return jsonify(status="ready", revision=current)

@@ -17,9 +17,15 @@ from receiver.core.signing import (
     verify_standard_webhook,
     verify_webhook_token,
 )
-from receiver.flows.delivery import DeliveryResult, claims_conflict, process_delivery
+from receiver.flows.delivery import (
+    DeliveryResult,
+    claims_conflict,
+    over_refusal_cap,
+    process_delivery,
+)
 from receiver.flows.outbox import get_outbox
 from receiver.observe.logs import note
+from receiver.observe.metrics import get_metrics
 from receiver.store.engines import database_unavailable, get_engine
 from receiver.store.inbox import Delivery, dedupe_key, record_rejected
 from receiver.store.models import Outcome, utcnow
@@ -147,6 +153,8 @@ def _handle(
             "the delivery could not be stored; retry later",
             headers={"Retry-After": "5"},
         )
+    if not result.stored:
+        get_metrics().observe_unstored(result.outcome.value)
     note(
         delivery_id=delivery_id or state.event_id,
         job_id=state.job_id,
@@ -189,16 +197,26 @@ def _store_once(delivery: Delivery, state: JobState, claims: TokenClaims | None)
             try:
                 with conn.begin():
                     return process_delivery(
-                        conn, delivery=delivery, state=state, claims=claims, now=now, outbox=outbox
+                        conn,
+                        delivery=delivery,
+                        state=state,
+                        claims=claims,
+                        now=now,
+                        outbox=outbox,
+                        capped=True,
                     )
             except IntegrityError:
                 # Filling in the job id collided with the submission that already owns it.
                 conflict = "job id belongs to another submission"
         wanted = claims.submission_id if claims else state.meta_str("submission_id")
         with conn.begin():
+            if over_refusal_cap(conn, wanted, now):
+                return DeliveryResult(Outcome.REJECTED, wanted, reason=conflict, stored=False)
             record_rejected(
                 conn,
-                key=dedupe_key(delivery.delivery_id, state),
+                key=dedupe_key(
+                    delivery.delivery_id, state, named=claims.submission_id if claims else None
+                ),
                 delivery=delivery,
                 state=state,
                 submission_id=wanted,

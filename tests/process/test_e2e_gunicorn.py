@@ -92,7 +92,8 @@ def test_signed_webhook_over_http_updates_the_submission(
             "https://uploads.example.com/sub_1.mp4",
         )
     )
-    url = added["webhook_url"]
+    assert added["submission_id"] == "sub_1"
+    url = jobhooks(server, "webhook-url", "sub_1").strip()
     assert url.startswith(f"{server.url}/webhooks/ittybit/")
     body = encode(job_payload())
     headers = signed_headers(body, msg_id="msg_e2e")

@@ -92,7 +92,14 @@ def test_make_run_prints_the_exports_that_make_webhook_urls_reach_it(
         text=True,
         check=True,
     )
-    url = json.loads(added.stdout)["webhook_url"]
+    assert json.loads(added.stdout)["submission_id"] == "sub_1"
+    url = subprocess.run(
+        ["jobhooks", "webhook-url", "sub_1"],
+        env=other,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert url.startswith(f"http://localhost:{env['PORT']}/")
 
     answer = httpx.post(

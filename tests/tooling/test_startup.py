@@ -31,7 +31,7 @@ from receiver import create_app
 from receiver.cli import COMMANDS
 from receiver.cli import cli as jobhooks_cli
 from receiver.store.engines import get_engine
-from tests.helpers import SECRET_KEY, add_submission
+from tests.helpers import SECRET_KEY, WEBHOOK_SECRET, add_submission
 
 BIN = Path(sys.executable).parent
 #: Loaded only by the web surfaces or the commands that use them: never by `--help` or
@@ -224,6 +224,7 @@ def test_a_one_off_command_still_logs_warnings(dev_env: dict[str, str], tmp_path
         "APP_ENV": "production",
         "SECRET_KEY": SECRET_KEY,
         "PUBLIC_URL": "http://hooks.example.com",
+        "ITTYBIT_WEBHOOK_SECRET": WEBHOOK_SECRET,
     }
     done, _ = run_jobhooks(["events", "list", "--json"], env, tmp_path)
     assert done.returncode == 0, done.stderr

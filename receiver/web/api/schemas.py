@@ -147,7 +147,6 @@ class SubmissionBody(BaseModel):
     error: str | None
     metadata: dict[str, Any]
     test: bool
-    webhook_url: str
     provider_updated_at: datetime | None
     created_at: datetime
     updated_at: datetime

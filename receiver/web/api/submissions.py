@@ -67,7 +67,7 @@ def _context() -> Any:
 
 
 def _answer(submission: Any, status: int = 200) -> Response:
-    response = jsonify(submission_json(submission, settings()))
+    response = jsonify(submission_json(submission))
     response.status_code = status
     if status == 201:
         response.headers["Location"] = f"{bp.url_prefix}/submissions/{submission.submission_id}"
@@ -338,9 +338,8 @@ def list_submissions_view() -> Response:
         updated_after=query.updated_after,
         meta=query.meta_filters(),
     )
-    config = settings()
     return jsonify(
-        data=[submission_json(row, config) for row in rows],
+        data=[submission_json(row) for row in rows],
         next_cursor=None if following is None else encode_cursor(*following),
     )
 

@@ -30,7 +30,6 @@ DOCUMENTED_KEYS = {
     "error",
     "metadata",
     "test",
-    "webhook_url",
     "provider_updated_at",
     "created_at",
     "updated_at",
@@ -79,7 +78,7 @@ def test_add_prints_the_submission(runner: FlaskCliRunner, engine: Engine) -> No
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
     assert set(printed) == DOCUMENTED_KEYS
-    generated = {"webhook_url", "created_at", "updated_at"}
+    generated = {"created_at", "updated_at"}
     assert {key: value for key, value in printed.items() if key not in generated} == {
         "submission_id": "sub_1",
         "user_id": "user_1",
@@ -94,7 +93,8 @@ def test_add_prints_the_submission(runner: FlaskCliRunner, engine: Engine) -> No
         "provider_updated_at": None,
     }
     assert datetime.fromisoformat(printed["created_at"]).tzinfo is not None
-    assert claims_of(printed["webhook_url"]) == TokenClaims("sub_1", "user_1")
+    url = runner.invoke(args=["webhook-url", "sub_1"]).stdout.strip()
+    assert claims_of(url) == TokenClaims("sub_1", "user_1")
     row = stored(engine, "sub_1")
     assert row is not None
     assert (row["user_id"], row["job_id"], row["status"]) == ("user_1", "job_1", "pending")

@@ -115,7 +115,8 @@ def test_trigger_makes_a_test_submission_and_reports_on_it(live: Setup) -> None:
     assert shown["output_url"] == f"https://cdn.example.com/test/{shown['job_id']}.mp4"
     # The real submission is untouched, and the signed token never reaches the terminal.
     assert show(runner) == real_before
-    token = shown["webhook_url"].rsplit("/", 1)[1]
+    url = runner.invoke(args=["webhook-url", test_id]).output.strip()
+    token = url.rsplit("/", 1)[1]
     assert token not in result.output
 
 

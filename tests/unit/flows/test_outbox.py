@@ -68,7 +68,7 @@ def test_a_webhook_on_the_signed_url_announces_a_final_state(
     with Session(engine) as session:
         stored = get_submission(session, "sub_1")
         assert stored is not None
-        assert body["data"] == submission_json(stored, app.extensions["jobhooks.settings"])
+        assert body["data"] == submission_json(stored)
     assert body["data"]["output_url"] == "https://cdn.example.com/job_abc123.mp4"
     assert datetime.fromisoformat(body["timestamp"]) <= datetime.now(UTC)
 

@@ -31,11 +31,10 @@ _polls = Poll.__table__  # type: ignore[attr-defined]
 
 
 def outbox_of(app: Flask) -> Outbox:
-    settings = app.extensions["jobhooks.settings"]
     return Outbox(
         endpoints=("https://app.example.com/hooks",),
         events="final",
-        render=lambda row: submission_json(row, settings),
+        render=submission_json,
     )
 
 

@@ -22,7 +22,8 @@ def test_seed_example_updates_submission(client: FlaskClient, runner: FlaskCliRu
         ]
     )
     assert added.exit_code == 0, added.output
-    url = json.loads(added.output)["webhook_url"].removeprefix("https://hooks.example.com")
+    url = runner.invoke(args=["webhook-url", "sub_1"]).output.strip()
+    url = url.removeprefix("https://hooks.example.com")
     body = encode(job_payload())
     response = client.post(url, data=body, headers=signed_headers(body))
     assert response.status_code == 200, response.json
