@@ -42,6 +42,7 @@ _LOG_FORMATS = ("json", "text")
 _NOTIFY_EVENTS = ("final", "all")
 _ON_OFF = ("on", "off")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_API_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
 
@@ -122,6 +123,13 @@ def _whole_number(minimum: int, maximum: int | None = None) -> BeforeValidator:
         return value
 
     return BeforeValidator(check)
+
+
+def _api_version(value: Any) -> Any:
+    if isinstance(value, str) and value and not _API_VERSION.fullmatch(value):
+        message = "must be a dated version such as 2025-08-20"
+        raise ValueError(message)
+    return value
 
 
 def _webhook_secrets(value: Any) -> Any:
@@ -233,6 +241,8 @@ class Settings(BaseSettings):
     sqlite_busy_timeout_ms: Annotated[int, _whole_number(0, 60000)] = 3000
     ittybit_api_url: Annotated[str, BeforeValidator(_http_url)] = "https://api.ittybit.com"
     ittybit_api_key: str = Field("", repr=False)
+    #: A dated API version (``2025-08-20``) sent as ``Accept-Version``; empty: the key's default.
+    ittybit_api_version: Annotated[str, BeforeValidator(_api_version)] = ""
     ittybit_timeout: Duration = 10.0
     api_ittybit_budget: Duration = 3.0
     stuck_after: Duration = 15 * 60.0

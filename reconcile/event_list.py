@@ -9,7 +9,7 @@ the outbox in the same transaction). Each event is stored in the inbox with sour
 second is a duplicate; an event for a submission not known yet is kept ``unmatched`` and
 matched later like a webhook. Only then, in a transaction of its own, does the cursor move.
 
-Events about anything but a job or a task (``run.*``, account events, unknown kinds) are
+Events about anything but a job, a task or a run (account events, unknown kinds) are
 counted as ``ignored`` and not stored: nothing here could match them to a submission.
 """
 
@@ -41,8 +41,8 @@ log = logging.getLogger("reconcile.event_list")
 PAGE_SIZE = 100
 #: Answers that mean this API has no event list: the reconciler polls job by job instead.
 UNAVAILABLE_STATUSES = frozenset({404, 405, 501})
-#: Event kinds about a job or a task (``job.succeeded``, ``task.updated``…).
-_JOB_KINDS = ("job", "task")
+#: Event kinds about a job, a task or a run (``job.succeeded``, ``task.updated``, ``run.*``).
+_JOB_KINDS = ("job", "task", "run")
 _SOURCE = "events"
 
 

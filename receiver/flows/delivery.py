@@ -35,6 +35,7 @@ class DeliveryResult:
 
 
 _SEEN = "this delivery was stored before"
+_OTHER_JOB = "job id does not match the submission's job"
 
 
 def claims_conflict(claims: TokenClaims | None, state: JobState) -> str | None:
@@ -63,7 +64,7 @@ def owner_conflict(
     if meta_submission is not None and meta_submission != submission.submission_id:
         return "metadata submission_id does not match the job's submission"
     if submission.job_id is not None and submission.job_id != state.job_id:
-        return "job id does not match the submission's job"
+        return _OTHER_JOB
     return None
 
 
@@ -130,6 +131,24 @@ def _keep_unmatched(
     return DeliveryResult(Outcome.UNMATCHED, wanted, reason=reason)
 
 
+def _keep_ignored(
+    conn: Connection, *, key: str, delivery: Delivery, state: JobState, now: datetime
+) -> DeliveryResult:
+    reason = "a run about another job than the submission's"
+    stored = record_event(
+        conn,
+        key=key,
+        delivery=delivery,
+        state=state,
+        submission_id=None,
+        outcome=Outcome.IGNORED,
+        reason=reason,
+        now=now,
+    )
+    outcome = Outcome.IGNORED if stored is not None else Outcome.DUPLICATE
+    return DeliveryResult(outcome, reason=reason if stored is not None else _SEEN)
+
+
 def process_delivery(
     conn: Connection,
     *,
@@ -155,6 +174,9 @@ def process_delivery(
         )
 
     conflict = owner_conflict(claims, state, submission)
+    if conflict == _OTHER_JOB and (state.event_kind or "").startswith("run."):
+        # A run that names no task of this submission's job: kept, but it changes nothing.
+        return _keep_ignored(conn, key=key, delivery=delivery, state=state, now=now)
     if conflict is not None:
         record_rejected(
             conn,

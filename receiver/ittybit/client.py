@@ -69,10 +69,12 @@ def set_testing(enabled: bool) -> None:
 class ApiError(Exception):
     """The ittybit API could not answer the request; ``status`` is the HTTP status, if any."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        #: The error's code from the body (``job_not_found``…), when it gives one.
+        self.code = code
 
 
 class JobNotFound(ApiError):
@@ -171,7 +173,7 @@ def _retryable(what: str, response: httpx.Response) -> tuple[ApiError, float | N
         message = f"{what}: ittybit refused the API key (HTTP {status}{detail})"
         raise AuthError(message, status=status)
     if status not in RETRYABLE_STATUSES:
-        raise ApiError(f"{what}: HTTP {status}{detail}", status=status)
+        raise ApiError(f"{what}: HTTP {status}{detail}", status=status, code=_error_code(response))
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
     return ApiUnavailable(f"{what}: HTTP {status}{detail}", status=status), retry_after
 
@@ -189,8 +191,12 @@ class IttybitClient:
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], object] | None = None,
         budget: float | None = None,
+        api_version: str | None = None,
     ) -> None:
         """Create a client; ``sleep`` waits between retries and may return True to abandon.
+
+        ``api_version`` (a date such as ``2025-08-20``) goes out as ``Accept-Version`` on
+        every request; without it ittybit answers in the version the key defaults to.
 
         With ``budget`` every call (a create, a fetch, its retries and waits included) ends
         within that many seconds: what the web process uses, whose workers must stay free
@@ -202,13 +208,16 @@ class IttybitClient:
         self._lock = threading.Lock()
         self._not_before = 0.0
         self._calls = threading.local()
+        headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Accept": "application/json",
+            "User-Agent": "jobhooks/0.1",
+        }
+        if api_version:
+            headers["Accept-Version"] = api_version
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
-            headers={
-                "Authorization": f"Bearer {api_key}",
-                "Accept": "application/json",
-                "User-Agent": "jobhooks/0.1",
-            },
+            headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
@@ -276,14 +285,19 @@ class IttybitClient:
             raise BadResponse(message, status=response.status_code) from None
 
     def get_job(self, job_id: str) -> JobState:
-        """Fetch a job (``GET /jobs/{id}``, falling back to ``/tasks/{id}`` for task ids)."""
+        """Fetch a job (``GET /jobs/{id}``, falling back to ``/tasks/{id}`` for task ids).
+
+        A 404 from either path is "not found". For a task id, ``/jobs`` answering
+        ``task_not_found`` is final (an API that serves tasks there has looked); any other
+        404 there (``job_not_found``, no such route) leaves ``/tasks`` to ask.
+        """
         self._start_call()
         try:
             response = self._request("GET", f"/jobs/{quote(job_id, safe='')}")
         except ApiError as exc:
             if exc.status != 404:
                 raise
-            if not job_id.startswith(_TASK_PREFIXES):
+            if not job_id.startswith(_TASK_PREFIXES) or exc.code == "task_not_found":
                 message = f"job {job_id} not found"
                 raise JobNotFound(message, status=404) from None
             try:
@@ -470,6 +484,23 @@ def _event(item: Mapping[str, Any]) -> ApiEvent:
     )
 
 
+def _error_code(response: httpx.Response) -> str | None:
+    """Return an error body's code: ``{"error": "x"}``, ``{"error": {"code"|"kind": "x"}}``."""
+    try:
+        payload = response.json()
+    except ValueError:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    error = payload.get("error")
+    candidates = [payload.get("code"), payload.get("kind")]
+    if isinstance(error, dict):
+        candidates = [error.get("code"), error.get("kind"), error.get("type"), *candidates]
+    else:
+        candidates.insert(0, error)
+    return next((value for value in candidates if isinstance(value, str) and value), None)
+
+
 def _error_detail(response: httpx.Response) -> str:
     """Return ``: message`` from an error body, short and on one line, or nothing."""
     try:
@@ -501,4 +532,5 @@ def client_from_settings(
         timeout=settings.ittybit_timeout,
         max_connections=max_connections or settings.reconcile_concurrency,
         sleep=sleep,
+        api_version=settings.ittybit_api_version or None,
     )
