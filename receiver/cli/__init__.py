@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "receiver.cli.events:events_cli",
         "List, show, replay and prune stored webhook deliveries.",
     ),
+    "ittybit": (
+        "receiver.cli.ittybit:ittybit_cli",
+        "Connect to ittybit's webhooks: connect, endpoints, disconnect.",
+    ),
     "notify": (
         "receiver.cli.notify:notify_cli",
         "Send the notifications due to your application (NOTIFY_URL), signed.",

@@ -46,6 +46,7 @@ __all__ = [
     "JobNotFound",
     "RateLimited",
     "RetryPolicy",
+    "WebhookEndpoint",
     "client_from_settings",
     "idempotency_key",
     "set_testing",
@@ -56,6 +57,7 @@ log = logging.getLogger(__name__)
 #: Statuses worth another try: the request may well succeed a moment later.
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 _TASK_PREFIXES = ("task_", "tsk_")
+_ENDPOINTS = "/webhooks/endpoints"
 _MAX_MESSAGE = 300
 _testing = False
 
@@ -141,6 +143,38 @@ class EventPage:
     events: list[ApiEvent]
     has_more: bool
     next_after: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEndpoint:
+    """A project-level webhook endpoint (``/webhooks/endpoints``, ittybit since 2025-12)."""
+
+    id: str
+    url: str
+    topics: tuple[str, ...]
+    status: str
+    verified: bool | None = None
+    #: The ``whsec_…`` secret, when the answer carries it (a create, usually).
+    secret: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_api(cls, item: Mapping[str, Any]) -> WebhookEndpoint:
+        """Read one endpoint object; raise BadResponse when it has no id or URL."""
+        endpoint_id, url = item.get("id"), item.get("url")
+        if not isinstance(endpoint_id, str) or not isinstance(url, str):
+            message = "a webhook endpoint without an id or URL"
+            raise BadResponse(message)
+        topics = item.get("topics") or item.get("events") or ()
+        secret = item.get("secret") or item.get("signing_secret")
+        verified = item.get("verified")
+        return cls(
+            id=endpoint_id,
+            url=url,
+            topics=tuple(str(topic) for topic in topics) if isinstance(topics, list) else (),
+            status=str(item.get("status") or "active"),
+            verified=verified if isinstance(verified, bool) else None,
+            secret=secret if isinstance(secret, str) else None,
+        )
 
 
 def idempotency_key(submission_id: str) -> str:
@@ -350,6 +384,50 @@ class IttybitClient:
             has_more = 'rel="next"' in response.headers.get("Link", "")
         next_after = next((event.id for event in reversed(events) if event.id), after)
         return EventPage(events=events, has_more=has_more, next_after=next_after)
+
+    def list_endpoints(self) -> list[WebhookEndpoint]:
+        """Return the project's webhook endpoints (``GET /webhooks/endpoints``, every page)."""
+        endpoints: list[WebhookEndpoint] = []
+        params: dict[str, str | int] = {"limit": 100}
+        self._start_call()
+        while True:
+            payload = self._json(self._request("GET", _ENDPOINTS, params=params))
+            items = payload.get("data") if isinstance(payload, dict) else payload
+            if not isinstance(items, list):
+                message = f"GET {_ENDPOINTS} answered with no list"
+                raise BadResponse(message)
+            page = [WebhookEndpoint.from_api(item) for item in items if isinstance(item, dict)]
+            endpoints.extend(page)
+            more = isinstance(payload, dict) and payload.get("has_more") is True
+            if not more or not page:
+                return endpoints
+            params["after"] = page[-1].id
+
+    def create_endpoint(self, *, url: str, topics: list[str]) -> WebhookEndpoint:
+        """Register a webhook endpoint (``POST /webhooks/endpoints``)."""
+        self._start_call()
+        body = {"url": url, "topics": topics}
+        return self._endpoint(self._request("POST", _ENDPOINTS, json=body))
+
+    def update_endpoint(self, endpoint_id: str, *, topics: list[str]) -> WebhookEndpoint:
+        """Change an endpoint's topics (``PATCH /webhooks/endpoints/{id}``)."""
+        self._start_call()
+        path = f"{_ENDPOINTS}/{quote(endpoint_id, safe='')}"
+        return self._endpoint(self._request("PATCH", path, json={"topics": topics}))
+
+    def delete_endpoint(self, endpoint_id: str) -> None:
+        """Remove an endpoint (``DELETE /webhooks/endpoints/{id}``)."""
+        self._start_call()
+        self._request("DELETE", f"{_ENDPOINTS}/{quote(endpoint_id, safe='')}")
+
+    def _endpoint(self, response: httpx.Response) -> WebhookEndpoint:
+        payload = self._json(response)
+        if isinstance(payload, dict) and isinstance(payload.get("data"), dict):
+            payload = payload["data"]
+        if not isinstance(payload, dict):
+            message = f"{_ENDPOINTS} answered with no endpoint"
+            raise BadResponse(message, status=response.status_code)
+        return WebhookEndpoint.from_api(payload)
 
     def _request(
         self,
