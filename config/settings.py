@@ -125,6 +125,16 @@ def _whole_number(minimum: int, maximum: int | None = None) -> BeforeValidator:
     return BeforeValidator(check)
 
 
+def _duration_or_zero(value: Any) -> Any:
+    # 0 is meaningful here: judge every listed event at once (a demo, a test).
+    if isinstance(value, str):
+        value = parse_duration(value)
+    if isinstance(value, int | float) and value < 0:
+        message = "must not be negative"
+        raise ValueError(message)
+    return value
+
+
 def _api_version(value: Any) -> Any:
     if isinstance(value, str) and value and not _API_VERSION.fullmatch(value):
         message = "must be a dated version such as 2025-08-20"
@@ -254,6 +264,8 @@ class Settings(BaseSettings):
     reconcile_events: Annotated[str, _choice(_ON_OFF)] = "on"
     reconcile_event_pages: Annotated[int, _whole_number(1, 1000)] = 20
     reconcile_events_since: Annotated[float | None, BeforeValidator(_duration)] = None
+    #: How long a listed event waits for its webhook before the list applies it as missed.
+    webhook_silence_after: Annotated[float, BeforeValidator(_duration_or_zero)] = 10 * 60.0
     notify_urls: Annotated[tuple[str, ...], BeforeValidator(_notify_urls)] = Field(
         (), alias="NOTIFY_URL", repr=False
     )

@@ -513,6 +513,8 @@ def cli(
     """The jobhooks commands, asking the stand-in; with its engine and a web client."""
     app_config["ITTYBIT_API_URL"] = standin.url
     app_config["ITTYBIT_API_KEY"] = DEFAULT_API_KEY
+    # The events here are seconds old: judge them at once, not after ten minutes.
+    app_config["WEBHOOK_SILENCE_AFTER"] = "0s"
     app = create_app(app_config)
     try:
         yield app.test_cli_runner(), get_engine(app), app.test_client()
