@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Create, list and revoke keys of the application API.",
     ),
     "db": ("receiver.cli.db:db_cli", "Manage the database schema."),
+    "doctor": (
+        "receiver.cli.doctor:doctor_command",
+        "Check settings, database, ittybit, the endpoint, webhooks and notifications.",
+    ),
     "events": (
         "receiver.cli.events:events_cli",
         "List, show, replay and prune stored webhook deliveries.",
