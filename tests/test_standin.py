@@ -770,3 +770,17 @@ def standin_key(secret: str) -> bytes:
     from config.settings import decode_webhook_secret
 
     return decode_webhook_secret(secret)
+
+
+def test_without_job_webhooks_only_endpoints_are_sent_to(
+    start_standin: Callable[..., Standin], receiver: tuple[Receiver, str]
+) -> None:
+    app, url = receiver
+    standin = start_standin(job_webhooks=False)
+    assert create(standin, webhook_url=f"{url}{HOOK}{TOKEN}").status_code == 201
+    assert standin.wait_idle(10)
+    assert app.received == []
+    standin.endpoints.create(f"{url}/webhooks/ittybit", [])
+    assert create(standin, webhook_url=f"{url}{HOOK}{TOKEN}").status_code == 201
+    assert standin.wait_idle(10)
+    assert [json.loads(body)["object"] for _, body in app.received] == ["event", "event"]

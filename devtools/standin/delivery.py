@@ -152,7 +152,7 @@ class Deliverer:
         Every project-level destination counts as ``project`` for the fault plan.
         """
         destinations: list[tuple[str, str, bytes | None]] = []
-        if job.webhook_url:
+        if job.webhook_url and self.config.job_webhooks:
             destinations.append(("job", job.webhook_url, self._key))
         if self.config.project_url:
             destinations.append(("project", self.config.project_url, self._key))
