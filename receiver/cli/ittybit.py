@@ -36,7 +36,7 @@ NO_RESOURCE_MESSAGE = (
 
 @click.group("ittybit")
 def ittybit_cli() -> None:
-    """Connect this service to ittybit's webhooks: connect, endpoints, disconnect."""
+    """Connect to ittybit's webhooks: connect, endpoints, disconnect."""
 
 
 @contextmanager
