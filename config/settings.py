@@ -45,6 +45,7 @@ _LOG_FORMATS = ("json", "text")
 _NOTIFY_EVENTS = ("final", "all")
 _ON_OFF = ("on", "off")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_API_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
 
@@ -140,6 +141,22 @@ def _whole_number(minimum: int, maximum: int | None = None) -> BeforeValidator:
         return value
 
     return BeforeValidator(check)
+
+
+def _duration_or_zero(value: Any) -> Any:
+    # 0 is meaningful here: judge every listed event at once (a demo, a test).
+    seconds = parse_duration(value) if isinstance(value, str) else value
+    if isinstance(seconds, int | float) and seconds < 0:
+        message = f"must not be negative, got {value!r}"
+        raise ValueError(message)
+    return seconds
+
+
+def _api_version(value: Any) -> Any:
+    if isinstance(value, str) and value and not _API_VERSION.fullmatch(value):
+        message = f"must be a dated version such as 2025-08-20, got {value!r}"
+        raise ValueError(message)
+    return value
 
 
 def _webhook_secrets(value: Any) -> Any:
@@ -269,6 +286,8 @@ class Settings(BaseSettings):
     sqlite_busy_timeout_ms: Annotated[int, _whole_number(0, 60000)] = 3000
     ittybit_api_url: Annotated[str, BeforeValidator(_http_url)] = "https://api.ittybit.com"
     ittybit_api_key: str = Field("", repr=False)
+    #: A dated API version (``2025-08-20``) sent as ``Accept-Version``; empty: the key's default.
+    ittybit_api_version: Annotated[str, BeforeValidator(_api_version)] = ""
     ittybit_timeout: Duration = 10.0
     # Past the web worker's timeout gunicorn kills the worker mid-request instead of the
     # request giving up.
@@ -284,6 +303,8 @@ class Settings(BaseSettings):
     reconcile_events: Annotated[str, _choice(_ON_OFF)] = "on"
     reconcile_event_pages: Annotated[int, _whole_number(1, 1000)] = 20
     reconcile_events_since: Annotated[float | None, BeforeValidator(_duration)] = None
+    #: How long a listed event waits for its webhook before the list applies it as missed.
+    webhook_silence_after: Annotated[float, BeforeValidator(_duration_or_zero)] = 10 * 60.0
     notify_urls: Annotated[tuple[str, ...], BeforeValidator(_notify_urls)] = Field(
         (), alias="NOTIFY_URL", repr=False
     )

@@ -164,6 +164,14 @@ def _submit(env: dict[str, str], item: tuple[str, str, str, str]) -> dict[str, A
     return submitted
 
 
+def _lost_events(records: list[DeliveryRecord]) -> int:
+    """Count the events none of whose deliveries was sent (each destination dropped it)."""
+    states: dict[str, set[str]] = defaultdict(set)
+    for record in records:
+        states[record.event_id].add(record.state)
+    return sum(found == {"dropped"} for found in states.values())
+
+
 def _settled_from_list(engine: Engine, stuck: list[str]) -> list[str]:
     """Return which of ``stuck`` took their final state from an event of ittybit's list."""
     table = WebhookEvent.__table__  # type: ignore[attr-defined]
@@ -222,6 +230,22 @@ class DemoPorts:
     application: int
 
 
+def _connect(env: dict[str, str], config: StandinConfig) -> None:
+    """Register the project-level URL with ``jobhooks ittybit connect``; keep its secret.
+
+    The stand-in signs deliveries to that endpoint with the endpoint's own secret (and
+    those to a job's own URL, when it sends any, with its configured one).
+    """
+    answer = json.loads(_run(jobhooks_command("ittybit", "connect", "--json"), env))
+    _say(
+        f"   `jobhooks ittybit connect`: {answer['action']} endpoint {answer['id']} "
+        f"({answer['status']}) for {answer['url']}, its secret set as ITTYBIT_WEBHOOK_SECRET"
+    )
+    env["ITTYBIT_WEBHOOK_SECRET"] = ",".join(
+        secret for secret in (answer.get("secret"), config.webhook_secret) if secret
+    )
+
+
 def demo_ports(port_base: int | None) -> DemoPorts:
     """Return ``port_base`` and the two after it, or free ports when it is None."""
     if port_base is None:
@@ -277,6 +301,9 @@ def run_demo(
                 "NOTIFY_SECRET": notify_secret,
                 # The worker only notifies here: step 4 reconciles by hand, to show it.
                 "RECONCILE_INTERVAL": "1h",
+                # Step 4 runs once the stand-in has sent all it will: no webhook is still
+                # on its way, so every listed event is judged at once.
+                "WEBHOOK_SILENCE_AFTER": "0s",
             }
         )
         _say("jobhooks demo: everything runs on 127.0.0.1, nothing to configure")
@@ -291,7 +318,8 @@ def run_demo(
             f"get a late 'processing'; seed {config.seed}"
         )
         _say()
-        _say("1. migrate, place the reconciler in ittybit's event list, start the processes")
+        _say("1. connect, migrate, place the reconciler in ittybit's event list, start")
+        _connect(env, config)
         _run(jobhooks_command("db", "upgrade"), env)
         engine = create_db_engine(Settings.from_env(env))
         if _submissions(engine):
@@ -335,6 +363,11 @@ def run_demo(
         _say("4. `jobhooks reconcile --older-than 0s` reads ittybit's event list, then polls")
         output = _run(jobhooks_command("reconcile", "--older-than", "0s"), env)
         _say("\n".join("   " + line for line in output.strip().splitlines()))
+        lost = _lost_events(standin.deliveries())
+        _say(
+            f"   the stand-in dropped every webhook of {lost} event(s): the `webhooks:` line "
+            "above counts them as missed"
+        )
         from_list = _settled_from_list(engine, stuck)
         polled = [sid for sid in stuck if sid not in from_list]
         _say(
@@ -430,6 +463,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = StandinConfig(
+        # ittybit since 2025-12: every event goes to the endpoint `jobhooks ittybit connect`
+        # registers, signed with its secret; the jobs' own webhook_url is not used.
+        job_webhooks=False,
         seed=args.seed,
         step=0.5,
         drop_rate=args.drop_rate,

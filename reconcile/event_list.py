@@ -9,8 +9,16 @@ the outbox in the same transaction). Each event is stored in the inbox with sour
 second is a duplicate; an event for a submission not known yet is kept ``unmatched`` and
 matched later like a webhook. Only then, in a transaction of its own, does the cursor move.
 
-Events about anything but a job or a task (``run.*``, account events, unknown kinds) are
+Events about anything but a job, a task or a run (account events, unknown kinds) are
 counted as ``ignored`` and not stored: nothing here could match them to a submission.
+
+Are webhooks arriving? An event younger than ``silence_after`` (WEBHOOK_SILENCE_AFTER) is
+left to its webhook: the reading stops before it, and a later pass reads it. An older one
+was brought by a webhook when the inbox holds a delivery from a webhook (source ``url`` or
+``endpoint``) under its event id or for its job and status; otherwise no webhook brought it
+in time, and it counts as missed (``Summary.webhooks_missed``, ``MissedWatch``). A
+``*.created`` event is not judged: the jobs API sends no webhook for a creation (the job is
+known from the create's own answer), so its absence says nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -29,11 +38,18 @@ from receiver.flows.delivery import process_delivery
 from receiver.flows.outbox import Outbox
 from receiver.ittybit.client import ApiError, ApiEvent, AuthError, EventPage, IttybitClient
 from receiver.store.inbox import Delivery, dedupe_key, record_rejected
-from receiver.store.models import Outcome
+from receiver.store.models import Outcome, WebhookEvent
 from reconcile import event_cursor
-from reconcile.summary import Summary
+from reconcile.summary import MissedWatch, Summary
 
-__all__ = ["PAGE_SIZE", "UNAVAILABLE_STATUSES", "EventListReader", "EventListUnavailable"]
+__all__ = [
+    "PAGE_SIZE",
+    "UNAVAILABLE_STATUSES",
+    "WEBHOOK_SOURCES",
+    "EventListReader",
+    "EventListUnavailable",
+    "brought_by_webhooks",
+]
 
 log = logging.getLogger("reconcile.event_list")
 
@@ -41,9 +57,12 @@ log = logging.getLogger("reconcile.event_list")
 PAGE_SIZE = 100
 #: Answers that mean this API has no event list: the reconciler polls job by job instead.
 UNAVAILABLE_STATUSES = frozenset({404, 405, 501})
-#: Event kinds about a job or a task (``job.succeeded``, ``task.updated``…).
-_JOB_KINDS = ("job", "task")
+#: Event kinds about a job, a task or a run (``job.succeeded``, ``task.updated``, ``run.*``).
+_JOB_KINDS = ("job", "task", "run")
 _SOURCE = "events"
+#: Inbox sources that are webhooks: a signed per-submission URL, the project endpoint.
+WEBHOOK_SOURCES = ("url", "endpoint")
+_inbox = WebhookEvent.__table__  # type: ignore[attr-defined]
 
 
 class EventListUnavailable(Exception):
@@ -62,6 +81,36 @@ def about_a_job(event: ApiEvent) -> bool:
     return event.kind is None or event.kind.split(".", 1)[0] in _JOB_KINDS
 
 
+def brought_by_webhooks(conn: Connection, events: list[ApiEvent]) -> list[bool]:
+    """Tell, per job event, whether a webhook delivered it: its event id or job and status.
+
+    Two queries a page, on the unique key and on the job id's index.
+    """
+    keys = [f"evt:{event.id}" for event in events if event.id]
+    by_key: set[str] = set()
+    if keys:
+        rows = conn.execute(
+            sa.select(_inbox.c.dedupe_key).where(
+                _inbox.c.dedupe_key.in_(keys), _inbox.c.source.in_(WEBHOOK_SOURCES)
+            )
+        )
+        by_key = {key for (key,) in rows}
+    job_ids = sorted({event.state.job_id for event in events if event.state is not None})
+    by_job: set[tuple[str, str]] = set()
+    if job_ids:
+        rows = conn.execute(
+            sa.select(_inbox.c.job_id, _inbox.c.provider_status).where(
+                _inbox.c.job_id.in_(job_ids), _inbox.c.source.in_(WEBHOOK_SOURCES)
+            )
+        )
+        by_job = {(job_id, status) for job_id, status in rows}
+    return [
+        f"evt:{event.id}" in by_key
+        or (event.state is not None and (event.state.job_id, event.state.provider_status) in by_job)
+        for event in events
+    ]
+
+
 class EventListReader:
     """Read the event list after the stored cursor and apply it, one page at a time."""
 
@@ -76,6 +125,8 @@ class EventListReader:
         lease_seconds: float,
         max_pages: int,
         stop: threading.Event | None = None,
+        silence_after: float = 0.0,
+        watch: MissedWatch | None = None,
     ) -> None:
         self.engine = engine
         self.client = client
@@ -86,6 +137,8 @@ class EventListReader:
         self.lease_seconds = lease_seconds
         self.max_pages = max_pages
         self.stop = stop or threading.Event()
+        self.silence_after = silence_after
+        self.watch = watch or MissedWatch()
 
     def catch_up(
         self, summary: Summary, *, since: float | None = None, first_since: float | None = None
@@ -149,7 +202,7 @@ class EventListReader:
             while summary.event_pages < self.max_pages and not self.stop.is_set():
                 if ahead is None:
                     ahead = pool.submit(self._fetch, cursor, PAGE_SIZE, "asc")
-                page = self._count(summary, ahead.result(), order="asc")
+                page = self._ripe(summary, self._count(summary, ahead.result(), order="asc"))
                 ahead = None
                 last = next((event for event in reversed(page.events) if event.id), None)
                 more = page.has_more and last is not None
@@ -177,6 +230,23 @@ class EventListReader:
                 f"stopped after {summary.event_pages} page(s) (RECONCILE_EVENT_PAGES) "
                 f"at {cursor}; more are listed"
             )
+
+    def _ripe(self, summary: Summary, page: EventPage) -> EventPage:
+        """Return the page's events old enough to judge; the reading stops before the rest.
+
+        Events come oldest first: the first one younger than ``silence_after`` and all
+        after it wait for a later pass, their webhooks having had no time yet.
+        """
+        if self.silence_after <= 0:
+            return page
+        threshold = self.clock() - timedelta(seconds=self.silence_after)
+        for index, event in enumerate(page.events):
+            if event.created_at is not None and event.created_at > threshold:
+                summary.events_waiting += len(page.events) - index
+                summary.events_read -= len(page.events) - index
+                ripe = page.events[:index]
+                return EventPage(events=ripe, has_more=False, next_after=None)
+        return page
 
     def _place_at_newest(self, summary: Summary) -> None:
         """First pass: start at the newest event; an empty list starts at its beginning."""
@@ -246,24 +316,38 @@ class EventListReader:
         applied again with a savepoint around each event, and that one is rejected.
         """
         try:
-            counts = self._write_page(page, guarded=False)
+            counts, verdicts = self._write_page(page, guarded=False)
         except IntegrityError:
             log.info("event list: a job id collides; applying the page event by event")
-            counts = self._write_page(page, guarded=True)
+            counts, verdicts = self._write_page(page, guarded=True)
         for name, count in counts.items():
             setattr(summary, f"events_{name}", getattr(summary, f"events_{name}") + count)
+        for event, brought in verdicts:
+            self.watch.see(event.created_at, brought=brought)
+            if brought:
+                summary.webhooks_brought += 1
+            else:
+                summary.webhooks_missed += 1
+        summary.webhooks_missed_streak = self.watch.streak
+        since = self.watch.since
+        summary.webhooks_missed_since = since.isoformat() if since else None
 
-    def _write_page(self, page: EventPage, *, guarded: bool) -> dict[str, int]:
+    def _write_page(
+        self, page: EventPage, *, guarded: bool
+    ) -> tuple[dict[str, int], list[tuple[ApiEvent, bool]]]:
+        """Apply a page; return the outcomes and, per job event, whether a webhook brought it."""
         counts: dict[str, int] = {}
         with self.engine.begin() as conn:
             now = self.clock()
-            for event in page.events:
-                if not about_a_job(event):
-                    counts["ignored"] = counts.get("ignored", 0) + 1
-                    continue
+            jobs = [event for event in page.events if about_a_job(event)]
+            if len(jobs) < len(page.events):
+                counts["ignored"] = len(page.events) - len(jobs)
+            judged = [event for event in jobs if not (event.kind or "").endswith(".created")]
+            verdicts = list(zip(judged, brought_by_webhooks(conn, judged), strict=True))
+            for event in jobs:
                 outcome = self._apply_one(conn, event, now=now, guarded=guarded)
                 counts[outcome.value] = counts.get(outcome.value, 0) + 1
-        return counts
+        return counts, verdicts
 
     def _apply_one(
         self, conn: Connection, event: ApiEvent, *, now: datetime, guarded: bool

@@ -50,7 +50,7 @@ from reconcile.claims import (
     renew,
 )
 from reconcile.event_list import EventListReader, EventListUnavailable
-from reconcile.summary import Summary, log_pass, log_result
+from reconcile.summary import MissedWatch, Summary, log_pass, log_result, log_webhooks_missing
 
 if TYPE_CHECKING:
     from receiver.observe.metrics import Metrics
@@ -93,6 +93,9 @@ class PassOptions:
     events_since: float | None = None
     #: The same, only when no pass has placed the cursor yet (RECONCILE_EVENTS_SINCE).
     events_first_since: float | None = None
+    #: Seconds a listed event waits for its webhook before it counts as missed
+    #: (WEBHOOK_SILENCE_AFTER); 0 judges every event at once, as a test or one-off may.
+    silence_after: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> PassOptions:
@@ -106,6 +109,7 @@ class PassOptions:
             "events": settings.reconcile_events == "on",
             "event_pages": settings.reconcile_event_pages,
             "events_first_since": settings.reconcile_events_since,
+            "silence_after": settings.webhook_silence_after,
         }
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)
@@ -143,6 +147,8 @@ class Reconciler:
         #: Why this process reads no event list (turned off, or the API has none): said once.
         self.events_off: str | None = None
         self._events_off_said = False
+        #: Listed events no webhook brought, in a row, across this process's passes.
+        self.watch = MissedWatch()
         if not options.events:
             self.events_off = "turned off (RECONCILE_EVENTS=off)"
 
@@ -198,6 +204,7 @@ class Reconciler:
                     read=summary.events_read,
                     pages=summary.event_pages,
                     outcomes=summary.event_outcomes(),
+                    missed=summary.webhooks_missed,
                 )
         return summary
 
@@ -216,6 +223,8 @@ class Reconciler:
                 lease_seconds=self.options.lease_seconds,
                 max_pages=self.options.event_pages,
                 stop=self.stop,
+                silence_after=self.options.silence_after,
+                watch=self.watch,
             )
             try:
                 feed.catch_up(
@@ -228,11 +237,29 @@ class Reconciler:
             except AuthError as exc:
                 summary.aborted = exc.message
                 return
+            if summary.webhooks_missed and self.watch.alarming:
+                log_webhooks_missing(
+                    self.watch,
+                    silence_after=self.options.silence_after,
+                    endpoint=self._endpoint_status(),
+                )
         if self.events_off is not None:
             summary.events_note = f"not read: {self.events_off}"
             if not self._events_off_said:
                 self._events_off_said = True
                 log.warning("event list %s: polling job by job", summary.events_note)
+
+    def _endpoint_status(self) -> str | None:
+        """Return the status of this service's endpoint on ittybit, when the API says it."""
+        if self.settings is None:
+            return None
+        url = self.settings.public_url.rstrip("/") + "/webhooks/ittybit"
+        try:
+            endpoints = self.client.list_endpoints()
+        except ApiError:
+            return None  # an API without endpoints, or not now: the line says what to check
+        found = next((item for item in endpoints if item.url == url), None)
+        return found.status if found else "not registered (`jobhooks ittybit connect`)"
 
     def _before_polling(self, summary: Summary, *, now: datetime) -> None:
         options = self.options

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 from receiver.flows.polling import JobResult, PolledJob
 
-__all__ = ["EVENT_OUTCOMES", "Summary", "log_pass", "log_result"]
+__all__ = [
+    "EVENT_OUTCOMES",
+    "MissedWatch",
+    "Summary",
+    "log_pass",
+    "log_result",
+    "log_webhooks_missing",
+]
 
 log = logging.getLogger("reconcile.passes")
 
@@ -46,6 +54,14 @@ class Summary:
     events_rejected: int = 0
     #: Not about a job or a task: not stored.
     events_ignored: int = 0
+    #: Listed job events no webhook brought within WEBHOOK_SILENCE_AFTER, and those one did.
+    webhooks_missed: int = 0
+    webhooks_brought: int = 0
+    #: Missed in a row (across passes of this process), and the first one's time.
+    webhooks_missed_streak: int = 0
+    webhooks_missed_since: str | None = None
+    #: Events younger than WEBHOOK_SILENCE_AFTER, left to their webhooks for a later pass.
+    events_waiting: int = 0
     #: Requests to ``GET /events`` (finding the first cursor included).
     event_pages: int = 0
     #: Where the list's reading stopped (the last event read), and whether more is listed.
@@ -105,6 +121,55 @@ class Summary:
         values = asdict(self)
         values["seconds"] = round(self.seconds, 3)
         return values
+
+
+@dataclass(slots=True)
+class MissedWatch:
+    """Listed events no webhook brought, in a row: kept by a reconciler across its passes."""
+
+    #: More than this many in a row is an outage worth an error line.
+    threshold: int = 5
+    streak: int = 0
+    since: datetime | None = None
+
+    def see(self, created_at: datetime | None, *, brought: bool) -> None:
+        """Count one listed event: a webhook brought it, or none did."""
+        if brought:
+            self.streak, self.since = 0, None
+            return
+        self.streak += 1
+        if self.since is None:
+            self.since = created_at
+
+    @property
+    def alarming(self) -> bool:
+        """Tell whether more than ``threshold`` were missed in a row."""
+        return self.streak > self.threshold
+
+
+def log_webhooks_missing(watch: MissedWatch, *, silence_after: float, endpoint: str | None) -> None:
+    """Say at error that webhooks stopped arriving, since when, and what to check."""
+    since = watch.since.isoformat() if watch.since else "unknown"
+    status = (
+        f"the endpoint is {endpoint} on ittybit" if endpoint else "`jobhooks ittybit endpoints`"
+    )
+    log.error(
+        "webhooks_missing: %d events in a row reached ittybit's event list but no webhook "
+        "within %ds (WEBHOOK_SILENCE_AFTER), since %s; check %s, ITTYBIT_WEBHOOK_SECRET "
+        "and PUBLIC_URL",
+        watch.streak,
+        silence_after,
+        since,
+        status,
+        extra={
+            "data": {
+                "event": "webhooks_missing",
+                "missed_in_a_row": watch.streak,
+                "since": since,
+                "endpoint_status": endpoint,
+            }
+        },
+    )
 
 
 def log_result(job: PolledJob, result: JobResult, detail: str | None, *, dry_run: bool) -> None:

@@ -18,6 +18,12 @@ come back in a later session, whatever its seed. A job's deliveries go out one a
 another (a retry holds the ones behind it), so the only reordering is the one asked
 for: a ``processing`` delivery held back until after the final one.
 
+It serves the webhook endpoints resource too (``/webhooks/endpoints``: create, list,
+read, ``PATCH``, delete; each endpoint with a ``whsec_`` secret of its own and a status
+``active | paused | disabled``): every event goes, as a signed envelope, to each active
+endpoint, signed with that endpoint's secret. ``job_webhooks=False`` sends nothing to the
+jobs' own URLs, as ittybit since 2025-12 with an endpoint registered.
+
 Every event is listed with the id its deliveries carry: the envelope sent to a
 project-level URL is the listed event, and its ``webhook-id`` is ``msg_`` and the
 event id's suffix. With ``event_list=False`` the list answers 404, as an API without it.

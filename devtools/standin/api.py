@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from devtools.standin.endpoints import ENDPOINT_STATUSES, EndpointRegistry
 from devtools.standin.jobs import JobMachine
 from devtools.standin.logs import get_logger
 from devtools.standin.options import StandinConfig
@@ -41,10 +42,15 @@ class JobsApi:
     """
 
     def __init__(
-        self, config: StandinConfig, machine: JobMachine, stats: Callable[[], Stats]
+        self,
+        config: StandinConfig,
+        machine: JobMachine,
+        stats: Callable[[], Stats],
+        endpoints: EndpointRegistry | None = None,
     ) -> None:
         self.config = config
         self._machine = machine
+        self._endpoints = endpoints or EndpointRegistry()
         self._stats = stats
         self._requests: Counter[str] = Counter()
         self._requests_lock = threading.Lock()
@@ -56,6 +62,19 @@ class JobsApi:
                 Rule("/tasks/<task_id>", methods=["GET"], endpoint="get_task"),
                 Rule("/events", methods=["GET"], endpoint="list_events"),
                 Rule("/events/<event_id>", methods=["GET"], endpoint="get_event"),
+                Rule("/webhooks/endpoints", methods=["GET"], endpoint="list_endpoints"),
+                Rule("/webhooks/endpoints", methods=["POST"], endpoint="create_endpoint"),
+                Rule("/webhooks/endpoints/<endpoint_id>", methods=["GET"], endpoint="get_endpoint"),
+                Rule(
+                    "/webhooks/endpoints/<endpoint_id>",
+                    methods=["PATCH"],
+                    endpoint="update_endpoint",
+                ),
+                Rule(
+                    "/webhooks/endpoints/<endpoint_id>",
+                    methods=["DELETE"],
+                    endpoint="delete_endpoint",
+                ),
                 Rule("/_standin/stats", methods=["GET"], endpoint="stats"),
                 Rule("/_standin/jobs", methods=["GET"], endpoint="truth"),
                 Rule("/_standin/requests", methods=["GET"], endpoint="requests"),
@@ -159,6 +178,62 @@ class JobsApi:
         if event is None:
             return _error(404, "not_found", f"no event {event_id}")
         return _json(event)
+
+    def _api_list_endpoints(self, request: Request) -> Response:
+        return _json({"object": "list", "data": self._endpoints.listing(), "has_more": False})
+
+    def _api_create_endpoint(self, request: Request) -> Response:
+        body = _body(request)
+        problem = _check_endpoint(body, creating=True)
+        if problem:
+            return _error(422, "invalid_request", problem)
+        return _json(self._endpoints.create(body["url"], body.get("topics") or []), status=201)
+
+    def _api_get_endpoint(self, request: Request, endpoint_id: str) -> Response:
+        endpoint = self._endpoints.get(endpoint_id)
+        if endpoint is None:
+            return _error(404, "endpoint_not_found", f"no endpoint {endpoint_id}")
+        return _json(endpoint)
+
+    def _api_update_endpoint(self, request: Request, endpoint_id: str) -> Response:
+        body = _body(request)
+        problem = _check_endpoint(body, creating=False)
+        if problem:
+            return _error(422, "invalid_request", problem)
+        endpoint = self._endpoints.update(endpoint_id, body)
+        if endpoint is None:
+            return _error(404, "endpoint_not_found", f"no endpoint {endpoint_id}")
+        return _json(endpoint)
+
+    def _api_delete_endpoint(self, request: Request, endpoint_id: str) -> Response:
+        if not self._endpoints.delete(endpoint_id):
+            return _error(404, "endpoint_not_found", f"no endpoint {endpoint_id}")
+        return Response(status=204)
+
+
+def _body(request: Request) -> Any:
+    try:
+        return json.loads(request.get_data(cache=False) or b"null")
+    except ValueError:
+        return None
+
+
+def _check_endpoint(body: Any, *, creating: bool) -> str | None:
+    if not isinstance(body, dict):
+        return "body must be a JSON object"
+    url = body.get("url")
+    if (creating or url is not None) and (
+        not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https")
+    ):
+        return "url must be an http(s) URL"
+    topics = body.get("topics")
+    if topics is not None and not (
+        isinstance(topics, list) and all(isinstance(topic, str) for topic in topics)
+    ):
+        return "topics must be a list of strings"
+    if body.get("status") is not None and body["status"] not in ENDPOINT_STATUSES:
+        return f"status must be one of {', '.join(ENDPOINT_STATUSES)}"
+    return None
 
 
 def _check_create(body: Any) -> str | None:

@@ -22,6 +22,7 @@ import httpx
 
 from config.settings import decode_webhook_secret
 from devtools.standin.clock import Clock
+from devtools.standin.endpoints import EndpointRegistry
 from devtools.standin.faults import FaultPlan
 from devtools.standin.jobs import FINAL_STATUSES, RUNNING, Job
 from devtools.standin.logs import get_logger, redact
@@ -50,9 +51,15 @@ class Deliverer:
     """Plan, sign, send and retry the webhook deliveries of every job's status changes."""
 
     def __init__(
-        self, config: StandinConfig, lock: threading.Condition, clock: Clock, faults: FaultPlan
+        self,
+        config: StandinConfig,
+        lock: threading.Condition,
+        clock: Clock,
+        faults: FaultPlan,
+        endpoints: EndpointRegistry | None = None,
     ) -> None:
         self.config = config
+        self._endpoints = endpoints or EndpointRegistry()
         self._lock = lock
         self._clock = clock
         self._faults = faults
@@ -122,8 +129,8 @@ class Deliverer:
     def publish(self, job: Job, event: dict[str, Any]) -> None:
         """Plan the deliveries of a job's new status and queue them (with the lock held)."""
         queue = self._queues.setdefault(job.id, _Queue())
-        for destination, url in self._destinations(job):
-            planned = self._plan(job, event, destination, url)
+        for destination, url, key in self._destinations(job):
+            planned = self._plan(job, event, destination, url, key)
             if (
                 job.status == RUNNING
                 and job.outcome != "stuck"
@@ -139,15 +146,24 @@ class Deliverer:
                     self._counts["reordered"] += 1
                 self._enqueue(job.id, queue, held)
 
-    def _destinations(self, job: Job) -> list[tuple[str, str]]:
-        destinations = []
-        if job.webhook_url:
-            destinations.append(("job", job.webhook_url))
+    def _destinations(self, job: Job) -> list[tuple[str, str, bytes | None]]:
+        """Return where a job's event goes: its URL, the project URL, each active endpoint.
+
+        Every project-level destination counts as ``project`` for the fault plan.
+        """
+        destinations: list[tuple[str, str, bytes | None]] = []
+        if job.webhook_url and self.config.job_webhooks:
+            destinations.append(("job", job.webhook_url, self._key))
         if self.config.project_url:
-            destinations.append(("project", self.config.project_url))
+            destinations.append(("project", self.config.project_url, self._key))
+        for url, secret in self._endpoints.active():
+            if url != self.config.project_url:
+                destinations.append(("project", url, decode_webhook_secret(secret)))
         return destinations
 
-    def _plan(self, job: Job, event: dict[str, Any], destination: str, url: str) -> list[Delivery]:
+    def _plan(
+        self, job: Job, event: dict[str, Any], destination: str, url: str, key: bytes | None
+    ) -> list[Delivery]:
         """Decide one delivery's faults and return the copies to send (none if dropped)."""
         body = event["data"] if destination == "job" else event
         fields = {
@@ -158,6 +174,7 @@ class Deliverer:
             "destination": destination,
             "url": url,
             "body": json.dumps(body, separators=(",", ":")).encode(),
+            "key": key,
         }
         self._counts["planned"] += 1
         # Keyed by step, not status, so a job's faults do not depend on how it ends.
@@ -197,12 +214,12 @@ class Deliverer:
 
     def _headers(self, delivery: Delivery) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
-        if self._key is not None:
+        if delivery.key is not None:
             stamp = int(time.time())
             headers["webhook-id"] = delivery.msg_id
             headers["webhook-timestamp"] = str(stamp)
             headers["webhook-signature"] = sign_standard_webhook(
-                self._key, msg_id=delivery.msg_id, timestamp=stamp, body=delivery.body
+                delivery.key, msg_id=delivery.msg_id, timestamp=stamp, body=delivery.body
             )
         return headers
 

@@ -33,6 +33,9 @@ class StandinConfig:
     webhook_secret: str | None = None
     #: A project-level endpoint that receives every event as a signed envelope.
     project_url: str | None = None
+    #: False: nothing goes to a job's own ``webhook_url``, only to project-level endpoints
+    #: (``/webhooks/endpoints``), as ittybit since 2025-12 with an endpoint registered.
+    job_webhooks: bool = True
     retry_base: float = 0.25
     retry_max_delay: float = 4.0
     max_attempts: int = 8

@@ -68,6 +68,8 @@ class Delivery:
     url: str
     body: bytes
     copy: int
+    #: The key it is signed with: a registered endpoint's own, else the configured one.
+    key: bytes | None = None
     reordered: bool = False
     state: str = "pending"
     order: int | None = None

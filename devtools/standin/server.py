@@ -12,6 +12,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from devtools.standin.api import JobsApi
 from devtools.standin.clock import Clock
 from devtools.standin.delivery import Deliverer
+from devtools.standin.endpoints import EndpointRegistry
 from devtools.standin.faults import FaultPlan
 from devtools.standin.jobs import JobMachine
 from devtools.standin.options import StandinConfig
@@ -40,11 +41,14 @@ class Standin:
         # it plans happen together, and wait_idle() watches both.
         self._lock = threading.Condition()
         self._clock = Clock()
-        self._deliverer = Deliverer(self.config, self._lock, self._clock, FaultPlan(self.config))
+        self.endpoints = EndpointRegistry()
+        self._deliverer = Deliverer(
+            self.config, self._lock, self._clock, FaultPlan(self.config), self.endpoints
+        )
         self._machine = JobMachine(
             self.config, self._lock, self._clock, on_change=self._deliverer.publish
         )
-        self._api = JobsApi(self.config, self._machine, self.stats)
+        self._api = JobsApi(self.config, self._machine, self.stats, self.endpoints)
         self._server: BaseWSGIServer | None = None
         self._server_thread: threading.Thread | None = None
         self._started = False

@@ -30,9 +30,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Create, list and revoke keys of the application API.",
     ),
     "db": ("receiver.cli.db:db_cli", "Manage the database schema."),
+    "doctor": (
+        "receiver.cli.doctor:doctor_command",
+        "Check settings, database, ittybit, the endpoint, webhooks and notifications.",
+    ),
     "events": (
         "receiver.cli.events:events_cli",
         "List, show, replay and prune stored webhook deliveries.",
+    ),
+    "ittybit": (
+        "receiver.cli.ittybit:ittybit_cli",
+        "Connect to ittybit's webhooks: connect, endpoints, disconnect.",
     ),
     "notify": (
         "receiver.cli.notify:notify_cli",

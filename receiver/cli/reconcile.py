@@ -257,6 +257,7 @@ def _report(summary: Summary, *, as_json: bool) -> None:
     if summary.event_pages:
         for name, meaning in _EVENT_ROWS:
             click.echo(f"  {name:<17}{getattr(summary, name):>6}  {meaning}")
+        click.echo(_webhooks_line(summary, settings().webhook_silence_after))
     click.echo("then job by job:")
     for name, meaning in _SUMMARY_ROWS:
         click.echo(f"  {name:<16}{getattr(summary, name):>7}  {meaning}")
@@ -285,6 +286,23 @@ def _event_line(summary: Summary) -> str:
         line += f", read up to {summary.event_cursor}"
     if summary.events_note:
         line += f"; {summary.events_note}"
+    return line
+
+
+def _webhooks_line(summary: Summary, silence_after: float) -> str:
+    """Say how many listed events no webhook brought in time, and how many one did."""
+    line = (
+        f"webhooks: {summary.webhooks_missed} listed event(s) no webhook brought within "
+        f"{human_duration(silence_after)} (WEBHOOK_SILENCE_AFTER), {summary.webhooks_brought} "
+        "brought by one"
+    )
+    if summary.webhooks_missed_since:
+        line += (
+            f"; {summary.webhooks_missed_streak} missed in a row since "
+            f"{summary.webhooks_missed_since}"
+        )
+    if summary.events_waiting:
+        line += f"; {summary.events_waiting} younger event(s) wait for their webhook"
     return line
 
 

@@ -19,6 +19,7 @@ from receiver.core.statuses import Status
 
 __all__ = [
     "FUTURE_TOLERANCE",
+    "IgnoredEvent",
     "InvalidPayload",
     "JobState",
     "NotAJob",
@@ -39,6 +40,10 @@ _MAX_TEXT = 2000
 #: (``WEBHOOK_TOLERANCE``'s default). Beyond it a timestamp is clamped, so a forged
 #: ``9999-12-31`` cannot outrank every later state and pin the submission.
 FUTURE_TOLERANCE = timedelta(seconds=300)
+#: Event kinds about a job, a task or an automation's run: the rest are stored as ``ignored``.
+_ACTED_ON_KINDS = frozenset({"job", "task", "run"})
+#: The status an event kind implies when its data carries none (``task.created`` → pending).
+_KIND_STATUS = {"created": "pending", "started": "processing", "updated": "processing"}
 
 
 class InvalidPayload(ValueError):
@@ -47,6 +52,19 @@ class InvalidPayload(ValueError):
 
 class NotAJob(ValueError):
     """The JSON is no job, task or event (answered with 422)."""
+
+
+class IgnoredEvent(NotAJob):
+    """An event envelope of a kind this service does not act on (stored, answered 200).
+
+    ittybit retries anything but a 2xx for days: a kind added after this code was written
+    is kept in the inbox as ``ignored`` rather than refused.
+    """
+
+    def __init__(self, event_id: str | None, kind: str) -> None:
+        super().__init__(f"event kind {kind[:60]!r} is not one this service acts on")
+        self.event_id = event_id[:180] if event_id else None
+        self.kind = kind[:60]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +79,8 @@ class JobState:
     updated_at: datetime | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     event_id: str | None = None
+    #: The event kind (``task.succeeded``, ``run.completed``…) when the body was an event.
+    event_kind: str | None = None
 
     def meta_str(self, key: str) -> str | None:
         """Return a metadata value as text (ids may arrive as numbers)."""
@@ -219,6 +239,10 @@ def normalise(payload: Any) -> JobState:
         event_kind = _text(payload.get("kind")) or _text(payload.get("type"))
         envelope_time = payload.get("created_at")
         job = payload.get("data")
+        if event_kind is not None and event_kind.split(".", 1)[0] not in _ACTED_ON_KINDS:
+            raise IgnoredEvent(event_id, event_kind)
+        if event_kind is not None and event_kind.startswith("run.") and isinstance(job, dict):
+            job = _run_subject(job, event_id, event_kind)
     elif "meta" in payload and "data" in payload:
         job = payload.get("data")
         outer_error = payload.get("error")
@@ -228,6 +252,26 @@ def normalise(payload: Any) -> JobState:
         message = "no job or task object in the body"
         raise NotAJob(message)
     return _job_state(job, event_id, event_kind, envelope_time, outer_error)
+
+
+def _run_subject(run: dict[str, Any], event_id: str | None, kind: str) -> dict[str, Any]:
+    """Return what a ``run.*`` event is about: its task when it names one, else the run.
+
+    A run that names no task is matched by its metadata alone; one with neither is about
+    nothing a submission could be, and is ignored.
+    """
+    task = run.get("task")
+    if isinstance(task, dict) and _text(task.get("id")):
+        merged = dict(task)
+        if "metadata" not in merged and isinstance(run.get("metadata"), dict):
+            merged["metadata"] = run["metadata"]
+        return merged
+    task_id = _text(run.get("task_id"))
+    if task_id:
+        return {**run, "id": task_id}
+    if not run.get("metadata"):
+        raise IgnoredEvent(event_id, kind)
+    return run
 
 
 def _looks_like_event(payload: Mapping[str, Any]) -> bool:
@@ -253,6 +297,7 @@ def _job_state(
     provider_status = _text(job.get("status"))
     if not provider_status and event_kind and "." in event_kind:
         provider_status = event_kind.rsplit(".", 1)[1]
+        provider_status = _KIND_STATUS.get(provider_status, provider_status)
     if not provider_status:
         message = "job has no status"
         raise NotAJob(message)
@@ -264,7 +309,15 @@ def _job_state(
         raise NotAJob(message)
     status = status_family(provider_status)
     updated_at = None
-    for candidate in (job.get("updated_at"), job.get("finished_at"), envelope_time):
+    # ``updated``/``created``: the 2025-08-20 task shape (ittybit's SDK), after the jobs API's.
+    candidates = (
+        job.get("updated_at"),
+        job.get("finished_at"),
+        job.get("updated"),
+        envelope_time,
+        job.get("created"),
+    )
+    for candidate in candidates:
         updated_at = parse_timestamp(candidate)
         if updated_at is not None:
             break
@@ -285,6 +338,7 @@ def _job_state(
         updated_at=updated_at,
         metadata=metadata,
         event_id=event_id[:180] if event_id else None,
+        event_kind=event_kind[:60] if event_kind else None,
     )
 
 

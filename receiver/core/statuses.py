@@ -36,6 +36,8 @@ class Outcome(StrEnum):
     STALE = "stale"
     UNMATCHED = "unmatched"
     REJECTED = "rejected"
+    #: An event of a kind this service does not act on: kept, answered 200 (never retried).
+    IGNORED = "ignored"
 
 
 class NotificationStatus(StrEnum):

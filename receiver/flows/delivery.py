@@ -57,6 +57,7 @@ class DeliveryResult:
 
 _SEEN = "this delivery was stored before"
 _submissions = Submission.__table__  # type: ignore[attr-defined]
+_OTHER_JOB = "job id does not match the submission's job"
 
 
 def claims_conflict(claims: TokenClaims | None, state: JobState) -> str | None:
@@ -85,7 +86,7 @@ def owner_conflict(
     if meta_submission is not None and meta_submission != submission.submission_id:
         return "metadata submission_id does not match the job's submission"
     if submission.job_id is not None and submission.job_id != state.job_id:
-        return "job id does not match the submission's job"
+        return _OTHER_JOB
     return None
 
 
@@ -179,6 +180,24 @@ def _keep_unmatched(
     return DeliveryResult(Outcome.UNMATCHED, wanted, reason=reason)
 
 
+def _keep_ignored(
+    conn: Connection, *, key: str, delivery: Delivery, state: JobState, now: datetime
+) -> DeliveryResult:
+    reason = "a run about another job than the submission's"
+    stored = record_event(
+        conn,
+        key=key,
+        delivery=delivery,
+        state=state,
+        submission_id=None,
+        outcome=Outcome.IGNORED,
+        reason=reason,
+        now=now,
+    )
+    outcome = Outcome.IGNORED if stored is not None else Outcome.DUPLICATE
+    return DeliveryResult(outcome, reason=reason if stored is not None else _SEEN)
+
+
 def process_delivery(
     conn: Connection,
     *,
@@ -208,6 +227,9 @@ def process_delivery(
 
     sid = submission.submission_id
     conflict = owner_conflict(claims, state, submission)
+    if conflict == _OTHER_JOB and (state.event_kind or "").startswith("run."):
+        # A run that names no task of this submission's job: kept, but it changes nothing.
+        return _keep_ignored(conn, key=key, delivery=delivery, state=state, now=now)
     if conflict is None and named is not None and submission.job_id is None:
         conflict = _job_taken(conn, state.job_id, sid)
     if capped:

@@ -46,6 +46,7 @@ __all__ = [
     "JobNotFound",
     "RateLimited",
     "RetryPolicy",
+    "WebhookEndpoint",
     "client_from_settings",
     "idempotency_key",
     "set_testing",
@@ -56,6 +57,7 @@ log = logging.getLogger(__name__)
 #: Statuses worth another try: the request may well succeed a moment later.
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 _TASK_PREFIXES = ("task_", "tsk_")
+_ENDPOINTS = "/webhooks/endpoints"
 _MAX_MESSAGE = 300
 _testing = False
 
@@ -69,10 +71,12 @@ def set_testing(enabled: bool) -> None:
 class ApiError(Exception):
     """The ittybit API could not answer the request; ``status`` is the HTTP status, if any."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        #: The error's code from the body (``job_not_found``…), when it gives one.
+        self.code = code
 
 
 class JobNotFound(ApiError):
@@ -141,6 +145,38 @@ class EventPage:
     next_after: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookEndpoint:
+    """A project-level webhook endpoint (``/webhooks/endpoints``, ittybit since 2025-12)."""
+
+    id: str
+    url: str
+    topics: tuple[str, ...]
+    status: str
+    verified: bool | None = None
+    #: The ``whsec_…`` secret, when the answer carries it (a create, usually).
+    secret: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_api(cls, item: Mapping[str, Any]) -> WebhookEndpoint:
+        """Read one endpoint object; raise BadResponse when it has no id or URL."""
+        endpoint_id, url = item.get("id"), item.get("url")
+        if not isinstance(endpoint_id, str) or not isinstance(url, str):
+            message = "a webhook endpoint without an id or URL"
+            raise BadResponse(message)
+        topics = item.get("topics") or item.get("events") or ()
+        secret = item.get("secret") or item.get("signing_secret")
+        verified = item.get("verified")
+        return cls(
+            id=endpoint_id,
+            url=url,
+            topics=tuple(str(topic) for topic in topics) if isinstance(topics, list) else (),
+            status=str(item.get("status") or "active"),
+            verified=verified if isinstance(verified, bool) else None,
+            secret=secret if isinstance(secret, str) else None,
+        )
+
+
 def idempotency_key(submission_id: str) -> str:
     """Return the ``Idempotency-Key`` of a submission's create: stable, ASCII, bounded."""
     digest = hashlib.sha256(submission_id.encode("utf-8")).hexdigest()
@@ -171,7 +207,7 @@ def _retryable(what: str, response: httpx.Response) -> tuple[ApiError, float | N
         message = f"{what}: ittybit refused the API key (HTTP {status}{detail})"
         raise AuthError(message, status=status)
     if status not in RETRYABLE_STATUSES:
-        raise ApiError(f"{what}: HTTP {status}{detail}", status=status)
+        raise ApiError(f"{what}: HTTP {status}{detail}", status=status, code=_error_code(response))
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
     return ApiUnavailable(f"{what}: HTTP {status}{detail}", status=status), retry_after
 
@@ -189,8 +225,12 @@ class IttybitClient:
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], object] | None = None,
         budget: float | None = None,
+        api_version: str | None = None,
     ) -> None:
         """Create a client; ``sleep`` waits between retries and may return True to abandon.
+
+        ``api_version`` (a date such as ``2025-08-20``) goes out as ``Accept-Version`` on
+        every request; without it ittybit answers in the version the key defaults to.
 
         With ``budget`` every call (a create, a fetch, its retries and waits included) ends
         within that many seconds: what the web process uses, whose workers must stay free
@@ -202,13 +242,16 @@ class IttybitClient:
         self._lock = threading.Lock()
         self._not_before = 0.0
         self._calls = threading.local()
+        headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Accept": "application/json",
+            "User-Agent": "jobhooks/0.1",
+        }
+        if api_version:
+            headers["Accept-Version"] = api_version
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
-            headers={
-                "Authorization": f"Bearer {api_key}",
-                "Accept": "application/json",
-                "User-Agent": "jobhooks/0.1",
-            },
+            headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
@@ -276,14 +319,19 @@ class IttybitClient:
             raise BadResponse(message, status=response.status_code) from None
 
     def get_job(self, job_id: str) -> JobState:
-        """Fetch a job (``GET /jobs/{id}``, falling back to ``/tasks/{id}`` for task ids)."""
+        """Fetch a job (``GET /jobs/{id}``, falling back to ``/tasks/{id}`` for task ids).
+
+        A 404 from either path is "not found". For a task id, ``/jobs`` answering
+        ``task_not_found`` is final (an API that serves tasks there has looked); any other
+        404 there (``job_not_found``, no such route) leaves ``/tasks`` to ask.
+        """
         self._start_call()
         try:
             response = self._request("GET", f"/jobs/{quote(job_id, safe='')}")
         except ApiError as exc:
             if exc.status != 404:
                 raise
-            if not job_id.startswith(_TASK_PREFIXES):
+            if not job_id.startswith(_TASK_PREFIXES) or exc.code == "task_not_found":
                 message = f"job {job_id} not found"
                 raise JobNotFound(message, status=404) from None
             try:
@@ -336,6 +384,50 @@ class IttybitClient:
             has_more = 'rel="next"' in response.headers.get("Link", "")
         next_after = next((event.id for event in reversed(events) if event.id), after)
         return EventPage(events=events, has_more=has_more, next_after=next_after)
+
+    def list_endpoints(self) -> list[WebhookEndpoint]:
+        """Return the project's webhook endpoints (``GET /webhooks/endpoints``, every page)."""
+        endpoints: list[WebhookEndpoint] = []
+        params: dict[str, str | int] = {"limit": 100}
+        self._start_call()
+        while True:
+            payload = self._json(self._request("GET", _ENDPOINTS, params=params))
+            items = payload.get("data") if isinstance(payload, dict) else payload
+            if not isinstance(items, list):
+                message = f"GET {_ENDPOINTS} answered with no list"
+                raise BadResponse(message)
+            page = [WebhookEndpoint.from_api(item) for item in items if isinstance(item, dict)]
+            endpoints.extend(page)
+            more = isinstance(payload, dict) and payload.get("has_more") is True
+            if not more or not page:
+                return endpoints
+            params["after"] = page[-1].id
+
+    def create_endpoint(self, *, url: str, topics: list[str]) -> WebhookEndpoint:
+        """Register a webhook endpoint (``POST /webhooks/endpoints``)."""
+        self._start_call()
+        body = {"url": url, "topics": topics}
+        return self._endpoint(self._request("POST", _ENDPOINTS, json=body))
+
+    def update_endpoint(self, endpoint_id: str, *, topics: list[str]) -> WebhookEndpoint:
+        """Change an endpoint's topics (``PATCH /webhooks/endpoints/{id}``)."""
+        self._start_call()
+        path = f"{_ENDPOINTS}/{quote(endpoint_id, safe='')}"
+        return self._endpoint(self._request("PATCH", path, json={"topics": topics}))
+
+    def delete_endpoint(self, endpoint_id: str) -> None:
+        """Remove an endpoint (``DELETE /webhooks/endpoints/{id}``)."""
+        self._start_call()
+        self._request("DELETE", f"{_ENDPOINTS}/{quote(endpoint_id, safe='')}")
+
+    def _endpoint(self, response: httpx.Response) -> WebhookEndpoint:
+        payload = self._json(response)
+        if isinstance(payload, dict) and isinstance(payload.get("data"), dict):
+            payload = payload["data"]
+        if not isinstance(payload, dict):
+            message = f"{_ENDPOINTS} answered with no endpoint"
+            raise BadResponse(message, status=response.status_code)
+        return WebhookEndpoint.from_api(payload)
 
     def _request(
         self,
@@ -470,6 +562,23 @@ def _event(item: Mapping[str, Any]) -> ApiEvent:
     )
 
 
+def _error_code(response: httpx.Response) -> str | None:
+    """Return an error body's code: ``{"error": "x"}``, ``{"error": {"code"|"kind": "x"}}``."""
+    try:
+        payload = response.json()
+    except ValueError:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    error = payload.get("error")
+    candidates = [payload.get("code"), payload.get("kind")]
+    if isinstance(error, dict):
+        candidates = [error.get("code"), error.get("kind"), error.get("type"), *candidates]
+    else:
+        candidates.insert(0, error)
+    return next((value for value in candidates if isinstance(value, str) and value), None)
+
+
 def _error_detail(response: httpx.Response) -> str:
     """Return ``: message`` from an error body, short and on one line, or nothing."""
     try:
@@ -501,4 +610,5 @@ def client_from_settings(
         timeout=settings.ittybit_timeout,
         max_connections=max_connections or settings.reconcile_concurrency,
         sleep=sleep,
+        api_version=settings.ittybit_api_version or None,
     )

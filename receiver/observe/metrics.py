@@ -198,6 +198,11 @@ class Metrics:
             "Events read from ittybit's event list by the reconciler.",
             registry=registry,
         )
+        self.webhooks_missed = Counter(
+            "jobhooks_webhooks_missed",
+            "Events in ittybit's event list that no webhook brought within WEBHOOK_SILENCE_AFTER.",
+            registry=registry,
+        )
         self.events = Counter(
             "jobhooks_reconcile_events",
             "Events from ittybit's event list by what was done with them: applied, duplicate, "
@@ -266,8 +271,12 @@ class Metrics:
         if rejected_events:
             self._child(self.rematched_events, "rejected").inc(rejected_events)
 
-    def observe_event_list(self, *, read: int, pages: int, outcomes: Mapping[str, int]) -> None:
-        """Count what one pass read from ittybit's event list."""
+    def observe_event_list(
+        self, *, read: int, pages: int, outcomes: Mapping[str, int], missed: int = 0
+    ) -> None:
+        """Count what one pass read from ittybit's event list, and the webhooks it missed."""
+        if missed:
+            self.webhooks_missed.inc(missed)
         if read:
             self.events_read.inc(read)
         if pages:

@@ -17,6 +17,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from config.settings import Settings
 
 __all__ = [
+    "MAX_OVERFLOW",
+    "POOL_SIZE",
     "create_db_engine",
     "database_unavailable",
     "get_engine",
@@ -32,6 +34,11 @@ _READ_EXTENSION = "jobhooks.read_engine"
 _READ_ONLY = "jobhooks_read_only"
 
 
+#: Connections one process's PostgreSQL pool keeps, and may open beyond them under load.
+POOL_SIZE = 5
+MAX_OVERFLOW = 5
+
+
 def create_db_engine(settings: Settings) -> Engine:
     """Return an engine for ``settings.database_url``.
 
@@ -44,8 +51,8 @@ def create_db_engine(settings: Settings) -> Engine:
     engine = sa.create_engine(
         url,
         hide_parameters=True,
-        pool_size=5,
-        max_overflow=5,
+        pool_size=POOL_SIZE,
+        max_overflow=MAX_OVERFLOW,
         pool_timeout=5,
         connect_args={"connect_timeout": 5},
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -10,7 +11,14 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from config.settings import Settings
-from receiver.core.jobstate import InvalidPayload, JobState, NotAJob, normalise, parse_json
+from receiver.core.jobstate import (
+    IgnoredEvent,
+    InvalidPayload,
+    JobState,
+    NotAJob,
+    normalise,
+    parse_json,
+)
 from receiver.core.signing import (
     TokenClaims,
     VerificationError,
@@ -27,7 +35,7 @@ from receiver.flows.outbox import get_outbox
 from receiver.observe.logs import note
 from receiver.observe.metrics import get_metrics
 from receiver.store.engines import database_unavailable, get_engine
-from receiver.store.inbox import Delivery, dedupe_key, record_rejected
+from receiver.store.inbox import Delivery, dedupe_key, record_event, record_rejected
 from receiver.store.models import Outcome, utcnow
 from receiver.web.errors import error_response
 
@@ -42,6 +50,7 @@ _STATUS = {
     Outcome.STALE: 200,
     Outcome.UNMATCHED: 202,
     Outcome.REJECTED: 403,
+    Outcome.IGNORED: 200,
 }
 
 
@@ -125,21 +134,25 @@ def _handle(
     claims: TokenClaims | None,
     delivery_id: str | None,
 ) -> Response:
-    try:
-        state = normalise(parse_json(body))
-    except InvalidPayload as exc:
-        return error_response(400, "invalid_json", str(exc))
-    except NotAJob as exc:
-        return error_response(422, "not_a_job", str(exc))
-
     delivery = Delivery(
         source=source,
-        body=body.decode("utf-8"),
+        body=body.decode("utf-8", errors="replace"),
         headers=request.headers,
         delivery_id=delivery_id,
         claimed_user_id=claims.user_id if claims else None,
     )
+    ignored: IgnoredEvent | None = None
     try:
+        state = normalise(parse_json(body))
+    except InvalidPayload as exc:
+        return error_response(400, "invalid_json", str(exc))
+    except IgnoredEvent as exc:
+        ignored = exc
+    except NotAJob as exc:
+        return error_response(422, "not_a_job", str(exc))
+    try:
+        if ignored is not None:
+            return _answer_ignored(delivery, ignored)
         result = _store(delivery, state, claims)
     except SQLAlchemyError as exc:
         if not database_unavailable(exc):
@@ -172,6 +185,31 @@ def _handle(
     # The bytes jsonify would give (sorted, compact, newline), without its per-call set-up.
     text = json.dumps(payload, sort_keys=True, separators=(",", ":")) + "\n"
     return Response(text, status=_STATUS[result.outcome], mimetype="application/json")
+
+
+def _answer_ignored(delivery: Delivery, event: IgnoredEvent) -> Response:
+    """Keep an event of a kind not acted on, and answer 200: a 4xx is retried for days."""
+    if event.event_id:
+        key = f"evt:{event.event_id}"
+    elif delivery.delivery_id:
+        key = f"wh:{delivery.delivery_id}"
+    else:
+        key = "ign:" + hashlib.sha256(delivery.body.encode()).hexdigest()
+    with get_engine().begin() as conn:
+        stored = record_event(
+            conn,
+            key=key,
+            delivery=delivery,
+            state=None,
+            submission_id=None,
+            outcome=Outcome.IGNORED,
+            reason=str(event),
+            now=utcnow(),
+        )
+    outcome = Outcome.IGNORED if stored is not None else Outcome.DUPLICATE
+    note(delivery_id=delivery.delivery_id or event.event_id, outcome=outcome.value)
+    text = json.dumps({"outcome": outcome.value}, sort_keys=True, separators=(",", ":")) + "\n"
+    return Response(text, status=200, mimetype="application/json")
 
 
 def _store(delivery: Delivery, state: JobState, claims: TokenClaims | None) -> DeliveryResult:

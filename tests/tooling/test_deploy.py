@@ -366,9 +366,10 @@ def test_readme_deployment_follows_app_json() -> None:
         "git push heroku main",
         "heroku ps:scale worker=1",
         "/webhooks/ittybit",
-        "POST /webhooks/endpoints",
+        "jobhooks ittybit connect",
         "whsec_",
         "jobhooks trigger",
+        "jobhooks doctor",
         "heroku logs",
         "https://www.herokucdn.com/deploy/button.svg",
     ):

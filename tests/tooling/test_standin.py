@@ -723,3 +723,64 @@ def test_the_event_list_reads_both_ways_and_can_be_missing(
     missing = start_standin(event_list=False)
     assert httpx.get(f"{missing.url}/events", headers=AUTH).status_code == 404
     assert missing.requests_made() == 1
+
+
+# --- the webhook endpoints resource ----------------------------------------------------------
+
+
+def test_endpoints_resource_and_deliveries_signed_with_the_endpoint_secret(
+    start_standin: Callable[..., Standin], receiver: tuple[Receiver, str]
+) -> None:
+    app, url = receiver
+    standin = start_standin()
+    api = f"{standin.url}/webhooks/endpoints"
+    made = httpx.post(api, json={"url": f"{url}/webhooks/ittybit", "topics": ["task.succeeded"]})
+    assert made.status_code == 401  # the key is needed here too
+    made = httpx.post(
+        api, json={"url": f"{url}/webhooks/ittybit", "topics": ["task.succeeded"]}, headers=AUTH
+    )
+    assert made.status_code == 201
+    endpoint = made.json()
+    assert endpoint["secret"].startswith("whsec_") and endpoint["status"] == "active"
+    listed = httpx.get(api, headers=AUTH).json()["data"]
+    assert [item["id"] for item in listed] == [endpoint["id"]]
+    assert "secret" not in listed[0]
+    one = f"{api}/{endpoint['id']}"
+    patched = httpx.patch(one, json={"topics": ["task.failed"]}, headers=AUTH).json()
+    assert patched["topics"] == ["task.failed"]
+    assert httpx.patch(one, json={"status": "nope"}, headers=AUTH).status_code == 422
+
+    assert create(standin).status_code == 201
+    assert standin.wait_idle(10)
+    received = list(app.received)
+    assert [json.loads(body)["object"] for _, body in received] == ["event"] * 2
+    key = standin_key(endpoint["secret"])
+    for headers, body in received:
+        verify_standard_webhook(headers, body, keys=(key,), now=time.time(), tolerance=60)
+
+    httpx.patch(one, json={"status": "paused"}, headers=AUTH)
+    assert create(standin).status_code == 201
+    assert standin.wait_idle(10)
+    assert len(app.received) == 2  # a paused endpoint is sent nothing
+    assert httpx.delete(one, headers=AUTH).status_code == 204
+    assert httpx.get(one, headers=AUTH).status_code == 404
+
+
+def standin_key(secret: str) -> bytes:
+    from config.settings import decode_webhook_secret
+
+    return decode_webhook_secret(secret)
+
+
+def test_without_job_webhooks_only_endpoints_are_sent_to(
+    start_standin: Callable[..., Standin], receiver: tuple[Receiver, str]
+) -> None:
+    app, url = receiver
+    standin = start_standin(job_webhooks=False)
+    assert create(standin, webhook_url=f"{url}{HOOK}{TOKEN}").status_code == 201
+    assert standin.wait_idle(10)
+    assert app.received == []
+    standin.endpoints.create(f"{url}/webhooks/ittybit", [])
+    assert create(standin, webhook_url=f"{url}{HOOK}{TOKEN}").status_code == 201
+    assert standin.wait_idle(10)
+    assert [json.loads(body)["object"] for _, body in app.received] == ["event", "event"]

@@ -95,6 +95,13 @@ def test_list_filters(runner: FlaskCliRunner, inbox: None) -> None:
     assert "no events match" in run(runner, "list", "--submission", "nobody").output
 
 
+def test_list_shows_ignored_events(client: FlaskClient, runner: FlaskCliRunner) -> None:
+    event = {"id": "evt_m", "object": "event", "kind": "media.created", "data": {"id": "m"}}
+    assert deliver(client, event, "msg_m") == 200
+    [line] = ok(runner, "list", "--json", "--outcome", "ignored").splitlines()
+    assert json.loads(line)["outcome"] == "ignored"
+
+
 def test_list_json_has_the_fields_but_not_the_body(runner: FlaskCliRunner, inbox: None) -> None:
     line = json.loads(ok(runner, "list", "--json", "--outcome", "unmatched"))
     assert line == {

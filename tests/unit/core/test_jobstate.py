@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from ittybit.types.task import Task
 
 from receiver.core.jobstate import (
+    IgnoredEvent,
     InvalidPayload,
     JobState,
     NotAJob,
@@ -363,3 +365,111 @@ def test_nul_characters_are_refused(payload: dict[str, Any]) -> None:
 def test_nul_in_other_metadata_is_harmless() -> None:
     state = normalise({"id": "job_1", "status": "queued", "metadata": {"note": "a\u0000b"}})
     assert state.job_id == "job_1"
+
+
+# --- ittybit's own SDK shapes (the 2025-08-20 task) and every event kind ---------------------
+
+
+def sdk_task(status: str = "completed", **extra: Any) -> dict[str, Any]:
+    """Return a task body built with ittybit's Python SDK (1.0.0), so the shape is its own."""
+    fields: dict[str, Any] = {
+        "id": "task_sdk1",
+        "object": "task",
+        "kind": "video",
+        "status": status,
+        "output": {"url": "https://cdn.example.com/sdk.mp4"} if status == "completed" else None,
+        "created": datetime(2024, 5, 1, 11, 0, tzinfo=UTC),
+        "updated": T,
+        # Not in the SDK's model; ittybit echoes it and the model keeps extra fields.
+        "metadata": {"submission_id": "sub_1", "user_id": "user_1"},
+    }
+    fields.update(extra)
+    body: dict[str, Any] = Task(**fields).model_dump(mode="json")
+    return body
+
+
+@pytest.mark.parametrize("shape", ["bare", "event", "wrapper"])
+def test_sdk_task_times_are_the_provider_times(shape: str) -> None:
+    task = sdk_task()
+    assert "updated" in task and "updated_at" not in task  # the SDK's names, not ours
+    payload: dict[str, Any] = task
+    if shape == "event":
+        # The envelope's own time is older: the task's ``updated`` must win over it.
+        payload = {
+            "id": "evt_sdk",
+            "object": "event",
+            "kind": "task.succeeded",
+            "data": task,
+            "created_at": T_SECONDS - 3600,
+        }
+    elif shape == "wrapper":
+        payload = {"meta": {"request_id": "req_1"}, "data": task, "error": None}
+    state = normalise(payload)
+    assert state.status is Status.SUCCEEDED
+    assert state.output_url == "https://cdn.example.com/sdk.mp4"
+    assert state.updated_at == T
+
+
+def test_sdk_task_created_is_the_time_when_nothing_later_is_given() -> None:
+    task = sdk_task("pending")
+    del task["updated"]
+    assert normalise(task).updated_at == datetime(2024, 5, 1, 11, 0, tzinfo=UTC)
+
+
+def _event(kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {"id": "evt_k1", "object": "event", "kind": kind, "data": data, "created_at": T_SECONDS}
+
+
+@pytest.mark.parametrize(
+    ("kind", "family"),
+    [
+        ("task.created", Status.PROCESSING),
+        ("task.updated", Status.PROCESSING),
+        ("task.succeeded", Status.SUCCEEDED),
+        ("task.failed", Status.FAILED),
+    ],
+)
+def test_task_event_kinds_without_a_status_read_from_the_kind(
+    kind: str, family: Status, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = {"id": "task_1", "object": "task", "metadata": {"submission_id": "sub_1"}}
+    with caplog.at_level(logging.WARNING):
+        state = normalise(_event(kind, data))
+    assert state.status is family
+    assert state.event_kind == kind
+    assert "unknown ittybit status" not in caplog.text  # created/updated are known words
+
+
+def test_task_updated_keeps_the_status_its_data_carries() -> None:
+    data = sdk_task("processing", output=None)
+    assert normalise(_event("task.updated", data)).provider_status == "processing"
+
+
+def test_a_run_is_about_the_task_it_names() -> None:
+    run = {"id": "run_1", "object": "run", "status": "completed", "task": sdk_task()}
+    state = normalise(_event("run.completed", run))
+    assert (state.job_id, state.status, state.event_kind) == (
+        "task_sdk1",
+        Status.SUCCEEDED,
+        "run.completed",
+    )
+    by_id = normalise(_event("run.failed", {"id": "run_2", "task_id": "task_7"}))
+    assert (by_id.job_id, by_id.status) == ("task_7", Status.FAILED)
+
+
+def test_a_run_naming_no_task_is_matched_by_its_metadata() -> None:
+    run = {"id": "run_3", "object": "run", "metadata": {"submission_id": "sub_9"}}
+    state = normalise(_event("run.created", run))
+    assert (state.job_id, state.meta_str("submission_id")) == ("run_3", "sub_9")
+
+
+@pytest.mark.parametrize("kind", ["media.created", "automation.updated", "brand.new.kind"])
+def test_an_unknown_kind_is_ignored_not_refused(kind: str) -> None:
+    with pytest.raises(IgnoredEvent) as caught:
+        normalise(_event(kind, {"id": "med_1", "object": "media"}))
+    assert (caught.value.event_id, caught.value.kind) == ("evt_k1", kind)
+
+
+def test_a_run_naming_neither_task_nor_metadata_is_ignored() -> None:
+    with pytest.raises(IgnoredEvent):
+        normalise(_event("run.succeeded", {"id": "run_4", "status": "succeeded"}))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from pytest_httpserver import HTTPServer
@@ -422,3 +424,81 @@ def test_a_budget_starts_again_with_each_call(fake: FakeIttybit) -> None:
         time.sleep(0.6)  # longer than the budget, between calls
         second = client.get_job("job_1")
     assert first == second
+
+
+# --- API versions and the not-found codes ----------------------------------------------------
+
+
+def test_accept_version_is_sent_on_every_request(api_server: HTTPServer) -> None:
+    seen: list[str | None] = []
+
+    def answer(request: Request) -> Response:
+        seen.append(request.headers.get("Accept-Version"))
+        if request.path == "/events":
+            return Response(json.dumps({"data": []}), 200, content_type="application/json")
+        job = {"id": "job_v", "status": "queued"}
+        return Response(json.dumps(job), 200, content_type="application/json")
+
+    api_server.expect_request(re.compile("^/(jobs|events)")).respond_with_handler(answer)
+    base = api_server.url_for("")
+    with IttybitClient(base_url=base, api_key=API_KEY, api_version="2025-08-20") as versioned:
+        versioned.get_job("job_v")
+        versioned.list_events()
+        versioned.create_job(
+            input_url="https://in.example.com/a.mp4",
+            metadata={},
+            webhook_url="https://hooks.example.com/w",
+            idempotency_key="k",
+        )
+    with IttybitClient(base_url=base, api_key=API_KEY) as plain:
+        plain.get_job("job_v")
+    assert seen == ["2025-08-20", "2025-08-20", "2025-08-20", None]
+
+
+def test_settings_give_the_client_its_version(api_server: HTTPServer) -> None:
+    from config.settings import Settings
+    from receiver.ittybit.client import client_from_settings
+
+    env = {"APP_ENV": "test", "ITTYBIT_API_URL": api_server.url_for(""), "ITTYBIT_API_KEY": "k"}
+    with client_from_settings(Settings.from_env({**env, "ITTYBIT_API_VERSION": "2025-08-20"})) as c:
+        assert c._http.headers["Accept-Version"] == "2025-08-20"
+    with client_from_settings(Settings.from_env(env)) as c:
+        assert "Accept-Version" not in c._http.headers
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"error": "task_not_found", "message": "no such task"},
+        {"error": {"kind": "task_not_found", "message": "no such task"}},
+        {"code": "task_not_found"},
+    ],
+)
+def test_a_404_naming_the_task_missing_is_final_on_any_path(
+    client: IttybitClient, fake: FakeIttybit, body: dict[str, Any]
+) -> None:
+    # The staging API answers for tasks on /jobs too: its not-found is the last word.
+    fake.script("task_gone", Scripted(404, body))
+    fake.tasks["task:task_gone"] = {"id": "task_gone", "status": "completed"}
+    with pytest.raises(JobNotFound):
+        client.get_job("task_gone")
+    assert fake.requests == {"task_gone": 1}
+
+
+@pytest.mark.parametrize("code", ["not_found", "job_not_found"])
+def test_a_404_naming_no_task_on_jobs_still_tries_tasks(
+    client: IttybitClient, fake: FakeIttybit, code: str
+) -> None:
+    # The jobs API says job_not_found for an older task id: only /tasks knows it.
+    fake.script("task_old", Scripted(404, {"error": {"code": code}}))
+    fake.tasks["task:task_old"] = {"id": "task_old", "status": "completed"}
+    assert client.get_job("task_old").status is Status.SUCCEEDED
+    assert fake.requests == {"task_old": 1, "task:task_old": 1}
+
+
+def test_a_404_on_tasks_is_not_found_whatever_it_says(
+    client: IttybitClient, fake: FakeIttybit
+) -> None:
+    fake.script("task:task_x", Scripted(404, {"error": {"code": "job_not_found"}}))
+    with pytest.raises(JobNotFound):
+        client.get_job("task_x")

@@ -515,6 +515,8 @@ def cli(
     """The jobhooks commands, asking the stand-in; with its engine and a web client."""
     app_config["ITTYBIT_API_URL"] = standin.url
     app_config["ITTYBIT_API_KEY"] = DEFAULT_API_KEY
+    # The events here are seconds old: judge them at once, not after ten minutes.
+    app_config["WEBHOOK_SILENCE_AFTER"] = "0s"
     app = create_app(app_config)
     try:
         yield app.test_cli_runner(), get_engine(app), app.test_client()
@@ -544,6 +546,11 @@ def test_the_summary_counts_the_event_list(
         "3",
     )
     assert lines["checked"] == "0"
+    # No job here has a webhook URL: each listed change (not the creations) was missed.
+    assert (
+        "webhooks: 6 listed event(s) no webhook brought within 0s (WEBHOOK_SILENCE_AFTER), "
+        "0 brought by one; 6 missed in a row since "
+    ) in text.stdout
 
     as_json = json.loads(runner.invoke(args=["reconcile", "--json"]).stdout)
     assert (as_json["event_pages"], as_json["events_read"], as_json["event_cursor"]) == (
@@ -556,6 +563,7 @@ def test_the_summary_counts_the_event_list(
     assert value(samples, "jobhooks_reconcile_events_read_total") == 9
     assert value(samples, "jobhooks_reconcile_events_total", outcome="applied") == 6
     assert value(samples, "jobhooks_reconcile_events_total", outcome="duplicate") == 3
+    assert value(samples, "jobhooks_webhooks_missed_total") == 6
 
 
 def test_events_since_reads_the_list_again(

@@ -955,3 +955,91 @@ def test_error_bodies_carry_no_secret(client: FlaskClient, sub_1: dict[str, Any]
     assert url.rsplit("/", 1)[1] not in text
     assert headers["webhook-signature"].removeprefix("v1,") not in text
     assert json.loads(text)["error"] == "bad_signature"
+
+
+# --- every documented event kind is answered 2xx and stored ---------------------------------
+
+
+def _kind_event(kind: str, data: dict[str, Any], event_id: str) -> dict[str, Any]:
+    return {
+        "id": event_id,
+        "object": "event",
+        "kind": kind,
+        "data": data,
+        "created_at": int(datetime.now(UTC).timestamp()),
+    }
+
+
+@pytest.mark.parametrize(
+    ("kind", "status"),
+    [
+        ("task.created", "processing"),
+        ("task.updated", "processing"),
+        ("task.succeeded", "succeeded"),
+        ("task.failed", "failed"),
+    ],
+)
+def test_each_task_kind_is_applied(
+    client: FlaskClient, engine: Engine, sub_1: dict[str, Any], kind: str, status: str
+) -> None:
+    data = {"id": "task_1", "object": "task", "metadata": {"submission_id": "sub_1"}}
+    response = post(client, PROJECT_URL, _kind_event(kind, data, "evt_t1"))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["outcome"] == "applied"
+    assert submission(engine)["status"] == status
+    [event] = events(engine)
+    assert (event["dedupe_key"], event["outcome"]) == ("evt:evt_t1", "applied")
+
+
+def test_a_run_naming_a_known_task_is_applied(client: FlaskClient, engine: Engine) -> None:
+    add_submission(engine, job_id="task_42")
+    run = {"id": "run_1", "object": "run", "status": "completed", "task_id": "task_42"}
+    response = post(client, PROJECT_URL, _kind_event("run.completed", run, "evt_r1"))
+    assert response.status_code == 200
+    assert response.get_json()["outcome"] == "applied"
+    assert submission(engine)["status"] == "succeeded"
+
+
+def test_a_run_with_metadata_is_matched(
+    client: FlaskClient, engine: Engine, sub_1: dict[str, Any]
+) -> None:
+    run = {"id": "run_2", "object": "run", "metadata": {"submission_id": "sub_1"}}
+    response = post(client, PROJECT_URL, _kind_event("run.created", run, "evt_r2"))
+    assert response.status_code == 200
+    assert response.get_json() == {
+        "outcome": "applied",
+        "submission_id": "sub_1",
+        "status": "processing",
+    }
+
+
+def test_a_run_about_another_job_is_kept_as_ignored(client: FlaskClient, engine: Engine) -> None:
+    add_submission(engine, job_id="task_1")
+    before = submission(engine)
+    run = {"id": "run_3", "status": "failed", "metadata": {"submission_id": "sub_1"}}
+    response = post(client, PROJECT_URL, _kind_event("run.failed", run, "evt_r3"))
+    assert response.status_code == 200
+    assert response.get_json()["outcome"] == "ignored"
+    assert submission(engine) == before
+    [event] = events(engine)
+    assert event["outcome"] == "ignored"
+
+
+def test_an_unknown_kind_is_stored_as_ignored_and_answered_200(
+    client: FlaskClient, engine: Engine, sub_1: dict[str, Any]
+) -> None:
+    payload = _kind_event("media.created", {"id": "med_1", "object": "media"}, "evt_m1")
+    response = post(client, PROJECT_URL, payload)
+    assert response.status_code == 200
+    assert response.get_json() == {"outcome": "ignored"}
+    [event] = events(engine)
+    assert (event["dedupe_key"], event["outcome"], event["source"]) == (
+        "evt:evt_m1",
+        "ignored",
+        "endpoint",
+    )
+    assert "media.created" in event["reason"]
+    assert submission(engine) == sub_1
+    again = post(client, PROJECT_URL, payload)
+    assert (again.status_code, again.get_json()) == (200, {"outcome": "duplicate"})
+    assert len(events(engine)) == 1

@@ -367,6 +367,14 @@ def test_deliveries_are_filtered_by_outcome_source_and_time(
     assert listed("q=job_k3") == {"old_unmatched"}
 
 
+def test_ignored_deliveries_can_be_listed(signed_in: FlaskClient, engine: Engine) -> None:
+    ignored = add_event(engine, "i1", at=NOW - timedelta(minutes=1), outcome="ignored")
+    add_event(engine, "a1", at=NOW - timedelta(minutes=2))
+    html = signed_in.get("/admin/deliveries?outcome=ignored").text
+    assert {int(found) for found in _ids(html, "deliveries")} == {ignored}
+    assert '<option value="ignored"' in html
+
+
 def test_a_delivery_page_pretty_prints_the_body_and_hides_signatures_and_tokens(
     signed_in: FlaskClient, engine: Engine
 ) -> None:
