@@ -273,8 +273,6 @@ def run_demo(
                 "LOG_LEVEL": "warning",
                 "ITTYBIT_API_URL": standin.url,
                 "ITTYBIT_API_KEY": config.api_key,
-                "NOTIFY_URL": application.url,
-                "NOTIFY_SECRET": notify_secret,
                 # The worker only notifies here: step 4 reconciles by hand, to show it.
                 "RECONCILE_INTERVAL": "1h",
             }
@@ -297,6 +295,16 @@ def run_demo(
         if _submissions(engine):
             _say("that database holds the demo's submissions already: the demo adds them once")
             return 1
+        # The application's endpoint is a record with its own secret: any worker on this
+        # database signs for it alike, whatever its own environment says.
+        added = _run(
+            jobhooks_command(
+                "endpoints", "add", application.url, "--secret", notify_secret, "--json"
+            ),
+            env,
+        )
+        endpoint_id = json.loads(added.splitlines()[-1])["id"]
+        _say(f"   `jobhooks endpoints add {application.url}`: endpoint {endpoint_id}")
         first = json.loads(_run(jobhooks_command("reconcile", "--json"), env).splitlines()[-1])
         _say(f"   `jobhooks reconcile`, the reconciler's {first['events_note']}")
         web = WebProcess(env, log_path=workdir / "web.log")

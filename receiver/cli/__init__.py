@@ -27,13 +27,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Create, list and revoke keys of the application API.",
     ),
     "db": ("receiver.cli.db:db_cli", "Manage the database schema."),
+    "endpoints": (
+        "receiver.cli.endpoints:endpoints_cli",
+        "Add, list, disable, enable, rotate and remove notification endpoints.",
+    ),
     "events": (
         "receiver.cli.events:events_cli",
         "List, show, replay and prune stored webhook deliveries.",
     ),
     "notify": (
         "receiver.cli.notify:notify_cli",
-        "Send the notifications due to your application (NOTIFY_URL), signed.",
+        "Send the notifications due to your application's endpoints, signed.",
     ),
     "reconcile": (
         "receiver.cli.reconcile:reconcile_command",
