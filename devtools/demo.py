@@ -64,6 +64,8 @@ BATCH = [
 
 
 #: The application's endpoint prints from its own threads: one whole line at a time.
+#: What the demo's application takes: a notification per final state.
+FINAL_TYPES = tuple(sorted(f"submission.{status.value}" for status in FINAL_STATUSES))
 _PRINTING = threading.Lock()
 
 
@@ -299,12 +301,19 @@ def run_demo(
         # database signs for it alike, whatever its own environment says.
         added = _run(
             jobhooks_command(
-                "endpoints", "add", application.url, "--secret", notify_secret, "--json"
+                "endpoints",
+                "add",
+                application.url,
+                "--events",
+                ",".join(FINAL_TYPES),
+                "--secret",
+                notify_secret,
+                "--json",
             ),
             env,
         )
         endpoint_id = json.loads(added.splitlines()[-1])["id"]
-        _say(f"   `jobhooks endpoints add {application.url}`: endpoint {endpoint_id}")
+        _say(f"   `jobhooks endpoints add {application.url} --events …`: {endpoint_id}")
         first = json.loads(_run(jobhooks_command("reconcile", "--json"), env).splitlines()[-1])
         _say(f"   `jobhooks reconcile`, the reconciler's {first['events_note']}")
         web = WebProcess(env, log_path=workdir / "web.log")
