@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -442,7 +442,8 @@ class Notifier:
                 )
                 self._spend(endpoint_id, len(rows))
                 keys = signing_keys(endpoint, now=now)
-                claimed.extend((row, keys) for row in rows)
+                # To the endpoint's URL as it is now (it may have been changed since).
+                claimed.extend((replace(row, endpoint=endpoint.url), keys) for row in rows)
         return claimed
 
     def _allowance(self, endpoint: Any, at: float) -> int:

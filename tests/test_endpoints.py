@@ -33,6 +33,7 @@ from receiver.store.engines import get_engine
 from receiver.store.models import NotificationAttempt, NotifyEndpoint
 from reconcile.notifier import Backoff, Notifier
 from tests.admin_helpers import EMAIL, PASSWORD, sign_in
+from tests.api_helpers import bearer
 from tests.notify_helpers import NOTIFY_SECRET, add_submissions, change, notifications, outbox_to
 
 _endpoints = NotifyEndpoint.__table__  # type: ignore[attr-defined]
@@ -545,3 +546,58 @@ def test_replay_resends_in_order_with_the_same_webhook_id(
         assert dead_only.stdout.startswith("0 notification(s)")
         missing = cli(runner, "notify", "replay", "--endpoint", "ep_no", "--since", "2h")
         assert missing.exit_code == 1
+
+
+# -- 6. the API --------------------------------------------------------------------------------
+
+
+def test_the_api_lists_creates_reads_updates_rotates_and_deletes_endpoints(
+    app: Flask, client: FlaskClient, engine: Engine
+) -> None:
+    headers = bearer(app)
+    assert client.get("/api/v1/endpoints").status_code == 401
+    made = client.post(
+        "/api/v1/endpoints",
+        json={"url": "https://app.example.com/in", "event_types": ["submission.failed"]},
+        headers=headers,
+    )
+    assert made.status_code == 201
+    created = made.get_json()
+    assert created["secret"].startswith("whsec_") and created["status"] == "active"
+    endpoint_id = created["id"]
+    listed = client.get("/api/v1/endpoints", headers=headers).get_json()
+    assert [item["id"] for item in listed["data"]] == [endpoint_id]
+    assert "secret" not in listed["data"][0]
+    read = client.get(f"/api/v1/endpoints/{endpoint_id}", headers=headers)
+    assert read.status_code == 200 and "secret" not in read.get_json()
+    assert client.get("/api/v1/endpoints/ep_none", headers=headers).status_code == 404
+    bad = client.post(
+        "/api/v1/endpoints", json={"url": "https://a.example.com", "event_types": ["nope"]},
+        headers=headers,
+    )  # fmt: skip
+    assert bad.status_code == 400 and bad.get_json()["error"] == "invalid_endpoint"
+
+    changed = client.patch(
+        f"/api/v1/endpoints/{endpoint_id}",
+        json={"status": "disabled", "rate": 2.5, "event_types": ["*"]},
+        headers=headers,
+    )
+    assert changed.status_code == 200
+    assert (changed.get_json()["status"], changed.get_json()["rate"]) == ("disabled", 2.5)
+    assert endpoint(engine, endpoint_id)["event_types"] == ["*"]
+    enabled = client.patch(f"/api/v1/endpoints/{endpoint_id}", json={"status": "active"},
+                           headers=headers)  # fmt: skip
+    assert enabled.get_json()["status"] == "active"
+
+    rotated = client.post(f"/api/v1/endpoints/{endpoint_id}/rotate", headers=headers)
+    assert rotated.status_code == 200
+    assert rotated.get_json()["secret"] == endpoint(engine, endpoint_id)["secret"]
+    assert rotated.get_json()["secret"] != created["secret"]
+    assert rotated.get_json()["rotating_until"] is not None
+
+    assert client.delete(f"/api/v1/endpoints/{endpoint_id}", headers=headers).status_code == 204
+    assert client.delete(f"/api/v1/endpoints/{endpoint_id}", headers=headers).status_code == 404
+    document = client.get("/api/v1/openapi.json").get_json()
+    assert {"get", "post"} <= set(document["paths"]["/api/v1/endpoints"])
+    assert {"get", "patch", "delete"} <= set(document["paths"]["/api/v1/endpoints/{endpoint_id}"])
+    assert "post" in document["paths"]["/api/v1/endpoints/{endpoint_id}/rotate"]

@@ -32,6 +32,7 @@ from receiver.flows.endpoints.records import (
     rotate_secret,
     signing_keys,
     takes,
+    update_endpoint,
 )
 
 __all__ = [
@@ -62,4 +63,5 @@ __all__ = [
     "rotate_secret",
     "signing_keys",
     "takes",
+    "update_endpoint",
 ]

@@ -50,6 +50,7 @@ __all__ = [
     "rotate_secret",
     "signing_keys",
     "takes",
+    "update_endpoint",
 ]
 
 _endpoints = NotifyEndpoint.__table__  # type: ignore[attr-defined]
@@ -389,3 +390,53 @@ def remove_endpoint(conn: Connection, endpoint_id: str) -> int:
     ).rowcount
     conn.execute(sa.delete(_endpoints).where(_endpoints.c.id == endpoint_id))
     return int(dropped)
+
+
+def update_endpoint(
+    conn: Connection,
+    endpoint_id: str,
+    *,
+    now: datetime,
+    changes: dict[str, Any],
+    max_age: float,
+) -> list[dict[str, Any]]:
+    """Change an endpoint's URL, types, rate, description or status; return those made dead.
+
+    A ``status`` of ``disabled`` disables it by hand, ``active`` enables it as
+    :func:`enable_endpoint` does (its notifications past ``max_age`` made dead).
+    """
+    get_endpoint(conn, endpoint_id)
+    values: dict[str, Any] = {}
+    if "url" in changes:
+        values["url"] = _check_url(str(changes["url"]))
+    if "event_types" in changes:
+        values["event_types"] = parse_event_types(list(changes["event_types"]))
+    if "rate" in changes:
+        rate = changes["rate"]
+        if rate is not None and rate <= 0:
+            message = "the rate must be more than 0 requests a second"
+            raise EndpointError(message)
+        values["rate"] = rate
+    if "description" in changes:
+        values["description"] = changes["description"]
+    if values:
+        conn.execute(
+            sa.update(_endpoints)
+            .where(_endpoints.c.id == endpoint_id)
+            .values(**values, updated_at=now)
+        )
+        if "url" in values:
+            conn.execute(
+                sa.update(_notifications)
+                .where(
+                    _notifications.c.endpoint_id == endpoint_id,
+                    _notifications.c.status == NotificationStatus.PENDING.value,
+                )
+                .values(endpoint=values["url"])
+            )
+    status = changes.get("status")
+    if status == DISABLED:
+        disable_endpoint(conn, endpoint_id, reason="disabled through the API", now=now)
+    elif status == ACTIVE and get_endpoint(conn, endpoint_id).status != ACTIVE:
+        return enable_endpoint(conn, endpoint_id, now=now, max_age=max_age)[1]
+    return []
