@@ -32,7 +32,7 @@ from receiver.observe.metrics import DatabaseCollector
 from receiver.store.engines import get_engine
 from receiver.store.models import NotificationAttempt, NotifyEndpoint
 from reconcile.notifier import Backoff, Notifier
-from tests.admin_helpers import EMAIL, PASSWORD, sign_in
+from tests.admin_helpers import EMAIL, PASSWORD, post_form, sign_in
 from tests.api_helpers import bearer
 from tests.notify_helpers import NOTIFY_SECRET, add_submissions, change, notifications, outbox_to
 
@@ -601,3 +601,41 @@ def test_the_api_lists_creates_reads_updates_rotates_and_deletes_endpoints(
     assert {"get", "post"} <= set(document["paths"]["/api/v1/endpoints"])
     assert {"get", "patch", "delete"} <= set(document["paths"]["/api/v1/endpoints/{endpoint_id}"])
     assert "post" in document["paths"]["/api/v1/endpoints/{endpoint_id}/rotate"]
+
+
+def test_the_admin_page_lists_endpoints_and_its_buttons_disable_enable_and_replay(
+    engine: Engine, signed_in: FlaskClient
+) -> None:
+    made = add(engine, "https://app.example.com/in?key=never-shown")
+    [sid] = add_submissions(engine, 1)
+    change(engine, quiet(), sid, "succeeded")
+    page = signed_in.get("/admin/endpoints")
+    assert page.status_code == 200
+    assert made["id"] in page.text and "never-shown" not in page.text
+    assert made["secret"] not in page.text
+
+    # Without the CSRF token, nothing happens.
+    refused = signed_in.post("/admin/actions/endpoint-disable", data={"endpoint_id": made["id"]})
+    assert refused.status_code == 400
+    assert endpoint(engine, made["id"])["status"] == "active"
+
+    done = post_form(
+        signed_in, "/admin/endpoints", "/admin/actions/endpoint-disable", endpoint_id=made["id"]
+    )
+    assert done.status_code == 302 and endpoint(engine, made["id"])["status"] == "disabled"
+    post_form(
+        signed_in, "/admin/endpoints", "/admin/actions/endpoint-enable", endpoint_id=made["id"]
+    )
+    assert endpoint(engine, made["id"])["status"] == "active"
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE notifications SET status = 'delivered'"))
+    replayed = post_form(
+        signed_in, "/admin/endpoints", "/admin/actions/endpoint-replay", endpoint_id=made["id"]
+    )
+    assert replayed.status_code == 302
+    assert [row["status"] for row in notifications(engine)] == ["pending"]
+    assert "1 notification(s)" in signed_in.get("/admin/endpoints").text
+    missing = post_form(
+        signed_in, "/admin/endpoints", "/admin/actions/endpoint-replay", endpoint_id="ep_no"
+    )
+    assert missing.status_code == 404

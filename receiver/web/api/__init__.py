@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from flask import Flask
 
-from receiver.web.api import document, endpoints, notifications, submissions
+from receiver.web.api import document, notifications, submissions
 from receiver.web.api.blueprint import bp
 
 __all__ = ["init_app"]
 
 # The view modules add their routes to bp when imported.
-_VIEWS = (document, endpoints, notifications, submissions)
+_VIEWS = (document, notifications, submissions)
 
 
 def init_app(app: Flask) -> None:
