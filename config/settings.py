@@ -311,6 +311,8 @@ class Settings(BaseSettings):
     notify_secrets: WebhookKeys = Field((), alias="NOTIFY_SECRET", repr=False)
     notify_events: Annotated[str, _choice(_NOTIFY_EVENTS)] = "final"
     notify_max_age: Duration = 3 * 86400.0
+    #: An endpoint whose attempts have all failed this long is disabled (as Svix: 5 days).
+    notify_disable_after: Duration = 5 * 86400.0
     admin_session_idle: Duration = 8 * 3600.0
     admin_session_max: Duration = 12 * 3600.0
     log_level: Annotated[str, _choice(_LOG_LEVELS)] = "info"

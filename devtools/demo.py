@@ -64,6 +64,8 @@ BATCH = [
 
 
 #: The application's endpoint prints from its own threads: one whole line at a time.
+#: What the demo's application takes: a notification per final state.
+FINAL_TYPES = tuple(sorted(f"submission.{status.value}" for status in FINAL_STATUSES))
 _PRINTING = threading.Lock()
 
 
@@ -297,8 +299,6 @@ def run_demo(
                 "LOG_LEVEL": "warning",
                 "ITTYBIT_API_URL": standin.url,
                 "ITTYBIT_API_KEY": config.api_key,
-                "NOTIFY_URL": application.url,
-                "NOTIFY_SECRET": notify_secret,
                 # The worker only notifies here: step 4 reconciles by hand, to show it.
                 "RECONCILE_INTERVAL": "1h",
                 # Step 4 runs once the stand-in has sent all it will: no webhook is still
@@ -325,6 +325,23 @@ def run_demo(
         if _submissions(engine):
             _say("that database holds the demo's submissions already: the demo adds them once")
             return 1
+        # The application's endpoint is a record with its own secret: any worker on this
+        # database signs for it alike, whatever its own environment says.
+        added = _run(
+            jobhooks_command(
+                "endpoints",
+                "add",
+                application.url,
+                "--events",
+                ",".join(FINAL_TYPES),
+                "--secret",
+                notify_secret,
+                "--json",
+            ),
+            env,
+        )
+        endpoint_id = json.loads(added.splitlines()[-1])["id"]
+        _say(f"   `jobhooks endpoints add {application.url} --events …`: {endpoint_id}")
         first = json.loads(_run(jobhooks_command("reconcile", "--json"), env).splitlines()[-1])
         _say(f"   `jobhooks reconcile`, the reconciler's {first['events_note']}")
         web = WebProcess(env, log_path=workdir / "web.log")

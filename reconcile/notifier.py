@@ -3,7 +3,7 @@
 Rows are leased a few at a time (``reconcile.notify_claims``) and sent on a small thread
 pool; every database write happens on the calling thread. A notification is signed with
 Standard Webhooks headers, its ``webhook-id`` the row's ``message_id``, the same on every
-attempt so that the application can dedupe. A 2xx within ten seconds delivers it; anything
+attempt so that the application can dedupe. A 2xx within fifteen seconds delivers it; anything
 else is retried with exponential backoff and jitter, from seconds up to an hour, later when
 a 429 or 503 says ``Retry-After``, until ``NOTIFY_MAX_AGE`` has passed since the change:
 then it is ``dead``, kept, and retried only by hand. Every attempt is one log line.
@@ -20,26 +20,38 @@ import queue
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from config.settings import Settings
 from receiver.core.signing import sign_standard_webhook
-from receiver.flows.outbox import endpoint_label
+from receiver.flows.endpoints import HealthChange, record_health, signing_keys
+from receiver.flows.outbox import announce_operational, endpoint_label
 from receiver.ittybit.client import parse_retry_after
 from receiver.observe import tracing
 from receiver.store.engines import read_only
-from receiver.store.models import utcnow
-from reconcile.notify_claims import Leased, claim_due, peek_due, record_delivered, record_failed
+from receiver.store.models import NotifyEndpoint, utcnow
+from reconcile.notify_claims import (
+    RESPONSE_KEPT,
+    Leased,
+    claim_due,
+    due_endpoints,
+    peek_due,
+    record_attempt,
+    record_delivered,
+    record_failed,
+)
 from reconcile.notify_limits import DELIVERY_TIMEOUT, LEASE_SECONDS
 from reconcile.passes import lease_owner
 
@@ -59,6 +71,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_endpoints = NotifyEndpoint.__table__  # type: ignore[attr-defined]
+_ENDPOINT = sa.select(_endpoints).where(_endpoints.c.id == sa.bindparam("id"))
 
 #: How often an idle notifier looks for due rows.
 POLL_INTERVAL = 0.5
@@ -104,6 +119,8 @@ class Attempt:
     status: int | None = None
     error: str | None = None
     retry_after: float | None = None
+    #: The first kilobyte of the answer's body, as text.
+    response: str | None = None
 
 
 def signature_header(keys: Sequence[bytes], *, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -139,8 +156,8 @@ def send_notification(
     }
     started = time.monotonic()
     try:
-        # Streamed and closed unread: the answer's status is all that counts, and an
-        # application's body never reaches a log line or the database.
+        # Streamed: only the answer's first kilobyte is read, kept with the attempt (never
+        # logged); the rest is left unread.
         with client.stream(
             "POST", endpoint, content=body, headers=headers, timeout=timeout
         ) as response:
@@ -148,6 +165,7 @@ def send_notification(
             retry_after = None
             if status in (429, 503):
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            answer = _first_kilobyte(response)
     except httpx.TimeoutException:
         seconds = time.monotonic() - started
         error = f"no answer within {timeout:g}s"
@@ -157,14 +175,29 @@ def send_notification(
         return Attempt(AttemptResult.UNREACHABLE, now, seconds, error=_describe(exc, endpoint))
     seconds = time.monotonic() - started
     if 200 <= status < 300 and seconds <= timeout:
-        return Attempt(AttemptResult.DELIVERED, now, seconds, status=status)
+        return Attempt(AttemptResult.DELIVERED, now, seconds, status=status, response=answer)
     if 200 <= status < 300:
         error = f"HTTP {status} after {seconds:.1f}s, past the {timeout:g}s allowed"
     else:
         error = f"HTTP {status}"
     return Attempt(
-        AttemptResult.FAILED, now, seconds, status=status, error=error, retry_after=retry_after
+        AttemptResult.FAILED,
+        now,
+        seconds,
+        status=status,
+        error=error,
+        retry_after=retry_after,
+        response=answer,
     )
+
+
+def _first_kilobyte(response: httpx.Response) -> str:
+    kept = b""
+    for chunk in response.iter_raw():
+        kept += chunk
+        if len(kept) >= RESPONSE_KEPT:
+            break
+    return kept[:RESPONSE_KEPT].decode("utf-8", errors="replace")
 
 
 def _describe(exc: httpx.HTTPError, endpoint: str) -> str:
@@ -205,40 +238,42 @@ class Notifier:
         self,
         engine: Engine,
         *,
-        keys: Sequence[bytes],
         max_age: float,
+        disable_after: float = 5 * 86400.0,
         clock: Callable[[], datetime] = utcnow,
         stop: threading.Event | None = None,
         owner: str | None = None,
         metrics: Metrics | None = None,
         lease_seconds: float = LEASE_SECONDS,
         concurrency: int = 8,
+        per_endpoint: int | None = None,
         poll_interval: float = POLL_INTERVAL,
         backoff: Backoff | None = None,
         timeout: float = DELIVERY_TIMEOUT,
         rng: random.Random | None = None,
     ) -> None:
-        if not keys:
-            message = "notifications need a signing key (NOTIFY_SECRET)"
-            raise ValueError(message)
         if lease_seconds <= timeout:
             message = f"the lease must outlast an attempt ({timeout:g}s)"
             raise ValueError(message)
         self.engine = engine
-        self.keys = tuple(keys)
         self.max_age = max_age
+        self.disable_after = disable_after
         self.clock = clock
         self.stop = stop or threading.Event()
         self.owner = owner or lease_owner()
         self.metrics = metrics
         self.lease_seconds = lease_seconds
         self.concurrency = concurrency
+        #: Attempts under way to one endpoint at most: a hanging endpoint holds no more
+        #: slots than this, and the others keep the rest.
+        self.per_endpoint = per_endpoint or max(1, concurrency // 2)
         self.poll_interval = poll_interval
         self.backoff = backoff or Backoff()
         self.timeout = timeout
         self.rng = rng or random.Random()
         #: Free slots worth a claim while attempts are under way.
         self._refill = max(1, concurrency // 2)
+        self._buckets: dict[str, tuple[float, float]] = {}
         self.client = httpx.Client(
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
             follow_redirects=False,  # a redirect is not a 2xx: the URL should be fixed
@@ -246,8 +281,17 @@ class Notifier:
 
     @classmethod
     def from_settings(cls, engine: Engine, settings: Settings, **options: Any) -> Notifier:
-        """Return a notifier signing with ``NOTIFY_SECRET``, giving up after NOTIFY_MAX_AGE."""
-        return cls(engine, keys=settings.notify_secrets, max_age=settings.notify_max_age, **options)
+        """Return a notifier giving up after NOTIFY_MAX_AGE, disabling after NOTIFY_DISABLE_AFTER.
+
+        It signs with each endpoint's secrets as stored, never with this process's
+        NOTIFY_SECRET: two workers of different environments sign alike.
+        """
+        return cls(
+            engine,
+            max_age=settings.notify_max_age,
+            disable_after=settings.notify_disable_after,
+            **options,
+        )
 
     def close(self) -> None:
         self.client.close()
@@ -297,11 +341,12 @@ class Notifier:
             while True:
                 free = self.concurrency - len(in_flight)
                 if self._time_to_claim(free, busy=bool(in_flight), claimed_at=claimed_at):
-                    rows = self._claim(free, due_before, look_first=not busy)
+                    under_way = Counter(row.endpoint_id for row in in_flight.values())
+                    rows = self._claim(free, due_before, look_first=not busy, under_way=under_way)
                     claimed_at = time.monotonic()
                     busy = len(rows) == free
-                    for row in rows:
-                        future = pool.submit(self._send, row)
+                    for row, keys in rows:
+                        future = pool.submit(self._send, row, keys)
                         in_flight[future] = row
                         future.add_done_callback(finished.put)
                 if not in_flight:
@@ -319,7 +364,7 @@ class Notifier:
                     done.append(finished.get_nowait())
                 self._record([(in_flight.pop(future), future.result()) for future in done], tally)
         finally:
-            # Attempts under way finish (ten seconds at most) and are recorded, so their
+            # Attempts under way finish (fifteen seconds at most) and are recorded, so their
             # leases do not linger; a failure to record leaves the lease to run out.
             ended = [(row, future.result()) for future, row in in_flight.items()]
             try:
@@ -355,23 +400,71 @@ class Notifier:
 
     # -- steps -----------------------------------------------------------------------------
 
-    def _claim(self, size: int, due_before: datetime | None, *, look_first: bool) -> list[Leased]:
+    def _claim(
+        self,
+        size: int,
+        due_before: datetime | None,
+        *,
+        look_first: bool,
+        under_way: Counter[str],
+    ) -> list[tuple[Leased, list[bytes]]]:
+        """Lease up to ``size`` due rows, endpoint by endpoint, each with its signing keys.
+
+        No endpoint gets more than :attr:`per_endpoint` attempts under way, nor more than its
+        rate allows: one that hangs or is rate-limited leaves the other slots to the others.
+        """
+        full = [ep for ep, count in under_way.items() if count >= self.per_endpoint]
         if look_first:
             # Looking costs a read; leasing takes SQLite's write lock: only when worth it.
             with read_only(self.engine).connect() as conn:
-                if not peek_due(conn, now=self.clock(), due_before=due_before):
+                if not peek_due(conn, now=self.clock(), due_before=due_before, busy=full):
                     return []
+        claimed: list[tuple[Leased, list[bytes]]] = []
+        now = self.clock()
         with self.engine.begin() as conn:
-            return claim_due(
-                conn,
-                now=self.clock(),
-                limit=size,
-                owner=self.owner,
-                lease_seconds=self.lease_seconds,
-                due_before=due_before,
-            )
+            ready = [ep for ep in due_endpoints(conn, now=now, due_before=due_before)]
+            self.rng.shuffle(ready)  # no endpoint always first
+            for endpoint_id in ready:
+                room = min(size - len(claimed), self.per_endpoint - under_way[endpoint_id])
+                endpoint = conn.execute(_ENDPOINT, {"id": endpoint_id}).first()
+                if endpoint is None or room <= 0:
+                    continue
+                room = min(room, self._allowance(endpoint, time.monotonic()))
+                if room <= 0:
+                    continue
+                rows = claim_due(
+                    conn,
+                    now=now,
+                    limit=room,
+                    owner=self.owner,
+                    lease_seconds=self.lease_seconds,
+                    due_before=due_before,
+                    endpoint_id=endpoint_id,
+                )
+                self._spend(endpoint_id, len(rows))
+                keys = signing_keys(endpoint, now=now)
+                # To the endpoint's URL as it is now (it may have been changed since).
+                claimed.extend((replace(row, endpoint=endpoint.url), keys) for row in rows)
+        return claimed
 
-    def _send(self, row: Leased) -> Attempt:
+    def _allowance(self, endpoint: Any, at: float) -> int:
+        """Return how many requests ``endpoint``'s rate allows now (this process's share)."""
+        if endpoint.rate is None:
+            self._buckets.pop(endpoint.id, None)
+            return self.per_endpoint
+        rate = float(endpoint.rate)
+        burst = max(1.0, rate)
+        tokens, then = self._buckets.get(endpoint.id, (burst, at))
+        tokens = min(burst, tokens + (at - then) * rate)
+        self._buckets[endpoint.id] = (tokens, at)
+        return int(tokens)
+
+    def _spend(self, endpoint_id: str, count: int) -> None:
+        if endpoint_id in self._buckets and count:
+            tokens, then = self._buckets[endpoint_id]
+            self._buckets[endpoint_id] = (tokens - count, then)
+
+    def _send(self, row: Leased, keys: Sequence[bytes]) -> Attempt:
         """Send one attempt (in a span, when traces are on; its HTTP request is a child)."""
         with tracing.span(
             f"notify {row.event_type}",
@@ -381,21 +474,21 @@ class Notifier:
                 "jobhooks.notification.attempt": row.attempts + 1,
             },
         ) as current:
-            attempt = self._attempt(row)
+            attempt = self._attempt(row, keys)
             if current is not None:
                 current.set_attribute("jobhooks.notification.result", attempt.result.value)
                 if attempt.status is not None:
                     current.set_attribute("http.response.status_code", attempt.status)
         return attempt
 
-    def _attempt(self, row: Leased) -> Attempt:
+    def _attempt(self, row: Leased, keys: Sequence[bytes]) -> Attempt:
         try:
             return send_notification(
                 self.client,
                 row.endpoint,
                 row.payload.encode("utf-8"),
                 msg_id=row.message_id,
-                keys=self.keys,
+                keys=keys,
                 now=self.clock(),
                 timeout=self.timeout,
             )
@@ -405,41 +498,84 @@ class Notifier:
             return Attempt(AttemptResult.UNREACHABLE, self.clock(), 0.0, error=error)
 
     def _record(self, ended: Sequence[tuple[Leased, Attempt]], tally: Tally) -> None:
-        """Write what came of attempts, in one transaction; then count and log each."""
+        """Write what came of attempts, in one transaction; then count and log each.
+
+        Each attempt is kept, and its endpoint's health follows it: what changed there
+        (failing, disabled, recovered) is told once committed.
+        """
         if not ended:
             return
         now = self.clock()
         outcomes = []
+        changes: list[HealthChange] = []
         with self.engine.begin() as conn:
             for row, attempt in ended:
-                next_attempt_at: datetime | None = None
+                next_attempt_at, held = self._record_one(conn, row, attempt, now)
                 if attempt.result is AttemptResult.DELIVERED:
-                    assert attempt.status is not None
-                    held = record_delivered(
-                        conn,
-                        row.id,
-                        owner=self.owner,
-                        attempted_at=attempt.started_at,
-                        status=attempt.status,
-                        now=now,
-                    )
                     outcome = "delivered"
                 else:
-                    next_attempt_at = self._next_attempt(row, attempt, now)
-                    held = record_failed(
-                        conn,
-                        row.id,
-                        owner=self.owner,
-                        attempted_at=attempt.started_at,
-                        status=attempt.status,
-                        error=attempt.error or attempt.result.value,
-                        next_attempt_at=next_attempt_at,
-                    )
                     outcome = "dead" if next_attempt_at is None else "retry"
                 outcomes.append((row, attempt, outcome, next_attempt_at, held))
+                change = record_health(
+                    conn,
+                    row.endpoint_id,
+                    ok=attempt.result is AttemptResult.DELIVERED,
+                    status=attempt.status,
+                    error=attempt.error,
+                    attempted_at=attempt.started_at,
+                    now=now,
+                    disable_after=self.disable_after,
+                )
+                if change is not None:
+                    announce_operational(
+                        conn,
+                        f"endpoint.{change.kind}",
+                        change.endpoint,
+                        now=now,
+                        detail=_health_detail(change),
+                    )
+                    changes.append(change)
         for row, attempt, outcome, next_attempt_at, held in outcomes:
             self._count(row, attempt, outcome, held, tally)
             self._log(row, attempt, outcome, next_attempt_at, held=held)
+        for change in changes:
+            _tell(change)
+
+    def _record_one(
+        self, conn: Any, row: Leased, attempt: Attempt, now: datetime
+    ) -> tuple[datetime | None, bool]:
+        """Record one attempt on its row and in the attempts kept; return (next, held)."""
+        record_attempt(
+            conn,
+            row,
+            attempted_at=attempt.started_at,
+            status=attempt.status,
+            error=attempt.error,
+            seconds=attempt.seconds,
+            response=attempt.response,
+        )
+        if attempt.result is AttemptResult.DELIVERED:
+            assert attempt.status is not None
+            held = record_delivered(
+                conn,
+                row.id,
+                owner=self.owner,
+                attempted_at=attempt.started_at,
+                status=attempt.status,
+                now=now,
+            )
+            return None, held
+        next_attempt_at = self._next_attempt(row, attempt, now)
+        held = record_failed(
+            conn,
+            row.id,
+            owner=self.owner,
+            attempted_at=attempt.started_at,
+            status=attempt.status,
+            error=attempt.error or attempt.result.value,
+            next_attempt_at=next_attempt_at,
+        )
+        return next_attempt_at, held
 
     def _count(self, row: Leased, attempt: Attempt, outcome: str, held: bool, tally: Tally) -> None:
         if self.metrics is not None:
@@ -516,18 +652,50 @@ class Notifier:
         )
 
 
+def _health_detail(change: HealthChange) -> dict[str, Any]:
+    return {
+        "since": change.since.isoformat() if change.since else None,
+        "reason": change.reason,
+    }
+
+
+def _tell(change: HealthChange) -> None:
+    """Tell the people on call about an endpoint's health: one line with a stable event."""
+    endpoint = change.endpoint
+    data = {
+        "event": f"endpoint_{change.kind}",
+        "endpoint_id": endpoint.id,
+        "endpoint": endpoint_label(endpoint.url),
+        **_health_detail(change),
+    }
+    if change.kind == "recovered":
+        log.info(
+            "endpoint %s recovered (failing since %s)",
+            endpoint.id,
+            data["since"],
+            extra={"data": data},
+        )
+        return
+    log.error(
+        "endpoint %s %s since %s: %s",
+        endpoint.id,
+        "disabled, its notifications held," if change.kind == "disabled" else "failing",
+        data["since"],
+        change.reason,
+        extra={"data": data},
+    )
+
+
 @contextmanager
 def delivering_in_background(
     engine: Engine, settings: Settings, stop: threading.Event, *, metrics: Metrics | None = None
 ) -> Iterator[Notifier | None]:
     """Deliver notifications on a thread of their own while the block runs.
 
-    For the worker (``reconcile --loop``): nothing happens when NOTIFY_URL is unset. The
-    thread ends once ``stop`` is set, after the attempts under way; leaving the block sets it.
+    For the worker (``reconcile --loop``): whatever endpoints are recorded, NOTIFY_URL's
+    or added ones. The thread ends once ``stop`` is set, after the attempts under way;
+    leaving the block sets it.
     """
-    if not settings.notify_urls:
-        yield None
-        return
     notifier = Notifier.from_settings(engine, settings, stop=stop, metrics=metrics)
     thread = threading.Thread(target=notifier.run_forever, name="notify-loop")
     thread.start()

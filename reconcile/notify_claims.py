@@ -11,6 +11,7 @@ recorder's own lease.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,12 +20,20 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from receiver.store import leases
-from receiver.store.models import Notification, NotificationStatus
+from receiver.store.models import (
+    Notification,
+    NotificationAttempt,
+    NotificationStatus,
+    NotifyEndpoint,
+)
 
 __all__ = [
+    "RESPONSE_KEPT",
     "Leased",
     "claim_due",
+    "due_endpoints",
     "peek_due",
+    "record_attempt",
     "record_delivered",
     "record_failed",
 ]
@@ -33,6 +42,10 @@ _table = Notification.__table__  # type: ignore[attr-defined]
 _c = _table.c
 _earlier = _table.alias("earlier")
 _PENDING = NotificationStatus.PENDING.value
+_endpoints = NotifyEndpoint.__table__  # type: ignore[attr-defined]
+_attempts = NotificationAttempt.__table__  # type: ignore[attr-defined]
+#: The first kilobyte of an answer is kept with its attempt.
+RESPONSE_KEPT = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +56,7 @@ class Leased:
     message_id: str
     submission_id: str
     endpoint: str
+    endpoint_id: str
     event_type: str
     payload: str
     attempts: int
@@ -56,13 +70,19 @@ def _due(now: Any, due_before: Any) -> Any:
     """Return the condition a row must meet to be sent now.
 
     ``due_before``: its next attempt time must have come by then (``now``, or earlier for
-    a run that sends only what was due when it started).
+    a run that sends only what was due when it started). Its endpoint must be active: a
+    disabled endpoint's notifications wait, neither sent nor dead.
     """
+    active = (
+        sa.select(_endpoints.c.id)
+        .where(_endpoints.c.id == _c.endpoint_id, _endpoints.c.status == "active")
+        .exists()
+    )
     earlier_pending = (
         sa.select(_earlier.c.id)
         .where(
             _earlier.c.submission_id == _c.submission_id,
-            _earlier.c.endpoint == _c.endpoint,
+            _earlier.c.endpoint_id == _c.endpoint_id,
             _earlier.c.status == _PENDING,
             _earlier.c.id < _c.id,
         )
@@ -72,6 +92,7 @@ def _due(now: Any, due_before: Any) -> Any:
         _c.status == _PENDING,
         _c.next_attempt_at <= due_before,
         leases.free(_table, now),
+        active,
         ~earlier_pending,
     )
 
@@ -80,10 +101,28 @@ def _due(now: Any, due_before: Any) -> Any:
 _PEEK = sa.select(_c.id).where(_due(sa.bindparam("now"), sa.bindparam("due_before"))).limit(1)
 
 
-def peek_due(conn: Connection, *, now: datetime, due_before: datetime | None = None) -> bool:
-    """Tell whether any notification is due, leasing nothing (a cheap read)."""
+def peek_due(
+    conn: Connection,
+    *,
+    now: datetime,
+    due_before: datetime | None = None,
+    busy: Sequence[str] = (),
+) -> bool:
+    """Tell whether any notification is due, leasing nothing (a cheap read).
+
+    Not counting those of the ``busy`` endpoints (no room for more of theirs now).
+    """
     params = {"now": now, "due_before": now if due_before is None else due_before}
-    return conn.execute(_PEEK, params).first() is not None
+    query = _PEEK if not busy else _PEEK.where(_c.endpoint_id.not_in(list(busy)))
+    return conn.execute(query, params).first() is not None
+
+
+def due_endpoints(
+    conn: Connection, *, now: datetime, due_before: datetime | None = None
+) -> list[str]:
+    """Return the endpoints that have notifications due now."""
+    query = sa.select(_c.endpoint_id).where(_due(now, now if due_before is None else due_before))
+    return [str(row[0]) for row in conn.execute(query.distinct())]
 
 
 def claim_due(
@@ -94,14 +133,13 @@ def claim_due(
     owner: str,
     lease_seconds: float,
     due_before: datetime | None = None,
+    endpoint_id: str | None = None,
 ) -> list[Leased]:
-    """Lease up to ``limit`` due notifications, oldest first; return them by id."""
-    chosen = (
-        sa.select(_c.id)
-        .where(_due(now, now if due_before is None else due_before))
-        .order_by(_c.id)
-        .limit(limit)
-    )
+    """Lease up to ``limit`` due notifications (of one endpoint), oldest first, by id."""
+    where = _due(now, now if due_before is None else due_before)
+    if endpoint_id is not None:
+        where = sa.and_(_c.endpoint_id == endpoint_id, where)
+    chosen = sa.select(_c.id).where(where).order_by(_c.id).limit(limit)
     rows = leases.lease_rows(
         conn, _table, chosen, returning=_FIELDS, now=now, owner=owner, lease_seconds=lease_seconds
     )
@@ -165,3 +203,27 @@ def record_failed(
         values["next_attempt_at"] = next_attempt_at
     result = conn.execute(sa.update(_table).where(_mine(notification_id, owner)).values(values))
     return bool(result.rowcount)
+
+
+def record_attempt(
+    conn: Connection,
+    row: Leased,
+    *,
+    attempted_at: datetime,
+    status: int | None,
+    error: str | None,
+    seconds: float,
+    response: str | None,
+) -> None:
+    """Keep one attempt: when, the status or error, how long, the answer's first kilobyte."""
+    conn.execute(
+        sa.insert(_attempts).values(
+            notification_id=row.id,
+            endpoint_id=row.endpoint_id,
+            attempted_at=attempted_at,
+            status_code=status,
+            error=error[:500] if error else None,
+            seconds=seconds,
+            response=response[:RESPONSE_KEPT] if response else None,
+        )
+    )

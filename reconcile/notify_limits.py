@@ -9,7 +9,7 @@ from __future__ import annotations
 __all__ = ["DELIVERY_TIMEOUT", "LEASE_SECONDS"]
 
 #: A notification is delivered by a 2xx answer within this many seconds.
-DELIVERY_TIMEOUT = 10.0
+DELIVERY_TIMEOUT = 15.0
 #: How long a lease lasts: longer than the longest attempt, so no two workers send one row
 #: at once; a crashed worker's rows go out again after it.
 LEASE_SECONDS = 60.0

@@ -95,8 +95,8 @@ def signed_headers(
 
 
 def quiet_outbox() -> Outbox:
-    """An outbox with no endpoint: changes announce nothing (NOTIFY_URL unset)."""
-    return Outbox(endpoints=(), events="final", render=dict)
+    """An outbox with no endpoint of its own: changes announce nothing (NOTIFY_URL unset)."""
+    return Outbox(render=dict)
 
 
 def add_submission(

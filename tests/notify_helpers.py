@@ -10,8 +10,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from config.settings import Settings
 from receiver.core.jobstate import normalise
 from receiver.flows.apply import apply_job_state, find_submission
+from receiver.flows.endpoints import EndpointSpec, default_specs
 from receiver.flows.outbox import Outbox
 from receiver.flows.records import create_submission
 from receiver.store.models import Notification
@@ -32,8 +34,29 @@ def notifications(engine: Engine) -> list[dict[str, Any]]:
         return [dict(row) for row in rows]
 
 
-def outbox_to(*endpoints: str, events: str = "final") -> Outbox:
-    """An outbox announcing to ``endpoints``, rendering submissions as a small object."""
+def default_specs_for(
+    *urls: str, events: str = "final", secrets: tuple[str, ...] = (NOTIFY_SECRET,)
+) -> tuple[EndpointSpec, ...]:
+    """The ``default`` endpoints NOTIFY_URL=urls, NOTIFY_SECRET=secrets would make."""
+    settings = Settings.from_env(
+        {
+            "APP_ENV": "test",
+            "SECRET_KEY": "x",
+            "NOTIFY_URL": ",".join(urls),
+            "NOTIFY_SECRET": ",".join(secrets),
+            "NOTIFY_EVENTS": events,
+        }
+    )
+    return default_specs(settings)
+
+
+def outbox_to(
+    *endpoints: str, events: str = "final", secrets: tuple[str, ...] = (NOTIFY_SECRET,)
+) -> Outbox:
+    """An outbox announcing to ``endpoints`` (as NOTIFY_URL's), signed with ``secrets``.
+
+    It renders submissions as a small object; the endpoints are made at its first change.
+    """
 
     def render(row: Any) -> dict[str, Any]:
         return {
@@ -43,7 +66,9 @@ def outbox_to(*endpoints: str, events: str = "final") -> Outbox:
             "error": row.error,
         }
 
-    return Outbox(endpoints=endpoints, events=events, render=render)
+    return Outbox(
+        render=render, defaults=default_specs_for(*endpoints, events=events, secrets=secrets)
+    )
 
 
 def add_submissions(engine: Engine, count: int, *, prefix: str = "sub") -> list[str]:

@@ -34,6 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "receiver.cli.doctor:doctor_command",
         "Check settings, database, ittybit, the endpoint, webhooks and notifications.",
     ),
+    "endpoints": (
+        "receiver.cli.endpoints:endpoints_cli",
+        "Add, list, disable, enable, rotate and remove notification endpoints.",
+    ),
     "events": (
         "receiver.cli.events:events_cli",
         "List, show, replay and prune stored webhook deliveries.",
@@ -44,7 +48,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "notify": (
         "receiver.cli.notify:notify_cli",
-        "Send the notifications due to your application (NOTIFY_URL), signed.",
+        "Send the notifications due to your application's endpoints, signed.",
     ),
     "reconcile": (
         "receiver.cli.reconcile:reconcile_command",

@@ -26,7 +26,12 @@ from receiver.cli.common import (
 from receiver.core.statuses import Outcome
 from receiver.flows.history import event_json, get_event, list_events
 from receiver.flows.outbox import get_outbox
-from receiver.flows.prune import count_prunable, prune_events
+from receiver.flows.prune import (
+    count_prunable,
+    count_prunable_attempts,
+    prune_attempts,
+    prune_events,
+)
 from receiver.flows.replay import Replayed, ReplayError, rematch_unmatched, replay_one
 from receiver.store.engines import get_engine, get_read_engine
 from receiver.store.models import WebhookEvent, utcnow
@@ -224,7 +229,15 @@ def events_prune(older_than: float, batch: int, dry_run: bool) -> None:
         if dry_run:
             with engine.connect() as conn:
                 count = count_prunable(conn, before=before)
-            click.echo(f"dry run: would delete {count} event(s) received before {stamp} UTC")
+                attempts = count_prunable_attempts(conn, before=before)
+            click.echo(
+                f"dry run: would delete {count} event(s) received before {stamp} UTC "
+                f"and {attempts} notification attempt(s) made before then"
+            )
             return
         deleted = prune_events(engine, before=before, batch=batch)
-    click.echo(f"deleted {deleted} event(s) received before {stamp} UTC")
+        attempts = prune_attempts(engine, before=before, batch=batch)
+    click.echo(
+        f"deleted {deleted} event(s) received before {stamp} UTC "
+        f"and {attempts} notification attempt(s) made before then"
+    )

@@ -15,10 +15,10 @@ from typing import Any
 
 import click
 
-from config.settings import Settings
 from receiver.cli.common import (
     ConfigurationError,
     Duration,
+    Since,
     database_errors,
     echo_json,
     echo_table,
@@ -27,11 +27,14 @@ from receiver.cli.common import (
 )
 from receiver.cli.reconcile import stop_on_signals
 from receiver.core.statuses import NotificationStatus
+from receiver.flows.endpoints import EndpointError, get_endpoint, list_endpoints, signing_keys
 from receiver.flows.outbox import (
     TEST_EVENT_TYPE,
     endpoint_label,
+    list_attempts,
     list_notifications,
     new_message_id,
+    replay_endpoint,
     retry_dead_notifications,
     retry_notifications,
 )
@@ -47,10 +50,17 @@ __all__ = ["notify_cli"]
 _STATUSES = [status.value for status in NotificationStatus]
 
 
-def _require_endpoints(config: Settings) -> None:
-    if not config.notify_urls:
-        message = "NOTIFY_URL is not set: notifications are off, there is nowhere to send them"
+def _active_endpoints() -> list[Any]:
+    """Return the active endpoints; refuse when there is none (nowhere to send)."""
+    with database_errors(), get_read_engine().connect() as conn:
+        active = [row for row in list_endpoints(conn) if row.status == "active"]
+    if not active:
+        message = (
+            "no active endpoint: notifications have nowhere to go "
+            "(set NOTIFY_URL or run `jobhooks endpoints add URL`)"
+        )
         raise ConfigurationError(message)
+    return active
 
 
 @click.group("notify", invoke_without_command=True)
@@ -66,7 +76,7 @@ def _require_endpoints(config: Settings) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the tally as JSON.")
 @click.pass_context
 def notify_cli(ctx: click.Context, loop: bool, lease: float, as_json: bool) -> None:
-    """Send the notifications due to your application (NOTIFY_URL), signed.
+    """Send the notifications due to your application's endpoints, signed.
 
     Without a subcommand: send what is due now, once, or with --loop until SIGTERM.
     Exit status 1 if one could not be delivered (it is retried later).
@@ -80,7 +90,7 @@ def notify_cli(ctx: click.Context, loop: bool, lease: float, as_json: bool) -> N
 @with_app
 def _send_due(loop: bool, lease: float, as_json: bool) -> None:
     config = settings()
-    _require_endpoints(config)
+    _active_endpoints()
     if lease <= DELIVERY_TIMEOUT:
         message = f"must be longer than an attempt may take ({DELIVERY_TIMEOUT:g}s)"
         raise click.BadParameter(message, param_hint="--lease")
@@ -211,15 +221,14 @@ def notify_retry(ids: tuple[int, ...], all_dead: bool) -> None:
 @notify_cli.command("test")
 @with_app
 def notify_test() -> None:
-    """Send a signed notification.test to every endpoint now; show each answer.
+    """Send a signed notification.test to every active endpoint now; show each answer.
 
     Nothing is stored. Exit status 1 if an endpoint did not answer 2xx in time.
     """
     config = settings()
-    _require_endpoints(config)
     failed = 0
     with Notifier.from_settings(get_engine(), config) as notifier:
-        for endpoint in dict.fromkeys(config.notify_urls):
+        for endpoint in _active_endpoints():
             now = utcnow()
             message_id = new_message_id()
             body = {
@@ -229,17 +238,60 @@ def notify_test() -> None:
             }
             attempt = send_notification(
                 notifier.client,
-                endpoint,
+                endpoint.url,
                 json.dumps(body, separators=(",", ":")).encode(),
                 msg_id=message_id,
-                keys=notifier.keys,
+                keys=signing_keys(endpoint, now=now),
                 now=now,
             )
             answer = attempt.status if attempt.error is None else attempt.error
             click.echo(
-                f"POST {endpoint_label(endpoint)} ({message_id}): {answer} "
-                f"in {attempt.seconds:.2f}s"
+                f"POST {endpoint_label(endpoint.url)} ({message_id}): {answer} "
+                f"in {attempt.seconds:.2f}s [{endpoint.id}]"
             )
             failed += attempt.error is not None
     if failed:
         sys.exit(1)
+
+
+@notify_cli.command("attempts")
+@click.argument("notification_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@with_app
+def notify_attempts(notification_id: int, as_json: bool) -> None:
+    """List the attempts to deliver one notification: when, answer, time, answer's start."""
+    with database_errors(), get_read_engine().connect() as conn:
+        rows = list_attempts(conn, notification_id)
+    if as_json:
+        for row in rows:
+            echo_json(_json(row))
+        return
+    if not rows:
+        click.echo(f"no attempts recorded for notification {notification_id}", err=True)
+        return
+    for row in rows:
+        answer = row["status_code"] if row["status_code"] is not None else row["error"]
+        click.echo(
+            f"{row['attempted_at'].isoformat()[:23]}  {answer}  {row['seconds']:.3f}s  "
+            f"{(row['response'] or '')[:200]!r}"
+        )
+
+
+@notify_cli.command("replay")
+@click.option("--endpoint", "endpoint_id", required=True, help="The endpoint (ep_…).")
+@click.option("--since", type=Since(), required=True, help="A duration ago (2h) or a time.")
+@click.option("--status", type=click.Choice(_STATUSES), default=None, help="Only this status.")
+@with_app
+def notify_replay(endpoint_id: str, since: datetime, status: str | None) -> None:
+    """Send an endpoint's notifications since then again, in order, with the same webhook-id."""
+    try:
+        with database_errors(), get_engine().begin() as conn:
+            get_endpoint(conn, endpoint_id)
+            count = replay_endpoint(conn, endpoint_id, since=since, now=utcnow(), status=status)
+    except EndpointError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"{count} notification(s) to {endpoint_id} will be sent again, in order, "
+        "with their webhook-id"
+    )

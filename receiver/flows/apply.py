@@ -28,7 +28,7 @@ from receiver.store.hotsql import HotStatement
 from receiver.store.inbox import EVENT_COLUMNS, insert_event
 from receiver.store.models import Submission, WebhookEvent
 
-__all__ = ["apply_job_state", "find_submission"]
+__all__ = ["apply_job_state", "find_submission", "is_lookup"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,11 @@ def _update_with_event(names: tuple[str, ...]) -> HotStatement:
         .returning(sa.select(event.c.id).scalar_subquery())
         .add_cte(event)
     )
+
+
+def is_lookup(sql: str | None) -> bool:
+    """Tell whether a failed statement was :func:`find_submission`'s, a delivery's first."""
+    return _BY_JOB_ID.ran(sql) or _BY_SUBMISSION_ID.ran(sql)
 
 
 def find_submission(

@@ -8,6 +8,7 @@ Delivering them is the worker's job.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,29 +21,47 @@ from flask import Flask, current_app
 from sqlalchemy import Connection
 
 from config.settings import Settings
+from receiver.flows.endpoints import EndpointSpec, default_specs, ensure_defaults, takes
 from receiver.flows.records import submission_json
 from receiver.store import leases
-from receiver.store.models import FINAL_STATUSES, Notification, NotificationStatus, Submission
+from receiver.store.engines import get_engine
+from receiver.store.models import (
+    FINAL_STATUSES,
+    Notification,
+    NotificationAttempt,
+    NotificationStatus,
+    NotifyEndpoint,
+    Submission,
+    utcnow,
+)
 
 __all__ = [
     "EVENT_TYPES",
     "TEST_EVENT_TYPE",
     "Outbox",
+    "announce_operational",
     "endpoint_label",
     "event_type",
     "get_outbox",
     "init_app",
+    "list_attempts",
     "list_notifications",
     "new_message_id",
     "notification_body",
+    "replay_endpoint",
     "retry_dead_notifications",
     "retry_notifications",
+    "seed_defaults",
 ]
+
+log = logging.getLogger(__name__)
 
 _submissions = Submission.__table__  # type: ignore[attr-defined]
 _notifications = Notification.__table__  # type: ignore[attr-defined]
 _ROW = sa.select(_submissions).where(_submissions.c.id == sa.bindparam("pk"))
 _INSERT = sa.insert(_notifications)
+_endpoints = NotifyEndpoint.__table__  # type: ignore[attr-defined]
+_ENDPOINTS = sa.select(_endpoints.c.id, _endpoints.c.url, _endpoints.c.event_types)
 
 #: Every type a notification can have, final ones first.
 EVENT_TYPES = (
@@ -98,26 +117,24 @@ def notification_body(kind: str, submission: Mapping[str, Any], *, now: datetime
 
 @dataclass(frozen=True, slots=True)
 class Outbox:
-    """Where status changes are announced, and which ones.
+    """Where status changes are announced: every endpoint record that takes their type.
 
     ``render`` turns a stored submission row into the object the application receives
-    (the same one ``submissions show`` prints and the API answers).
+    (the same one ``submissions show`` prints and the API answers). ``defaults`` are the
+    endpoints NOTIFY_URL describes, made or updated at start (:func:`seed_defaults`).
     """
 
-    endpoints: tuple[str, ...]
-    events: str
     render: Render
+    defaults: tuple[EndpointSpec, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Outbox:
-        """Return the outbox ``NOTIFY_URL`` and ``NOTIFY_EVENTS`` describe."""
+        """Return the outbox of ``settings``: its rendering and NOTIFY_URL's endpoints."""
 
         def render(row: Any) -> dict[str, Any]:
             return submission_json(row)
 
-        # An endpoint named twice is still one endpoint: it is owed one notification.
-        endpoints = tuple(dict.fromkeys(settings.notify_urls))
-        return cls(endpoints=endpoints, events=settings.notify_events, render=render)
+        return cls(render=render, defaults=default_specs(settings))
 
     def announce(
         self,
@@ -131,42 +148,109 @@ class Outbox:
     ) -> int:
         """Write the notifications a status change owes, in the caller's transaction.
 
-        Returns how many were written. Test submissions (made by ``trigger``) announce
-        nothing: the application never hears of them.
+        One per endpoint that takes its type, disabled ones included (their notifications
+        wait for them). Returns how many were written. Test submissions (made by
+        ``trigger``) announce nothing: the application never hears of them.
         """
-        if not self.endpoints or is_test:
+        if is_test:
             return 0
-        kind = event_type(old_status, new_status, events=self.events)
+        kind = event_type(old_status, new_status, events="all")
         if kind is None:
+            return 0
+        endpoints = list(conn.execute(_ENDPOINTS))
+        if self.defaults and not {spec.id for spec in self.defaults} <= {e.id for e in endpoints}:
+            # NOTIFY_URL's endpoint could not be made at start (the database was not
+            # migrated yet): made now, in this transaction, so that no change goes unsaid.
+            ensure_defaults(conn, self.defaults, now=now)
+            endpoints = list(conn.execute(_ENDPOINTS))
+        targets = [(e.id, e.url) for e in endpoints if takes(e.event_types, kind)]
+        if not targets:
             return 0
         row = conn.execute(_ROW, {"pk": submission_pk}).one()
         body = notification_body(kind, self.render(row), now=now)
-        conn.execute(
-            _INSERT,
-            [
-                {
-                    "message_id": new_message_id(),
-                    "submission_id": row.submission_id,
-                    "endpoint": endpoint,
-                    "event_type": kind,
-                    "payload": body,
-                    "status": NotificationStatus.PENDING.value,
-                    "attempts": 0,
-                    "created_at": now,
-                    "next_attempt_at": now,
-                }
-                for endpoint in self.endpoints
-            ],
-        )
-        return len(self.endpoints)
+        _write(conn, targets, subject=row.submission_id, kind=kind, body=body, now=now)
+        return len(targets)
+
+
+def _write(
+    conn: Connection,
+    targets: Sequence[tuple[str, str]],
+    *,
+    subject: str,
+    kind: str,
+    body: str,
+    now: datetime,
+) -> None:
+    conn.execute(
+        _INSERT,
+        [
+            {
+                "message_id": new_message_id(),
+                "submission_id": subject,
+                "endpoint": url,
+                "endpoint_id": endpoint_id,
+                "event_type": kind,
+                "payload": body,
+                "status": NotificationStatus.PENDING.value,
+                "attempts": 0,
+                "created_at": now,
+                "next_attempt_at": now,
+            }
+            for endpoint_id, url in targets
+        ],
+    )
+
+
+def announce_operational(
+    conn: Connection, kind: str, endpoint: Any, *, now: datetime, detail: Mapping[str, Any]
+) -> int:
+    """Tell the endpoints taking ``kind`` (``endpoint.failing``…) about ``endpoint``.
+
+    Never the endpoint it is about. Ordered per endpoint spoken of, as a submission's are.
+    Returns how many notifications were written.
+    """
+    targets = [
+        (row.id, row.url)
+        for row in conn.execute(_ENDPOINTS)
+        if row.id != endpoint.id and takes(row.event_types, kind)
+    ]
+    if not targets:
+        return 0
+    data = {"endpoint_id": endpoint.id, "url": endpoint_label(endpoint.url), **detail}
+    body = notification_body(kind, data, now=now)
+    _write(conn, targets, subject=endpoint.id, kind=kind, body=body, now=now)
+    return len(targets)
+
+
+def seed_defaults(conn: Connection, outbox: Outbox, *, now: datetime) -> int:
+    """Make or update the endpoints NOTIFY_URL describes; return how many were written."""
+    return ensure_defaults(conn, outbox.defaults, now=now)
 
 
 _EXTENSION = "jobhooks.outbox"
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    """Give ``app`` the outbox its settings describe."""
-    app.extensions[_EXTENSION] = Outbox.from_settings(settings)
+    """Give ``app`` the outbox its settings describe, and make its ``default`` endpoints.
+
+    Made here, by every process that starts, so that a change committed by the web process
+    before any worker ran still has NOTIFY_URL's endpoint to announce to. A database not
+    migrated yet (``db upgrade`` itself) is left alone.
+    """
+    outbox = Outbox.from_settings(settings)
+    app.extensions[_EXTENSION] = outbox
+    if not outbox.defaults:
+        return
+    try:
+        with get_engine(app).begin() as conn:
+            seed_defaults(conn, outbox, now=utcnow())
+    except sa.exc.DBAPIError as exc:
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+        log.warning(
+            "could not make the default notification endpoint yet: %s",
+            detail,
+            extra={"data": {"event": "default_endpoint_not_made"}},
+        )
 
 
 def get_outbox(app: Flask | None = None) -> Outbox:
@@ -180,6 +264,7 @@ _NOTIFICATION_SUMMARY = (
     "message_id",
     "submission_id",
     "endpoint",
+    "endpoint_id",
     "event_type",
     "status",
     "attempts",
@@ -254,3 +339,41 @@ def retry_dead_notifications(conn: Connection, *, now: datetime) -> int:
         )
     )
     return int(result.rowcount)
+
+
+def replay_endpoint(
+    conn: Connection, endpoint_id: str, *, since: datetime, now: datetime, status: str | None
+) -> int:
+    """Send an endpoint's notifications written since ``since`` again, in order; how many.
+
+    Each keeps its ``webhook-id``: the application dedupes on it. ``status`` limits the
+    replay to notifications in that state (``dead``…); a pending one is only made due now.
+    """
+    c = _notifications.c
+    chosen = [c.endpoint_id == endpoint_id, c.created_at >= since]
+    if status is not None:
+        chosen.append(c.status == status)
+    result = conn.execute(
+        sa.update(_notifications)
+        .where(*chosen)
+        .values(
+            status=NotificationStatus.PENDING.value,
+            next_attempt_at=now,
+            delivered_at=None,
+            **leases.given_back(),
+        )
+    )
+    return int(result.rowcount)
+
+
+_attempts = NotificationAttempt.__table__  # type: ignore[attr-defined]
+
+
+def list_attempts(conn: Connection, notification_id: int) -> list[dict[str, Any]]:
+    """Return a notification's attempts, oldest first."""
+    query = (
+        sa.select(_attempts)
+        .where(_attempts.c.notification_id == notification_id)
+        .order_by(_attempts.c.id)
+    )
+    return [dict(row._mapping) for row in conn.execute(query)]

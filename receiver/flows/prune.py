@@ -9,11 +9,12 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.engine import Engine
 
-from receiver.store.models import WebhookEvent
+from receiver.store.models import NotificationAttempt, WebhookEvent
 
-__all__ = ["count_prunable", "prune_events"]
+__all__ = ["count_prunable", "count_prunable_attempts", "prune_attempts", "prune_events"]
 
 _events = WebhookEvent.__table__  # type: ignore[attr-defined]
+_attempts = NotificationAttempt.__table__  # type: ignore[attr-defined]
 
 
 def _prunable(before: datetime) -> tuple[Any, Any]:
@@ -65,3 +66,27 @@ def prune_events(engine: Engine, *, before: datetime, batch: int = 1000) -> int:
         with engine.begin() as conn:
             deleted += conn.execute(statement, {"low": start}).rowcount
     return deleted
+
+
+def count_prunable_attempts(conn: Connection, *, before: datetime) -> int:
+    """Return how many notification attempts :func:`prune_attempts` would delete."""
+    query = sa.select(sa.func.count()).where(_attempts.c.attempted_at < before)
+    return int(conn.execute(query).scalar_one())
+
+
+def prune_attempts(engine: Engine, *, before: datetime, batch: int = 1000) -> int:
+    """Delete notification attempts made before ``before``, ``batch`` rows a transaction."""
+    oldest = (
+        sa.select(_attempts.c.id)
+        .where(_attempts.c.attempted_at < before)
+        .order_by(_attempts.c.id)
+        .limit(batch)
+    )
+    statement = sa.delete(_attempts).where(_attempts.c.id.in_(oldest))
+    deleted = 0
+    while True:
+        with engine.begin() as conn:
+            count = conn.execute(statement).rowcount
+        deleted += count
+        if count < batch:
+            return deleted

@@ -31,6 +31,7 @@ from receiver.store.engines import get_read_engine
 from receiver.store.models import (
     Notification,
     NotificationStatus,
+    NotifyEndpoint,
     Outcome,
     Status,
     Submission,
@@ -67,6 +68,19 @@ _NOTIFICATIONS_WAITING = (
 )
 
 
+_endpoints = NotifyEndpoint.__table__  # type: ignore[attr-defined]
+_ENDPOINT_HEALTH = sa.select(_endpoints.c.id, _endpoints.c.status, _endpoints.c.failing_since)
+_WAITING_BY_ENDPOINT = (
+    sa.select(
+        _notifications.c.endpoint_id,
+        sa.func.count(),
+        sa.func.min(_notifications.c.created_at),
+    )
+    .where(_notifications.c.status == NotificationStatus.PENDING.value)
+    .group_by(_notifications.c.endpoint_id)
+)
+
+
 def multiprocess() -> bool:
     """Tell whether metric values go to files shared by several processes."""
     return bool(getattr(values.ValueClass, "_multiprocess", False))
@@ -90,6 +104,11 @@ class DatabaseCollector(Collector):
                     status: (int(count), oldest)
                     for status, count, oldest in conn.execute(_NOTIFICATIONS_WAITING)
                 }
+                endpoints = list(conn.execute(_ENDPOINT_HEALTH))
+                by_endpoint = {
+                    endpoint_id: (int(count), oldest)
+                    for endpoint_id, count, oldest in conn.execute(_WAITING_BY_ENDPOINT)
+                }
         except SQLAlchemyError:
             up.add_metric([], 0)
             yield up
@@ -110,6 +129,42 @@ class DatabaseCollector(Collector):
             value=unmatched,
         )
         yield from _notification_gauges(waiting)
+        yield from _endpoint_gauges(endpoints, by_endpoint)
+
+
+def _endpoint_gauges(endpoints: list[Any], waiting: dict[str, tuple[int, Any]]) -> Iterator[Metric]:
+    """Yield each notification endpoint's health, labelled by its id (endpoints are few)."""
+    now = utcnow()
+    up = GaugeMetricFamily(
+        "jobhooks_notify_endpoint_up",
+        "1 if the endpoint is active and its last attempt succeeded, else 0.",
+        labels=["endpoint"],
+    )
+    failing = GaugeMetricFamily(
+        "jobhooks_notify_endpoint_failing_seconds",
+        "How long every attempt to the endpoint has failed (0 when healthy).",
+        labels=["endpoint"],
+    )
+    count = GaugeMetricFamily(
+        "jobhooks_notify_endpoint_notifications_pending",
+        "Notifications to the endpoint not delivered yet (held while it is disabled).",
+        labels=["endpoint"],
+    )
+    age = GaugeMetricFamily(
+        "jobhooks_notify_endpoint_oldest_waiting_age_seconds",
+        "Age of the endpoint's oldest waiting notification (0 when none waits).",
+        labels=["endpoint"],
+    )
+    for endpoint_id, status, failing_since in endpoints:
+        healthy = status == "active" and failing_since is None
+        up.add_metric([endpoint_id], 1 if healthy else 0)
+        since = 0.0 if failing_since is None else (now - failing_since).total_seconds()
+        failing.add_metric([endpoint_id], max(0.0, since))
+        waiting_count, oldest = waiting.get(endpoint_id, (0, None))
+        count.add_metric([endpoint_id], waiting_count)
+        oldest_age = 0.0 if oldest is None else (now - oldest).total_seconds()
+        age.add_metric([endpoint_id], max(0.0, oldest_age))
+    yield from (up, failing, count, age)
 
 
 def _notification_gauges(waiting: dict[str, tuple[int, Any]]) -> Iterator[Metric]:

@@ -77,6 +77,10 @@ class HotStatement:
         self._compiled[dialect.name] = entry
         return entry
 
+    def ran(self, sql: str | None) -> bool:
+        """Tell whether ``sql`` (a failed statement's text) is this statement, as compiled."""
+        return any(compiled.sql == sql for compiled in self._compiled.values())
+
     def execute(self, conn: Connection, params: Mapping[str, Any]) -> list[Any]:
         """Run the statement in ``conn``'s transaction; return every row it gave."""
         assert conn.in_transaction(), "a hot statement runs inside the caller's transaction"

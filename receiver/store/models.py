@@ -28,7 +28,9 @@ __all__ = [
     "EventCursor",
     "IdempotentRequest",
     "Notification",
+    "NotificationAttempt",
     "NotificationStatus",
+    "NotifyEndpoint",
     "Outcome",
     "Poll",
     "ReconcilePass",
@@ -209,6 +211,9 @@ class Notification(SQLModel, table=True):
     message_id: str = Field(max_length=64, unique=True)
     submission_id: str = Field(max_length=200)
     endpoint: str = Field(max_length=2048)
+    #: The endpoint record it is owed to (signing secrets, health); None on rows from
+    #: before endpoints were records, adopted by the ``default`` endpoint at start.
+    endpoint_id: str | None = Field(default=None, max_length=40)
     event_type: str = Field(max_length=50)
     #: The exact JSON body, fixed when the change was committed.
     payload: str = Field(sa_type=sa.Text)
@@ -226,7 +231,54 @@ class Notification(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_notifications_status_next_attempt_at", "status", "next_attempt_at"),
         sa.Index("ix_notifications_submission_id_id", "submission_id", "id"),
+        sa.Index("ix_notifications_endpoint_id_status", "endpoint_id", "status"),
     )
+
+
+class NotifyEndpoint(SQLModel, table=True):
+    """One endpoint of the application: where notifications go, signed with its own secret."""
+
+    __tablename__ = "notify_endpoints"
+
+    id: str = Field(primary_key=True, max_length=40)
+    url: str = Field(max_length=2048)
+    #: ``whsec_…``: signs every notification to this endpoint, whichever worker sends it.
+    secret: str = Field(max_length=200)
+    #: The secret before the last rotation: it signs too, beside the new one, until expiry
+    #: (no expiry: until the next change, as for NOTIFY_SECRET's second key).
+    previous_secret: str | None = Field(default=None, max_length=200)
+    previous_secret_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: The types it takes (``submission.succeeded``…), ``*`` for every submission type.
+    event_types: list[str] = Field(default_factory=list, sa_column=_json_column("event_types"))
+    status: str = Field(default="active", max_length=20)
+    disabled_reason: str | None = Field(default=None, max_length=500)
+    disabled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: Requests a second at most (per sending process); None: no limit.
+    rate: float | None = Field(default=None)
+    description: str | None = Field(default=None, max_length=500)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    #: Health: failing since the first failure after a success (None: healthy).
+    failing_since: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    failing_told_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_success_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_failure: str | None = Field(default=None, max_length=500)
+
+
+class NotificationAttempt(SQLModel, table=True):
+    """One POST of a notification: when, what came back, how long it took."""
+
+    __tablename__ = "notification_attempts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    notification_id: int = Field(index=True)
+    endpoint_id: str | None = Field(default=None, max_length=40)
+    attempted_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    status_code: int | None = Field(default=None)
+    error: str | None = Field(default=None, max_length=500)
+    seconds: float = Field(default=0.0)
+    #: The first kilobyte of the answer, as text.
+    response: str | None = Field(default=None, sa_type=sa.Text)
 
 
 class SubmissionMeta(SQLModel, table=True):

@@ -25,6 +25,7 @@ from receiver.core.signing import (
     verify_standard_webhook,
     verify_webhook_token,
 )
+from receiver.flows.apply import is_lookup
 from receiver.flows.delivery import (
     DeliveryResult,
     claims_conflict,
@@ -219,9 +220,9 @@ def _store(delivery: Delivery, state: JobState, claims: TokenClaims | None) -> D
         # A pooled connection cut since its last use (a database restart or failover)
         # fails at the first statement, the read that finds the submission: nothing was
         # written, and the connection is discarded. Once more, on a new one. A connection
-        # lost after a write answers 503 instead, and ittybit retries.
-        first_read = (exc.statement or "").lstrip()[:6].upper() == "SELECT"
-        if not (exc.connection_invalidated and first_read):
+        # lost later (after a write, or at a read that follows one) answers 503 instead,
+        # and ittybit retries.
+        if not (exc.connection_invalidated and is_lookup(exc.statement)):
             raise
     return _store_once(delivery, state, claims)
 

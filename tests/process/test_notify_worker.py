@@ -123,7 +123,7 @@ def test_sigkill_mid_delivery_sends_the_same_webhook_id_again_after_the_lease(
     change(db, outbox_to(application.url), sid, "succeeded")
     env = {"NOTIFY_URL": application.url, "NOTIFY_SECRET": NOTIFY_SECRET}
 
-    args = ("notify", "--loop", "--lease", "11s")
+    args = ("notify", "--loop", "--lease", "16s")
     first = Process(database_url, tmp_path / "first.log", *args, **env)
     processes.append(first)
     assert arrived.wait(30), first.output()
@@ -140,7 +140,7 @@ def test_sigkill_mid_delivery_sends_the_same_webhook_id_again_after_the_lease(
     assert application.wait_requests(2, timeout=40), worker.output()
     killed, again = application.received
     assert again.webhook_id == killed.webhook_id == held["message_id"]
-    assert again.at - killed.at >= 11 - 0.5
+    assert again.at - killed.at >= 16 - 0.5
     # The application had applied the first copy (only its answer was lost): it dedupes
     # the second on its webhook-id and answers 2xx again.
     assert (killed.applied, again.verified, again.applied, again.status) == (True, True, False, 204)

@@ -16,6 +16,9 @@ from flask_wtf.csrf import CSRFProtect
 from config.settings import Settings
 from receiver.web.admin import auth, views
 
+# Adds its pages and actions to views.bp when imported.
+from receiver.web.admin import endpoints as _endpoint_pages  # noqa: F401
+
 __all__ = ["PREFIX", "SECURITY_HEADERS", "init_app"]
 
 PREFIX = "/admin"

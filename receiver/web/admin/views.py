@@ -29,8 +29,9 @@ from wtforms.validators import DataRequired, Length
 
 from config.settings import Settings
 from receiver.flows.admin_accounts import admit_attempt, authenticate, end_sessions
+from receiver.flows.endpoints import endpoint_json, list_endpoints
 from receiver.flows.history import get_event, parse_since, submission_timeline
-from receiver.flows.outbox import get_outbox, retry_notifications
+from receiver.flows.outbox import endpoint_label, get_outbox, retry_notifications
 from receiver.flows.records import webhook_url
 from receiver.flows.replay import ReplayError, replay_one
 from receiver.store.engines import get_engine, get_read_engine
@@ -153,10 +154,18 @@ def overview() -> ResponseReturnValue:
     settings = _settings()
     with get_read_engine().connect() as conn:
         numbers = queries.overview(conn, now=utcnow(), stuck_after=settings.stuck_after)
+        endpoints = [endpoint_json(row) for row in list_endpoints(conn)]
+    # A banner for every endpoint that is failing or disabled: the people on call see it.
+    troubled = [
+        {**e, "label": endpoint_label(e["url"])}
+        for e in endpoints
+        if e["status"] != "active" or e["failing_since"]
+    ]
     return render_template(
         "admin/overview.html",
         numbers=numbers,
-        notify_on=bool(settings.notify_urls),
+        notify_on=bool(settings.notify_urls) or bool(endpoints),
+        troubled=troubled,
     )
 
 

@@ -30,8 +30,12 @@ from receiver.store.models import NotificationStatus, Status
 __all__ = [
     "MAX_LIMIT",
     "META_PREFIX",
+    "CreateEndpointBody",
     "CreateHeaders",
     "CreateSubmissionBody",
+    "EndpointBody",
+    "EndpointList",
+    "EndpointWithSecret",
     "ErrorBody",
     "EventList",
     "EventsQuery",
@@ -41,6 +45,7 @@ __all__ = [
     "RegisterSubmissionBody",
     "SubmissionBody",
     "SubmissionList",
+    "UpdateEndpointBody",
 ]
 
 #: The most rows one page may ask for.
@@ -280,3 +285,61 @@ class CreateHeaders(BaseModel):
         pattern=r"^[\x21-\x7e]+$",
         description="Makes retries safe: the same key and body answer the first answer again.",
     )
+
+
+class EndpointBody(BaseModel):
+    """A notification endpoint of the application (never its secret)."""
+
+    id: str
+    url: str
+    event_types: list[str]
+    status: Literal["active", "disabled"]
+    disabled_reason: str | None
+    disabled_at: datetime | None
+    rate: float | None
+    description: str | None
+    created_at: datetime | None
+    failing_since: datetime | None
+    last_success_at: datetime | None
+    last_failure: str | None
+    rotating_until: datetime | None
+
+
+class EndpointWithSecret(EndpointBody):
+    """An endpoint with its secret: answered once, when it is made or rotated."""
+
+    secret: str
+
+
+class EndpointList(BaseModel):
+    """Every endpoint, oldest first."""
+
+    data: list[EndpointBody]
+
+
+class CreateEndpointBody(BaseModel):
+    """A new endpoint: its URL, the types it takes (default `*`), and optionally more."""
+
+    model_config = ConfigDict(
+        extra="forbid", title="CreateEndpointBody", json_schema_extra=_absent_is_no_default
+    )
+
+    url: str = Field(min_length=1, max_length=2048)
+    event_types: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=20)
+    secret: str | _Absent = Field(None, min_length=10, max_length=200)
+    rate: float | _Absent = Field(None, gt=0)
+    description: str | _Absent = Field(None, max_length=500)
+
+
+class UpdateEndpointBody(BaseModel):
+    """What to change of an endpoint; `status` disables or enables it."""
+
+    model_config = ConfigDict(
+        extra="forbid", title="UpdateEndpointBody", json_schema_extra=_absent_is_no_default
+    )
+
+    url: str | _Absent = Field(None, min_length=1, max_length=2048)
+    event_types: list[str] | _Absent = Field(None, min_length=1, max_length=20)
+    rate: float | None = Field(None, gt=0)
+    description: str | None = Field(None, max_length=500)
+    status: Literal["active", "disabled"] | _Absent = None

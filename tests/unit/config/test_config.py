@@ -431,6 +431,7 @@ REFUSED_AS_SHOWN = [
     ("NOTIFY_URL", "ftp://u:pw-31@app.example.com/in", "'ftp://u:***@app.example.com/in'"),
     ("NOTIFY_EVENTS", "some", "'some'"),
     ("NOTIFY_MAX_AGE", "forever", "'forever'"),
+    ("NOTIFY_DISABLE_AFTER", "0d", "'0d'"),
     ("ADMIN_SESSION_IDLE", "0", "'0'"),
     ("ADMIN_SESSION_MAX", "all day", "'all day'"),
     ("LOG_LEVEL", "loud", "'loud'"),

@@ -308,7 +308,9 @@ def test_an_endpoint_named_twice_is_owed_one_notification() -> None:
             "NOTIFY_SECRET": NOTIFY_SECRET,
         }
     )
-    assert Outbox.from_settings(settings).endpoints == ENDPOINTS
+    defaults = Outbox.from_settings(settings).defaults
+    assert tuple(spec.url for spec in defaults) == ENDPOINTS
+    assert [spec.id for spec in defaults] == ["ep_default", "ep_default_2"]
 
 
 def test_an_endpoint_is_shown_without_credentials() -> None:

@@ -48,6 +48,7 @@ from tests.helpers import (
     stored_submission,
     token_url,
 )
+from tests.notify_helpers import default_specs_for
 
 
 @pytest.fixture
@@ -191,7 +192,8 @@ def test_api_objects_and_notifications_carry_no_webhook_url(
     assert "webhook_url" not in schema["components"]["schemas"]["SubmissionBody"]["properties"]
 
     outbox = Outbox(
-        endpoints=("https://app.example.com/hooks",), events="all", render=submission_json
+        render=submission_json,
+        defaults=default_specs_for("https://app.example.com/hooks", events="all"),
     )
     body = encode(job_payload(submission_id=None, user_id=None))
     with engine.begin() as conn:

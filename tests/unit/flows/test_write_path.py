@@ -22,6 +22,7 @@ from receiver.ittybit.client import ApiUnavailable
 from receiver.store.engines import get_engine
 from receiver.store.models import Notification, Poll, Submission
 from tests.helpers import add_submission, job_payload, token_url
+from tests.notify_helpers import default_specs_for
 from tests.unit.web.test_webhooks import PROJECT_URL, events, post, submission
 
 T = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -32,9 +33,8 @@ _polls = Poll.__table__  # type: ignore[attr-defined]
 
 def outbox_of(app: Flask) -> Outbox:
     return Outbox(
-        endpoints=("https://app.example.com/hooks",),
-        events="final",
         render=submission_json,
+        defaults=default_specs_for("https://app.example.com/hooks"),
     )
 
 

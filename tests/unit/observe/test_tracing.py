@@ -136,9 +136,7 @@ def test_a_notification_attempt_is_a_span_around_its_request(
         [sid] = add_submissions(engine, 1)
         endpoint = f"{application.url}?token={QUERY_SECRET}"
         change(engine, outbox_to(endpoint), sid, "succeeded")
-        notifier = Notifier(
-            engine, keys=(NOTIFY_KEY,), max_age=60.0, backoff=Backoff(first=0.05, cap=0.4)
-        )
+        notifier = Notifier(engine, max_age=60.0, backoff=Backoff(first=0.05, cap=0.4))
         with notifier:
             tally = notifier.run()
 

@@ -35,7 +35,6 @@ from reconcile.notify_claims import claim_due, record_failed
 from tests.notify_helpers import (
     NOTIFY_KEY,
     NOTIFY_SECRET,
-    OLD_NOTIFY_KEY,
     OLD_NOTIFY_SECRET,
     add_submissions,
     change,
@@ -49,9 +48,8 @@ FAST = Backoff(first=0.05, cap=0.4)
 
 
 def fast_notifier(engine: Engine, **options: Any) -> Notifier:
-    """A notifier signing with NOTIFY_KEY, quick to retry and to look for due rows."""
+    """A notifier quick to retry and to look for due rows (it signs with the endpoints')."""
     values: dict[str, Any] = {
-        "keys": (NOTIFY_KEY,),
         "max_age": 60.0,
         "backoff": FAST,
         "poll_interval": 0.02,
@@ -292,8 +290,11 @@ def test_key_rotation_the_old_secret_still_verifies(engine: Engine) -> None:
         NotifyApp(["whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3OA=="]) as stranger,
     ):
         [sid] = add_submissions(engine, 1)
-        change(engine, outbox_to(on_old.url, on_new.url, stranger.url), sid, "succeeded")
-        with fast_notifier(engine, keys=(NOTIFY_KEY, OLD_NOTIFY_KEY)) as notifier:
+        outbox = outbox_to(
+            on_old.url, on_new.url, stranger.url, secrets=(NOTIFY_SECRET, OLD_NOTIFY_SECRET)
+        )
+        change(engine, outbox, sid, "succeeded")
+        with fast_notifier(engine) as notifier:
             tally = notifier.run()
         assert (tally.delivered, tally.failed) == (2, 1)
         assert [item.verified for item in on_old.received] == [True]
@@ -383,9 +384,11 @@ def test_one_log_line_per_attempt_and_never_the_secret(
     application.answer = lambda _id, attempt, _body: Answer(500 if attempt == 1 else 204)
     [sid] = add_submissions(engine, 1)
     endpoint = f"{application.url}?key=app-query-credential-77"
-    change(engine, outbox_to(endpoint), sid, "succeeded")
+    change(
+        engine, outbox_to(endpoint, secrets=(NOTIFY_SECRET, OLD_NOTIFY_SECRET)), sid, "succeeded"
+    )
     caplog.set_level(logging.INFO, logger="reconcile.notifier")
-    with looping(fast_notifier(engine, keys=(NOTIFY_KEY, OLD_NOTIFY_KEY))):
+    with looping(fast_notifier(engine)):
         assert application.wait_applied(1, timeout=10)
         assert wait_until(lambda: all_delivered(engine))
 
