@@ -93,6 +93,19 @@ def _run(command: Sequence[str], env: dict[str, str], *, timeout: float = 120) -
     return done.stdout
 
 
+def others(engine: Engine) -> int:
+    """Count the submissions the demo did not make: a database holding any is not its to use.
+
+    Its reconcile and worker act on every submission of the database, against the
+    stand-in, which knows none of them: a real one would be polled and marked failed.
+    """
+    table = Submission.__table__  # type: ignore[attr-defined]
+    ours = [item[0] for item in BATCH]
+    with engine.connect() as conn:
+        query = sa.select(sa.func.count()).where(table.c.submission_id.not_in(ours))
+        return int(conn.execute(query).scalar_one())
+
+
 def _submissions(engine: Engine) -> dict[str, dict[str, Any]]:
     """Return the demo's own submissions (a kept database may hold others)."""
     table = Submission.__table__  # type: ignore[attr-defined]
@@ -322,6 +335,13 @@ def run_demo(
         _connect(env, config)
         _run(jobhooks_command("db", "upgrade"), env)
         engine = create_db_engine(Settings.from_env(env))
+        if foreign := others(engine):
+            _say(
+                f"that database holds {foreign} submission(s) the demo did not make; its "
+                "reconcile would ask the stand-in about them and change them: give the demo "
+                "a database of its own (--database-url to an empty one, or none)"
+            )
+            return 1
         if _submissions(engine):
             _say("that database holds the demo's submissions already: the demo adds them once")
             return 1
