@@ -36,6 +36,11 @@ _SUCCEEDED = frozenset({"succeeded", "completed", "ready"})
 _FAILED = frozenset({"failed", "error"})
 _CANCELLED = frozenset({"cancelled", "canceled"})
 _MAX_TEXT = 2000
+#: The columns' sizes (receiver/store/models.py): ids, a provider's status, and an event
+#: id within the inbox's 200-character dedupe key (its prefix included).
+_MAX_ID = 200
+_MAX_STATUS = 50
+_MAX_EVENT_ID = 180
 #: How far ahead of our clock a provider timestamp may be: the signature tolerance
 #: (``WEBHOOK_TOLERANCE``'s default). Beyond it a timestamp is clamped, so a forged
 #: ``9999-12-31`` cannot outrank every later state and pin the submission.
@@ -254,6 +259,13 @@ def normalise(payload: Any) -> JobState:
     return _job_state(job, event_id, event_kind, envelope_time, outer_error)
 
 
+def _check_lengths(*fields: tuple[str, Any, int]) -> None:
+    for name, value, limit in fields:
+        if isinstance(value, str) and len(value) > limit:
+            message = f"{name} is longer than {limit} characters"
+            raise NotAJob(message)
+
+
 def _run_subject(run: dict[str, Any], event_id: str | None, kind: str) -> dict[str, Any]:
     """Return what a ``run.*`` event is about: its task when it names one, else the run.
 
@@ -329,15 +341,24 @@ def _job_state(
     if any(isinstance(value, str) and "\x00" in value for value in (*stored, *matched)):
         message = "text fields must not contain NUL characters"
         raise NotAJob(message)
+    # Nor an id longer than its column: PostgreSQL would refuse it (a 500 on every retry)
+    # where SQLite would keep it; refused here alike, with the field named.
+    _check_lengths(
+        ("id", job_id, _MAX_ID),
+        ("status", provider_status, _MAX_STATUS),
+        ("event id", event_id, _MAX_EVENT_ID),
+        ("metadata.submission_id", matched[0], _MAX_ID),
+        ("metadata.user_id", matched[1], _MAX_ID),
+    )
     return JobState(
-        job_id=job_id[:200],
-        provider_status=provider_status[:50],
+        job_id=job_id,
+        provider_status=provider_status,
         status=status,
         output_url=output_url,
         error=error if status in (Status.FAILED, Status.CANCELLED) else None,
         updated_at=updated_at,
         metadata=metadata,
-        event_id=event_id[:180] if event_id else None,
+        event_id=event_id,
         event_kind=event_kind[:60] if event_kind else None,
     )
 

@@ -248,13 +248,31 @@ def test_error_object_without_message_is_stored_as_json() -> None:
 
 def test_long_texts_are_bounded() -> None:
     state = normalise(
-        {"id": "j" * 500, "status": "failed", "error": "e" * 10_000, "output": "u" * 5000}
+        {"id": "j" * 200, "status": "failed", "error": "e" * 10_000, "output": "u" * 5000}
     )
     assert len(state.job_id) == 200
     assert state.error is not None
     assert len(state.error) == 2000
     assert state.output_url is not None
     assert len(state.output_url) == 2048
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"id": "j" * 201, "status": "failed"}, "id"),
+        ({"id": "j", "status": "s" * 51}, "status"),
+        ({"id": "evt_" + "e" * 177, "object": "event", "data": {"id": "j", "status": "queued"}},
+         "event id"),
+        ({"id": "j", "status": "queued", "metadata": {"submission_id": "s" * 201}},
+         "metadata.submission_id"),
+        ({"id": "j", "status": "queued", "metadata": {"user_id": "u" * 201}}, "metadata.user_id"),
+    ],
+)  # fmt: skip
+def test_an_id_longer_than_its_column_is_no_job(payload: dict[str, object], field: str) -> None:
+    # Cutting it would make two ids one; storing it fails on PostgreSQL alone.
+    with pytest.raises(NotAJob, match=f"^{field} is longer than"):
+        normalise(payload)
 
 
 # --- timestamps -----------------------------------------------------------------------------
