@@ -170,6 +170,12 @@ def test_schemathesis_finds_no_5xx_and_no_answer_outside_the_document(
         # Loaded from a URL, schemathesis leaves out the operation that serves the document.
         assert {operation.label for operation in operations} == {
             "GET /api/v1/notifications",
+            "GET /api/v1/endpoints",
+            "POST /api/v1/endpoints",
+            "GET /api/v1/endpoints/{endpoint_id}",
+            "PATCH /api/v1/endpoints/{endpoint_id}",
+            "DELETE /api/v1/endpoints/{endpoint_id}",
+            "POST /api/v1/endpoints/{endpoint_id}/rotate",
             "GET /api/v1/submissions",
             "POST /api/v1/submissions",
             "GET /api/v1/submissions/{submission_id}",
