@@ -26,24 +26,31 @@ admin_cli = click.Group(
 )
 
 
+_password_stdin = click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from the first line of stdin instead of prompting.",
+)
+
+
+def _password(from_stdin: bool, prompt: str) -> str:
+    """Return the password: the first line of stdin, or asked for twice."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return str(click.prompt(prompt, hide_input=True, confirmation_prompt=True))
+
+
 def _stamp(value: datetime | None) -> str:
     return "-" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @admin_cli.command("create")
 @click.argument("email")
-@click.option(
-    "--password-stdin",
-    is_flag=True,
-    help="Read the password from the first line of stdin instead of prompting.",
-)
+@_password_stdin
 @with_app
 def admin_create(email: str, password_stdin: bool) -> None:
     """Create an account for EMAIL; the password is asked for (twice) or read from stdin."""
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    password = _password(password_stdin, "Password")
     with database_errors():
         try:
             admin = create_admin(get_engine(), email, password, now=utcnow())
@@ -109,18 +116,11 @@ def admin_unlock(email: str) -> None:
 
 @admin_cli.command("set-password")
 @click.argument("email")
-@click.option(
-    "--password-stdin",
-    is_flag=True,
-    help="Read the password from the first line of stdin instead of prompting.",
-)
+@_password_stdin
 @with_app
 def admin_set_password(email: str, password_stdin: bool) -> None:
     """Give EMAIL a new password; its sessions end and its lock-out is lifted."""
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    password = _password(password_stdin, "New password")
     with database_errors():
         try:
             set_password(get_engine(), email, password)
