@@ -259,6 +259,32 @@ def normalise(payload: Any) -> JobState:
     return _job_state(job, event_id, event_kind, envelope_time, outer_error)
 
 
+def _check_storable(
+    job_id: str,
+    provider_status: str,
+    output_url: str | None,
+    error: str | None,
+    event_id: str | None,
+    metadata: Mapping[str, Any],
+) -> None:
+    """Refuse what a column cannot hold, alike on every database, rather than fail as a 500."""
+    # PostgreSQL text cannot hold NUL.
+    stored = (job_id, provider_status, output_url, error, event_id)
+    matched = (metadata.get("submission_id"), metadata.get("user_id"))
+    if any(isinstance(value, str) and "\x00" in value for value in (*stored, *matched)):
+        message = "text fields must not contain NUL characters"
+        raise NotAJob(message)
+    # Nor an id longer than its column: PostgreSQL would refuse it (a 500 on every retry)
+    # where SQLite would keep it; cutting it could make two ids one.
+    _check_lengths(
+        ("id", job_id, _MAX_ID),
+        ("status", provider_status, _MAX_STATUS),
+        ("event id", event_id, _MAX_EVENT_ID),
+        ("metadata.submission_id", matched[0], _MAX_ID),
+        ("metadata.user_id", matched[1], _MAX_ID),
+    )
+
+
 def _check_lengths(*fields: tuple[str, Any, int]) -> None:
     for name, value, limit in fields:
         if isinstance(value, str) and len(value) > limit:
@@ -335,21 +361,7 @@ def _job_state(
             break
     error = _error_text(job.get("error")) or _error_text(outer_error)
     output_url = _output_url(job)
-    # PostgreSQL text cannot hold NUL: refuse it here, alike on every database, not as a 500.
-    stored = (job_id, provider_status, output_url, error, event_id)
-    matched = (metadata.get("submission_id"), metadata.get("user_id"))
-    if any(isinstance(value, str) and "\x00" in value for value in (*stored, *matched)):
-        message = "text fields must not contain NUL characters"
-        raise NotAJob(message)
-    # Nor an id longer than its column: PostgreSQL would refuse it (a 500 on every retry)
-    # where SQLite would keep it; refused here alike, with the field named.
-    _check_lengths(
-        ("id", job_id, _MAX_ID),
-        ("status", provider_status, _MAX_STATUS),
-        ("event id", event_id, _MAX_EVENT_ID),
-        ("metadata.submission_id", matched[0], _MAX_ID),
-        ("metadata.user_id", matched[1], _MAX_ID),
-    )
+    _check_storable(job_id, provider_status, output_url, error, event_id, metadata)
     return JobState(
         job_id=job_id,
         provider_status=provider_status,
