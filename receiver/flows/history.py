@@ -14,7 +14,17 @@ from sqlalchemy import Connection
 from config.settings import parse_duration
 from receiver.store.models import Notification, Poll, WebhookEvent
 
-__all__ = ["event_json", "get_event", "list_events", "parse_since", "submission_timeline"]
+__all__ = [
+    "TIMELINE_KINDS",
+    "TimelineKey",
+    "event_json",
+    "get_event",
+    "list_events",
+    "parse_since",
+    "submission_timeline",
+    "timeline_key",
+    "timeline_page",
+]
 
 _events = WebhookEvent.__table__  # type: ignore[attr-defined]
 _polls = Poll.__table__  # type: ignore[attr-defined]
@@ -93,61 +103,97 @@ def event_json(event: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
-def submission_timeline(conn: Connection, submission_id: str) -> list[dict[str, Any]]:
-    """Return everything that happened to a submission, oldest first.
+#: The kinds of a timeline entry, in the order they sort at the same moment.
+TIMELINE_KINDS = ("delivery", "poll", "notification")
+#: Where a timeline page ends: the last entry's (at, rank of its kind, id).
+TimelineKey = tuple[datetime, int, int]
+
+
+def _after(stamp: Any, row_id: Any, rank: int, after: TimelineKey | None) -> Any:
+    """Return the condition: an entry of kind ``rank`` sorts after ``after``."""
+    if after is None:
+        return sa.true()
+    moment, after_rank, after_id = after
+    if rank > after_rank:
+        return stamp >= moment
+    if rank < after_rank:
+        return stamp > moment
+    return sa.or_(stamp > moment, sa.and_(stamp == moment, row_id > after_id))
+
+
+def _timeline_queries(submission_id: str, after: TimelineKey | None) -> list[Any]:
+    """Return each kind's SELECT, its time column labelled ``at``, oldest first."""
+    sources = (
+        (_events, _events.c.received_at, _DELIVERY_COLUMNS),
+        (_polls, _polls.c.polled_at, _POLL_COLUMNS),
+        (_notifications, _notifications.c.created_at, _NOTIFICATION_COLUMNS),
+    )
+    queries = []
+    for rank, (table, stamp, names) in enumerate(sources):
+        queries.append(
+            sa.select(table.c.id, stamp.label("at"), *(table.c[name] for name in names))
+            .where(table.c.submission_id == submission_id)
+            .where(_after(stamp, table.c.id, rank, after))
+            .order_by(stamp, table.c.id)
+        )
+    return queries
+
+
+_DELIVERY_COLUMNS = (
+    "source",
+    "delivery_id",
+    "job_id",
+    "provider_status",
+    "outcome",
+    "reason",
+    "headers",
+)
+_POLL_COLUMNS = ("source", "job_id", "provider_status", "result", "detail")
+_NOTIFICATION_COLUMNS = (
+    "message_id",
+    "endpoint",
+    "event_type",
+    "status",
+    "attempts",
+    "last_status",
+    "last_error",
+    "delivered_at",
+)
+
+
+def timeline_key(entry: dict[str, Any]) -> TimelineKey:
+    """Return the position of a timeline entry: (at, rank of its kind, id)."""
+    return (entry["at"], TIMELINE_KINDS.index(entry["kind"]), int(entry["id"]))
+
+
+def submission_timeline(
+    conn: Connection,
+    submission_id: str,
+    *,
+    after: TimelineKey | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Return what happened to a submission, oldest first: all, or ``limit`` after ``after``.
 
     Deliveries (``kind: delivery``: source, outcome, reason, headers without signatures,
     never a token), polls of its job (``kind: poll``: who asked, result, detail) and
     notifications to the application (``kind: notification``), each with its ``at``.
+    Entries sort by (at, kind, id), a key no two entries share, so a walk through pages
+    sees each entry once; each kind reads at most ``limit`` rows.
     """
-    deliveries = conn.execute(
-        sa.select(
-            _events.c.id,
-            _events.c.received_at,
-            _events.c.source,
-            _events.c.delivery_id,
-            _events.c.job_id,
-            _events.c.provider_status,
-            _events.c.outcome,
-            _events.c.reason,
-            _events.c.headers,
-        ).where(_events.c.submission_id == submission_id)
-    )
-    polls = conn.execute(
-        sa.select(
-            _polls.c.id,
-            _polls.c.polled_at,
-            _polls.c.source,
-            _polls.c.job_id,
-            _polls.c.provider_status,
-            _polls.c.result,
-            _polls.c.detail,
-        ).where(_polls.c.submission_id == submission_id)
-    )
-    notifications = conn.execute(
-        sa.select(
-            _notifications.c.id,
-            _notifications.c.created_at,
-            _notifications.c.message_id,
-            _notifications.c.endpoint,
-            _notifications.c.event_type,
-            _notifications.c.status,
-            _notifications.c.attempts,
-            _notifications.c.last_status,
-            _notifications.c.last_error,
-            _notifications.c.delivered_at,
-        ).where(_notifications.c.submission_id == submission_id)
-    )
     entries: list[dict[str, Any]] = []
-    for kind, rows, stamp in (
-        ("delivery", deliveries, "received_at"),
-        ("poll", polls, "polled_at"),
-        ("notification", notifications, "created_at"),
-    ):
-        for mapping in rows.mappings():
-            entry = {"kind": kind, **mapping}
-            entry["at"] = entry.pop(stamp)
-            entries.append(entry)
-    order = {"delivery": 0, "poll": 1, "notification": 2}
-    entries.sort(key=lambda entry: (entry["at"], order[entry["kind"]], entry["id"]))
-    return entries
+    for kind, query in zip(TIMELINE_KINDS, _timeline_queries(submission_id, after), strict=True):
+        rows = conn.execute(query if limit is None else query.limit(limit))
+        entries.extend({"kind": kind, **mapping} for mapping in rows.mappings())
+    entries.sort(key=timeline_key)
+    return entries if limit is None else entries[:limit]
+
+
+def timeline_page(
+    conn: Connection, submission_id: str, *, after: TimelineKey | None, limit: int
+) -> tuple[list[dict[str, Any]], TimelineKey | None]:
+    """Return one page of a submission's timeline and the key the next page starts after."""
+    entries = submission_timeline(conn, submission_id, after=after, limit=limit + 1)
+    if len(entries) <= limit:
+        return entries, None
+    return entries[:limit], timeline_key(entries[limit - 1])

@@ -134,7 +134,7 @@ class WebhookEvent(SQLModel, table=True):
     dedupe_key: str = Field(max_length=200, unique=True)
     received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
     source: str = Field(max_length=20)
-    delivery_id: str | None = Field(default=None, max_length=200)
+    delivery_id: str | None = Field(default=None, max_length=200, index=True)
     job_id: str | None = Field(default=None, max_length=200, index=True)
     submission_id: str | None = Field(default=None, max_length=200, index=True)
     provider_status: str | None = Field(default=None, max_length=50)
@@ -144,6 +144,9 @@ class WebhookEvent(SQLModel, table=True):
     reason: str | None = Field(default=None, max_length=500)
     #: The owner a signed webhook URL named; checked again when the delivery is re-matched.
     claimed_user_id: str | None = Field(default=None, max_length=200)
+
+    # The admin deliveries page filters on the source, newest first (migration 0011).
+    __table_args__ = (sa.Index("ix_webhook_events_source_received_at", "source", "received_at"),)
 
 
 class Poll(SQLModel, table=True):

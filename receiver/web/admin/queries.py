@@ -35,6 +35,7 @@ __all__ = [
     "Overview",
     "Page",
     "SubmissionFilter",
+    "deliveries_statement",
     "get_submission_row",
     "list_deliveries",
     "list_notifications",
@@ -319,10 +320,14 @@ _DELIVERY_COLUMNS = (
 )
 
 
-def list_deliveries(
-    conn: Connection, filters: DeliveryFilter, *, after: Cursor | None, limit: int = PAGE_SIZE
-) -> Page:
-    """Return a page of stored deliveries, the newest first."""
+def deliveries_statement(
+    filters: DeliveryFilter, *, after: Cursor | None, limit: int = PAGE_SIZE
+) -> sa.Select[Any]:
+    """Return the SELECT of one page of deliveries (``limit`` rows), the newest first.
+
+    Each filter has its index: outcome, source (source, received_at), since and until
+    (received_at), and the search's three columns (submission_id, job_id, delivery_id).
+    """
     c = _events.c
     query = sa.select(*_DELIVERY_COLUMNS)
     if filters.outcome:
@@ -343,7 +348,14 @@ def list_deliveries(
         )
     if after is not None:
         query = query.where(sa.tuple_(c.received_at, c.id) < sa.tuple_(after.at, after.id))
-    query = query.order_by(c.received_at.desc(), c.id.desc()).limit(limit + 1)
+    return query.order_by(c.received_at.desc(), c.id.desc()).limit(limit)
+
+
+def list_deliveries(
+    conn: Connection, filters: DeliveryFilter, *, after: Cursor | None, limit: int = PAGE_SIZE
+) -> Page:
+    """Return a page of stored deliveries, the newest first."""
+    query = deliveries_statement(filters, after=after, limit=limit + 1)
     return _page(conn.execute(query).all(), "received_at", limit)
 
 

@@ -4,7 +4,7 @@ call the same functions as the command line and report on the next page."""
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import (
@@ -30,7 +30,13 @@ from wtforms.validators import DataRequired, Length
 from config.settings import Settings
 from receiver.flows.admin_accounts import admit_attempt, authenticate, end_sessions
 from receiver.flows.endpoints import endpoint_json, list_endpoints
-from receiver.flows.history import get_event, parse_since, submission_timeline
+from receiver.flows.history import (
+    TIMELINE_KINDS,
+    TimelineKey,
+    get_event,
+    parse_since,
+    timeline_page,
+)
 from receiver.flows.outbox import endpoint_label, get_outbox, retry_notifications
 from receiver.flows.records import webhook_url
 from receiver.flows.replay import ReplayError, replay_one
@@ -202,6 +208,10 @@ def submissions() -> ResponseReturnValue:
     )
 
 
+#: Timeline entries one submission page shows.
+TIMELINE_PAGE = 100
+
+
 @bp.get("/submissions/<path:submission_id>")
 def submission(submission_id: str) -> ResponseReturnValue:
     """Show one submission and everything that happened to it."""
@@ -209,16 +219,41 @@ def submission(submission_id: str) -> ResponseReturnValue:
         row = queries.get_submission_row(conn, submission_id)
         if row is None:
             abort(404, f"No submission {submission_id!r}.")
-        timeline = submission_timeline(conn, submission_id)
+        timeline, following = timeline_page(
+            conn, submission_id, after=_timeline_after(), limit=TIMELINE_PAGE
+        )
     url = webhook_url(_settings(), submission_id=row["submission_id"], user_id=row["user_id"])
+    later = None
+    if following is not None:
+        moment, rank, last_id = following
+        later = url_for(
+            "admin.submission",
+            submission_id=submission_id,
+            after=f"{moment.astimezone(UTC).isoformat()}_{rank}_{last_id}",
+        )
     return render_template(
         "admin/submission.html",
         row=row,
         timeline=timeline,
+        later_url=later,
+        earliest_url=url_for("admin.submission", submission_id=submission_id),
         webhook_url=display.redact(url),
         headers_of=display.shown_headers,
         here=request.path,
     )
+
+
+def _timeline_after() -> TimelineKey | None:
+    """Return where the timeline page starts (``after=TIME_KIND_ID``), or None."""
+    stamp, _, rest = request.args.get("after", "").partition("_")
+    rank, _, number = rest.partition("_")
+    try:
+        moment = datetime.fromisoformat(stamp)
+        moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+        key = (moment, int(rank), int(number))
+    except (ValueError, OverflowError):
+        return None
+    return key if 0 <= key[1] < len(TIMELINE_KINDS) and 0 <= key[2] < 2**63 else None
 
 
 @bp.get("/deliveries")

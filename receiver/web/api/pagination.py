@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from receiver.web.api.errors import ApiProblem
 
-__all__ = ["decode_cursor", "encode_cursor"]
+__all__ = ["decode_cursor", "decode_timeline_cursor", "encode_cursor"]
 
 #: The largest row id: both databases' 64-bit integers; a larger one cannot be bound.
 _MAX_ID = 2**63 - 1
@@ -50,3 +50,20 @@ def decode_cursor(cursor: str, *, with_time: bool) -> tuple[datetime | None, int
         return moment.astimezone(UTC), last_id
     except OverflowError:  # 9999-12-31T23:59:59-23:00 is after year 9999 in UTC
         raise _invalid() from None
+
+
+def decode_timeline_cursor(cursor: str, *, kinds: int) -> tuple[datetime, int, int]:
+    """Return (time, kind, id) from a cursor of a timeline sorted by (time, kind, id)."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        values = json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise _invalid() from None
+    if not isinstance(values, list) or len(values) != 3:
+        raise _invalid()
+    kind = values[1]
+    if not isinstance(kind, int) or isinstance(kind, bool) or not 0 <= kind < kinds:
+        raise _invalid()
+    moment, last_id = decode_cursor(encode_cursor(values[0], values[2]), with_time=True)
+    assert moment is not None
+    return moment, kind, last_id

@@ -28,6 +28,7 @@ from receiver.core.fields import (
 from receiver.store.models import NotificationStatus, Status
 
 __all__ = [
+    "MAX_EVENTS_LIMIT",
     "MAX_LIMIT",
     "META_PREFIX",
     "CreateEndpointBody",
@@ -50,6 +51,8 @@ __all__ = [
 
 #: The most rows one page may ask for.
 MAX_LIMIT = 500
+#: The most entries one page of a submission's timeline holds.
+MAX_EVENTS_LIMIT = 100
 #: Query parameters ``meta.KEY=VALUE`` filter on a metadata key.
 META_PREFIX = "meta."
 
@@ -221,15 +224,23 @@ class Timeline(BaseModel):
 
 
 class EventList(BaseModel):
-    """A submission's history, oldest first."""
+    """One page of a submission's history, oldest first."""
 
     data: list[Timeline]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page."
+    )
 
 
 class EventsQuery(BaseModel):
-    """No parameters; present so that unknown ones are refused."""
+    """Paging of a submission's history; unknown parameters are refused."""
 
-    model_config = ConfigDict(extra="forbid", title="EventsQuery")
+    model_config = ConfigDict(
+        extra="forbid", title="EventsQuery", json_schema_extra=_absent_is_no_default
+    )
+
+    limit: int = Field(100, ge=1, le=MAX_EVENTS_LIMIT)
+    cursor: str | _Absent = Field(None, min_length=1, max_length=200)
 
 
 class Notification(BaseModel):

@@ -11,7 +11,7 @@ from flask import Response, jsonify, request
 from spectree import Response as Documented
 from sqlmodel import Session
 
-from receiver.flows.history import submission_timeline
+from receiver.flows.history import TIMELINE_KINDS, timeline_page
 from receiver.flows.outbox import get_outbox
 from receiver.flows.polling import JobResult
 from receiver.flows.records import (
@@ -32,7 +32,7 @@ from receiver.web.api.blueprint import bp
 from receiver.web.api.client import api_client, settings
 from receiver.web.api.errors import ApiProblem, json_body
 from receiver.web.api.listing import get_submission_row, list_submissions_page, public_endpoint
-from receiver.web.api.pagination import decode_cursor, encode_cursor
+from receiver.web.api.pagination import decode_cursor, decode_timeline_cursor, encode_cursor
 from receiver.web.api.schemas import (
     CreateHeaders,
     CreateSubmissionBody,
@@ -361,22 +361,27 @@ def submission_events_view(submission_id: str) -> Response:
     """Return the deliveries, polls and notifications of a submission, oldest first.
 
     Deliveries carry their outcome and reason and the headers kept (never a signature or
-    a webhook URL's token); polls say who asked and what came of it.
+    a webhook URL's token); polls say who asked and what came of it. A page holds at most
+    `limit` (default 100); pass `next_cursor` as `cursor` for the next page.
     """
+    query: EventsQuery = _context().query
+    after = None
+    if query.cursor is not None:
+        after = decode_timeline_cursor(query.cursor, kinds=len(TIMELINE_KINDS))
     conn = read_connection()
     found = conn.execute(
         sa.select(_submissions.c.id).where(_submissions.c.submission_id == submission_id)
     ).first()
     if found is None:
         raise _not_found(submission_id)
-    entries = submission_timeline(conn, submission_id)
+    entries, following = timeline_page(conn, submission_id, after=after, limit=query.limit)
     data = []
     for entry in entries:
         shown = {name: _plain(value) for name, value in entry.items()}
         if "endpoint" in shown:
             shown["endpoint"] = public_endpoint(shown["endpoint"])
         data.append(shown)
-    return jsonify(data=data)
+    return jsonify(data=data, next_cursor=None if following is None else encode_cursor(*following))
 
 
 @bp.post("/submissions/<submission_id>/reconcile")
