@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from config.settings import ConfigError, Settings
 from receiver import create_app
 from receiver.cli.common import ONE_OFF_LOG_LEVEL
+from receiver.flows.endpoints import list_endpoints
 from receiver.ittybit.client import ApiError, AuthError, IttybitClient, client_from_settings
 from receiver.store.engines import MAX_OVERFLOW, POOL_SIZE, get_engine, migration_state
 from receiver.store.models import Notification, NotificationStatus, WebhookEvent, utcnow
@@ -167,19 +168,28 @@ def check_arrivals(engine: Engine, newest_event: datetime | None, settings: Sett
 
 
 def check_notifications(engine: Engine, settings: Settings) -> Check:
-    """Count the notifications given up on (the outbox's dead ones)."""
-    if not settings.notify_urls:
-        return Check("notifications", "ok", "no notification endpoint configured (NOTIFY_URL)")
+    """Judge the notification endpoints' health, and count the notifications given up on."""
     with engine.connect() as conn:
+        endpoints = list_endpoints(conn)
         dead = conn.execute(
             sa.select(sa.func.count()).where(
                 _notifications.c.status == NotificationStatus.DEAD.value
             )
         ).scalar_one()
+    if not endpoints and not settings.notify_urls:
+        return Check("notifications", "ok", "no notification endpoint (`jobhooks endpoints add`)")
+    disabled = [e.id for e in endpoints if e.status != "active"]
+    failing = [e.id for e in endpoints if e.status == "active" and e.failing_since is not None]
+    if disabled:
+        fix = "fix the application's endpoint, then `jobhooks endpoints enable ID`"
+        return Check("notifications", "fail", f"disabled: {', '.join(disabled)}", fix)
+    if failing:
+        fix = "see `jobhooks endpoints show ID` and `jobhooks notify attempts ID`"
+        return Check("notifications", "warn", f"failing: {', '.join(failing)}", fix)
     if dead:
         fix = "fix the application's endpoint, then `jobhooks notify retry --dead`"
         return Check("notifications", "warn", f"{dead} notification(s) given up", fix)
-    return Check("notifications", "ok", "no notification given up")
+    return Check("notifications", "ok", f"{len(endpoints)} endpoint(s) active, none given up")
 
 
 def _ago(when: datetime | None) -> str:
@@ -206,7 +216,8 @@ def run_checks(app: Flask, emit: Callable[[Check], None]) -> None:
         return
     if ittybit.level != "fail":
         emit(check_arrivals(engine, newest, settings))
-    emit(check_notifications(engine, settings))
+    if all(check.level != "fail" for check in database):  # its tables are there
+        emit(check_notifications(engine, settings))
 
 
 @click.command("doctor")

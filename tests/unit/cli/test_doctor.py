@@ -14,8 +14,9 @@ from sqlalchemy.engine import Engine
 from devtools.standin import DEFAULT_API_KEY, Standin, running
 from receiver import create_app
 from receiver.cli import cli as jobhooks_cli
+from receiver.flows.endpoints import disable_endpoint, list_endpoints
 from receiver.store.engines import get_engine
-from receiver.store.models import Notification, WebhookEvent, utcnow
+from receiver.store.models import Notification, NotifyEndpoint, WebhookEvent, utcnow
 from tests.event_feed_helpers import create_jobs
 from tests.notify_helpers import NOTIFY_SECRET
 
@@ -173,3 +174,25 @@ def test_dead_notifications_warn(
     assert (
         level(lines, "notifications") == "warn" and "notify retry --dead" in lines["notifications"]
     )
+
+
+def test_a_disabled_endpoint_fails_and_a_failing_one_warns(
+    make_app: Callable[..., Flask], standin: Standin, engine: Engine
+) -> None:
+    healthy(standin)
+    app = make_app(NOTIFY_URL="https://app.example.com/n", NOTIFY_SECRET=NOTIFY_SECRET)
+    with engine.begin() as conn:
+        [endpoint] = list_endpoints(conn)
+        conn.execute(
+            sa.update(NotifyEndpoint.__table__)  # type: ignore[attr-defined]
+            .where(NotifyEndpoint.__table__.c.id == endpoint.id)  # type: ignore[attr-defined]
+            .values(failing_since=utcnow())
+        )
+    code, lines = doctor(app)
+    assert (code, level(lines, "notifications")) == (0, "warn")
+    assert endpoint.id in lines["notifications"]
+    with engine.begin() as conn:
+        disable_endpoint(conn, endpoint.id, reason="410 Gone", now=utcnow())
+    code, lines = doctor(app)
+    assert (code, level(lines, "notifications")) == (1, "fail")
+    assert "endpoints enable" in lines["notifications"]
