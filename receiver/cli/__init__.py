@@ -4,9 +4,10 @@ The group knows each command by the ``module:function`` that makes it and import
 module only when the command runs or its own ``--help`` is asked for (click's documented
 "lazy loading" pattern): ``jobhooks --help`` imports click and this module, no settings, no
 database, no Flask app, and lists each command with the summary kept in :data:`COMMANDS`
-(tests/test_startup.py holds the summaries to the commands' own). A command module imports
-what it needs at its top, and a command builds the service without its web surfaces when it
-runs (``receiver.cli.common.with_app``).
+(tests/tooling/test_startup.py holds the summaries to the commands' own). A command module
+imports what it needs at its top, and a command builds the service without its web surfaces
+when it runs (``receiver.cli.common.with_app``). The command line is the composition root of
+the commands: it may import any room of ``receiver`` and the worker, ``reconcile``.
 """
 
 from __future__ import annotations

@@ -1,1 +1,4 @@
-"""Pure rules, no I/O: job states, transitions, statuses, signing. Imports only ``config``."""
+"""Pure rules, no I/O: job states, transitions, statuses, signing, id and metadata bounds.
+
+Imports only ``config``.
+"""

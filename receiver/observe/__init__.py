@@ -1,1 +1,4 @@
-"""Logs and metrics, shared by both processes. Imports store, core, config."""
+"""Logs, metrics and (when configured) traces, shared by both processes.
+
+Imports store, core, config.
+"""

@@ -1,1 +1,4 @@
-"""Storage: tables, engines, migrations glue, hot statements, the inbox. Imports core, config."""
+"""Storage: tables, engines, migrations, hot statements, the inbox, leases, stuck queries.
+
+Imports core, config.
+"""
