@@ -93,18 +93,20 @@ def check_database(engine: Engine, settings: Settings) -> list[Check]:
 def _connections(engine: Engine, settings: Settings) -> Check:
     if engine.dialect.name != "postgresql":
         return Check("connections", "ok", "SQLite: one file, no server connection limit")
-    processes = settings.web_concurrency + _WORKER_PROCESSES
-    wanted = processes * _PER_PROCESS
+    # A web process's threads each hold one connection at a time, up to its pool's size.
+    per_web = min(settings.web_threads, _PER_PROCESS)
+    wanted = settings.web_concurrency * per_web + _WORKER_PROCESSES * _PER_PROCESS
     with engine.connect() as conn:
         limit = int(conn.execute(sa.text("SHOW max_connections")).scalar_one())
         reserved = int(conn.execute(sa.text("SHOW superuser_reserved_connections")).scalar_one())
     available = limit - reserved
     message = (
-        f"up to {wanted} ({settings.web_concurrency} web x 1 thread x {_PER_PROCESS} pooled, "
-        f"+ {_WORKER_PROCESSES} worker x {_PER_PROCESS}) of max_connections {limit} "
+        f"up to {wanted} ({settings.web_concurrency} web x {per_web} (WEB_THREADS, at most "
+        f"{_PER_PROCESS} pooled), + {_WORKER_PROCESSES} worker x {_PER_PROCESS}) of "
+        f"max_connections {limit} "
         f"({reserved} reserved)"
     )
-    fix = "lower WEB_CONCURRENCY, or use a plan with more connections (or a pooler)"
+    fix = "lower WEB_CONCURRENCY or WEB_THREADS, or use a plan with more connections (or a pooler)"
     if wanted > available:
         return Check("connections", "fail", message, fix)
     if wanted > 0.8 * available:

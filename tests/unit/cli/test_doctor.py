@@ -110,6 +110,10 @@ def test_too_many_connections_fail(make_app: Callable[..., Flask], database_url:
     code, lines = doctor(make_app(WEB_CONCURRENCY="64"))
     assert code == 1
     assert level(lines, "connections") == "fail" and "max_connections" in lines["connections"]
+    # Threads share their process's pool: one thread each is a quarter of four.
+    one = doctor(make_app(WEB_CONCURRENCY="20", WEB_THREADS="1"))[1]["connections"]
+    four = doctor(make_app(WEB_CONCURRENCY="20", WEB_THREADS="4"))[1]["connections"]
+    assert "up to 30 (20 web x 1" in one and "up to 90 (20 web x 4" in four
 
 
 def test_a_wrong_key_fails(make_app: Callable[..., Flask]) -> None:
