@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    field_validator,
     model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
@@ -337,9 +338,11 @@ class CreateEndpointBody(BaseModel):
 
     url: str = Field(min_length=1, max_length=2048)
     event_types: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=20)
-    secret: str | _Absent = Field(None, min_length=10, max_length=200)
-    rate: float | _Absent = Field(None, gt=0)
-    description: str | _Absent = Field(None, max_length=500)
+    # The bounds sit on the value's own type: on the union, pydantic would apply them to an
+    # explicit null too, and fail with a TypeError (a 500) instead of taking it as absent.
+    secret: Annotated[str, Field(min_length=10, max_length=200)] | _Absent = None
+    rate: Annotated[float, Field(gt=0)] | _Absent = None
+    description: Annotated[str, Field(max_length=500)] | _Absent = None
 
 
 class UpdateEndpointBody(BaseModel):
@@ -349,8 +352,17 @@ class UpdateEndpointBody(BaseModel):
         extra="forbid", title="UpdateEndpointBody", json_schema_extra=_absent_is_no_default
     )
 
-    url: str | _Absent = Field(None, min_length=1, max_length=2048)
-    event_types: list[str] | _Absent = Field(None, min_length=1, max_length=20)
+    url: Annotated[str, Field(min_length=1, max_length=2048)] | _Absent = None
+    event_types: Annotated[list[str], Field(min_length=1, max_length=20)] | _Absent = None
     rate: float | None = Field(None, gt=0)
     description: str | None = Field(None, max_length=500)
     status: Literal["active", "disabled"] | _Absent = None
+
+    @field_validator("url", "event_types", "status", mode="before")
+    @classmethod
+    def _given_not_null(cls, value: Any) -> Any:
+        # Left out, each keeps its value; given as null, it would have none.
+        if value is None:
+            message = "must not be null (leave it out to keep the current value)"
+            raise ValueError(message)
+        return value

@@ -639,3 +639,25 @@ def test_the_admin_page_lists_endpoints_and_its_buttons_disable_enable_and_repla
         signed_in, "/admin/endpoints", "/admin/actions/endpoint-replay", endpoint_id="ep_no"
     )
     assert missing.status_code == 404
+
+
+def test_null_fields_of_an_endpoint_are_absent_or_refused_never_a_500(
+    app: Flask, client: FlaskClient
+) -> None:
+    headers = bearer(app)
+    made = client.post(
+        "/api/v1/endpoints",
+        json={"url": "https://app.example.com/in", "secret": None, "rate": None,
+              "description": None},
+        headers=headers,
+    )  # fmt: skip
+    assert made.status_code == 201, made.get_json()
+    assert made.get_json()["rate"] is None and made.get_json()["secret"].startswith("whsec_")
+    endpoint_id = made.get_json()["id"]
+    for field in ("url", "event_types", "status"):
+        refused = client.patch(f"/api/v1/endpoints/{endpoint_id}", json={field: None},
+                               headers=headers)  # fmt: skip
+        assert refused.status_code == 422, (field, refused.get_json())
+        assert refused.get_json()["field"] == field
+    read = client.get(f"/api/v1/endpoints/{endpoint_id}", headers=headers).get_json()
+    assert (read["url"], read["status"]) == ("https://app.example.com/in", "active")
