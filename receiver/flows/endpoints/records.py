@@ -15,9 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
+from sqlalchemy.dialects import postgresql, sqlite
 
 from config.settings import Settings, decode_webhook_secret
 from receiver.store.models import (
@@ -137,11 +139,13 @@ def _check_secret(secret: str) -> str:
 
 
 def _check_url(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        message = "the URL must be an http(s) URL"
+    message = "the URL must be an http(s) URL"
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError:  # unreadable (`http://[x`): as refused as any other
+        raise EndpointError(message) from None
+    if parts.scheme not in ("http", "https") or not hostname:
         raise EndpointError(message)
     return url
 
@@ -217,10 +221,7 @@ def ensure_defaults(conn: Connection, specs: Sequence[EndpointSpec], *, now: dat
 
 def _insert_ignoring_conflict(conn: Connection, values: dict[str, Any], *, now: datetime) -> int:
     """Insert an endpoint unless another process just did (two workers starting together)."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     statement = insert(_endpoints).values(**values, status=ACTIVE, created_at=now, updated_at=now)
     result = conn.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
     return int(result.rowcount)

@@ -661,3 +661,11 @@ def test_null_fields_of_an_endpoint_are_absent_or_refused_never_a_500(
         assert refused.get_json()["field"] == field
     read = client.get(f"/api/v1/endpoints/{endpoint_id}", headers=headers).get_json()
     assert (read["url"], read["status"]) == ("https://app.example.com/in", "active")
+
+
+def test_an_unreadable_endpoint_url_is_refused_not_a_500(app: Flask, client: FlaskClient) -> None:
+    headers = bearer(app)
+    for url in ("http://[x", "https://[::1/in"):
+        refused = client.post("/api/v1/endpoints", json={"url": url}, headers=headers)
+        assert refused.status_code == 422, (url, refused.get_json())
+        assert refused.get_json()["error"] == "invalid_endpoint"
