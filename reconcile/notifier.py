@@ -36,7 +36,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from config.settings import Settings
 from receiver.core.signing import sign_standard_webhook
-from receiver.flows.endpoints import HealthChange, record_health, signing_keys
+from receiver.flows.endpoints import (
+    HealthChange,
+    give_back,
+    record_health,
+    signing_keys,
+    take_allowance,
+)
 from receiver.flows.outbox import announce_operational, endpoint_label
 from receiver.ittybit.client import parse_retry_after
 from receiver.observe import tracing
@@ -273,7 +279,6 @@ class Notifier:
         self.rng = rng or random.Random()
         #: Free slots worth a claim while attempts are under way.
         self._refill = max(1, concurrency // 2)
-        self._buckets: dict[str, tuple[float, float]] = {}
         self.client = httpx.Client(
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
             follow_redirects=False,  # a redirect is not a 2xx: the URL should be fixed
@@ -429,40 +434,23 @@ class Notifier:
                 endpoint = conn.execute(_ENDPOINT, {"id": endpoint_id}).first()
                 if endpoint is None or room <= 0:
                     continue
-                room = min(room, self._allowance(endpoint, time.monotonic()))
-                if room <= 0:
+                allowed = take_allowance(conn, endpoint, now=now, wanted=room)
+                if allowed <= 0:
                     continue
                 rows = claim_due(
                     conn,
                     now=now,
-                    limit=room,
+                    limit=allowed,
                     owner=self.owner,
                     lease_seconds=self.lease_seconds,
                     due_before=due_before,
                     endpoint_id=endpoint_id,
                 )
-                self._spend(endpoint_id, len(rows))
+                give_back(conn, endpoint_id, allowed - len(rows))
                 keys = signing_keys(endpoint, now=now)
                 # To the endpoint's URL as it is now (it may have been changed since).
                 claimed.extend((replace(row, endpoint=endpoint.url), keys) for row in rows)
         return claimed
-
-    def _allowance(self, endpoint: Any, at: float) -> int:
-        """Return how many requests ``endpoint``'s rate allows now (this process's share)."""
-        if endpoint.rate is None:
-            self._buckets.pop(endpoint.id, None)
-            return self.per_endpoint
-        rate = float(endpoint.rate)
-        burst = max(1.0, rate)
-        tokens, then = self._buckets.get(endpoint.id, (burst, at))
-        tokens = min(burst, tokens + (at - then) * rate)
-        self._buckets[endpoint.id] = (tokens, at)
-        return int(tokens)
-
-    def _spend(self, endpoint_id: str, count: int) -> None:
-        if endpoint_id in self._buckets and count:
-            tokens, then = self._buckets[endpoint_id]
-            self._buckets[endpoint_id] = (tokens - count, then)
 
     def _send(self, row: Leased, keys: Sequence[bytes]) -> Attempt:
         """Send one attempt (in a span, when traces are on; its HTTP request is a child)."""

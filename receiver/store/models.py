@@ -256,8 +256,11 @@ class NotifyEndpoint(SQLModel, table=True):
     status: str = Field(default="active", max_length=20)
     disabled_reason: str | None = Field(default=None, max_length=500)
     disabled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    #: Requests a second at most (per sending process); None: no limit.
+    #: Requests a second at most, all sending processes together; None: no limit.
     rate: float | None = Field(default=None)
+    #: The rate's token bucket (``flows/endpoints/rate.py``): what was left, and when.
+    rate_tokens: float | None = Field(default=None)
+    rate_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     description: str | None = Field(default=None, max_length=500)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -1,4 +1,4 @@
-"""Notification endpoints as records (:mod:`.records`) and their health (:mod:`.health`).
+"""Notification endpoints as records (:mod:`.records`), their health and shared rate.
 
 Each endpoint has its own ``whsec_`` secret, the event types it takes, a status (``active``
 or ``disabled``, and why) and an optional rate, as Svix, Convoy and Hookdeck keep them.
@@ -7,6 +7,7 @@ or ``disabled``, and why) and an optional rate, as Svix, Convoy and Hookdeck kee
 from __future__ import annotations
 
 from receiver.flows.endpoints.health import FAILING_REMINDER, HealthChange, record_health
+from receiver.flows.endpoints.rate import give_back, take_allowance
 from receiver.flows.endpoints.records import (
     ACTIVE,
     ALL_TYPES,
@@ -54,6 +55,7 @@ __all__ = [
     "endpoint_json",
     "ensure_defaults",
     "get_endpoint",
+    "give_back",
     "list_endpoints",
     "new_endpoint_id",
     "new_secret",
@@ -62,6 +64,7 @@ __all__ = [
     "remove_endpoint",
     "rotate_secret",
     "signing_keys",
+    "take_allowance",
     "takes",
     "update_endpoint",
 ]
