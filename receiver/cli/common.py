@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import IO, Any, ParamSpec, TypeVar
 
 import click
 from flask import Flask, current_app
@@ -130,9 +130,16 @@ def parse_pairs(pairs: tuple[str, ...], option: str) -> dict[str, str]:
 
 
 class ConfigurationError(click.ClickException):
-    """A setting the command needs is missing: one line, exit status 2."""
+    """A setting the command needs is missing: one line, exit status 2.
+
+    Said as a setting the app refuses is (``jobhooks: configuration error: …``), not with
+    click's ``Error:``: both are the same kind of trouble, and a script may look for it.
+    """
 
     exit_code = 2
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"jobhooks: {self.format_message()}", file=file or sys.stderr)
 
 
 @contextmanager

@@ -162,12 +162,12 @@ def test_sigterm_between_passes_exits_0_at_once(sqlite_url: str, fake: FakeIttyb
         (
             ["reconcile", "--loop"],
             {"ITTYBIT_API_KEY": ""},
-            "Error: configuration error: ITTYBIT_API_KEY: required by submit and reconcile",
+            "jobhooks: configuration error: ITTYBIT_API_KEY: required by submit and reconcile",
         ),
         (
             ["submit", "--input", "https://example.com/a.mp4", "--user-id", "u"],
             {"ITTYBIT_API_KEY": ""},
-            "Error: configuration error: ITTYBIT_API_KEY: required by submit and reconcile",
+            "jobhooks: configuration error: ITTYBIT_API_KEY: required by submit and reconcile",
         ),
     ],
 )

@@ -245,7 +245,7 @@ def test_missing_api_key_is_a_configuration_error(
         get_engine(app).dispose()
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
-        "Error: configuration error: ITTYBIT_API_KEY: required by submit and reconcile"
+        "jobhooks: configuration error: ITTYBIT_API_KEY: required by submit and reconcile"
     ]
 
 
