@@ -7,30 +7,36 @@ reconciler's lease runs out; a live one renews the leases of the rows it still h
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from receiver.flows.polling import PolledJob
 from receiver.store import leases
 from receiver.store.models import Submission
-from receiver.store.stuck import awaiting_job, due, lease_free
+from receiver.store.stuck import awaiting_job, due
 
 __all__ = [
     "PendingJob",
     "claim_awaiting_job",
-    "claim_named",
     "claim_stuck",
+    "lease_named",
     "peek_awaiting_job",
     "peek_named",
     "peek_stuck",
     "release",
     "renew",
 ]
+
+log = logging.getLogger("reconcile.passes")
 
 _table = Submission.__table__  # type: ignore[attr-defined]
 _c = _table.c
@@ -76,17 +82,38 @@ def _named(submission_ids: Sequence[str]) -> Any:
     )
 
 
-def claim_named(
-    conn: Connection,
-    submission_ids: Sequence[str],
-    *,
-    now: datetime,
-    owner: str,
-    lease_seconds: float,
-) -> list[PolledJob]:
-    """Lease the named submissions that have a job id and no live lease, stuck or not."""
-    chosen = sa.select(_c.id).where(_named(submission_ids), lease_free(now))
-    return _lease(conn, chosen, now=now, owner=owner, lease_seconds=lease_seconds)
+@contextmanager
+def lease_named(
+    engine: Engine, submission_id: str, *, now: datetime, owner: str, lease_seconds: float
+) -> Iterator[bool]:
+    """Lease one named submission for the ``with`` block and yield True, or yield False
+    when another reconciler holds its live lease; the lease is given back after.
+
+    The guard ``reconcile --submission`` gives "ask ittybit now"
+    (``receiver.flows.polling.ask_ittybit_now``): the same lease a pass takes on the rows it
+    polls, so the command never polls a job a running worker has in hand.
+    """
+    with engine.begin() as conn:
+        row = leases.lease_one(
+            conn,
+            _table,
+            _c.submission_id == submission_id,
+            returning=[_c.id],
+            now=now,
+            owner=owner,
+            lease_seconds=lease_seconds,
+        )
+    if row is None:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        try:
+            with engine.begin() as conn:
+                release(conn, [row.id], owner=owner)
+        except SQLAlchemyError as exc:
+            log.warning("could not release the lease on %s; it expires: %s", submission_id, exc)
 
 
 def peek_stuck(

@@ -29,7 +29,15 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from config.settings import WEB_WORKER_TIMEOUT, Settings
 from receiver.flows.outbox import Outbox
-from receiver.flows.polling import Fetched, JobResult, PolledJob, settle_job
+from receiver.flows.polling import (
+    Fetched,
+    JobResult,
+    NoRealJob,
+    NoSlotFree,
+    PolledJob,
+    ask_ittybit_now,
+    settle_job,
+)
 from receiver.flows.records import InvalidSubmission
 from receiver.flows.replay import rematch_unmatched
 from receiver.flows.submit import defer_job, submit_job
@@ -41,8 +49,8 @@ from receiver.store.stuck import count_not_due, unsubmitted
 from reconcile.claims import (
     PendingJob,
     claim_awaiting_job,
-    claim_named,
     claim_stuck,
+    lease_named,
     peek_awaiting_job,
     peek_named,
     peek_stuck,
@@ -183,6 +191,8 @@ class Reconciler:
         elif summary.events_elsewhere:
             # Its reader polls what the list leaves stuck, once it has read it.
             log.info("another reconciler reads the event list: it polls afterwards")
+        elif summary.aborted is None and options.submission_ids and not options.dry_run:
+            self._ask_named(summary)
         elif summary.aborted is None:
             self._poll(summary)
         if summary.checked == 0 and not options.submission_ids:
@@ -399,14 +409,6 @@ class Reconciler:
                 return peek_stuck(
                     conn, now=now, stuck_before=stuck_before, after_id=after_id, limit=size
                 )
-            if options.submission_ids:
-                return claim_named(
-                    conn,
-                    options.submission_ids,
-                    now=now,
-                    owner=self.owner,
-                    lease_seconds=options.lease_seconds,
-                )
             return claim_stuck(
                 conn,
                 now=now,
@@ -469,6 +471,68 @@ class Reconciler:
         finally:
             self._cancel(pending)
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def _ask_named(self, summary: Summary) -> None:
+        """Ask about each named submission, one by one, through the "ask ittybit now" the
+        application API and the admin view use, guarded by the submission's lease.
+
+        Not a web worker, so no web slot applies; the lease keeps it off a job another
+        reconciler has in hand (skipped, as a pass skips it). A dry run keeps the pass's
+        path (``_poll``: peeked, nothing leased or written); with ``--events-since`` too,
+        this runs as here, since a pass naming submissions reads no event list.
+        """
+        for name in self.options.submission_ids:
+            if self.stop.is_set() or summary.aborted:
+                return
+            guard = lease_named(
+                self.engine,
+                name,
+                now=self.clock(),
+                owner=self.owner,
+                lease_seconds=self.options.lease_seconds,
+            )
+            try:
+                asked = ask_ittybit_now(
+                    self.engine,
+                    self.client,
+                    name,
+                    guard=guard,
+                    source="reconcile",
+                    now=self.clock(),
+                    give_up_after=self.options.give_up_after,
+                    outbox=self.outbox,
+                )
+            except (LookupError, NoRealJob, NoSlotFree) as exc:
+                self._not_asked(summary, name, exc)
+                continue
+            except SQLAlchemyError as exc:
+                summary.problem(name, f"database error: {type(exc).__name__}")
+                continue
+            if asked is None:
+                self._not_asked(summary, name, None)
+                continue
+            if isinstance(asked.error, AuthError):
+                # No other job will fare better with this key, as in a pass.
+                summary.aborted = asked.error.message
+            summary.record(asked.result, asked.job.job_id, name, asked.detail)
+            log_result(asked.job, asked.result, asked.detail, dry_run=False)
+            if self.metrics is not None:
+                self.metrics.observe_reconcile_job(asked.result.value)
+            if self.progress is not None:
+                self.progress(1)
+
+    def _not_asked(self, summary: Summary, name: str, why: Exception | None) -> None:
+        """Count a named submission ittybit was not asked about, and say why."""
+        if isinstance(why, LookupError):
+            summary.problem(name, "no such submission")
+            return
+        summary.skipped += 1
+        if isinstance(why, NoRealJob):
+            log.warning("%s is a test submission: it has no real job to ask about", name)
+        elif why is None:
+            log.warning("%s has no job yet; run submit for it", name)
+        else:
+            log.warning("%s is leased by another reconciler right now", name)
 
     def _renew_every(self) -> float:
         return max(0.05, self.options.lease_seconds / 3)

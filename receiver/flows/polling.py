@@ -1,18 +1,19 @@
 """Apply what the ittybit API says about one job: the poll shared by every caller.
 
-The reconciler's passes, the application API's ``reconcile`` and the admin view's
-"reconcile now" all fetch a job and settle it here: its state goes through the same
-``apply_job_state`` a webhook does (``expired`` too), the poll's bookkeeping (attempts,
-backoff, the lease) is written in the same transaction, and so is a ``polls`` row that the
-submission's timeline shows.
+The reconciler's passes and "ask ittybit now" (:func:`ask_ittybit_now`: the application
+API's ``reconcile``, the admin view's button and ``reconcile --submission``) all fetch a
+job and settle it here: its state goes through the same ``apply_job_state`` a webhook does
+(``expired`` too), the poll's bookkeeping (attempts, backoff, the lease) is written in the
+same transaction, and so is a ``polls`` row that the submission's timeline shows.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
@@ -30,12 +31,15 @@ from receiver.store.models import FINAL_STATUSES, Poll, Status, Submission
 __all__ = [
     "FIRST_RETRY",
     "MAX_RETRY",
+    "Asked",
     "Fetched",
     "JobResult",
+    "NoRealJob",
+    "NoSlotFree",
     "PolledJob",
+    "ask_ittybit_now",
     "human_duration",
     "poll_delay",
-    "reconcile_now",
     "settle_job",
 ]
 
@@ -269,41 +273,76 @@ def _apply(
     return change
 
 
-_POLLED_JOB = sa.select(*(_c[name] for name in PolledJob.__slots__)).where(
+_ASKED_ROW = sa.select(*(_c[name] for name in PolledJob.__slots__), _c.is_test).where(
     _c.submission_id == sa.bindparam("submission_id")
 )
 
 
-def reconcile_now(
+class NoSlotFree(Exception):
+    """The caller's guard said no (every web slot taken, or another reconciler holds the
+    submission's lease): ittybit was not asked."""
+
+
+class NoRealJob(Exception):
+    """A test submission (``jobhooks trigger``) has no real ittybit job: it was not asked."""
+
+
+class Asked(NamedTuple):
+    """What asking ittybit about one job did: the job, the result and why; ``error`` is the
+    API's error when ittybit could not answer (a refused key among them)."""
+
+    job: PolledJob
+    result: JobResult
+    detail: str | None
+    error: ApiError | None
+
+
+def ask_ittybit_now(
     engine: Engine,
     client: IttybitClient,
     submission_id: str,
     *,
+    guard: AbstractContextManager[bool],
+    source: str,
     now: datetime,
     give_up_after: float,
     outbox: Outbox,
-    source: str,
-) -> tuple[JobResult, str | None] | None:
+) -> Asked | None:
     """Ask ittybit about one submission's job now and apply the answer; None if it has none.
 
-    For the application API and the admin view: no lease is taken (a reconciler polling
-    the same job meanwhile is harmless, the rules decide), nothing is locked while ittybit
-    is asked, and the client's budget bounds the wait. Raises LookupError for an unknown
-    submission.
+    The one "ask ittybit now" of the application API, the admin view and ``reconcile
+    --submission``. Each gives its ``guard``, entered only once the submission is known to
+    have a real job and held while ittybit is asked and the answer written: it yields True
+    when the caller may ask (the web's slot, the CLI's lease on the submission) and False
+    when not, which raises :class:`NoSlotFree`. Nothing is locked while ittybit is asked;
+    the client's budget bounds the wait. Raises LookupError for an unknown submission and
+    :class:`NoRealJob` for a test one.
     """
     with engine.connect() as conn:
-        row = conn.execute(_POLLED_JOB, {"submission_id": submission_id}).first()
+        row = conn.execute(_ASKED_ROW, {"submission_id": submission_id}).first()
     if row is None:
         message = f"no submission {submission_id!r}"
         raise LookupError(message)
+    if row.is_test:
+        raise NoRealJob(submission_id)
     if row.job_id is None:
         return None
-    job = PolledJob(*row)
-    try:
-        fetched: Fetched = client.get_job(job.job_id)
-    except ApiError as exc:
-        fetched = exc
-    with engine.begin() as conn:
-        return settle_job(
-            conn, job, fetched, now=now, give_up_after=give_up_after, outbox=outbox, source=source
-        )
+    job = PolledJob(*row[:-1])
+    with guard as free:
+        if not free:
+            raise NoSlotFree(submission_id)
+        try:
+            fetched: Fetched = client.get_job(job.job_id)
+        except ApiError as exc:
+            fetched = exc
+        with engine.begin() as conn:
+            result, detail = settle_job(
+                conn,
+                job,
+                fetched,
+                now=now,
+                give_up_after=give_up_after,
+                outbox=outbox,
+                source=source,
+            )
+    return Asked(job, result, detail, fetched if isinstance(fetched, ApiError) else None)

@@ -2,7 +2,8 @@
 
 The API's ``POST /submissions/<id>/reconcile`` and the admin view's "Ask ittybit now"
 both go through :func:`ask_now`, so neither can wait on ittybit without a slot
-(``receiver.web.slots``) nor for longer than ``API_ITTYBIT_BUDGET``.
+(``receiver.web.slots``) nor for longer than ``API_ITTYBIT_BUDGET``. The flow itself,
+``receiver.flows.polling.ask_ittybit_now``, is the one ``reconcile --submission`` uses too.
 """
 
 from __future__ import annotations
@@ -15,21 +16,24 @@ from sqlmodel import Session
 
 from config.settings import Settings
 from receiver.flows.outbox import get_outbox
-from receiver.flows.polling import JobResult, reconcile_now
+from receiver.flows.polling import JobResult, NoRealJob, NoSlotFree, ask_ittybit_now
 from receiver.flows.records import get_submission
 from receiver.ittybit.client import IttybitClient
 from receiver.store.engines import get_engine, get_read_engine
 from receiver.store.models import Status, utcnow
 from receiver.web.slots import ittybit_slot
 
-__all__ = ["NoSlotFree", "ask_now", "budgeted_client", "close_budgeted_client", "no_job_advice"]
+__all__ = [
+    "NoRealJob",
+    "NoSlotFree",
+    "ask_now",
+    "budgeted_client",
+    "close_budgeted_client",
+    "no_job_advice",
+]
 
 _EXTENSION = "jobhooks.api_client"
 _lock = threading.Lock()
-
-
-class NoSlotFree(Exception):
-    """Every slot for waiting on ittybit is taken: ittybit was not asked."""
 
 
 def _settings() -> Settings:
@@ -73,22 +77,21 @@ def ask_now(submission_id: str, *, source: str) -> tuple[JobResult, str | None] 
     """Ask ittybit about one submission's job now, in a slot, and apply the answer.
 
     None when it has no job yet. Raises :class:`NoSlotFree` (ittybit not asked) when every
-    slot is taken, and LookupError for an unknown submission.
+    slot is taken, LookupError for an unknown submission and :class:`NoRealJob` for a test
+    one.
     """
     config = _settings()
-    client = budgeted_client()
-    with ittybit_slot(config) as free:
-        if not free:
-            raise NoSlotFree
-        return reconcile_now(
-            get_engine(),
-            client,
-            submission_id,
-            now=utcnow(),
-            give_up_after=config.give_up_after,
-            outbox=get_outbox(),
-            source=source,
-        )
+    asked = ask_ittybit_now(
+        get_engine(),
+        budgeted_client(),
+        submission_id,
+        guard=ittybit_slot(config),
+        source=source,
+        now=utcnow(),
+        give_up_after=config.give_up_after,
+        outbox=get_outbox(),
+    )
+    return None if asked is None else (asked.result, asked.detail)
 
 
 def no_job_advice(submission_id: str) -> str:

@@ -51,7 +51,7 @@ from receiver.web.admin.auth import (
     guard,
     safe_next,
 )
-from receiver.web.ittybit import NoSlotFree, ask_now, no_job_advice
+from receiver.web.ittybit import NoRealJob, NoSlotFree, ask_now, no_job_advice
 
 __all__ = ["bp"]
 
@@ -366,6 +366,9 @@ def reconcile_submission() -> ResponseReturnValue:
     except NoSlotFree:
         text = "Did not ask ittybit: every slot for waiting on it is taken (webhooks first)."
         flash(text + " Try again in a moment.", "error")
+        return _back(page)
+    except NoRealJob:
+        flash(f"{submission_id} is a test submission: it has no real ittybit job.", "error")
         return _back(page)
     except LookupError:
         abort(404, f"No submission {submission_id!r}.")

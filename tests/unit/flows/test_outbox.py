@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,7 +23,7 @@ from receiver import create_app
 from receiver.core.jobstate import normalise
 from receiver.flows.apply import apply_job_state, find_submission
 from receiver.flows.outbox import Outbox, endpoint_label, get_outbox, retry_notifications
-from receiver.flows.polling import reconcile_now
+from receiver.flows.polling import ask_ittybit_now
 from receiver.flows.records import create_test_submission, get_submission, submission_json
 from receiver.flows.replay import rematch_unmatched
 from receiver.flows.trigger import build_trigger
@@ -178,10 +178,11 @@ def test_the_api_reconcile_announces_what_it_applies(
     add_submission(engine, job_id="job_abc123")
     settings: Settings = app.extensions["jobhooks.settings"]
     with client_from_settings(settings) as client:
-        outcome = reconcile_now(
+        outcome = ask_ittybit_now(
             engine,
             client,
             "sub_1",
+            guard=nullcontext(True),
             now=datetime.now(UTC),
             give_up_after=3600,
             outbox=get_outbox(app),
