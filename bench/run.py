@@ -38,12 +38,15 @@ __all__ = ["main", "render_table", "verdicts"]
 #: The targets of the benchmark, checked against each run.
 #: The webhook path against the raw-driver reference (``bench/reference.py``).
 WEBHOOK_RATIO = 0.80
-WEBHOOK_RATIO_CONNECTIONS = 16
+WEBHOOK_RATIO_CONNECTIONS = (16, 64)
 WEBHOOK_P99_FACTOR = 1.5
 WEBHOOK_P99_CONNECTIONS = (16, 64)
 RECONCILE_RATIO = 0.80
 RSS_GROWTH = 0.10
-API_P99_MS = 20.0
+#: The API's reads against their raw-driver reference (``bench/api_reference.py``): an
+#: absolute p99 was the wrong goal on a machine where the reference itself missed it.
+API_RATIO = 0.80
+API_P99_FACTOR = 1.5
 API_CONNECTIONS = 16
 ADMIN_P95_MS = 100.0
 
@@ -90,7 +93,7 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
         name = f"{run['database']} {run['worker']} c={run['connections']}"
         reference = _peer(webhook, run, "reference")
         ratio = _ratio(run, reference)
-        if ratio is not None and run["connections"] == WEBHOOK_RATIO_CONNECTIONS:
+        if ratio is not None and run["connections"] in WEBHOOK_RATIO_CONNECTIONS:
             checks.append(
                 {
                     "target": f"webhook {name}: req/s >= {WEBHOOK_RATIO:.0%} of the reference",
@@ -119,13 +122,21 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
         if run["connections"] != API_CONNECTIONS or run.get("app", "real") != "real":
             continue
         reference = _peer(api, run, "reference", same=("request",))
-        beside = "" if reference is None else f" (reference {reference['p99_ms']:g} ms)"
+        ratio = _ratio(run, reference)
+        name = f"api {run['database']} {run['request']} c={run['connections']}"
         checks.append(
             {
-                "target": f"api {run['database']} {run['request']} c={run['connections']}: "
-                f"p99 <= {API_P99_MS:g} ms, no errors",
-                "value": f"{run['p99_ms']:g} ms{beside}, {run['errors']} errors",
-                "ok": run["p99_ms"] <= API_P99_MS and run["errors"] == 0,
+                "target": f"{name}: req/s >= {API_RATIO:.0%} of the reference, "
+                f"p99 <= {API_P99_FACTOR:g} x its, no errors",
+                "value": "no reference run"
+                if reference is None or ratio is None
+                else f"{ratio:.0%}, p99 {run['p99_ms']:g} ms (reference "
+                f"{reference['p99_ms']:g} ms), {run['errors']} errors",
+                "ok": reference is not None
+                and ratio is not None
+                and ratio >= API_RATIO
+                and run["p99_ms"] <= reference["p99_ms"] * API_P99_FACTOR
+                and run["errors"] == 0,
             }
         )
     reconcile = result.get("reconcile", [])
