@@ -30,6 +30,7 @@ __all__ = [
     "WEBHOOK_SECRET",
     "Database",
     "databases",
+    "each_database",
     "each_size",
     "load_figures",
     "service_env",
@@ -175,4 +176,20 @@ def each_size(
             started = time.monotonic()
             runs.append(run(database, jobs))
             progress(f"{label}: done in {time.monotonic() - started:.0f}s")
+    return runs
+
+
+def each_database(
+    label: str,
+    databases: list[Database],
+    run: Callable[[Database], _Run],
+    progress: Callable[[str], Any] = print,
+) -> list[_Run]:
+    """Run ``run(database)`` for every database, saying how long each took."""
+    runs = []
+    for database in databases:
+        progress(f"{label}: {database.name}")
+        started = time.monotonic()
+        runs.append(run(database))
+        progress(f"{label}: done in {time.monotonic() - started:.0f}s")
     return runs

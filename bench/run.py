@@ -1,7 +1,8 @@
 """Run every benchmark, print one table, write it to bench/results/latest.json.
 
     python -m bench.run                 # everything (what ``make bench`` runs)
-    python -m bench.run --only webhook  # or: reconcile, events, notify, api, admin, startup
+    python -m bench.run --only webhook  # or: reconcile, events, notify, fanout, inbox, prune,
+                                        #     api, admin, startup
     python -m bench.run --duration 5 --sizes 1000
 
 PostgreSQL runs too when TEST_DATABASE_URL names a server: the benchmark makes a database of
@@ -24,8 +25,9 @@ from typing import Any
 
 from bench.admin import AdminRun, run_admin_suite
 from bench.api import ApiRun, run_api_suite
-from bench.common import RESULTS, databases
+from bench.common import RESULTS, databases, each_database
 from bench.events import REQUESTS_PER_JOB, EventsRun, run_events_suite
+from bench.fanout import FanoutRun, run_fanout
 from bench.notify import P95_TARGET_MS, NotifyRun, run_notify_suite
 from bench.reconcile import ReconcileRun, run_reconcile_suite
 from bench.startup import StartupRun, run_startup_suite, target_s
@@ -171,6 +173,16 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "ok": run["p95_ms"] <= P95_TARGET_MS and run["delivered"] == run["expected"],
             }
         )
+    for run in result.get("fanout", []):
+        for name, p95 in (("one by one", run["p95_ms"]), ("burst", run["burst_p95_ms"])):
+            checks.append(
+                {
+                    "target": f"fanout {run['database']} {name}: healthy endpoints' p95 "
+                    f"<= {P95_TARGET_MS:g} ms beside a hanging one, every one delivered",
+                    "value": f"{p95:g} ms, {run['delivered']}/{run['expected']}",
+                    "ok": p95 <= P95_TARGET_MS and run["delivered"] == run["expected"],
+                }
+            )
     for run in result.get("admin", []):
         checks.append(
             {
@@ -366,6 +378,46 @@ def render_table(result: dict[str, Any]) -> str:
             ],
             rows,
         )
+    fanout = result.get("fanout", [])
+    if fanout:
+        rows = [
+            [
+                run["database"],
+                run["webhooks"],
+                f"{run['p50_ms']:.0f}",
+                f"{run['p95_ms']:.0f}",
+                f"{run['max_ms']:.0f}",
+                run["burst"],
+                f"{run['burst_p95_ms']:.0f}",
+                f"{run['burst_max_ms']:.0f}",
+                run["hung"],
+                f"{run['delivered']}/{run['expected']}",
+                f"{P95_TARGET_MS:.0f}",
+            ]
+            for run in fanout
+        ]
+        out += [
+            "",
+            "Fan-out to two healthy endpoints and one that never answers (webhook 200 -> "
+            "each healthy app):",
+            "",
+        ]
+        out += _table(
+            [
+                "database",
+                "webhooks",
+                "p50 ms",
+                "p95 ms",
+                "max ms",
+                "burst",
+                "burst p95 ms",
+                "burst max ms",
+                "hung attempts",
+                "delivered",
+                "target p95 ms",
+            ],
+            rows,
+        )
     api = result.get("api", [])
     if api:
         rows = [
@@ -454,7 +506,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument(
         "--only",
-        choices=["webhook", "reconcile", "events", "notify", "api", "admin", "startup"],
+        choices=[
+            "webhook",
+            "reconcile",
+            "events",
+            "notify",
+            "fanout",
+            "inbox",
+            "prune",
+            "api",
+            "admin",
+            "startup",
+        ],
         default=None,
     )
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default=None)
@@ -471,6 +534,8 @@ def main(argv: list[str] | None = None) -> int:
         "--notify-webhooks", type=int, default=40, help="sent one by one, for latency"
     )
     parser.add_argument("--notify-burst", type=int, default=300, help="sent at once")
+    parser.add_argument("--fanout-webhooks", type=int, default=60, help="one by one, fan-out")
+    parser.add_argument("--fanout-burst", type=int, default=300, help="at once, fan-out")
     parser.add_argument("--api-rows", type=int, default=100_000, help="submissions for the API")
     parser.add_argument("--admin-submissions", type=int, default=100_000)
     parser.add_argument("--admin-deliveries", type=int, default=500_000)
@@ -532,6 +597,20 @@ def main(argv: list[str] | None = None) -> int:
                     progress=_progress,
                 )
                 result["notify"] = [run.as_dict() for run in notified]
+            if args.only in (None, "fanout"):
+                fanned: list[FanoutRun] = each_database(
+                    "fanout",
+                    found,
+                    lambda database: run_fanout(
+                        database,
+                        webhooks=args.fanout_webhooks,
+                        burst=args.fanout_burst,
+                        workdir=workdir,
+                        progress=_progress,
+                    ),
+                    _progress,
+                )
+                result["fanout"] = [run.as_dict() for run in fanned]
             if args.only in (None, "api"):
                 api_runs: list[ApiRun] = run_api_suite(
                     found,
