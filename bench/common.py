@@ -34,6 +34,7 @@ __all__ = [
     "each_size",
     "load_figures",
     "service_env",
+    "twin",
     "web_server",
 ]
 
@@ -109,6 +110,22 @@ def databases(only: str | None = None) -> Iterator[list[Database]]:
         if own is not None:
             drop_scratch_database(own, BENCH_DATABASE_PREFIX)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def twin(database: Database) -> Iterator[Database]:
+    """Yield a second database of the same kind, to migrate and fill apart: a SQLite file
+    beside the first (whose folder goes with it), or another PostgreSQL database of the
+    benchmark's own, dropped afterwards."""
+    if database.name == "sqlite":
+        path = Path(sa.make_url(database.url).database or "")
+        yield Database("sqlite", f"sqlite:///{path.with_name('twin-' + path.name)}")
+        return
+    own = create_scratch_database(database.url, BENCH_DATABASE_PREFIX)
+    try:
+        yield Database("postgresql", own)
+    finally:
+        drop_scratch_database(own, BENCH_DATABASE_PREFIX)
 
 
 def service_env(database: Database, **extra: str) -> dict[str, str]:

@@ -28,6 +28,7 @@ from bench.api import ApiRun, run_api_suite
 from bench.common import RESULTS, databases, each_database
 from bench.events import REQUESTS_PER_JOB, EventsRun, run_events_suite
 from bench.fanout import FanoutRun, run_fanout
+from bench.inbox import P99_FACTOR, RATIO_TARGET, run_inbox
 from bench.notify import P95_TARGET_MS, NotifyRun, run_notify_suite
 from bench.reconcile import ReconcileRun, run_reconcile_suite
 from bench.startup import StartupRun, run_startup_suite, target_s
@@ -78,6 +79,15 @@ def _of_reference(run: dict[str, Any], runs: list[dict[str, Any]]) -> str:
         return ""
     ratio = _ratio(run, _peer(runs, run, "reference", same=("request",)))
     return "" if ratio is None else f"{ratio:.0%}"
+
+
+def _against_empty(runs: list[dict[str, Any]], run: dict[str, Any]) -> tuple[float, float] | None:
+    """Return a filled-inbox run's rate as a share of the empty run's, and its p99 as a
+    multiple of the empty run's; None without an empty run beside it."""
+    for empty in runs:
+        if empty["database"] == run["database"] and empty["inbox"] == "empty":
+            return run["rps"] / empty["rps"], run["p99_ms"] / empty["p99_ms"]
+    return None
 
 
 def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -183,6 +193,29 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
                     "ok": p95 <= P95_TARGET_MS and run["delivered"] == run["expected"],
                 }
             )
+    inbox = result.get("inbox", [])
+    for run in inbox:
+        ratios = _against_empty(inbox, run) if run["inbox"] == "filled" else None
+        if ratios is None:
+            continue
+        name = f"inbox {run['database']} {run['rows']:,} deliveries"
+        checks += [
+            {
+                "target": f"{name}: req/s >= {RATIO_TARGET:.0%} of the empty inbox's",
+                "value": f"{ratios[0]:.0%}",
+                "ok": ratios[0] >= RATIO_TARGET,
+            },
+            {
+                "target": f"{name}: p99 <= {P99_FACTOR:g} x the empty inbox's",
+                "value": f"{ratios[1]:.2f} x",
+                "ok": ratios[1] <= P99_FACTOR,
+            },
+            {
+                "target": f"{name}: no errors, every 2xx stored",
+                "value": f"{run['errors']} errors, {run['lost']} lost",
+                "ok": run["errors"] == 0 and run["lost"] == 0 and run["wrapped"] == 0,
+            },
+        ]
     for run in result.get("admin", []):
         checks.append(
             {
@@ -207,6 +240,29 @@ def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return lines
+
+
+def _pages(title: str, pages: list[dict[str, Any]]) -> list[str]:
+    if not pages:
+        return []
+    rows = [
+        [
+            run["database"],
+            run["page"],
+            f"`{run['path']}`",
+            run["rows"],
+            f"{run['p50_ms']:.1f}",
+            f"{run['p95_ms']:.1f}",
+            f"{run['max_ms']:.1f}",
+        ]
+        for run in pages
+    ]
+    return [
+        "",
+        title,
+        "",
+        *_table(["database", "page", "path", "rows", "p50 ms", "p95 ms", "max ms"], rows),
+    ]
 
 
 def render_table(result: dict[str, Any]) -> str:
@@ -418,6 +474,48 @@ def render_table(result: dict[str, Any]) -> str:
             ],
             rows,
         )
+    inbox = result.get("inbox", [])
+    if inbox:
+        rows = []
+        for run in inbox:
+            ratios = _against_empty(inbox, run) if run["inbox"] == "filled" else None
+            rows.append(
+                [
+                    run["database"],
+                    run["inbox"],
+                    f"{run['rows']:,}",
+                    f"{run['seed_s']:g}",
+                    f"{run['rps']:.0f}",
+                    f"{run['p50_ms']:.1f}",
+                    f"{run['p99_ms']:.1f}",
+                    run["errors"],
+                    f"{run['stored']}/{run['ok']}",
+                    "" if ratios is None else f"{ratios[0]:.0%} (>= {RATIO_TARGET:.0%})",
+                    "" if ratios is None else f"{ratios[1]:.2f} x (<= {P99_FACTOR:g} x)",
+                ]
+            )
+        out += [
+            "",
+            "Inbox at scale: the webhook path (16 connections) on a filled inbox and on the "
+            "better of two empty runs around it:",
+            "",
+        ]
+        out += _table(
+            [
+                "database",
+                "inbox",
+                "deliveries stored",
+                "seeded in s",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "errors",
+                "stored/2xx",
+                "req/s of empty",
+                "p99 of empty",
+            ],
+            rows,
+        )
     api = result.get("api", [])
     if api:
         rows = [
@@ -458,22 +556,11 @@ def render_table(result: dict[str, Any]) -> str:
             ],
             rows,
         )
-    admin = result.get("admin", [])
-    if admin:
-        rows = [
-            [
-                run["database"],
-                run["page"],
-                f"`{run['path']}`",
-                run["rows"],
-                f"{run['p50_ms']:.1f}",
-                f"{run['p95_ms']:.1f}",
-                f"{run['max_ms']:.1f}",
-            ]
-            for run in admin
-        ]
-        out += ["", "Admin pages (one signed-in client, sequential requests):", ""]
-        out += _table(["database", "page", "path", "rows", "p50 ms", "p95 ms", "max ms"], rows)
+    for key, title in (
+        ("admin", "Admin pages (one signed-in client, sequential requests):"),
+        ("inbox_reads", "Reads of the filled inbox (one client each, sequential requests):"),
+    ):
+        out += _pages(title, result.get(key, []))
     startup = result.get("startup", [])
     if startup:
         rows = [
@@ -536,6 +623,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notify-burst", type=int, default=300, help="sent at once")
     parser.add_argument("--fanout-webhooks", type=int, default=60, help="one by one, fan-out")
     parser.add_argument("--fanout-burst", type=int, default=300, help="at once, fan-out")
+    parser.add_argument("--inbox-rows", type=int, default=2_000_000, help="stored deliveries")
     parser.add_argument("--api-rows", type=int, default=100_000, help="submissions for the API")
     parser.add_argument("--admin-submissions", type=int, default=100_000)
     parser.add_argument("--admin-deliveries", type=int, default=500_000)
@@ -611,6 +699,20 @@ def main(argv: list[str] | None = None) -> int:
                     _progress,
                 )
                 result["fanout"] = [run.as_dict() for run in fanned]
+            if args.only in (None, "inbox"):
+                for database in found:
+                    _progress(f"inbox: {database.name}, {args.inbox_rows} deliveries")
+                    loads, reads = run_inbox(
+                        database,
+                        rows=args.inbox_rows,
+                        deliveries_per_run=args.deliveries,
+                        duration=args.duration,
+                        requests=args.admin_requests,
+                        workdir=workdir,
+                        progress=_progress,
+                    )
+                    result.setdefault("inbox", []).extend(loads)
+                    result.setdefault("inbox_reads", []).extend(run.as_dict() for run in reads)
             if args.only in (None, "api"):
                 api_runs: list[ApiRun] = run_api_suite(
                     found,
