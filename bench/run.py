@@ -30,6 +30,7 @@ from bench.events import REQUESTS_PER_JOB, EventsRun, run_events_suite
 from bench.fanout import FanoutRun, run_fanout
 from bench.inbox import P99_FACTOR, RATIO_TARGET, run_inbox
 from bench.notify import P95_TARGET_MS, NotifyRun, run_notify_suite
+from bench.prune import MAX_MS, run_prune
 from bench.reconcile import ReconcileRun, run_reconcile_suite
 from bench.startup import StartupRun, run_startup_suite, target_s
 from bench.webhook import WORKER_CLASSES, WebhookRun, run_webhook_suite
@@ -216,6 +217,18 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "ok": run["errors"] == 0 and run["lost"] == 0 and run["wrapped"] == 0,
             },
         ]
+    for run in result.get("prune", []):
+        checks.append(
+            {
+                "target": f"prune {run['database']} {run['rows']:,} old deliveries: no webhook "
+                f"over {MAX_MS:g} ms while it runs, no errors, every prunable one deleted",
+                "value": f"max {run['max_ms']:g} ms, {run['errors']} errors, "
+                f"{run['deleted']}/{run['prunable']} deleted",
+                "ok": run["max_ms"] <= MAX_MS
+                and run["errors"] == 0
+                and run["deleted"] == run["prunable"],
+            }
+        )
     for run in result.get("admin", []):
         checks.append(
             {
@@ -516,6 +529,65 @@ def render_table(result: dict[str, Any]) -> str:
             ],
             rows,
         )
+    prune = result.get("prune", [])
+    if prune:
+        rows = [
+            [
+                run["database"],
+                f"{run['rows']:,}",
+                f"{run['deleted']:,}/{run['prunable']:,}",
+                f"{run['prune_s']:g}",
+                f"{run['rate']:g}",
+                run["during"],
+                f"{run['p99_ms']:.1f}",
+                f"{run['max_ms']:.1f} (<= {MAX_MS:g})",
+                run["errors"],
+            ]
+            for run in prune
+        ]
+        out += ["", "Pruning beside traffic (`jobhooks events prune --older-than 30d`):", ""]
+        out += _table(
+            [
+                "database",
+                "old deliveries",
+                "deleted/prunable",
+                "prune s",
+                "webhooks/s",
+                "webhooks meanwhile",
+                "p99 ms",
+                "max ms",
+                "errors",
+            ],
+            rows,
+        )
+        rows = [
+            [
+                run["database"],
+                f"{run['prune_s']:g} s, {run['deleted']:,} rows",
+                f"{run['probe_delete_p99_ms']:g} / {run['probe_delete_max_ms']:g}",
+                f"{run['drop_s']:g} s, {run['dropped']:,} rows",
+                f"{run['probe_drop_p99_ms']:g} / {run['probe_drop_max_ms']:g}",
+            ]
+            for run in prune
+            if run.get("dropped") is not None
+        ]
+        if rows:
+            out += [
+                "",
+                "Batched deletes against dropping month partitions (a scratch copy by month "
+                "of received_at; one-row inserts into the table meanwhile, p99 / max ms):",
+                "",
+            ]
+            out += _table(
+                [
+                    "database",
+                    "batched deletes",
+                    "inserts meanwhile",
+                    "detach + drop old months",
+                    "inserts meanwhile",
+                ],
+                rows,
+            )
     api = result.get("api", [])
     if api:
         rows = [
@@ -624,6 +696,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fanout-webhooks", type=int, default=60, help="one by one, fan-out")
     parser.add_argument("--fanout-burst", type=int, default=300, help="at once, fan-out")
     parser.add_argument("--inbox-rows", type=int, default=2_000_000, help="stored deliveries")
+    parser.add_argument("--prune-rows", type=int, default=1_000_000, help="old deliveries")
+    parser.add_argument(
+        "--prune-rate", type=float, default=None, help="webhooks/s meanwhile (default: half)"
+    )
     parser.add_argument("--api-rows", type=int, default=100_000, help="submissions for the API")
     parser.add_argument("--admin-submissions", type=int, default=100_000)
     parser.add_argument("--admin-deliveries", type=int, default=500_000)
@@ -713,6 +789,22 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     result.setdefault("inbox", []).extend(loads)
                     result.setdefault("inbox_reads", []).extend(run.as_dict() for run in reads)
+            if args.only in (None, "prune"):
+                pruned = each_database(
+                    f"prune: {args.prune_rows} old deliveries",
+                    found,
+                    lambda database: run_prune(
+                        database,
+                        rows=args.prune_rows,
+                        rate=args.prune_rate,
+                        deliveries_per_run=args.deliveries,
+                        duration=args.duration,
+                        workdir=workdir,
+                        progress=_progress,
+                    ),
+                    _progress,
+                )
+                result["prune"] = [run.as_dict() for run in pruned]
             if args.only in (None, "api"):
                 api_runs: list[ApiRun] = run_api_suite(
                     found,
