@@ -34,7 +34,7 @@ from receiver.store.models import (
     utcnow,
 )
 
-__all__ = ["PAGES", "AdminRun", "fill", "run_admin_suite"]
+__all__ = ["PAGES", "AdminRun", "fill", "run_admin_suite", "sign_in", "time_page", "timed_page"]
 
 EMAIL = "bench@example.com"
 PASSWORD = "bench-admin-password"
@@ -219,7 +219,7 @@ def fill(database: Database, *, submissions: int, deliveries: int) -> dict[str, 
     return counts
 
 
-def _sign_in(client: httpx.Client) -> None:
+def sign_in(client: httpx.Client) -> None:
     page = client.get("/admin/login")
     token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page.text)
     assert token is not None
@@ -239,7 +239,7 @@ def _next_page(client: httpx.Client, path: str) -> str:
     return match.group(1).replace("&amp;", "&")
 
 
-def _time_page(client: httpx.Client, path: str, requests: int) -> tuple[list[float], int]:
+def time_page(client: httpx.Client, path: str, requests: int) -> tuple[list[float], int]:
     for _ in range(5):  # warm-up: caches, the pool, Jinja's compiled templates
         client.get(path)
     timings = []
@@ -253,6 +253,24 @@ def _time_page(client: httpx.Client, path: str, requests: int) -> tuple[list[flo
     # Table rows on the page, less the header row (0 for a page without a table).
     rows = max(len(re.findall(r"<tr[ >]", answer.text)) - 1, 0)
     return timings, rows
+
+
+def timed_page(
+    client: httpx.Client, database: Database, name: str, path: str, requests: int
+) -> AdminRun:
+    """Ask for one page ``requests`` times after a warm-up; return its timings."""
+    timings, rows = time_page(client, path, requests)
+    ordered = sorted(timings)
+    return AdminRun(
+        database=database.name,
+        page=name,
+        path=path,
+        requests=requests,
+        p50_ms=round(statistics.median(ordered), 1),
+        p95_ms=round(ordered[int(len(ordered) * 0.95) - 1], 1),
+        max_ms=round(ordered[-1], 1),
+        rows=rows,
+    )
 
 
 def run_admin_suite(
@@ -280,7 +298,7 @@ def run_admin_suite(
             WebProcess(env, log_path=workdir / f"admin-{database.name}.log") as web,
             httpx.Client(base_url=web.url, timeout=30) as client,
         ):
-            _sign_in(client)
+            sign_in(client)
             fills = {
                 "submissions_page_2": _next_page(client, "/admin/submissions"),
                 "deliveries_page_2": _next_page(client, "/admin/deliveries"),
@@ -290,19 +308,6 @@ def run_admin_suite(
             }
             for name, template in PAGES:
                 path = template.format(**fills)
-                timings, rows = _time_page(client, path, requests)
-                ordered = sorted(timings)
-                runs.append(
-                    AdminRun(
-                        database=database.name,
-                        page=name,
-                        path=path,
-                        requests=requests,
-                        p50_ms=round(statistics.median(ordered), 1),
-                        p95_ms=round(ordered[int(len(ordered) * 0.95) - 1], 1),
-                        max_ms=round(ordered[-1], 1),
-                        rows=rows,
-                    )
-                )
+                runs.append(timed_page(client, database, name, path, requests))
                 progress(f"admin: {database.name} {name}: p95 {runs[-1].p95_ms} ms")
     return runs

@@ -30,9 +30,11 @@ __all__ = [
     "WEBHOOK_SECRET",
     "Database",
     "databases",
+    "each_database",
     "each_size",
     "load_figures",
     "service_env",
+    "twin",
     "web_server",
 ]
 
@@ -110,6 +112,22 @@ def databases(only: str | None = None) -> Iterator[list[Database]]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@contextmanager
+def twin(database: Database) -> Iterator[Database]:
+    """Yield a second database of the same kind, to migrate and fill apart: a SQLite file
+    beside the first (whose folder goes with it), or another PostgreSQL database of the
+    benchmark's own, dropped afterwards."""
+    if database.name == "sqlite":
+        path = Path(sa.make_url(database.url).database or "")
+        yield Database("sqlite", f"sqlite:///{path.with_name('twin-' + path.name)}")
+        return
+    own = create_scratch_database(database.url, BENCH_DATABASE_PREFIX)
+    try:
+        yield Database("postgresql", own)
+    finally:
+        drop_scratch_database(own, BENCH_DATABASE_PREFIX)
+
+
 def service_env(database: Database, **extra: str) -> dict[str, str]:
     """Return the environment the service runs with: production, as deployed."""
     return base_env(
@@ -175,4 +193,20 @@ def each_size(
             started = time.monotonic()
             runs.append(run(database, jobs))
             progress(f"{label}: done in {time.monotonic() - started:.0f}s")
+    return runs
+
+
+def each_database(
+    label: str,
+    databases: list[Database],
+    run: Callable[[Database], _Run],
+    progress: Callable[[str], Any] = print,
+) -> list[_Run]:
+    """Run ``run(database)`` for every database, saying how long each took."""
+    runs = []
+    for database in databases:
+        progress(f"{label}: {database.name}")
+        started = time.monotonic()
+        runs.append(run(database))
+        progress(f"{label}: done in {time.monotonic() - started:.0f}s")
     return runs

@@ -5,6 +5,12 @@ JSON summary. It is one Python process on asyncio, so it tops out far below wrk:
 fast server it measures itself. The table says which generator ran.
 
     python -m bench.loadgen http://127.0.0.1:8000/ --deliveries FILE --connections 16 --duration 10
+
+``--rate R`` sends R requests a second in all, on a fixed schedule (what wrk2 does, which
+is not packaged here): a request's latency counts from when it was due, so a stalled server
+shows as the wait it caused, not as fewer requests. ``--timeline FILE`` writes each answered
+request's start (Unix time), latency and status, one a line. SIGTERM ends the run early,
+after the requests under way, with the summary as usual.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -44,8 +51,12 @@ def read_get_requests(path: Path, host: str, headers: list[str]) -> list[bytes]:
 
 
 class Stats:
-    def __init__(self) -> None:
+    def __init__(self, deadline: float) -> None:
+        #: When to stop sending (monotonic); SIGTERM brings it forward.
+        self.deadline = deadline
         self.latencies: list[float] = []
+        #: (start as Unix time, latency s, status or 0 for no answer), answered requests.
+        self.timeline: list[tuple[float, float, int]] = []
         self.status_errors = 0
         self.connect_errors = 0
         self.read_errors = 0
@@ -80,13 +91,22 @@ async def _connection(
     requests: list[bytes],
     start: int,
     step: int,
-    deadline: float,
     stats: Stats,
+    interval: float = 0.0,
 ) -> None:
+    """Send this connection's slice of the requests, back to back or one every ``interval``."""
     index = start
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
-    while time.monotonic() < deadline:
+    # With a rate, connection k of n is due first at k/n of an interval, then every interval.
+    due = time.monotonic() + interval * start / step
+    while time.monotonic() < stats.deadline:
+        if interval:
+            wait = due - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(min(wait, max(stats.deadline - time.monotonic(), 0)))
+                if time.monotonic() >= stats.deadline:
+                    break
         if writer is None:
             try:
                 reader, writer = await asyncio.open_connection(host, port)
@@ -99,7 +119,9 @@ async def _connection(
             stats.wrapped += 1
         payload = requests[index]
         index += step
-        started = time.monotonic()
+        started = min(time.monotonic(), due) if interval else time.monotonic()
+        wall = time.time() - (time.monotonic() - started)
+        due += interval
         stats.sent += 1
         try:
             writer.write(payload)
@@ -114,11 +136,13 @@ async def _connection(
             keep = False
             status = 0
         else:
-            if time.monotonic() <= deadline:
+            if time.monotonic() <= stats.deadline:
                 stats.latencies.append(time.monotonic() - started)
                 stats.bytes += size
                 if not 200 <= status < 400:
                     stats.status_errors += 1
+        if time.monotonic() <= stats.deadline:
+            stats.timeline.append((wall, time.monotonic() - started, status))
         if not keep:
             writer.close()
             writer = reader = None
@@ -126,14 +150,21 @@ async def _connection(
         writer.close()
 
 
-async def run(url: str, requests: list[bytes], connections: int, duration: float) -> Stats:
+async def run(
+    url: str, requests: list[bytes], connections: int, duration: float, rate: float = 0.0
+) -> Stats:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    stats = Stats()
-    deadline = time.monotonic() + duration
+    stats = Stats(time.monotonic() + duration)
+
+    def stop() -> None:
+        stats.deadline = min(stats.deadline, time.monotonic())
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop)
+    interval = connections / rate if rate else 0.0
     await asyncio.gather(
         *(
-            _connection(host, port, requests, n, connections, deadline, stats)
+            _connection(host, port, requests, n, connections, stats, interval)
             for n in range(connections)
         )
     )
@@ -154,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--header", action="append", default=[], help="with --get-paths")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=0.0, help="requests/s in all; 0: flat out")
+    parser.add_argument("--timeline", type=Path, default=None, help="write each request here")
     args = parser.parse_args(argv)
     parts = urlsplit(args.url)
     if args.get_paths is not None:
@@ -163,8 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         parser.error("give --deliveries or --get-paths")
     started = time.monotonic()
-    stats = asyncio.run(run(args.url, requests, args.connections, args.duration))
+    stats = asyncio.run(run(args.url, requests, args.connections, args.duration, args.rate))
     elapsed = time.monotonic() - started
+    if args.timeline is not None:
+        args.timeline.write_text(
+            "".join(f"{at:.6f}\t{took:.6f}\t{status}\n" for at, took, status in stats.timeline),
+            encoding="utf-8",
+        )
     latencies = sorted(stats.latencies)
     summary = {
         "bench": 1,

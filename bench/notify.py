@@ -25,7 +25,9 @@ import secrets
 import statistics
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from bench.common import Database, service_env
+from bench.common import Database, each_database, service_env
 from bench.webhook import seed_submissions
 from config.settings import Settings
 from devtools.notify_app import NotifyApp
@@ -43,7 +45,15 @@ from receiver.store.engines import read_only
 from receiver.store.models import utcnow
 from reconcile.notify_claims import peek_due
 
-__all__ = ["NotifyRun", "run_notify_suite"]
+__all__ = [
+    "NotifyRun",
+    "arrival_latencies",
+    "percentile",
+    "run_notify_suite",
+    "send_burst",
+    "send_one_by_one",
+    "services",
+]
 
 #: The target: a notification reaches the application within this of the webhook's 200.
 P95_TARGET_MS = 2000.0
@@ -107,15 +117,101 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _percentile(values: list[float], fraction: float) -> float:
+def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def _latencies(app: NotifyApp, answered: dict[str, float]) -> list[float]:
+def arrival_latencies(app: NotifyApp, answered: dict[str, float]) -> list[float]:
     """Return, per submission answered, seconds from its 200 to its notification."""
     arrived = {item.submission_id: item.at for item in app.applied}
     return [arrived[sub] - at for sub, at in answered.items() if sub in arrived]
+
+
+@contextmanager
+def services(
+    database: Database, workdir: Path, name: str, **extra: str
+) -> Iterator[tuple[WebProcess, WorkerProcess, Settings]]:
+    """Run the Procfile's web and worker as deployed, the worker's reconcile pass due only
+    hourly (so it only notifies); yield them and the settings they run with."""
+    env = service_env(
+        database, PORT=str(free_port()), RECONCILE_INTERVAL="1h", LOG_LEVEL="info", **extra
+    )
+    web = WebProcess(env, log_path=workdir / f"{name}-web-{database.name}.log")
+    worker = WorkerProcess(env, log_path=workdir / f"{name}-worker-{database.name}.log")
+    try:
+        web.start()
+        worker.start(ready="reconcile pass")
+        yield web, worker, Settings.from_env(env)
+    finally:
+        worker.stop()
+        web.stop()
+
+
+def send_one_by_one(
+    url: str, settings: Settings, rows: list[tuple[str, str, str]], tag: str, apps: list[NotifyApp]
+) -> dict[str, float]:
+    """Send a final webhook for each row, each after every app has the previous one's
+    notification and a random 0.2-0.8 s more (a random moment of the worker's idle poll);
+    return, per submission, when its 200 came."""
+    chance = random.Random(3)
+    answered: dict[str, float] = {}
+    with httpx.Client(base_url=url, timeout=10) as client:
+        for n, row in enumerate(rows, start=1):
+            path, headers, body = _delivery(settings, row, f"msg_{tag}_{n}")
+            response = client.post(path, content=body, headers=headers)
+            answered[row[0]] = time.time()
+            response.raise_for_status()
+            if not all(app.wait_applied(n, timeout=30) for app in apps):
+                message = f"notification {n} did not arrive within 30 s"
+                raise RuntimeError(message)
+            time.sleep(chance.uniform(0.2, 0.8))
+    return answered
+
+
+def send_burst(
+    url: str, settings: Settings, rows: list[tuple[str, str, str]], tag: str
+) -> tuple[dict[str, float], float]:
+    """Send a final webhook for each row from 8 senders at once (signed beforehand); return
+    when each submission's 200 came, and when the burst started."""
+    answered: dict[str, float] = {}
+    lock = threading.Lock()
+    deliveries = [
+        (row[0], *_delivery(settings, row, f"msg_{tag}_b{n}")) for n, row in enumerate(rows)
+    ]
+    sender = httpx.Client(base_url=url, timeout=10, limits=httpx.Limits(max_connections=8))
+
+    def send(delivery: tuple[str, str, dict[str, str], bytes]) -> None:
+        sub, path, headers, body = delivery
+        sender.post(path, content=body, headers=headers).raise_for_status()
+        with lock:
+            answered[sub] = time.time()
+
+    started = time.time()
+    with sender, ThreadPoolExecutor(8) as pool:
+        list(pool.map(send, deliveries))
+    return answered, started
+
+
+def _look_costs(database: Database) -> tuple[float, float]:
+    """Return µs per look for due rows, and per ``SELECT 1`` through the same connection."""
+    engine = database.engine()
+    try:
+        with read_only(engine).connect() as conn:
+            now = utcnow()
+            started_peeks = time.perf_counter()
+            for _ in range(_PEEKS):
+                peek_due(conn, now=now)
+            peek_us = (time.perf_counter() - started_peeks) / _PEEKS * 1e6
+            # The floor: the least statement, through the same connection.
+            trivial = sa.select(sa.literal(1))
+            started_trivial = time.perf_counter()
+            for _ in range(_PEEKS):
+                conn.execute(trivial).all()
+            select_us = (time.perf_counter() - started_trivial) / _PEEKS * 1e6
+    finally:
+        engine.dispose()
+    return peek_us, select_us
 
 
 def run_one(
@@ -125,22 +221,15 @@ def run_one(
     database.reset()
     rows = seed_submissions(database, "nt", webhooks + burst)
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-    app = NotifyApp([secret]).start()
-    env = service_env(
-        database,
-        PORT=str(free_port()),
-        NOTIFY_URL=app.url,
-        NOTIFY_SECRET=secret,
-        RECONCILE_INTERVAL="1h",
-        LOG_LEVEL="info",
-    )
-    settings = Settings.from_env(env)
-    web = WebProcess(env, log_path=workdir / f"notify-web-{database.name}.log")
-    worker = WorkerProcess(env, log_path=workdir / f"notify-worker-{database.name}.log")
     load = " ".join(f"{value:.2f}" for value in os.getloadavg())
-    try:
-        web.start()
-        worker.start(ready="reconcile pass")
+    with (
+        NotifyApp([secret]) as app,
+        services(database, workdir, "notify", NOTIFY_URL=app.url, NOTIFY_SECRET=secret) as (
+            web,
+            worker,
+            settings,
+        ),
+    ):
         pid = worker.pid
         assert pid is not None
         time.sleep(1.0)
@@ -148,85 +237,35 @@ def run_one(
         time.sleep(10.0)
         idle_cpu = (_cpu_seconds(pid) - before) / 10.0
 
-        chance = random.Random(3)
-        answered: dict[str, float] = {}
-        with httpx.Client(base_url=web.url, timeout=10) as client:
-            for n, row in enumerate(rows[:webhooks], start=1):
-                path, headers, body = _delivery(settings, row, f"msg_nt_{n}")
-                response = client.post(path, content=body, headers=headers)
-                answered[row[0]] = time.time()
-                response.raise_for_status()
-                if not app.wait_applied(n, timeout=30):
-                    message = f"notification {n} did not arrive within 30 s"
-                    raise RuntimeError(message)
-                time.sleep(chance.uniform(0.2, 0.8))  # a random moment of the idle poll
-        latencies = _latencies(app, answered)
+        answered = send_one_by_one(web.url, settings, rows[:webhooks], "nt", [app])
+        latencies = arrival_latencies(app, answered)
         progress(
-            f"notify: {database.name}: p95 {_percentile(latencies, 0.95) * 1000:.0f} ms "
+            f"notify: {database.name}: p95 {percentile(latencies, 0.95) * 1000:.0f} ms "
             f"from the 200 to the application"
         )
-
-        burst_answered: dict[str, float] = {}
-        lock = threading.Lock()
-
-        # Signed before the clock starts; one client (its pool) for the 8 senders.
-        burst_deliveries = [
-            (row[0], *_delivery(settings, row, f"msg_nt_b{n}"))
-            for n, row in enumerate(rows[webhooks:])
-        ]
-        sender = httpx.Client(base_url=web.url, timeout=10, limits=httpx.Limits(max_connections=8))
-
-        def send(delivery: tuple[str, str, dict[str, str], bytes]) -> None:
-            sub, path, headers, body = delivery
-            sender.post(path, content=body, headers=headers).raise_for_status()
-            with lock:
-                burst_answered[sub] = time.time()
-
-        started = time.time()
-        with sender, ThreadPoolExecutor(8) as pool:
-            list(pool.map(send, burst_deliveries))
+        burst_answered, started = send_burst(web.url, settings, rows[webhooks:], "nt")
         progress(f"notify: {database.name}: burst sent in {time.time() - started:.1f}s")
         if not app.wait_applied(webhooks + burst, timeout=120):
             message = f"the burst's notifications did not all arrive ({len(app.applied)})"
             raise RuntimeError(message)
         burst_seconds = max(item.at for item in app.applied) - started
-        burst_latencies = _latencies(app, burst_answered)
+        burst_latencies = arrival_latencies(app, burst_answered)
         code = worker.stop()
         if code != 0:
             message = f"the worker exited {code} on SIGTERM:\n{worker.log_tail()}"
             raise RuntimeError(message)
-
-        engine = database.engine()
-        try:
-            with read_only(engine).connect() as conn:
-                now = utcnow()
-                started_peeks = time.perf_counter()
-                for _ in range(_PEEKS):
-                    peek_due(conn, now=now)
-                peek_us = (time.perf_counter() - started_peeks) / _PEEKS * 1e6
-                # The floor: the least statement, through the same connection.
-                trivial = sa.select(sa.literal(1))
-                started_trivial = time.perf_counter()
-                for _ in range(_PEEKS):
-                    conn.execute(trivial).all()
-                select_us = (time.perf_counter() - started_trivial) / _PEEKS * 1e6
-        finally:
-            engine.dispose()
-    finally:
-        worker.stop()
-        web.stop()
-        app.stop()
+        peek_us, select_us = _look_costs(database)
     verified = all(item.verified for item in app.received)
     return NotifyRun(
         database=database.name,
         webhooks=webhooks,
         p50_ms=round(statistics.median(latencies) * 1000, 1),
-        p95_ms=round(_percentile(latencies, 0.95) * 1000, 1),
+        p95_ms=round(percentile(latencies, 0.95) * 1000, 1),
         max_ms=round(max(latencies) * 1000, 1),
         burst=burst,
         burst_seconds=round(burst_seconds, 2),
         burst_per_s=round(burst / burst_seconds, 1) if burst_seconds else 0.0,
-        burst_p95_ms=round(_percentile(burst_latencies, 0.95) * 1000, 1),
+        burst_p95_ms=round(percentile(burst_latencies, 0.95) * 1000, 1),
         idle_cpu_pct=round(idle_cpu * 100, 2),
         peek_us=round(peek_us, 1),
         select_us=round(select_us, 1),
@@ -245,12 +284,11 @@ def run_notify_suite(
     progress: Any = print,
 ) -> list[NotifyRun]:
     """Measure every database."""
-    runs = []
-    for database in databases:
-        progress(f"notify: {database.name}, {webhooks} webhooks one by one, a burst of {burst}")
-        started = time.monotonic()
-        runs.append(
-            run_one(database, webhooks=webhooks, burst=burst, workdir=workdir, progress=progress)
-        )
-        progress(f"notify: done in {time.monotonic() - started:.0f}s")
-    return runs
+    return each_database(
+        f"notify: {webhooks} webhooks one by one, a burst of {burst}",
+        databases,
+        lambda database: run_one(
+            database, webhooks=webhooks, burst=burst, workdir=workdir, progress=progress
+        ),
+        progress,
+    )

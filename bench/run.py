@@ -1,7 +1,8 @@
 """Run every benchmark, print one table, write it to bench/results/latest.json.
 
     python -m bench.run                 # everything (what ``make bench`` runs)
-    python -m bench.run --only webhook  # or: reconcile, events, notify, api, admin, startup, redact
+    python -m bench.run --only webhook  # or: reconcile, events, notify, fanout, inbox, prune,
+                                        #     api, admin, startup, redact
     python -m bench.run --duration 5 --sizes 1000
 
 PostgreSQL runs too when TEST_DATABASE_URL names a server: the benchmark makes a database of
@@ -24,9 +25,12 @@ from typing import Any
 
 from bench.admin import AdminRun, run_admin_suite
 from bench.api import ApiRun, run_api_suite
-from bench.common import RESULTS, databases
+from bench.common import RESULTS, databases, each_database
 from bench.events import REQUESTS_PER_JOB, EventsRun, run_events_suite
+from bench.fanout import FanoutRun, run_fanout
+from bench.inbox import P99_FACTOR, RATIO_TARGET, run_inbox
 from bench.notify import P95_TARGET_MS, NotifyRun, run_notify_suite
+from bench.prune import MAX_MS, run_prune
 from bench.reconcile import ReconcileRun, run_reconcile_suite
 from bench.redact import TARGET_MS as REDACT_TARGET_MS
 from bench.redact import run_redact_suite
@@ -81,6 +85,15 @@ def _of_reference(run: dict[str, Any], runs: list[dict[str, Any]]) -> str:
         return ""
     ratio = _ratio(run, _peer(runs, run, "reference", same=("request",)))
     return "" if ratio is None else f"{ratio:.0%}"
+
+
+def _against_empty(runs: list[dict[str, Any]], run: dict[str, Any]) -> tuple[float, float] | None:
+    """Return a filled-inbox run's rate as a share of the empty run's, and its p99 as a
+    multiple of the empty run's; None without an empty run beside it."""
+    for empty in runs:
+        if empty["database"] == run["database"] and empty["inbox"] == "empty":
+            return run["rps"] / empty["rps"], run["p99_ms"] / empty["p99_ms"]
+    return None
 
 
 def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -184,6 +197,51 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "ok": run["p95_ms"] <= P95_TARGET_MS and run["delivered"] == run["expected"],
             }
         )
+    for run in result.get("fanout", []):
+        for name, p95 in (("one by one", run["p95_ms"]), ("burst", run["burst_p95_ms"])):
+            checks.append(
+                {
+                    "target": f"fanout {run['database']} {name}: healthy endpoints' p95 "
+                    f"<= {P95_TARGET_MS:g} ms beside a hanging one, every one delivered",
+                    "value": f"{p95:g} ms, {run['delivered']}/{run['expected']}",
+                    "ok": p95 <= P95_TARGET_MS and run["delivered"] == run["expected"],
+                }
+            )
+    inbox = result.get("inbox", [])
+    for run in inbox:
+        ratios = _against_empty(inbox, run) if run["inbox"] == "filled" else None
+        if ratios is None:
+            continue
+        name = f"inbox {run['database']} {run['rows']:,} deliveries"
+        checks += [
+            {
+                "target": f"{name}: req/s >= {RATIO_TARGET:.0%} of the empty inbox's",
+                "value": f"{ratios[0]:.0%}",
+                "ok": ratios[0] >= RATIO_TARGET,
+            },
+            {
+                "target": f"{name}: p99 <= {P99_FACTOR:g} x the empty inbox's",
+                "value": f"{ratios[1]:.2f} x",
+                "ok": ratios[1] <= P99_FACTOR,
+            },
+            {
+                "target": f"{name}: no errors, every 2xx stored",
+                "value": f"{run['errors']} errors, {run['lost']} lost",
+                "ok": run["errors"] == 0 and run["lost"] == 0 and run["wrapped"] == 0,
+            },
+        ]
+    for run in result.get("prune", []):
+        checks.append(
+            {
+                "target": f"prune {run['database']} {run['rows']:,} old deliveries: no webhook "
+                f"over {MAX_MS:g} ms while it runs, no errors, every prunable one deleted",
+                "value": f"max {run['max_ms']:g} ms, {run['errors']} errors, "
+                f"{run['deleted']}/{run['prunable']} deleted",
+                "ok": run["max_ms"] <= MAX_MS
+                and run["errors"] == 0
+                and run["deleted"] == run["prunable"],
+            }
+        )
     for run in result.get("admin", []):
         checks.append(
             {
@@ -216,6 +274,29 @@ def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return lines
+
+
+def _pages(title: str, pages: list[dict[str, Any]]) -> list[str]:
+    if not pages:
+        return []
+    rows = [
+        [
+            run["database"],
+            run["page"],
+            f"`{run['path']}`",
+            run["rows"],
+            f"{run['p50_ms']:.1f}",
+            f"{run['p95_ms']:.1f}",
+            f"{run['max_ms']:.1f}",
+        ]
+        for run in pages
+    ]
+    return [
+        "",
+        title,
+        "",
+        *_table(["database", "page", "path", "rows", "p50 ms", "p95 ms", "max ms"], rows),
+    ]
 
 
 def render_table(result: dict[str, Any]) -> str:
@@ -387,6 +468,147 @@ def render_table(result: dict[str, Any]) -> str:
             ],
             rows,
         )
+    fanout = result.get("fanout", [])
+    if fanout:
+        rows = [
+            [
+                run["database"],
+                run["webhooks"],
+                f"{run['p50_ms']:.0f}",
+                f"{run['p95_ms']:.0f}",
+                f"{run['max_ms']:.0f}",
+                run["burst"],
+                f"{run['burst_p95_ms']:.0f}",
+                f"{run['burst_max_ms']:.0f}",
+                run["hung"],
+                f"{run['delivered']}/{run['expected']}",
+                f"{P95_TARGET_MS:.0f}",
+            ]
+            for run in fanout
+        ]
+        out += [
+            "",
+            "Fan-out to two healthy endpoints and one that never answers (webhook 200 -> "
+            "each healthy app):",
+            "",
+        ]
+        out += _table(
+            [
+                "database",
+                "webhooks",
+                "p50 ms",
+                "p95 ms",
+                "max ms",
+                "burst",
+                "burst p95 ms",
+                "burst max ms",
+                "hung attempts",
+                "delivered",
+                "target p95 ms",
+            ],
+            rows,
+        )
+    inbox = result.get("inbox", [])
+    if inbox:
+        rows = []
+        for run in inbox:
+            ratios = _against_empty(inbox, run) if run["inbox"] == "filled" else None
+            rows.append(
+                [
+                    run["database"],
+                    run["inbox"],
+                    f"{run['rows']:,}",
+                    f"{run['seed_s']:g}",
+                    f"{run['rps']:.0f}",
+                    f"{run['p50_ms']:.1f}",
+                    f"{run['p99_ms']:.1f}",
+                    run["errors"],
+                    f"{run['stored']}/{run['ok']}",
+                    "" if ratios is None else f"{ratios[0]:.0%} (>= {RATIO_TARGET:.0%})",
+                    "" if ratios is None else f"{ratios[1]:.2f} x (<= {P99_FACTOR:g} x)",
+                ]
+            )
+        out += [
+            "",
+            "Inbox at scale: the webhook path (16 connections) on a filled inbox and on the "
+            "better of two empty runs around it:",
+            "",
+        ]
+        out += _table(
+            [
+                "database",
+                "inbox",
+                "deliveries stored",
+                "seeded in s",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "errors",
+                "stored/2xx",
+                "req/s of empty",
+                "p99 of empty",
+            ],
+            rows,
+        )
+    prune = result.get("prune", [])
+    if prune:
+        rows = [
+            [
+                run["database"],
+                f"{run['rows']:,}",
+                f"{run['deleted']:,}/{run['prunable']:,}",
+                f"{run['prune_s']:g}",
+                f"{run['rate']:g}",
+                run["during"],
+                f"{run['p99_ms']:.1f}",
+                f"{run['max_ms']:.1f} (<= {MAX_MS:g})",
+                run["errors"],
+            ]
+            for run in prune
+        ]
+        out += ["", "Pruning beside traffic (`jobhooks events prune --older-than 30d`):", ""]
+        out += _table(
+            [
+                "database",
+                "old deliveries",
+                "deleted/prunable",
+                "prune s",
+                "webhooks/s",
+                "webhooks meanwhile",
+                "p99 ms",
+                "max ms",
+                "errors",
+            ],
+            rows,
+        )
+        rows = [
+            [
+                run["database"],
+                f"{run['prune_s']:g} s, {run['deleted']:,} rows",
+                f"{run['probe_delete_p99_ms']:g} / {run['probe_delete_max_ms']:g}",
+                f"{run['drop_s']:g} s, {run['dropped']:,} rows",
+                f"{run['probe_drop_p99_ms']:g} / {run['probe_drop_max_ms']:g}",
+            ]
+            for run in prune
+            if run.get("dropped") is not None
+        ]
+        if rows:
+            out += [
+                "",
+                "Batched deletes against dropping month partitions (a scratch copy by month "
+                "of received_at; one-row inserts into the table meanwhile, p99 / max ms):",
+                "",
+            ]
+            out += _table(
+                [
+                    "database",
+                    "batched deletes",
+                    "inserts meanwhile",
+                    "detach + drop old months",
+                    "inserts meanwhile",
+                ],
+                rows,
+            )
     api = result.get("api", [])
     if api:
         rows = [
@@ -427,22 +649,11 @@ def render_table(result: dict[str, Any]) -> str:
             ],
             rows,
         )
-    admin = result.get("admin", [])
-    if admin:
-        rows = [
-            [
-                run["database"],
-                run["page"],
-                f"`{run['path']}`",
-                run["rows"],
-                f"{run['p50_ms']:.1f}",
-                f"{run['p95_ms']:.1f}",
-                f"{run['max_ms']:.1f}",
-            ]
-            for run in admin
-        ]
-        out += ["", "Admin pages (one signed-in client, sequential requests):", ""]
-        out += _table(["database", "page", "path", "rows", "p50 ms", "p95 ms", "max ms"], rows)
+    for key, title in (
+        ("admin", "Admin pages (one signed-in client, sequential requests):"),
+        ("inbox_reads", "Reads of the filled inbox (one client each, sequential requests):"),
+    ):
+        out += _pages(title, result.get(key, []))
     startup = result.get("startup", [])
     if startup:
         rows = [
@@ -483,7 +694,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument(
         "--only",
-        choices=["webhook", "reconcile", "events", "notify", "api", "admin", "startup", "redact"],
+        choices=[
+            "webhook",
+            "reconcile",
+            "events",
+            "notify",
+            "fanout",
+            "inbox",
+            "prune",
+            "api",
+            "admin",
+            "startup",
+            "redact",
+        ],
         default=None,
     )
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default=None)
@@ -500,6 +723,13 @@ def main(argv: list[str] | None = None) -> int:
         "--notify-webhooks", type=int, default=40, help="sent one by one, for latency"
     )
     parser.add_argument("--notify-burst", type=int, default=300, help="sent at once")
+    parser.add_argument("--fanout-webhooks", type=int, default=60, help="one by one, fan-out")
+    parser.add_argument("--fanout-burst", type=int, default=300, help="at once, fan-out")
+    parser.add_argument("--inbox-rows", type=int, default=2_000_000, help="stored deliveries")
+    parser.add_argument("--prune-rows", type=int, default=1_000_000, help="old deliveries")
+    parser.add_argument(
+        "--prune-rate", type=float, default=None, help="webhooks/s meanwhile (default: half)"
+    )
     parser.add_argument("--api-rows", type=int, default=100_000, help="submissions for the API")
     parser.add_argument("--admin-submissions", type=int, default=100_000)
     parser.add_argument("--admin-deliveries", type=int, default=500_000)
@@ -561,6 +791,50 @@ def main(argv: list[str] | None = None) -> int:
                     progress=_progress,
                 )
                 result["notify"] = [run.as_dict() for run in notified]
+            if args.only in (None, "fanout"):
+                fanned: list[FanoutRun] = each_database(
+                    "fanout",
+                    found,
+                    lambda database: run_fanout(
+                        database,
+                        webhooks=args.fanout_webhooks,
+                        burst=args.fanout_burst,
+                        workdir=workdir,
+                        progress=_progress,
+                    ),
+                    _progress,
+                )
+                result["fanout"] = [run.as_dict() for run in fanned]
+            if args.only in (None, "inbox"):
+                for database in found:
+                    _progress(f"inbox: {database.name}, {args.inbox_rows} deliveries")
+                    loads, reads = run_inbox(
+                        database,
+                        rows=args.inbox_rows,
+                        deliveries_per_run=args.deliveries,
+                        duration=args.duration,
+                        requests=args.admin_requests,
+                        workdir=workdir,
+                        progress=_progress,
+                    )
+                    result.setdefault("inbox", []).extend(loads)
+                    result.setdefault("inbox_reads", []).extend(run.as_dict() for run in reads)
+            if args.only in (None, "prune"):
+                pruned = each_database(
+                    f"prune: {args.prune_rows} old deliveries",
+                    found,
+                    lambda database: run_prune(
+                        database,
+                        rows=args.prune_rows,
+                        rate=args.prune_rate,
+                        deliveries_per_run=args.deliveries,
+                        duration=args.duration,
+                        workdir=workdir,
+                        progress=_progress,
+                    ),
+                    _progress,
+                )
+                result["prune"] = [run.as_dict() for run in pruned]
             if args.only in (None, "api"):
                 api_runs: list[ApiRun] = run_api_suite(
                     found,

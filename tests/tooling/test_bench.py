@@ -9,17 +9,22 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from werkzeug.serving import make_server
 
 from bench.common import Database
+from bench.inbox import seed_inbox
+from bench.prune import window
 from bench.run import render_table, verdicts
 from bench.webhook import write_deliveries
 from devtools.processes import ROOT
 from receiver.core.signing import verify_standard_webhook, verify_webhook_token
+from receiver.flows.prune import count_prunable
 
 #: The run's facts every rendered table opens with.
 _META = {
@@ -498,3 +503,164 @@ def test_the_reference_writes_what_the_real_app_writes(
     assert stored["reference"] == stored["real"]
     assert len(stored["real"][0]) == 2
     assert {row[0] for row in stored["real"][1]} == {"succeeded"}
+
+
+def _fanout(**values: Any) -> dict[str, Any]:
+    run = {
+        "database": "sqlite",
+        "webhooks": 60,
+        "p50_ms": 300.0,
+        "p95_ms": 500.0,
+        "max_ms": 700.0,
+        "burst": 300,
+        "burst_p95_ms": 900.0,
+        "burst_max_ms": 1200.0,
+        "hung": 12,
+        "delivered": 720,
+        "expected": 720,
+    }
+    run.update(values)
+    return run
+
+
+def test_fan_out_holds_the_healthy_endpoints_to_two_seconds_p95_one_by_one_and_in_a_burst() -> None:
+    rest = "healthy endpoints' p95 <= 2000 ms beside a hanging one, every one delivered"
+    one, burst = f"fanout sqlite one by one: {rest}", f"fanout sqlite burst: {rest}"
+    assert _failed({"fanout": [_fanout()]}) == set()
+    assert _failed({"fanout": [_fanout(p95_ms=2001.0)]}) == {one}
+    assert _failed({"fanout": [_fanout(burst_p95_ms=2001.0)]}) == {burst}
+    assert _failed({"fanout": [_fanout(delivered=719)]}) == {one, burst}
+    table = render_table({"meta": _META, "fanout": [_fanout()]})
+    assert "| sqlite | 60 | 300 | 500 | 700 | 300 | 900 | 1200 | 12 | 720/720 | 2000 |" in table
+
+
+def _inbox(inbox: str, **values: Any) -> dict[str, Any]:
+    run = _webhook("real", worker="gthread", inbox=inbox, rows=0, seed_s=0.0)
+    if inbox == "filled":
+        run.update(rows=2_000_000, seed_s=95.0)
+    run.update(values)
+    return run
+
+
+def test_a_filled_inbox_is_held_to_90_percent_of_the_empty_rate_and_1_5_times_its_p99() -> None:
+    name = "inbox sqlite 2,000,000 deliveries"
+    rate = f"{name}: req/s >= 90% of the empty inbox's"
+    tail = f"{name}: p99 <= 1.5 x the empty inbox's"
+    empty = _inbox("empty", rps=1000.0, p99_ms=20.0)
+    assert _failed({"inbox": [empty, _inbox("filled", rps=900.0, p99_ms=30.0)]}) == set()
+    assert _failed({"inbox": [empty, _inbox("filled", rps=899.0, p99_ms=30.1)]}) == {rate, tail}
+    assert _failed({"inbox": [empty, _inbox("filled", lost=1)]}) == {
+        f"{name}: no errors, every 2xx stored"
+    }
+    table = render_table({"meta": _META, "inbox": [empty, _inbox("filled", rps=850.0)]})
+    row = "| sqlite | filled | 2,000,000 | 95 | 850 | 5.0 | 20.0 | 0 | 10000/10000 | 85% (>= 90%) |"
+    assert row in table
+
+
+def _prune(**values: Any) -> dict[str, Any]:
+    run = {
+        "database": "postgresql",
+        "rows": 1_000_000,
+        "prunable": 750_000,
+        "deleted": 750_000,
+        "prune_s": 80.0,
+        "rate": 300.0,
+        "during": 24_000,
+        "p99_ms": 40.0,
+        "max_ms": 300.0,
+        "over_1s": 0,
+        "errors": 0,
+        "wrapped": 0,
+        "probe_delete_p99_ms": 3.0,
+        "probe_delete_max_ms": 20.0,
+        "dropped": 1_000_000,
+        "drop_s": 0.05,
+        "probe_drop_p99_ms": 2.0,
+        "probe_drop_max_ms": 45.0,
+    }
+    run.update(values)
+    return run
+
+
+def test_no_webhook_may_wait_over_a_second_while_the_prune_runs() -> None:
+    target = (
+        "prune postgresql 1,000,000 old deliveries: no webhook over 1000 ms while it runs, "
+        "no errors, every prunable one deleted"
+    )
+    assert _failed({"prune": [_prune()]}) == set()
+    assert _failed({"prune": [_prune(max_ms=1000.1)]}) == {target}
+    assert _failed({"prune": [_prune(errors=1)]}) == {target}
+    assert _failed({"prune": [_prune(deleted=749_999)]}) == {target}
+    table = render_table({"meta": _META, "prune": [_prune()]})
+    assert "| postgresql | 80 s, 750,000 rows | 3 / 20 | 0.05 s, 1,000,000 rows | 2 / 45 |" in table
+
+
+def test_the_prune_window_counts_only_the_requests_sent_while_it_ran() -> None:
+    timeline = [(9.0, 5.0, 200), (10.0, 0.2, 200), (11.0, 1.5, 200), (12.0, 0.1, 0)]
+    timeline.append((13.0, 9.0, 200))
+    assert window(timeline, 10.0, 12.0) == {
+        "during": 3,
+        "p99_ms": 1500.0,
+        "max_ms": 1500.0,
+        "over_1s": 1,
+        "errors": 1,
+    }
+
+
+def test_the_inbox_seeding_writes_the_rows_it_says(database_url: str) -> None:
+    database = Database(database_url.split(":")[0].split("+")[0], database_url)
+    now = datetime.now(UTC)
+    made, stored = seed_inbox(
+        database,
+        1001,
+        per_submission=4,
+        oldest=now - timedelta(days=70),
+        newest=now - timedelta(days=40),
+    )
+    assert (made, stored) == (251, 1001)
+    engine = database.engine()
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(
+                sa.text(
+                    "SELECT count(*), count(DISTINCT submission_id), min(received_at),"
+                    " max(received_at) FROM webhook_events"
+                )
+            ).one()
+            orphans = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM webhook_events e WHERE NOT EXISTS (SELECT 1 FROM"
+                    " submissions s WHERE s.submission_id = e.submission_id)"
+                )
+            ).scalar_one()
+            prunable = count_prunable(conn, before=now - timedelta(days=30))
+    finally:
+        engine.dispose()
+    count, owners, oldest, newest = found
+    assert (count, owners, orphans) == (1001, 251, 0)
+    # All old, and all but each submission's latest prunable.
+    assert prunable == 1001 - 251
+    for value, days in ((oldest, 70), (newest, 40)):
+        when = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+        assert abs((when.replace(tzinfo=UTC) - (now - timedelta(days=days))).days) <= 1
+
+
+def test_the_python_load_generator_keeps_a_rate_and_writes_each_request(
+    deliveries: Path, counting_server: tuple[str, list[tuple[str, str]]], tmp_path: Path
+) -> None:
+    url, seen = counting_server
+    timeline = tmp_path / "timeline.tsv"
+    command = [sys.executable, "-m", "bench.loadgen", url, "--deliveries", str(deliveries)]
+    command += ["--connections", "2", "--duration", "1", "--rate", "20"]
+    command += ["--timeline", str(timeline)]
+    finished = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, check=True, timeout=30
+    )
+    summary = json.loads(finished.stdout.strip().splitlines()[-1])
+    lines = [line.split("\t") for line in timeline.read_text().splitlines()]
+    # 20 a second for a second, not the hundreds flat out would send.
+    assert 10 <= summary["requests"] <= 22
+    assert len(lines) == summary["requests"] <= len(seen)
+    assert all(status == "200" and float(took) < 1 for _, took, status in lines)
+    starts = sorted(float(at) for at, _, _ in lines)
+    assert starts[-1] - starts[0] >= 0.7
