@@ -24,7 +24,7 @@ from config.settings import Settings
 from receiver.flows.endpoints import EndpointSpec, default_specs, ensure_defaults, takes
 from receiver.flows.records import submission_json
 from receiver.store import leases
-from receiver.store.engines import get_engine
+from receiver.store.engines import get_engine, largest_id
 from receiver.store.models import (
     FINAL_STATUSES,
     Notification,
@@ -379,8 +379,12 @@ def list_attempts(
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """Return a notification's attempts, oldest first: all, or ``limit`` after ``after_id``."""
+    if not 0 <= notification_id <= largest_id(conn):
+        return []
     query = sa.select(_attempts).where(_attempts.c.notification_id == notification_id)
     if after_id is not None:
+        if after_id >= largest_id(conn):
+            return []
         query = query.where(_attempts.c.id > after_id)
     query = query.order_by(_attempts.c.id)
     if limit is not None:
@@ -389,7 +393,9 @@ def list_attempts(
 
 
 def notification_exists(conn: Connection, notification_id: int) -> bool:
-    """Tell whether the outbox holds notification ``notification_id``."""
+    """Tell whether the outbox holds notification ``notification_id`` (any integer)."""
+    if not 0 <= notification_id <= largest_id(conn):
+        return False
     query = sa.select(_notifications.c.id).where(_notifications.c.id == notification_id)
     return conn.execute(query).first() is not None
 

@@ -31,7 +31,7 @@ from receiver.web.api.blueprint import bp
 from receiver.web.api.client import settings
 from receiver.web.api.errors import api_error, json_body
 from receiver.web.api.listing import list_attempts_page, list_notifications_page, public_endpoint
-from receiver.web.api.pagination import MAX_ID, decode_cursor, encode_cursor
+from receiver.web.api.pagination import decode_cursor, encode_cursor
 from receiver.web.api.schemas import (
     AttemptList,
     AttemptsQuery,
@@ -126,8 +126,7 @@ def list_attempts_view(notification_id: int) -> Response:
     if query.cursor is not None:
         _, after_id = decode_cursor(query.cursor, with_time=False)
     conn = read_connection()
-    # A larger id cannot be bound (nor be a row's): it names no notification either.
-    if notification_id > MAX_ID or not notification_exists(conn, notification_id):
+    if not notification_exists(conn, notification_id):
         return api_error(404, "not_found", f"no notification {notification_id}")
     rows, following = list_attempts_page(
         conn, notification_id, limit=query.limit, after_id=after_id
