@@ -24,7 +24,7 @@ from config.settings import Settings
 from receiver.flows.endpoints import EndpointSpec, default_specs, ensure_defaults, takes
 from receiver.flows.records import submission_json
 from receiver.store import leases
-from receiver.store.engines import get_engine
+from receiver.store.engines import get_engine, largest_id
 from receiver.store.models import (
     FINAL_STATUSES,
     Notification,
@@ -44,10 +44,12 @@ __all__ = [
     "event_type",
     "get_outbox",
     "init_app",
+    "latest_attempts",
     "list_attempts",
     "list_notifications",
     "new_message_id",
     "notification_body",
+    "notification_exists",
     "replay_endpoint",
     "retry_dead_notifications",
     "retry_notifications",
@@ -369,11 +371,64 @@ def replay_endpoint(
 _attempts = NotificationAttempt.__table__  # type: ignore[attr-defined]
 
 
-def list_attempts(conn: Connection, notification_id: int) -> list[dict[str, Any]]:
-    """Return a notification's attempts, oldest first."""
-    query = (
-        sa.select(_attempts)
-        .where(_attempts.c.notification_id == notification_id)
-        .order_by(_attempts.c.id)
-    )
+def list_attempts(
+    conn: Connection,
+    notification_id: int,
+    *,
+    after_id: int | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Return a notification's attempts, oldest first: all, or ``limit`` after ``after_id``."""
+    if not 0 <= notification_id <= largest_id(conn):
+        return []
+    query = sa.select(_attempts).where(_attempts.c.notification_id == notification_id)
+    if after_id is not None:
+        if after_id >= largest_id(conn):
+            return []
+        query = query.where(_attempts.c.id > after_id)
+    query = query.order_by(_attempts.c.id)
+    if limit is not None:
+        query = query.limit(limit)
     return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def notification_exists(conn: Connection, notification_id: int) -> bool:
+    """Tell whether the outbox holds notification ``notification_id`` (any integer)."""
+    if not 0 <= notification_id <= largest_id(conn):
+        return False
+    query = sa.select(_notifications.c.id).where(_notifications.c.id == notification_id)
+    return conn.execute(query).first() is not None
+
+
+def latest_attempts(
+    conn: Connection, notification_ids: Sequence[int], *, last: int, chars: int
+) -> dict[int, list[dict[str, Any]]]:
+    """Return the ``last`` attempts of each notification, oldest first, answers cut to ``chars``.
+
+    One query on the notification index; each notification's rows are numbered newest
+    first, so no notification's long history crowds out another's.
+    """
+    if not notification_ids:
+        return {}
+    c = _attempts.c
+    ranked = (
+        sa.select(
+            c.id,
+            c.notification_id,
+            c.attempted_at,
+            c.status_code,
+            c.error,
+            c.seconds,
+            sa.func.substr(c.response, 1, chars).label("response"),
+            sa.func.row_number()
+            .over(partition_by=c.notification_id, order_by=c.id.desc())
+            .label("rank"),
+        )
+        .where(c.notification_id.in_(list(notification_ids)))
+        .subquery()
+    )
+    query = sa.select(ranked).where(ranked.c.rank <= last).order_by(ranked.c.id)
+    found: dict[int, list[dict[str, Any]]] = {}
+    for row in conn.execute(query).mappings():
+        found.setdefault(int(row["notification_id"]), []).append(dict(row))
+    return found

@@ -170,6 +170,7 @@ def test_schemathesis_finds_no_5xx_and_no_answer_outside_the_document(
         # Loaded from a URL, schemathesis leaves out the operation that serves the document.
         assert {operation.label for operation in operations} == {
             "GET /api/v1/notifications",
+            "GET /api/v1/notifications/{notification_id}/attempts",
             "GET /api/v1/endpoints",
             "POST /api/v1/endpoints",
             "GET /api/v1/endpoints/{endpoint_id}",

@@ -20,6 +20,7 @@ from receiver.observe.logs import redact_tokens
 
 __all__ = [
     "REDACTED",
+    "clip",
     "elide_url",
     "link_or_none",
     "pretty_body",
@@ -51,6 +52,14 @@ def truncate(text: str, limit: int = SHOWN_CHARACTERS) -> str:
         return text
     kept = text[:limit].rstrip(_TOKEN_CHARACTERS)
     return f"{kept}… ({len(text) - len(kept)} more characters not shown)"
+
+
+def clip(value: Any, limit: int) -> str:
+    """Return the first ``limit`` characters of ``value``, ``…`` when there are more, tokens cut."""
+    text = "" if value is None else str(value)
+    if len(text) <= limit:
+        return redact_tokens(text)
+    return redact_tokens(text[:limit].rstrip(_TOKEN_CHARACTERS)) + "…"
 
 
 def redact(value: Any) -> str:
@@ -134,6 +143,7 @@ def tally(counts: Mapping[str, Any]) -> list[tuple[str, str]]:
 def register(bp: Blueprint) -> None:
     """Make the helpers available to the admin templates as filters."""
     bp.add_app_template_filter(redact, "redact")
+    bp.add_app_template_filter(clip, "clip")
     bp.add_app_template_filter(when, "when")
     bp.add_app_template_filter(elide_url, "elide_url")
     bp.add_app_template_filter(link_or_none, "link_or_none")

@@ -37,7 +37,12 @@ from receiver.flows.history import (
     parse_since,
     timeline_page,
 )
-from receiver.flows.outbox import endpoint_label, get_outbox, retry_notifications
+from receiver.flows.outbox import (
+    endpoint_label,
+    get_outbox,
+    latest_attempts,
+    retry_notifications,
+)
 from receiver.flows.records import webhook_url
 from receiver.flows.replay import ReplayError, replay_one
 from receiver.store.engines import get_engine, get_read_engine
@@ -210,6 +215,10 @@ def submissions() -> ResponseReturnValue:
 
 #: Timeline entries one submission page shows.
 TIMELINE_PAGE = 100
+#: A notification's latest attempts the submission page shows (the CLI and the API: all).
+ATTEMPTS_SHOWN = 10
+#: The characters of each attempt's answer shown (the answer keeps its first kilobyte).
+ANSWER_SHOWN = 120
 
 
 @bp.get("/submissions/<path:submission_id>")
@@ -222,6 +231,9 @@ def submission(submission_id: str) -> ResponseReturnValue:
         timeline, following = timeline_page(
             conn, submission_id, after=_timeline_after(), limit=TIMELINE_PAGE
         )
+        notified = [entry["id"] for entry in timeline if entry["kind"] == "notification"]
+        # One more character than shown: the page can tell that the answer went on.
+        attempts = latest_attempts(conn, notified, last=ATTEMPTS_SHOWN, chars=ANSWER_SHOWN + 1)
     url = webhook_url(_settings(), submission_id=row["submission_id"], user_id=row["user_id"])
     later = None
     if following is not None:
@@ -240,6 +252,9 @@ def submission(submission_id: str) -> ResponseReturnValue:
         webhook_url=display.redact(url),
         headers_of=display.shown_headers,
         here=request.path,
+        attempts=attempts,
+        attempts_shown=ATTEMPTS_SHOWN,
+        answer_shown=ANSWER_SHOWN,
     )
 
 

@@ -20,11 +20,16 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql
 
-from receiver.flows.outbox import list_notifications
+from receiver.flows.outbox import list_attempts, list_notifications
 from receiver.store.hotsql import HotStatement
 from receiver.store.models import Submission, SubmissionMeta
 
-__all__ = ["list_notifications_page", "list_submissions_page", "submissions_statement"]
+__all__ = [
+    "list_attempts_page",
+    "list_notifications_page",
+    "list_submissions_page",
+    "submissions_statement",
+]
 
 _submissions = Submission.__table__  # type: ignore[attr-defined]
 _meta = SubmissionMeta.__table__  # type: ignore[attr-defined]
@@ -138,6 +143,16 @@ def list_notifications_page(
     rows = list_notifications(
         conn, status=status, submission_id=submission_id, before_id=before_id, limit=limit + 1
     )
+    if len(rows) <= limit:
+        return rows, None
+    return rows[:limit], int(rows[limit - 1]["id"])
+
+
+def list_attempts_page(
+    conn: Connection, notification_id: int, *, limit: int, after_id: int | None = None
+) -> tuple[list[dict[str, Any]], int | None]:
+    """Return one page of a notification's attempts, oldest first, and the id it ends on."""
+    rows = list_attempts(conn, notification_id, after_id=after_id, limit=limit + 1)
     if len(rows) <= limit:
         return rows, None
     return rows[:limit], int(rows[limit - 1]["id"])

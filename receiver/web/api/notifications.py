@@ -1,6 +1,7 @@
 """``/api/v1/notifications`` and ``/api/v1/endpoints``: the outbox and where it goes.
 
-The notifications as the application reads them, a page at a time; the endpoints as
+The notifications as the application reads them, a page at a time, and each one's
+delivery attempts (the endpoint's answer only ever as a JSON string); the endpoints as
 ``jobhooks endpoints`` has them (their secret is answered only when made and rotated).
 """
 
@@ -22,15 +23,18 @@ from receiver.flows.endpoints import (
     rotate_secret,
     update_endpoint,
 )
+from receiver.flows.outbox import notification_exists
 from receiver.store.engines import get_engine
 from receiver.store.models import utcnow
 from receiver.web.api.auth import read_connection
 from receiver.web.api.blueprint import bp
 from receiver.web.api.client import settings
 from receiver.web.api.errors import api_error, json_body
-from receiver.web.api.listing import list_notifications_page, public_endpoint
+from receiver.web.api.listing import list_attempts_page, list_notifications_page, public_endpoint
 from receiver.web.api.pagination import decode_cursor, encode_cursor
 from receiver.web.api.schemas import (
+    AttemptList,
+    AttemptsQuery,
     CreateEndpointBody,
     EndpointBody,
     EndpointList,
@@ -46,6 +50,7 @@ __all__ = [
     "create_endpoint_view",
     "delete_endpoint_view",
     "get_endpoint_view",
+    "list_attempts_view",
     "list_endpoints_view",
     "list_notifications_view",
     "rotate_endpoint_view",
@@ -85,6 +90,48 @@ def list_notifications_view() -> Response:
         shown = {name: _plain(value) for name, value in row.items()}
         shown["endpoint"] = public_endpoint(shown["endpoint"])
         data.append(shown)
+    return jsonify(data=data, next_cursor=None if following is None else encode_cursor(following))
+
+
+#: What an attempt shows: every column but its notification's id, which the path names.
+_ATTEMPT_FIELDS = (
+    "id",
+    "attempted_at",
+    "endpoint_id",
+    "status_code",
+    "error",
+    "seconds",
+    "response",
+)
+
+
+@bp.get("/notifications/<int:notification_id>/attempts")
+@spec.validate(
+    query=AttemptsQuery,
+    resp=Documented(
+        HTTP_200=AttemptList, HTTP_400=ErrorBody, HTTP_401=ErrorBody, HTTP_404=ErrorBody
+    ),
+    validation_error_status=400,
+    tags=["notifications"],
+    path_parameter_descriptions={"notification_id": "A notification's `id`, as listed."},
+)
+def list_attempts_view(notification_id: int) -> Response:
+    """List one notification's delivery attempts, oldest first, a page at a time.
+
+    Each: when, the HTTP status or the error, how long it took, and the answer's first
+    kilobyte as a string. Pass `next_cursor` as `cursor` for the next page.
+    """
+    query: AttemptsQuery = getattr(request, "context").query  # noqa: B009
+    after_id = None
+    if query.cursor is not None:
+        _, after_id = decode_cursor(query.cursor, with_time=False)
+    conn = read_connection()
+    if not notification_exists(conn, notification_id):
+        return api_error(404, "not_found", f"no notification {notification_id}")
+    rows, following = list_attempts_page(
+        conn, notification_id, limit=query.limit, after_id=after_id
+    )
+    data = [{name: _plain(row[name]) for name in _ATTEMPT_FIELDS} for row in rows]
     return jsonify(data=data, next_cursor=None if following is None else encode_cursor(following))
 
 

@@ -32,6 +32,8 @@ __all__ = [
     "MAX_EVENTS_LIMIT",
     "MAX_LIMIT",
     "META_PREFIX",
+    "AttemptList",
+    "AttemptsQuery",
     "CreateEndpointBody",
     "CreateHeaders",
     "CreateSubmissionBody",
@@ -278,6 +280,40 @@ class NotificationsQuery(BaseModel):
 
     status: _NotificationStatusName | _Absent = None
     submission_id: str | _Absent = Field(None, min_length=1, max_length=200)
+    limit: int = Field(100, ge=1, le=MAX_LIMIT)
+    cursor: str | _Absent = Field(None, min_length=1, max_length=200)
+
+
+class Attempt(BaseModel):
+    """One POST of a notification to its endpoint: when, what came back, how long it took."""
+
+    id: int
+    attempted_at: datetime
+    endpoint_id: str | None
+    status_code: int | None = Field(description="The HTTP status; null when none came.")
+    error: str | None = Field(description="Why it failed (no answer, a non-2xx status, …).")
+    seconds: float
+    response: str | None = Field(
+        description="The answer's first kilobyte, as text, as it came (data: never markup)."
+    )
+
+
+class AttemptList(BaseModel):
+    """One page of a notification's attempts, oldest first."""
+
+    data: list[Attempt]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page."
+    )
+
+
+class AttemptsQuery(BaseModel):
+    """Paging of a notification's attempts; unknown parameters are refused."""
+
+    model_config = ConfigDict(
+        extra="forbid", title="AttemptsQuery", json_schema_extra=_absent_is_no_default
+    )
+
     limit: int = Field(100, ge=1, le=MAX_LIMIT)
     cursor: str | _Absent = Field(None, min_length=1, max_length=200)
 

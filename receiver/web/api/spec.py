@@ -81,11 +81,19 @@ _WITH_BODY: dict[str, Any] = {
 }
 
 
+def _row_ids(parameters: list[dict[str, Any]]) -> None:
+    """Document ``<int:…>`` path parameters as 64-bit: they are row ids (spectree says int32)."""
+    for parameter in parameters:
+        if parameter["in"] == "path" and parameter["schema"].get("format") == "int32":
+            parameter["schema"] = {"type": "integer", "format": "int64", "minimum": 0}
+
+
 def complete_document(document: dict[str, Any]) -> dict[str, Any]:
-    """Return ``document`` with the answers no view declares: 413, 414, 415 and 503."""
+    """Return ``document`` with the answers no view declares (413, 414, 415 and 503)."""
     document = copy.deepcopy(document)
     for item in document["paths"].values():
         for operation in item.values():
+            _row_ids(operation.get("parameters", []))
             answers = operation["responses"]
             added: dict[str, Any] = dict(_EVERY_OPERATION)
             if operation.get("security") != []:

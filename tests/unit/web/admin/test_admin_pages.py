@@ -23,6 +23,7 @@ from receiver.web.slots import ittybit_slot
 from tests.admin_helpers import (
     EMAIL,
     PASSWORD,
+    add_attempt,
     add_event,
     add_notification,
     add_submission,
@@ -333,6 +334,53 @@ def test_a_submission_page_shows_its_fields_and_whole_timeline(
     token = webhook_token([SECRET_KEY], submission_id="sub_1", user_id="user_1")
     assert token not in html
     assert "https://hooks.example.com/webhooks/ittybit/[token]" in html
+
+
+def test_a_submission_page_shows_each_notifications_latest_attempts_escaped(
+    signed_in: FlaskClient, engine: Engine
+) -> None:
+    from receiver.web.admin.views import ANSWER_SHOWN, ATTEMPTS_SHOWN
+
+    add_submission(engine, "sub_1", at=NOW, status="succeeded", job_id="job_1")
+    sent = add_notification(engine, "msg_1", at=NOW, status="delivered", attempts=2)
+    tried = add_notification(engine, "msg_2", at=NOW, status="pending", attempts=12)
+    add_notification(engine, "msg_3", at=NOW)  # not tried yet: no attempts table
+    hostile = "<script>alert(1)</script>" + "~" * ANSWER_SHOWN
+    add_attempt(
+        engine,
+        sent,
+        at=NOW - timedelta(seconds=30),
+        status_code=None,
+        error="no answer within 15s",
+        seconds=15.0,
+        response=None,
+    )
+    add_attempt(engine, sent, at=NOW, seconds=0.042, response=hostile)
+    for n in range(12):  # more than a page shows: the latest are kept
+        add_attempt(engine, tried, at=NOW + timedelta(seconds=n), status_code=500 + n)
+    html = signed_in.get("/admin/submissions/sub_1").text
+
+    rows = re.findall(r"<tr><td>(.*?)</td><td[^>]*>(.*?)</td><td>(.*?)</td>", _table(html, sent))
+    assert rows == [
+        (_when(NOW - timedelta(seconds=30)), "no answer within 15s", "15.00 s"),
+        (_when(NOW), "200", "0.04 s"),
+    ]
+    # The endpoint's answer is text: escaped, and cut to what the page shows.
+    assert "<script>alert(1)" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" + "~" * (ANSWER_SHOWN - 25) + "…</code>" in html
+    statuses = re.findall(r"<tr><td>[^<]*</td><td[^>]*>(\d+)</td>", _table(html, tried))
+    assert statuses == [str(500 + n) for n in range(12 - ATTEMPTS_SHOWN, 12)]
+    assert f"The last {ATTEMPTS_SHOWN} attempts" in html
+    assert html.count('id="attempts-') == 2
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _table(html: str, notification_id: int) -> str:
+    body = html[html.index(f'id="attempts-{notification_id}"') :]
+    return body[: body.index("</table>")]
 
 
 # --- deliveries ---------------------------------------------------------------------------

@@ -81,6 +81,7 @@ def test_every_request_needs_a_key(client: FlaskClient) -> None:
         ("GET", "/api/v1/submissions/sub_1/events"),
         ("POST", "/api/v1/submissions/sub_1/reconcile"),
         ("GET", "/api/v1/notifications"),
+        ("GET", "/api/v1/notifications/1/attempts"),
     ):
         response = client.open(path, method=method, json={})
         assert response.status_code == 401, (method, path)

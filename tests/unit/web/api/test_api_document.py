@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Flask
@@ -26,7 +27,8 @@ def test_the_document_is_valid_openapi_3_1(client: FlaskClient) -> None:
 def test_every_api_route_and_method_is_described(app: Flask, client: FlaskClient) -> None:
     spec = document(client)
     routes = {
-        (rule.rule.replace("<", "{").replace(">", "}"), method.lower())
+        # Flask's <int:name> is OpenAPI's {name}.
+        (re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), method.lower())
         for rule in app.url_map.iter_rules()
         if rule.rule.startswith("/api/v1/")
         for method in rule.methods or ()
@@ -34,7 +36,7 @@ def test_every_api_route_and_method_is_described(app: Flask, client: FlaskClient
     }
     described = {(path, method) for path, item in spec["paths"].items() for method in item}
     assert described == routes
-    assert len(routes) == 14  # 8, and the six of /endpoints
+    assert len(routes) == 15  # 9, and the six of /endpoints
 
 
 def test_errors_keys_and_parameters_are_described(client: FlaskClient) -> None:
@@ -59,6 +61,28 @@ def test_errors_keys_and_parameters_are_described(client: FlaskClient) -> None:
     assert "meta.KEY=VALUE" in listing["description"]
     reconcile = spec["paths"]["/api/v1/submissions/{submission_id}/reconcile"]["post"]
     assert {"502", "504"} <= set(reconcile["responses"])
+
+
+def test_a_notifications_attempts_are_described(client: FlaskClient) -> None:
+    spec = document(client)
+    attempts = spec["paths"]["/api/v1/notifications/{notification_id}/attempts"]["get"]
+    assert set(attempts["responses"]) == {"200", "400", "401", "404", "414", "503"}
+    names = {parameter["name"]: parameter for parameter in attempts["parameters"]}
+    assert set(names) == {"notification_id", "limit", "cursor"}
+    # A row id: 64-bit, as Flask's int converter takes it (spectree alone would say int32).
+    row_id = {"type": "integer", "format": "int64", "minimum": 0}
+    assert names["notification_id"]["schema"] == row_id
+    assert "oldest first" in attempts["summary"]
+    shape = spec["components"]["schemas"]["Attempt"]["properties"]
+    assert set(shape) == {
+        "id",
+        "attempted_at",
+        "endpoint_id",
+        "status_code",
+        "error",
+        "seconds",
+        "response",
+    }
 
 
 def test_the_document_comes_from_the_validating_models(client: FlaskClient) -> None:
