@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from config.settings import parse_duration
-from receiver.store.models import Notification, Poll, WebhookEvent
+from receiver.store.models import Notification, Poll, WebhookEvent, is_row_id
 
 __all__ = [
     "TIMELINE_KINDS",
@@ -87,6 +87,8 @@ def list_events(
 
 def get_event(conn: Connection, event_id: int) -> dict[str, Any] | None:
     """Return one event with its body and stored headers, or None."""
+    if not is_row_id(event_id):
+        return None
     row = conn.execute(sa.select(_events).where(_events.c.id == event_id)).first()
     return None if row is None else dict(row._mapping)
 

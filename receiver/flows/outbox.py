@@ -24,14 +24,16 @@ from config.settings import Settings
 from receiver.flows.endpoints import EndpointSpec, default_specs, ensure_defaults, takes
 from receiver.flows.records import submission_json
 from receiver.store import leases
-from receiver.store.engines import get_engine, largest_id
+from receiver.store.engines import get_engine
 from receiver.store.models import (
     FINAL_STATUSES,
+    MAX_ROW_ID,
     Notification,
     NotificationAttempt,
     NotificationStatus,
     NotifyEndpoint,
     Submission,
+    is_row_id,
     utcnow,
 )
 
@@ -305,9 +307,10 @@ def retry_notifications(conn: Connection, ids: Sequence[int], *, now: datetime) 
     Delivered ones are left alone: the application already has them. A pending one being
     sent right now keeps its lease, so no second worker sends it at the same time.
     """
+    ids = [number for number in ids if is_row_id(number)]
     if not ids:
         return 0
-    chosen = _notifications.c.id.in_(list(ids))
+    chosen = _notifications.c.id.in_(ids)
     pending = _notifications.c.status == NotificationStatus.PENDING.value
     conn.execute(
         sa.update(_notifications)
@@ -379,11 +382,11 @@ def list_attempts(
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """Return a notification's attempts, oldest first: all, or ``limit`` after ``after_id``."""
-    if not 0 <= notification_id <= largest_id(conn):
+    if not is_row_id(notification_id):
         return []
     query = sa.select(_attempts).where(_attempts.c.notification_id == notification_id)
     if after_id is not None:
-        if after_id >= largest_id(conn):
+        if after_id >= MAX_ROW_ID:
             return []
         query = query.where(_attempts.c.id > after_id)
     query = query.order_by(_attempts.c.id)
@@ -394,7 +397,7 @@ def list_attempts(
 
 def notification_exists(conn: Connection, notification_id: int) -> bool:
     """Tell whether the outbox holds notification ``notification_id`` (any integer)."""
-    if not 0 <= notification_id <= largest_id(conn):
+    if not is_row_id(notification_id):
         return False
     query = sa.select(_notifications.c.id).where(_notifications.c.id == notification_id)
     return conn.execute(query).first() is not None

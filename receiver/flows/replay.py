@@ -26,7 +26,7 @@ from receiver.flows.apply import apply_job_state
 from receiver.flows.delivery import match_stored
 from receiver.flows.outbox import Outbox
 from receiver.store.inbox import set_outcome
-from receiver.store.models import Outcome, Submission, WebhookEvent
+from receiver.store.models import Outcome, Submission, WebhookEvent, is_row_id
 
 __all__ = [
     "RematchReport",
@@ -184,6 +184,8 @@ def rematch_event(
 
     ``None`` means another process holds it, or it is no longer unmatched.
     """
+    if not is_row_id(event_id):
+        return None
     row = conn.execute(_LOCK_UNMATCHED, {"event_id": event_id}).first()
     if row is None:
         return None
@@ -197,7 +199,7 @@ def replay_event(
 
     Raise ReplayError when it cannot be replayed.
     """
-    row = conn.execute(_LOCK_ANY, {"event_id": event_id}).first()
+    row = conn.execute(_LOCK_ANY, {"event_id": event_id}).first() if is_row_id(event_id) else None
     if row is None:
         message = f"no event {event_id}"
         raise ReplayError(message)

@@ -24,7 +24,6 @@ __all__ = [
     "get_engine",
     "get_read_engine",
     "init_app",
-    "largest_id",
     "migration_state",
     "read_only",
 ]
@@ -175,15 +174,6 @@ def read_only(engine: Engine) -> Engine:
     if engine.dialect.name == "postgresql":
         return engine.execution_options(isolation_level="AUTOCOMMIT", **{_READ_ONLY: True})
     return engine.execution_options(**{_READ_ONLY: True})
-
-
-def largest_id(conn: sa.Connection) -> int:
-    """Return the largest id the tables' integer keys hold: PostgreSQL's are 32-bit.
-
-    A larger number names no row, and PostgreSQL refuses to compare a key with it (a
-    DataError, not an empty answer): check a number from outside against this first.
-    """
-    return 2**31 - 1 if conn.dialect.name == "postgresql" else 2**63 - 1
 
 
 def init_app(app: Flask, settings: Settings) -> None:

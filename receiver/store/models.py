@@ -20,6 +20,7 @@ from receiver.core.statuses import (
 
 __all__ = [
     "FINAL_STATUSES",
+    "MAX_ROW_ID",
     "TERMINAL_STATUSES",
     "AdminLoginAttempt",
     "AdminLoginFailure",
@@ -39,8 +40,19 @@ __all__ = [
     "SubmissionMeta",
     "UTCDateTime",
     "WebhookEvent",
+    "is_row_id",
     "utcnow",
 ]
+
+#: The largest id a table's integer key holds on both databases: PostgreSQL's are 32-bit,
+#: and it refuses to compare a key with a larger number (an error, not "no row"). An id
+#: from outside (a path, a cursor, a form, a command's argument) is checked against it first.
+MAX_ROW_ID = 2**31 - 1
+
+
+def is_row_id(value: int) -> bool:
+    """Tell whether ``value`` can name a row (an id from outside may be any integer)."""
+    return 0 < value <= MAX_ROW_ID
 
 
 def utcnow() -> datetime:

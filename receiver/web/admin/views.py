@@ -46,7 +46,7 @@ from receiver.flows.outbox import (
 from receiver.flows.records import webhook_url
 from receiver.flows.replay import ReplayError, replay_one
 from receiver.store.engines import get_engine, get_read_engine
-from receiver.store.models import NotificationStatus, Outcome, Status, utcnow
+from receiver.store.models import MAX_ROW_ID, NotificationStatus, Outcome, Status, utcnow
 from receiver.web.admin import display, queries
 from receiver.web.admin.auth import (
     SIGNED_IN_AT,
@@ -268,7 +268,7 @@ def _timeline_after() -> TimelineKey | None:
         key = (moment, int(rank), int(number))
     except (ValueError, OverflowError):
         return None
-    return key if 0 <= key[1] < len(TIMELINE_KINDS) and 0 <= key[2] < 2**63 else None
+    return key if 0 <= key[1] < len(TIMELINE_KINDS) and 0 <= key[2] <= MAX_ROW_ID else None
 
 
 @bp.get("/deliveries")

@@ -7,12 +7,10 @@ import binascii
 import json
 from datetime import UTC, datetime
 
+from receiver.store.models import MAX_ROW_ID
 from receiver.web.api.errors import ApiProblem
 
 __all__ = ["decode_cursor", "decode_timeline_cursor", "encode_cursor"]
-
-#: The largest row id: both databases' 64-bit integers; a larger one cannot be bound.
-_MAX_ID = 2**63 - 1
 
 
 def encode_cursor(*position: datetime | int) -> str:
@@ -36,7 +34,7 @@ def decode_cursor(cursor: str, *, with_time: bool) -> tuple[datetime | None, int
     if not isinstance(values, list) or len(values) != (2 if with_time else 1):
         raise _invalid()
     last_id = values[-1]
-    if not isinstance(last_id, int) or isinstance(last_id, bool) or not 0 <= last_id <= _MAX_ID:
+    if not isinstance(last_id, int) or isinstance(last_id, bool) or not 0 <= last_id <= MAX_ROW_ID:
         raise _invalid()
     if not with_time:
         return None, last_id
