@@ -38,7 +38,7 @@ from config.settings import Settings
 from receiver.core.signing import sign_standard_webhook
 from receiver.flows.endpoints import HealthChange, record_health, signing_keys
 from receiver.flows.outbox import announce_operational, endpoint_label
-from receiver.ittybit.client import parse_retry_after
+from receiver.ittybit.client import parse_retry_after, tls_context
 from receiver.observe import tracing
 from receiver.store.engines import read_only
 from receiver.store.models import NotifyEndpoint, utcnow
@@ -277,6 +277,7 @@ class Notifier:
         self.client = httpx.Client(
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
             follow_redirects=False,  # a redirect is not a 2xx: the URL should be fixed
+            verify=tls_context(),
         )
 
     @classmethod
