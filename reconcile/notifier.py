@@ -44,7 +44,7 @@ from receiver.flows.endpoints import (
     take_allowance,
 )
 from receiver.flows.outbox import announce_operational, endpoint_label
-from receiver.ittybit.client import parse_retry_after
+from receiver.ittybit.client import parse_retry_after, tls_context
 from receiver.observe import tracing
 from receiver.store.engines import read_only
 from receiver.store.models import NotifyEndpoint, utcnow
@@ -282,6 +282,7 @@ class Notifier:
         self.client = httpx.Client(
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
             follow_redirects=False,  # a redirect is not a 2xx: the URL should be fixed
+            verify=tls_context(),
         )
 
     @classmethod

@@ -20,12 +20,14 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from config.settings import Settings
 from devtools.databases import create_scratch_database, drop_scratch_database
 from devtools.processes import ROOT, WebProcess, base_env, free_port, procfile_command
 from receiver import create_app
 from receiver.cli import cli as jobhooks_cli
+from receiver.flows import admin_accounts
 from receiver.ittybit.client import set_testing
 from receiver.store.engines import create_db_engine, get_engine
 from receiver.store.migrate import upgrade
@@ -48,6 +50,35 @@ def _settings(database_url: str) -> Settings:
     return Settings.from_env(
         {"APP_ENV": "test", "SECRET_KEY": SECRET_KEY, "DATABASE_URL": database_url}
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _scrypt_once_per_password() -> Iterator[None]:
+    """Make each admin password's scrypt hash once, and check each hash and password once.
+
+    A hash costs about 0.15 s by design, and the admin tests sign in with one password
+    again and again. The hashes and verdicts are werkzeug's own, with the production
+    method and cost; only the salt repeats between tests (per worker).
+    """
+    made: dict[tuple[str, str], str] = {}
+    checked: dict[tuple[str, str], bool] = {}
+
+    def generate(password: str, method: str) -> str:
+        key = (password, method)
+        if key not in made:
+            made[key] = generate_password_hash(password, method=method)
+        return made[key]
+
+    def check(password_hash: str, password: str) -> bool:
+        key = (password_hash, password)
+        if key not in checked:
+            checked[key] = check_password_hash(password_hash, password)
+        return checked[key]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(admin_accounts, "generate_password_hash", generate)
+        patch.setattr(admin_accounts, "check_password_hash", check)
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,11 @@ code the webhook uses, so a job reads the same whichever way it arrived.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -50,6 +52,7 @@ __all__ = [
     "client_from_settings",
     "idempotency_key",
     "set_testing",
+    "tls_context",
 ]
 
 log = logging.getLogger(__name__)
@@ -212,6 +215,16 @@ def _retryable(what: str, response: httpx.Response) -> tuple[ApiError, float | N
     return ApiUnavailable(f"{what}: HTTP {status}{detail}", status=status), retry_after
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """Return the process's TLS settings, as httpx makes them (CA bundle, SSL_CERT_FILE…).
+
+    Made once and shared by every client: reading the CA bundle takes tens of milliseconds,
+    which each new client (a command, a worker's notifier) would otherwise pay again.
+    """
+    return httpx.create_ssl_context()
+
+
 class IttybitClient:
     """Talk to the ittybit API; safe to share between threads."""
 
@@ -257,6 +270,7 @@ class IttybitClient:
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
             follow_redirects=False,
+            verify=tls_context(),
         )
 
     def __enter__(self) -> Self:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from receiver.ittybit.client import (
     RetryPolicy,
     idempotency_key,
     parse_retry_after,
+    tls_context,
 )
 from receiver.store.models import Status
 from tests.reconcile_helpers import API_KEY, FakeIttybit, Scripted
@@ -46,6 +48,15 @@ def client(api_server: HTTPServer, sleeps: list[float]) -> Iterator[IttybitClien
         sleep=sleeps.append,
     ) as client:
         yield client
+
+
+def test_clients_share_one_tls_context_that_verifies_certificates() -> None:
+    shared = tls_context()
+    assert shared.verify_mode == ssl.CERT_REQUIRED and shared.check_hostname
+    assert shared.cert_store_stats()["x509_ca"] > 0, "no CA certificate loaded"
+    for _ in range(2):
+        with IttybitClient(base_url="https://api.ittybit.com", api_key=API_KEY) as client:
+            assert client._http._transport._pool._ssl_context is shared  # type: ignore[attr-defined]
 
 
 def test_get_job_sends_bearer_auth_and_normalises(client: IttybitClient, fake: FakeIttybit) -> None:

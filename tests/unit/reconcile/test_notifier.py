@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 from config.settings import Settings
 from devtools.notify_app import Answer, NotifyApp, Received
 from receiver.flows.outbox import retry_dead_notifications
+from receiver.ittybit.client import tls_context
 from receiver.observe.metrics import get_metrics
 from receiver.store.engines import create_db_engine
 from receiver.store.models import Notification
@@ -123,6 +124,12 @@ def test_a_notification_is_signed_sent_once_and_recorded(
     assert (stored["attempts"], stored["last_status"], stored["last_error"]) == (1, 204, None)
     assert stored["delivered_at"] is not None
     assert (stored["lease_owner"], stored["lease_until"]) == (None, None)
+
+
+def test_notifiers_verify_tls_with_the_shared_context(engine: Engine) -> None:
+    for _ in range(2):
+        with fast_notifier(engine) as notifier:
+            assert notifier.client._transport._pool._ssl_context is tls_context()  # type: ignore[attr-defined]
 
 
 def test_the_endpoint_down_then_back_gets_everything_once_and_in_order(
