@@ -304,6 +304,32 @@ def test_one_hanging_endpoint_does_not_delay_the_others(engine: Engine) -> None:
     assert took < 2.0, took
 
 
+def test_a_failing_endpoint_gets_one_attempt_at_a_time(engine: Engine) -> None:
+    with Recorder(hang=20) as hanging, NotifyApp([NOTIFY_SECRET]) as healthy:
+        hanging_id = add(engine, hanging.url, secret=NOTIFY_SECRET)["id"]
+        add(engine, healthy.url, secret=NOTIFY_SECRET)
+        with engine.begin() as conn:  # it failed a moment ago
+            conn.execute(
+                _endpoints.update()
+                .where(_endpoints.c.id == hanging_id)
+                .values(failing_since=datetime.now(UTC), last_failure="timed out")
+            )
+        ids = add_submissions(engine, 6)
+        for sid in ids:
+            change(engine, quiet(), sid, "succeeded")
+        with notifier(engine, concurrency=8, timeout=15.0, lease_seconds=60.0) as worker:
+            thread = threading.Thread(target=worker.run_forever)
+            thread.start()
+            try:
+                assert healthy.wait_applied(6, timeout=5)
+                time.sleep(0.3)  # more claims would have sent more to it by now
+                assert len(hanging.requests) == 1  # a probe, not half the slots
+            finally:
+                hanging.release.set()
+                worker.stop.set()
+                thread.join(30)
+
+
 # -- 3. attempts -------------------------------------------------------------------------------
 
 
