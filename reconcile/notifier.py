@@ -453,7 +453,7 @@ class Notifier:
                     due_before=due_before,
                     endpoint_id=endpoint_id,
                 )
-                give_back(conn, endpoint_id, allowed - len(rows))
+                give_back(conn, endpoint, allowed - len(rows))
                 keys = signing_keys(endpoint, now=now)
                 # To the endpoint's URL as it is now (it may have been changed since).
                 claimed.extend((replace(row, endpoint=endpoint.url), keys) for row in rows)

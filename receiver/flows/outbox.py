@@ -27,7 +27,6 @@ from receiver.store import leases
 from receiver.store.engines import get_engine
 from receiver.store.models import (
     FINAL_STATUSES,
-    MAX_ROW_ID,
     Notification,
     NotificationAttempt,
     NotificationStatus,
@@ -385,9 +384,7 @@ def list_attempts(
     if not is_row_id(notification_id):
         return []
     query = sa.select(_attempts).where(_attempts.c.notification_id == notification_id)
-    if after_id is not None:
-        if after_id >= MAX_ROW_ID:
-            return []
+    if after_id is not None:  # a cursor's id, at most MAX_ROW_ID (the API checked it)
         query = query.where(_attempts.c.id > after_id)
     query = query.order_by(_attempts.c.id)
     if limit is not None:

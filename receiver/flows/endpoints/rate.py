@@ -62,7 +62,10 @@ def take_allowance(conn: Connection, endpoint: Any, *, now: datetime, wanted: in
     return taken
 
 
-def give_back(conn: Connection, endpoint_id: str, count: int) -> None:
-    """Return ``count`` requests :func:`take_allowance` spent that found nothing to send."""
-    if count > 0:
-        conn.execute(_GIVE_BACK, {"endpoint_id": endpoint_id, "count": float(count)})
+def give_back(conn: Connection, endpoint: Any, count: int) -> None:
+    """Return ``count`` requests :func:`take_allowance` spent that found nothing to send.
+
+    An endpoint without a rate spent nothing: no statement is run for it.
+    """
+    if count > 0 and endpoint.rate is not None:
+        conn.execute(_GIVE_BACK, {"endpoint_id": endpoint.id, "count": float(count)})
