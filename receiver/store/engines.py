@@ -149,10 +149,10 @@ def _sqlite_engine(url: sa.URL, busy_timeout_ms: int) -> Engine:
             ) from exc
 
     writers = _ProcessWriters()
-    event.listen(engine, "commit", writers.left)
-    event.listen(engine, "rollback", writers.left)
+    event.listen(engine, "commit", writers.leave)
+    event.listen(engine, "rollback", writers.leave)
     # Whatever ends the transaction, the connection goes back to the pool in its thread.
-    event.listen(engine.pool, "checkin", writers.left)
+    event.listen(engine.pool, "checkin", writers.leave)
     return engine
 
 
@@ -178,13 +178,11 @@ class _ProcessWriters:
             raise sqlite3.OperationalError(message)
         self._holding.turn = True
 
-    def leave(self) -> None:
+    def leave(self, *_: Any) -> None:
+        """Hand the turn on, if this thread holds it (also an event listener's signature)."""
         if getattr(self._holding, "turn", False):
             self._holding.turn = False
             self._lock.release()
-
-    def left(self, *_: Any) -> None:
-        self.leave()
 
 
 def _begin_immediate(driver: sqlite3.Connection, timeout: float) -> None:
