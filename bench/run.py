@@ -45,6 +45,9 @@ WEBHOOK_RATIO = 0.80
 WEBHOOK_RATIO_CONNECTIONS = (16, 64)
 WEBHOOK_P99_FACTOR = 1.5
 WEBHOOK_P99_CONNECTIONS = (16, 64)
+#: The Procfile's gthread workers against sync ones on the real app, alternated at each load:
+#: "not slower", less the 5 % two runs of one class differ by here.
+GTHREAD_OF_SYNC = 0.95
 RECONCILE_RATIO = 0.80
 RSS_GROWTH = 0.10
 #: The API's reads against their raw-driver reference (``bench/api_reference.py``): an
@@ -96,6 +99,37 @@ def _against_empty(runs: list[dict[str, Any]], run: dict[str, Any]) -> tuple[flo
     return None
 
 
+def _worker_class_checks(webhook: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Check that the Procfile's threaded workers answer webhooks as fast as sync ones."""
+    checks = []
+    for run in webhook:
+        if run["app"] != "real" or run["worker"] != "gthread":
+            continue
+        sync = next(
+            (
+                other
+                for other in webhook
+                if other["app"] == "real"
+                and other["worker"] == "sync"
+                and other["database"] == run["database"]
+                and other["connections"] == run["connections"]
+            ),
+            None,
+        )
+        if sync is None or not sync["rps"]:
+            continue
+        ratio = run["rps"] / sync["rps"]
+        checks.append(
+            {
+                "target": f"webhook {run['database']} c={run['connections']}: gthread req/s "
+                f">= {GTHREAD_OF_SYNC:.0%} of sync's",
+                "value": f"{ratio:.0%} ({run['rps']:g} against {sync['rps']:g})",
+                "ok": ratio >= GTHREAD_OF_SYNC,
+            }
+        )
+    return checks
+
+
 def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Return each target with the measured value and whether it holds."""
     checks: list[dict[str, Any]] = []
@@ -130,6 +164,7 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "ok": run["errors"] == 0 and run["lost"] == 0 and run["wrapped"] == 0,
             }
         )
+    checks += _worker_class_checks(webhook)
     api = result.get("api", [])
     for run in api:
         if run["connections"] != API_CONNECTIONS or run.get("app", "real") != "real":

@@ -308,7 +308,9 @@ def run_webhook_suite(
     for database in databases:
         progress(f"webhook: preparing {database.name}")
         database.reset()
-        plan = [(worker, conns) for worker in workers for conns in connections]
+        # Worker classes take turns at each load, so a slower moment of a shared machine (or
+        # a fuller database) does not fall on one class's runs only.
+        plan = [(worker, conns) for conns in connections for worker in workers]
         for worker, conns in plan:
             for app in ("real", "ref1", "ref2"):
                 rows = seed_submissions(

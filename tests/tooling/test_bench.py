@@ -115,6 +115,21 @@ def test_each_missed_target_is_reported() -> None:
     }
 
 
+def test_threaded_workers_are_held_to_the_sync_workers_rate() -> None:
+    def runs(gthread_rps: float) -> list[dict[str, Any]]:
+        return [
+            _webhook(app, worker=worker, rps=rps)
+            for worker, rps in (("sync", 1000.0), ("gthread", gthread_rps))
+            for app in ("reference", "real")
+        ]
+
+    target = "webhook sqlite c=16: gthread req/s >= 95% of sync's"
+    held = {check["target"]: check for check in verdicts({"webhook": runs(950.0)})}
+    assert held[target]["ok"] is True
+    assert held[target]["value"] == "95% (950 against 1000)"
+    assert target in _failed({"webhook": runs(949.0)})
+
+
 def test_a_repeated_delivery_counts_against_the_run() -> None:
     result = {"webhook": [_webhook("reference"), _webhook("real", wrapped=1)]}
     assert "webhook sqlite sync c=16: no errors, every 2xx stored" in _failed(result)
