@@ -101,7 +101,10 @@ class Recorder:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/in"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # shutdown() waits for the serving loop to look up (every 0.5 s by default).
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     def __enter__(self) -> Recorder:
         self.thread.start()
@@ -338,10 +341,11 @@ def test_each_attempt_is_recorded_listed_and_pruned(runner: FlaskCliRunner, engi
         add(engine, application.url)
         [sid] = add_submissions(engine, 1)
         change(engine, quiet(), sid, "succeeded")
-        with notifier(engine) as worker:
+        at = [datetime.now(UTC)]
+        with notifier(engine, clock=lambda: at[0]) as worker:
             worker.run()
             application.status, application.body = 200, b'{"ok":true}'
-            time.sleep(0.5)
+            at[0] += timedelta(seconds=1)  # past the retry's backoff (at most 50 ms)
             worker.run()
     failed, delivered = attempts(engine)
     [row] = notifications(engine)
@@ -483,9 +487,10 @@ def test_a_recovered_endpoint_is_told_and_the_others_hear_of_it(
         add(engine, ops_app.url, *ops_types, secret=NOTIFY_SECRET)
         [sid] = add_submissions(engine, 1)
         change(engine, quiet(), sid, "succeeded")
-        with notifier(engine) as worker:
+        at = [datetime.now(UTC)]
+        with notifier(engine, clock=lambda: at[0]) as worker:
             worker.run()
-            time.sleep(0.5)
+            at[0] += timedelta(seconds=1)  # past the retry's backoff (at most 50 ms)
             worker.run()
             worker.run()
         assert [item.type for item in ops_app.applied] == list(ops_types)

@@ -375,11 +375,13 @@ def test_events_since_places_the_cursor_after_older_events(
 ) -> None:
     old = create_jobs(standin, 2, prefix="sub_old")
     assert standin.wait_idle(10)
-    time.sleep(1.2)
+    between = utcnow()  # the stand-in stamps every event later than the one before
     new = create_jobs(standin, 2, prefix="sub_new")
     add_submissions_for(engine, {**old, **new}, changed_at=an_hour_ago())
     assert standin.wait_idle(10)
-    with reconciler(engine, standin, events_first_since=1.0) as one:
+    # The pass looks a second back from a clock a second past ``between``.
+    later = between + timedelta(seconds=1)
+    with reconciler(engine, standin, events_first_since=1.0, clock=lambda: later) as one:
         summary = one.run_pass()
     assert summary.events_read == 6
     found = statuses(engine)

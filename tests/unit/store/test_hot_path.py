@@ -73,21 +73,24 @@ def test_a_taken_key_writes_nothing(engine: Engine) -> None:
     assert _stored(engine) == ("pending", ["wh:taken"])
 
 
-def _hold_sqlite_lock(path: str, seconds: float) -> tuple[threading.Thread, threading.Event]:
-    """Hold SQLite's write lock from another connection for ``seconds``."""
-    taken = threading.Event()
+def _hold_sqlite_lock(
+    path: str, seconds: float
+) -> tuple[threading.Thread, threading.Event, threading.Event]:
+    """Hold SQLite's write lock from another connection for ``seconds``, or until the
+    returned ``release`` is set; ``taken`` is set once it is held."""
+    taken, release = threading.Event(), threading.Event()
 
     def hold() -> None:
         holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         holder.execute("BEGIN IMMEDIATE")
         taken.set()
-        threading.Event().wait(seconds)
+        release.wait(seconds)
         holder.execute("ROLLBACK")
         holder.close()
 
     thread = threading.Thread(target=hold)
     thread.start()
-    return thread, taken
+    return thread, taken, release
 
 
 def _sqlite_engine(database_url: str, busy_timeout_ms: int) -> Engine:
@@ -111,7 +114,7 @@ def _sqlite_only(database_url: str) -> str:
 def test_a_writer_waits_for_the_sqlite_lock_and_then_writes(database_url: str) -> None:
     path = _sqlite_only(database_url)
     engine = _sqlite_engine(database_url, busy_timeout_ms=10_000)
-    thread, taken = _hold_sqlite_lock(path, 0.2)
+    thread, taken, _ = _hold_sqlite_lock(path, 0.2)
     try:
         assert taken.wait(5)
         with engine.begin() as conn:
@@ -127,12 +130,13 @@ def test_a_writer_waits_for_the_sqlite_lock_and_then_writes(database_url: str) -
 def test_a_writer_gives_up_after_the_busy_timeout(database_url: str) -> None:
     path = _sqlite_only(database_url)
     engine = _sqlite_engine(database_url, busy_timeout_ms=50)
-    thread, taken = _hold_sqlite_lock(path, 1.0)
+    thread, taken, release = _hold_sqlite_lock(path, 10.0)
     try:
         assert taken.wait(5)
         with pytest.raises(OperationalError, match="locked"), engine.begin() as conn:
             conn.execute(sa.text("CREATE TABLE never (x INTEGER)"))
     finally:
+        release.set()  # held until the writer gave up, not a moment longer
         thread.join()
         engine.dispose()
 
