@@ -13,7 +13,7 @@ import svix.webhooks
 from freezegun import freeze_time
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from itsdangerous import URLSafeSerializer
+from itsdangerous import BadData, BadSignature, Signer, URLSafeSerializer
 
 from config.settings import decode_webhook_secret
 from receiver.core.signing import (
@@ -455,3 +455,80 @@ def test_long_repetitive_ids_make_compressed_tokens_as_itsdangerous_does() -> No
     assert made.startswith(".")  # itsdangerous's mark of a compressed payload
     reference = URLSafeSerializer(["k" * 20], salt=TOKEN_SALT)
     assert made == reference.dumps({"s": "a" * 200, "u": "a" * 200})
+
+
+def _by_itsdangerous(keys: list[str], token: str) -> object:
+    """What itsdangerous's serializer makes of ``token``: claims, a refusal, or its error."""
+    try:
+        claims = URLSafeSerializer(list(reversed(keys)), salt=TOKEN_SALT).loads(token)
+    except BadSignature:
+        return "refused"
+    except BadData as exc:  # a valid signature over a payload that is not a token's
+        return type(exc).__name__
+    if isinstance(claims, dict) and all(isinstance(claims.get(k), str) for k in "su"):
+        return (claims["s"], claims["u"])
+    return "refused"
+
+
+def _by_us(keys: list[str], token: str) -> object:
+    try:
+        claims = verify_webhook_token(keys, token)
+    except VerificationError:
+        return "refused"
+    except BadData as exc:
+        return type(exc).__name__
+    return (claims.submission_id, claims.user_id)
+
+
+_KEYS = st.lists(st.text(min_size=1, max_size=20), min_size=1, max_size=3)
+
+
+@st.composite
+def _tokens(draw: st.DrawFn) -> tuple[list[str], str]:
+    """A list of keys and a token: valid, signed by another key, mangled, or made up."""
+    keys, signing = draw(_KEYS), draw(_KEYS)
+    signer_keys = draw(st.sampled_from([keys, signing, keys[-1:]]))
+    kind = draw(st.sampled_from(["claims", "payload", "raw", "text"]))
+    if kind == "claims":
+        text = st.text(max_size=60)
+        token = webhook_token(signer_keys, submission_id=draw(text), user_id=draw(text))
+    elif kind == "payload":  # signed, but not the claims a token holds
+        value = draw(
+            st.one_of(
+                st.integers(),
+                st.lists(st.text(max_size=5)),
+                st.dictionaries(
+                    st.sampled_from("suv"), st.one_of(st.text(max_size=5), st.integers())
+                ),
+            )
+        )
+        token = URLSafeSerializer(list(reversed(signer_keys)), salt=TOKEN_SALT).dumps(value)
+    elif kind == "raw":  # signed bytes that are no serialized payload at all
+        raw = draw(st.binary(max_size=40).filter(lambda b: b"." not in b[-1:]))
+        token = Signer(list(reversed(signer_keys)), salt=TOKEN_SALT).sign(raw).decode("latin-1")
+    else:
+        token = draw(st.text(alphabet="eyJ.-_=abcAB01 é\u00ff", max_size=60))
+    if draw(st.booleans()):  # mangle: one character replaced, inserted or dropped
+        at = draw(st.integers(0, len(token)))
+        insert = draw(st.sampled_from(["", "A", ".", "=", "é", " ", "!"]))
+        token = token[:at] + insert + token[at + draw(st.integers(0, 1)) :]
+    return keys, token
+
+
+@given(_tokens())
+@settings(max_examples=500, deadline=None)
+def test_a_token_verifies_exactly_when_itsdangerous_accepts_it(case: tuple[list[str], str]) -> None:
+    """Verified without itsdangerous's serializer, but to its verdict on every token."""
+    keys, token = case
+    assert _by_us(keys, token) == _by_itsdangerous(keys, token)
+
+
+@pytest.mark.parametrize("insert", ["!", " ", "é", "=", "==", ".", "A"])
+@pytest.mark.parametrize("where", [-27, -10, -1])
+def test_a_character_added_to_a_signature_is_judged_as_itsdangerous_judges_it(
+    insert: str, where: int
+) -> None:
+    # itsdangerous decodes base64 leniently: what is not of its alphabet is skipped.
+    token = webhook_token([NEW_KEY, OLD_KEY], submission_id="sub_1", user_id="user_1")
+    changed = token[:where] + insert + token[where:]
+    assert _by_us([NEW_KEY, OLD_KEY], changed) == _by_itsdangerous([NEW_KEY, OLD_KEY], changed)

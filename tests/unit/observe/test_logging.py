@@ -19,6 +19,7 @@ from flask.testing import FlaskClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pytest_httpserver import HTTPServer
+from pythonjsonlogger.json import JsonFormatter as _LibraryJsonFormatter
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -243,6 +244,40 @@ def test_formatter_writes_values_json_lacks_as_text() -> None:
     assert (entry["at"], entry["where"]) == ("2026-11-28T12:00:00+00:00", "/srv/x")
     assert list(entry)[:4] == ["time", "level", "logger", "message"]
     assert (entry["request_id"], "data" in entry, "exception" in entry) == ("req-1", False, False)
+
+
+def _records() -> Iterator[logging.LogRecord]:
+    """Records of every kind the formatter meets, made afresh for each formatter."""
+
+    def record(msg: Any, args: Any = (), **fields: Any) -> logging.LogRecord:
+        made = logging.LogRecord("jobhooks.x", logging.WARNING, __file__, 7, msg, args, None)
+        made.__dict__.update(fields)
+        return made
+
+    yield record("plain %s and %d", ("\u2603", 3))
+    yield record("with data", data={"at": NOW, "where": Path("/x"), "n": 1.5, "none": None})
+    yield record("data names a field", data={"message": "replaced", "level": "LOUD", "z": 1})
+    yield record("data is no dict", data=["kept", "out"])
+    yield record("ids", request_id="req-1", _private="never", other={"nested": [1, 2]})
+    yield record("exception text only", exc_text="Traceback (most recent call last):\n  boom")
+    yield record({"a": "dict", "logged": 1})
+    yield record("a stack", stack_info="Stack (most recent call last):\n  here")
+    try:
+        raise ValueError("bad\nthing")
+    except ValueError:
+        yield record("an exception", exc_info=sys.exc_info(), request_id="req-2")
+    yield record("empty exc_info", exc_info=(None, None, None), exc_text="kept")
+
+
+def test_formatter_writes_what_the_librarys_format_writes() -> None:
+    library = _LibraryJsonFormatter.format
+    for ours_record, theirs_record in zip(_records(), _records(), strict=True):
+        theirs_record.created = ours_record.created
+        formatter = JsonFormatter()
+        assert formatter.format(ours_record) == library(formatter, theirs_record)
+        assert (ours_record.message, ours_record.asctime) == (
+            theirs_record.message, theirs_record.asctime
+        )  # fmt: skip
 
 
 def ours(root: logging.Logger) -> list[logging.Handler]:

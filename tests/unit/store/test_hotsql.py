@@ -109,3 +109,35 @@ def test_statement_listeners_hear_every_statement(engine: Engine) -> None:
 def test_a_hot_statement_needs_the_callers_transaction(engine: Engine) -> None:
     with engine.connect() as conn, pytest.raises(AssertionError, match="transaction"):
         HotStatement(_SELECT).execute(conn, {"key": "sub_1"})
+
+
+def test_a_connection_runs_its_hot_statements_on_one_cursor_until_one_fails(
+    engine: Engine,
+) -> None:
+    add_submission(engine, "sub_1", job_id="job_1")
+    add_submission(engine, "sub_2")
+    taken = HotStatement(
+        sa.update(_submissions)
+        .where(_submissions.c.submission_id == sa.bindparam("key"))
+        .values(job_id=sa.bindparam("job"))
+    )
+    cursors: list[Any] = []
+
+    def before(_conn: Any, cursor: Any, *_: Any) -> None:
+        cursors.append(cursor)
+
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        with engine.connect() as conn:
+            with conn.begin():
+                first = HotStatement(_SELECT).execute(conn, {"key": "sub_1"})
+                HotStatement(_SELECT).execute(conn, {"key": "sub_2"})
+            with pytest.raises(IntegrityError), conn.begin():
+                taken.execute(conn, {"key": "sub_2", "job": "job_1"})
+            with conn.begin():  # a failed statement's cursor is not used again
+                again = HotStatement(_SELECT).execute(conn, {"key": "sub_1"})
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+    assert cursors[0] is cursors[1] is cursors[2]
+    assert cursors[3] is not cursors[2]
+    assert again == first

@@ -145,6 +145,56 @@ def test_token_url_applies_status_and_output(
     assert "webhook-signature" not in event["headers"]
 
 
+def test_the_stored_headers_are_the_safe_ones_as_sent(
+    client: FlaskClient, engine: Engine, sub_1: dict[str, Any]
+) -> None:
+    body = encode(job_payload())
+    headers = signed_headers(body, msg_id="msg_h")
+    headers.update(
+        {
+            "Content-Type": "application/json; charset=utf-8",
+            "User-Agent": "ittybit-webhooks/1.0",
+            "svix-id": "msg_h",
+            "svix-timestamp": headers["webhook-timestamp"],
+            "svix-signature": headers["webhook-signature"],
+            "X-Request-ID": "req-h",
+            "Authorization": "Bearer secret",
+        }
+    )
+    response = client.post(token_url(), data=body, headers=headers)
+    assert response.status_code == 200
+    [event] = events(engine)
+    assert event["headers"] == {
+        "content-type": "application/json; charset=utf-8",
+        "user-agent": "ittybit-webhooks/1.0",
+        "webhook-id": "msg_h",
+        "webhook-timestamp": headers["webhook-timestamp"],
+        "svix-id": "msg_h",
+        "svix-timestamp": headers["webhook-timestamp"],
+        "x-request-id": "req-h",
+    }
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["webhook-id", "Webhook-Signature", "content-type", "Content-Length", "user_agent",
+     "x-request-id", "svix-id", "absent-header", "HOST"],
+)  # fmt: skip
+def test_the_views_header_lookup_reads_what_werkzeugs_does(name: str) -> None:
+    from werkzeug.datastructures import EnvironHeaders
+    from werkzeug.test import EnvironBuilder
+
+    from receiver.web.webhooks import _EnvironHeaders
+
+    environ = EnvironBuilder(
+        method="POST",
+        data=b"{}",
+        content_type="application/json",
+        headers={"webhook-id": "msg_1", "Webhook-Signature": "v1,x", "User-Agent": "ua"},
+    ).get_environ()
+    assert _EnvironHeaders(environ).get(name) == EnvironHeaders(environ).get(name)
+
+
 def test_project_url_matches_by_metadata_and_fills_job_id(
     client: FlaskClient, engine: Engine, sub_1: dict[str, Any]
 ) -> None:
