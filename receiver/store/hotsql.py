@@ -41,6 +41,9 @@ class _Compiled:
     #: None when the driver takes a mapping (``%(name)s``).
     order: tuple[str, ...] | None
     binds: tuple[tuple[str, str, _Processor | None], ...]
+    #: The values the statement holds itself (anonymous binds, such as SQLite's OFFSET 0),
+    #: processed once.
+    constants: tuple[tuple[str, Any], ...]
     #: One processor (or None) per result column; None when no column has one.
     results: tuple[_Processor | None, ...] | None
 
@@ -60,9 +63,14 @@ class HotStatement:
         compiled = self._statement.compile(dialect=dialect, column_keys=self._keys)
         assert isinstance(compiled, SQLCompiler)
         binds = []
+        constants = []
         for bind, name in compiled.bind_names.items():
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            binds.append((name, bind.key, processor))
+            if bind.unique:  # anonymous: no caller can name it, so it keeps its value
+                value = bind.effective_value
+                constants.append((name, value if processor is None else processor(value)))
+            else:
+                binds.append((name, bind.key, processor))
         columns = getattr(self._statement, "exported_columns", ())
         results = tuple(
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
@@ -72,6 +80,7 @@ class HotStatement:
             sql=compiled.string,
             order=order,
             binds=tuple(binds),
+            constants=tuple(constants),
             results=results if any(processor is not None for processor in results) else None,
         )
         self._compiled[dialect.name] = entry
@@ -86,7 +95,7 @@ class HotStatement:
         assert conn.in_transaction(), "a hot statement runs inside the caller's transaction"
         dialect = conn.dialect
         compiled = self._compiled.get(dialect.name) or self._compile(dialect)
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(compiled.constants)
         for name, key, processor in compiled.binds:
             value = params[key]
             values[name] = value if processor is None else processor(value)

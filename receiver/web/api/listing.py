@@ -10,6 +10,7 @@ updated_at), none or updated_after (updated_at), ``meta.KEY=VALUE`` the metadata
 
 from __future__ import annotations
 
+import functools
 from collections import namedtuple
 from collections.abc import Mapping
 from datetime import datetime
@@ -60,7 +61,7 @@ _BY_SUBMISSION_ID = HotStatement(
 ShownRow = namedtuple("ShownRow", SHOWN_COLUMNS)  # type: ignore[misc]
 
 
-def _has_pair(key: str, value: str, dialect: str) -> Any:
+def _has_pair(key: Any, value: Any, dialect: str) -> Any:
     """Return the condition: the submission has metadata ``key`` = ``value``.
 
     The pairs drive: the matching ids from their index, each row by primary key, then
@@ -88,23 +89,75 @@ def submissions_statement(
     limit: int = 100,
 ) -> sa.Select[Any]:
     """Return the SELECT of one page: every filter given, after ``after``, newest first."""
-    statement = sa.select(*_SHOWN).where(_c.is_test.is_(False))
-    if status is not None:
-        statement = statement.where(_c.status == status)
-    if user_id is not None:
-        statement = statement.where(_c.user_id == user_id)
-    if updated_after is not None:
-        statement = statement.where(_c.updated_at > updated_after)
-    for key, value in (meta or {}).items():
-        statement = statement.where(_has_pair(key, value, dialect))
+    return _page_select(
+        dialect,
+        status=status is not None,
+        user_id=user_id is not None,
+        updated_after=updated_after is not None,
+        meta=len(meta or {}),
+        after=after is not None,
+    ).params(_page_params(status, user_id, updated_after, meta, after, limit))
+
+
+def _page_params(
+    status: str | None,
+    user_id: str | None,
+    updated_after: datetime | None,
+    meta: Mapping[str, str] | None,
+    after: tuple[datetime, int] | None,
+    limit: int,
+) -> dict[str, Any]:
+    """Return the values of one page's parameters, named as ``_page_select`` binds them."""
+    params: dict[str, Any] = {
+        "status": status,
+        "user_id": user_id,
+        "updated_after": updated_after,
+        "limit": limit,
+    }
+    for number, (key, value) in enumerate((meta or {}).items()):
+        params[f"meta_key_{number}"] = key
+        params[f"meta_value_{number}"] = value
     if after is not None:
-        moment, last_id = after
+        params["after_moment"], params["after_id"] = after
+    return params
+
+
+def _page_select(
+    dialect: str, *, status: bool, user_id: bool, updated_after: bool, meta: int, after: bool
+) -> sa.Select[Any]:
+    """Return the SELECT of one shape of page, its values left as named parameters."""
+    statement = sa.select(*_SHOWN).where(_c.is_test.is_(False))
+    if status:
+        statement = statement.where(_c.status == sa.bindparam("status"))
+    if user_id:
+        statement = statement.where(_c.user_id == sa.bindparam("user_id"))
+    if updated_after:
+        statement = statement.where(_c.updated_at > sa.bindparam("updated_after"))
+    for number in range(meta):
+        key = sa.bindparam(f"meta_key_{number}", type_=sa.String)
+        value = sa.bindparam(f"meta_value_{number}", type_=sa.String)
+        statement = statement.where(_has_pair(key, value, dialect))
+    if after:
+        moment = sa.bindparam("after_moment", type_=_c.updated_at.type)
+        last_id = sa.bindparam("after_id", type_=sa.Integer)
         # The first condition bounds the index range on both databases; the second
         # breaks ties between rows changed in the same microsecond.
         statement = statement.where(
             _c.updated_at <= moment, sa.or_(_c.updated_at < moment, _c.id < last_id)
         )
+    limit = sa.bindparam("limit", type_=sa.Integer)
     return statement.order_by(_c.updated_at.desc(), _c.id.desc()).limit(limit)
+
+
+@functools.lru_cache(maxsize=64)
+def _page_statement(
+    dialect: str, status: bool, user_id: bool, updated_after: bool, meta: int, after: bool
+) -> HotStatement:
+    """Return the hot statement of one shape of page (a few shapes serve every request)."""
+    select = _page_select(
+        dialect, status=status, user_id=user_id, updated_after=updated_after, meta=meta, after=after
+    )
+    return HotStatement(select)
 
 
 def get_submission_row(conn: Connection, submission_id: str) -> ShownRow | None:
@@ -118,13 +171,27 @@ def list_submissions_page(
     *,
     limit: int,
     after: tuple[datetime, int] | None = None,
-    **filters: Any,
+    status: str | None = None,
+    user_id: str | None = None,
+    updated_after: datetime | None = None,
+    meta: Mapping[str, str] | None = None,
 ) -> tuple[list[Any], tuple[datetime, int] | None]:
-    """Return one page of submission rows and the position the next page starts after."""
-    statement = submissions_statement(
-        dialect=conn.dialect.name, after=after, limit=limit + 1, **filters
+    """Return one page of submission rows and the position the next page starts after.
+
+    The page's statement is compiled once per shape (which filters are given) and runs on
+    the driver's cursor (``receiver.store.hotsql``): through ``Connection.execute`` building
+    and running it cost more than reading its 100 rows.
+    """
+    statement = _page_statement(
+        conn.dialect.name,
+        status is not None,
+        user_id is not None,
+        updated_after is not None,
+        len(meta or {}),
+        after is not None,
     )
-    rows = list(conn.execute(statement))
+    params = _page_params(status, user_id, updated_after, meta, after, limit + 1)
+    rows: list[Any] = [ShownRow._make(row) for row in statement.execute(conn, params)]
     if len(rows) <= limit:
         return rows, None
     last = rows[limit - 1]
