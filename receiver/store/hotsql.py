@@ -51,12 +51,16 @@ class _Compiled:
 class HotStatement:
     """A Core statement, run on the DBAPI cursor with the parameter names it was built for."""
 
-    __slots__ = ("_compiled", "_keys", "_statement")
+    __slots__ = ("_compiled", "_keys", "_raw", "_statement")
 
-    def __init__(self, statement: ClauseElement, keys: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, statement: ClauseElement, keys: Sequence[str] | None = None, *, raw: bool = False
+    ) -> None:
         self._statement = statement
         #: For an INSERT without ``.values()``: the columns every execution sets.
         self._keys = list(keys) if keys is not None else None
+        #: Rows as the driver gives them: the caller converts their values itself.
+        self._raw = raw
         self._compiled: dict[str, _Compiled] = {}
 
     def _compile(self, dialect: Dialect) -> _Compiled:
@@ -81,7 +85,7 @@ class HotStatement:
             order=order,
             binds=tuple(binds),
             constants=tuple(constants),
-            results=results if any(processor is not None for processor in results) else None,
+            results=None if self._raw or not any(results) else results,
         )
         self._compiled[dialect.name] = entry
         return entry
