@@ -44,13 +44,18 @@ _ONE = f"SELECT {_COLUMNS} FROM submissions WHERE submission_id = {_P}"
 _OWNER = f"SELECT {_COLUMNS} FROM submissions WHERE {_NOT_TEST} AND user_id = {_P}{_ORDER}"
 _PAIRS = f"SELECT submission_pk FROM submission_meta WHERE key = {_P} AND value = {_P}"
 if _SQLITE:
-    _META = f"SELECT {_COLUMNS} FROM submissions WHERE {_NOT_TEST} AND id IN ({_PAIRS}){_ORDER}"
+    _MATCHES = f"SELECT id FROM submissions WHERE {_NOT_TEST} AND id IN ({_PAIRS}){_ORDER}"
 else:
     _ARRAY = _PAIRS.replace("SELECT submission_pk", "SELECT array_agg(submission_pk)")
-    _META = (
-        f"SELECT {_COLUMNS} FROM submissions WHERE {_NOT_TEST}"
+    _MATCHES = (
+        f"SELECT id FROM submissions WHERE {_NOT_TEST}"
         f" AND id = ANY(CAST(({_ARRAY}) AS INTEGER[])){_ORDER}"
     )
+# The matches sorted by (updated_at, id) alone, then the page's rows read whole.
+_META = (
+    f"SELECT {_COLUMNS} FROM submissions AS page WHERE id IN ({_MATCHES})"
+    " ORDER BY updated_at DESC, id DESC"
+)
 
 
 def _moment(value: Any) -> datetime:

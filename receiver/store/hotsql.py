@@ -42,6 +42,9 @@ class _Compiled:
     #: None when the driver takes a mapping (``%(name)s``).
     order: tuple[str, ...] | None
     binds: tuple[tuple[str, str, _Processor | None], ...]
+    #: The values the statement holds itself (anonymous binds, such as SQLite's OFFSET 0),
+    #: processed once.
+    constants: tuple[tuple[str, Any], ...]
     #: One processor (or None) per result column; None when no column has one.
     results: tuple[_Processor | None, ...] | None
     #: Whether the statement gives rows (a SELECT, a RETURNING): known here, so the cursor's
@@ -73,21 +76,30 @@ def _cursor(info: dict[Any, Any], dbapi_connection: Any) -> Any:
 class HotStatement:
     """A Core statement, run on the DBAPI cursor with the parameter names it was built for."""
 
-    __slots__ = ("_compiled", "_keys", "_statement")
+    __slots__ = ("_compiled", "_keys", "_raw", "_statement")
 
-    def __init__(self, statement: ClauseElement, keys: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, statement: ClauseElement, keys: Sequence[str] | None = None, *, raw: bool = False
+    ) -> None:
         self._statement = statement
         #: For an INSERT without ``.values()``: the columns every execution sets.
         self._keys = list(keys) if keys is not None else None
+        #: Rows as the driver gives them: the caller converts their values itself.
+        self._raw = raw
         self._compiled: dict[str, _Compiled] = {}
 
     def _compile(self, dialect: Dialect) -> _Compiled:
         compiled = self._statement.compile(dialect=dialect, column_keys=self._keys)
         assert isinstance(compiled, SQLCompiler)
         binds = []
+        constants = []
         for bind, name in compiled.bind_names.items():
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            binds.append((name, bind.key, processor))
+            if bind.unique:  # anonymous: no caller can name it, so it keeps its value
+                value = bind.effective_value
+                constants.append((name, value if processor is None else processor(value)))
+            else:
+                binds.append((name, bind.key, processor))
         columns = tuple(getattr(self._statement, "exported_columns", ()))
         results = tuple(
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
@@ -97,7 +109,8 @@ class HotStatement:
             sql=compiled.string,
             order=order,
             binds=tuple(binds),
-            results=results if any(processor is not None for processor in results) else None,
+            constants=tuple(constants),
+            results=None if self._raw or not any(results) else results,
             returns_rows=bool(columns),
         )
         self._compiled[dialect.name] = entry
@@ -112,7 +125,7 @@ class HotStatement:
         assert conn.in_transaction(), "a hot statement runs inside the caller's transaction"
         dialect = conn.dialect
         compiled = self._compiled.get(dialect.name) or self._compile(dialect)
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(compiled.constants)
         for name, key, processor in compiled.binds:
             value = params[key]
             values[name] = value if processor is None else processor(value)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import numbers
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,6 +44,8 @@ __all__ = [
     "UTCDateTime",
     "WebhookEvent",
     "is_row_id",
+    "json_reader",
+    "utc_reader",
     "utcnow",
 ]
 
@@ -83,6 +88,47 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utc_reader(dialect: str) -> Callable[[Any], datetime | None]:
+    """Return what reads a UTCDateTime value as the driver gives it, for loops over many rows.
+
+    It gives what SQLAlchemy's processing does (on SQLite its DATETIME's ``fromisoformat``,
+    then :meth:`UTCDateTime.process_result_value`) in one call instead of three;
+    ``tests/unit/store/test_row_readers.py`` holds the two equal.
+    """
+    parse = datetime.fromisoformat if dialect == "sqlite" else None
+
+    def read(value: Any) -> datetime | None:
+        if value is None:
+            return None
+        moment: datetime = value if parse is None else parse(value)
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+    return read
+
+
+def json_reader(dialect: str) -> Callable[[Any], Any]:
+    """Return what reads a JSON column's value as the driver gives it, for many rows.
+
+    SQLAlchemy's processing, in one call: psycopg parses JSONB itself; SQLite gives the
+    text, or a number as it is (``tests/unit/store/test_row_readers.py``).
+    """
+    if dialect != "sqlite":
+        return lambda value: value
+    loads = json.loads
+
+    def read(value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return loads(value)
+        except TypeError:
+            if isinstance(value, numbers.Number):
+                return value
+            raise
+
+    return read
 
 
 def _json_column(name: str, *, nullable: bool = False) -> Any:

@@ -10,8 +10,8 @@ updated_at), none or updated_after (updated_at), ``meta.KEY=VALUE`` the metadata
 
 from __future__ import annotations
 
-from collections import namedtuple
-from collections.abc import Mapping
+import functools
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -22,12 +22,14 @@ from sqlalchemy.dialects import postgresql
 
 from receiver.flows.outbox import list_attempts, list_notifications
 from receiver.store.hotsql import HotStatement
-from receiver.store.models import Submission, SubmissionMeta
+from receiver.store.models import Submission, SubmissionMeta, json_reader, utc_reader
 
 __all__ = [
+    "get_submission_object",
     "list_attempts_page",
     "list_notifications_page",
     "list_submissions_page",
+    "submission_objects",
     "submissions_statement",
 ]
 
@@ -54,17 +56,55 @@ SHOWN_COLUMNS = (
 )
 _SHOWN = [_c[name] for name in SHOWN_COLUMNS]
 _BY_SUBMISSION_ID = HotStatement(
-    sa.select(*_SHOWN).where(_c.submission_id == sa.bindparam("submission_id"))
+    sa.select(*_SHOWN).where(_c.submission_id == sa.bindparam("submission_id")), raw=True
 )
-#: One submission's shown columns, by name.
-ShownRow = namedtuple("ShownRow", SHOWN_COLUMNS)  # type: ignore[misc]
 
 
-def _has_pair(key: str, value: str, dialect: str) -> Any:
+def submission_objects(rows: Sequence[Sequence[Any]], dialect: str) -> list[dict[str, Any]]:
+    """Return rows of the shown columns, as the driver gave them, as submission objects.
+
+    Each is what ``receiver.flows.records.submission_json`` makes of the submission (a test
+    holds them equal), built from the tuple with the column types' conversions in one call
+    each (``utc_reader``, ``json_reader``): SQLAlchemy's processors, a named tuple and
+    ``submission_json``'s lookups cost an owner's page of 100 2.6 million instructions more
+    (19.1 million for the whole request, 16.5 million this way; bench/README.md).
+    """
+    moment = utc_reader(dialect)
+    document = json_reader(dialect)
+    objects = []
+    for row in rows:
+        (_, submission_id, user_id, input_url, job_id, status, provider_status) = row[:7]
+        (output_url, error, meta, is_test, provider_updated_at, created_at, updated_at) = row[7:]
+        provider_moment, created, updated = (
+            moment(provider_updated_at),
+            moment(created_at),
+            moment(updated_at),
+        )
+        objects.append(
+            {
+                "submission_id": submission_id,
+                "user_id": user_id,
+                "input_url": input_url,
+                "job_id": job_id,
+                "status": status,
+                "provider_status": provider_status,
+                "output_url": output_url,
+                "error": error,
+                "metadata": document(meta),
+                "test": bool(is_test),
+                "provider_updated_at": provider_moment.isoformat() if provider_moment else None,
+                "created_at": created.isoformat() if created else None,
+                "updated_at": updated.isoformat() if updated else None,
+            }
+        )
+    return objects
+
+
+def _has_pair(key: Any, value: Any, dialect: str) -> Any:
     """Return the condition: the submission has metadata ``key`` = ``value``.
 
-    The pairs drive: the matching ids from their index, each row by primary key, then
-    sorted, at a cost that follows the matches, not the table. PostgreSQL, given a plain
+    The pairs drive: the matching ids from their index, each row by primary key, at a
+    cost that follows the matches, not the table. PostgreSQL, given a plain
     IN (…), may instead read every submission through another index for a hash join;
     ``id = ANY(<the ids as one array>)`` leaves it the id lookups. SQLite plans IN (…) so.
     """
@@ -88,29 +128,92 @@ def submissions_statement(
     limit: int = 100,
 ) -> sa.Select[Any]:
     """Return the SELECT of one page: every filter given, after ``after``, newest first."""
-    statement = sa.select(*_SHOWN).where(_c.is_test.is_(False))
-    if status is not None:
-        statement = statement.where(_c.status == status)
-    if user_id is not None:
-        statement = statement.where(_c.user_id == user_id)
-    if updated_after is not None:
-        statement = statement.where(_c.updated_at > updated_after)
-    for key, value in (meta or {}).items():
-        statement = statement.where(_has_pair(key, value, dialect))
+    return _page_select(
+        dialect,
+        status=status is not None,
+        user_id=user_id is not None,
+        updated_after=updated_after is not None,
+        meta=len(meta or {}),
+        after=after is not None,
+    ).params(_page_params(status, user_id, updated_after, meta, after, limit))
+
+
+def _page_params(
+    status: str | None,
+    user_id: str | None,
+    updated_after: datetime | None,
+    meta: Mapping[str, str] | None,
+    after: tuple[datetime, int] | None,
+    limit: int,
+) -> dict[str, Any]:
+    """Return the values of one page's parameters, named as ``_page_select`` binds them."""
+    params: dict[str, Any] = {
+        "status": status,
+        "user_id": user_id,
+        "updated_after": updated_after,
+        "limit": limit,
+    }
+    for number, (key, value) in enumerate((meta or {}).items()):
+        params[f"meta_key_{number}"] = key
+        params[f"meta_value_{number}"] = value
     if after is not None:
-        moment, last_id = after
+        params["after_moment"], params["after_id"] = after
+    return params
+
+
+def _page_select(
+    dialect: str, *, status: bool, user_id: bool, updated_after: bool, meta: int, after: bool
+) -> sa.Select[Any]:
+    """Return the SELECT of one shape of page, its values left as named parameters."""
+    statement = sa.select(*([_c.id] if meta else _SHOWN)).where(_c.is_test.is_(False))
+    if status:
+        statement = statement.where(_c.status == sa.bindparam("status"))
+    if user_id:
+        statement = statement.where(_c.user_id == sa.bindparam("user_id"))
+    if updated_after:
+        statement = statement.where(_c.updated_at > sa.bindparam("updated_after"))
+    for number in range(meta):
+        key = sa.bindparam(f"meta_key_{number}", type_=sa.String)
+        value = sa.bindparam(f"meta_value_{number}", type_=sa.String)
+        statement = statement.where(_has_pair(key, value, dialect))
+    if after:
+        moment = sa.bindparam("after_moment", type_=_c.updated_at.type)
+        last_id = sa.bindparam("after_id", type_=sa.Integer)
         # The first condition bounds the index range on both databases; the second
         # breaks ties between rows changed in the same microsecond.
         statement = statement.where(
             _c.updated_at <= moment, sa.or_(_c.updated_at < moment, _c.id < last_id)
         )
-    return statement.order_by(_c.updated_at.desc(), _c.id.desc()).limit(limit)
+    limit = sa.bindparam("limit", type_=sa.Integer)
+    statement = statement.order_by(_c.updated_at.desc(), _c.id.desc()).limit(limit)
+    if not meta:
+        return statement
+    # The pairs give every match, in no useful order: the matches are sorted by their
+    # (updated_at, id) alone, then only the page's rows are read whole. Sorting the whole
+    # rows took SQLite 18.2 million instructions for a campaign of 1,000, this 9.7.
+    page = _submissions.alias("page")
+    return (
+        sa.select(*[page.c[name] for name in SHOWN_COLUMNS])
+        .where(page.c.id.in_(statement))
+        .order_by(page.c.updated_at.desc(), page.c.id.desc())
+    )
 
 
-def get_submission_row(conn: Connection, submission_id: str) -> ShownRow | None:
-    """Return one submission's shown columns, or None; ``conn`` is in a transaction."""
+@functools.lru_cache(maxsize=64)
+def _page_statement(
+    dialect: str, status: bool, user_id: bool, updated_after: bool, meta: int, after: bool
+) -> HotStatement:
+    """Return the hot statement of one shape of page (a few shapes serve every request)."""
+    select = _page_select(
+        dialect, status=status, user_id=user_id, updated_after=updated_after, meta=meta, after=after
+    )
+    return HotStatement(select, raw=True)
+
+
+def get_submission_object(conn: Connection, submission_id: str) -> dict[str, Any] | None:
+    """Return one submission's object, or None; ``conn`` is in a transaction."""
     rows = _BY_SUBMISSION_ID.execute(conn, {"submission_id": submission_id})
-    return ShownRow._make(rows[0]) if rows else None
+    return submission_objects(rows, conn.dialect.name)[0] if rows else None
 
 
 def list_submissions_page(
@@ -118,17 +221,34 @@ def list_submissions_page(
     *,
     limit: int,
     after: tuple[datetime, int] | None = None,
-    **filters: Any,
-) -> tuple[list[Any], tuple[datetime, int] | None]:
-    """Return one page of submission rows and the position the next page starts after."""
-    statement = submissions_statement(
-        dialect=conn.dialect.name, after=after, limit=limit + 1, **filters
+    status: str | None = None,
+    user_id: str | None = None,
+    updated_after: datetime | None = None,
+    meta: Mapping[str, str] | None = None,
+) -> tuple[list[dict[str, Any]], tuple[datetime, int] | None]:
+    """Return one page of submission objects and the position the next page starts after.
+
+    The page's statement is compiled once per shape (which filters are given) and runs on
+    the driver's cursor (``receiver.store.hotsql``): through ``Connection.execute`` building
+    and running it cost more than reading its 100 rows.
+    """
+    statement = _page_statement(
+        conn.dialect.name,
+        status is not None,
+        user_id is not None,
+        updated_after is not None,
+        len(meta or {}),
+        after is not None,
     )
-    rows = list(conn.execute(statement))
+    params = _page_params(status, user_id, updated_after, meta, after, limit + 1)
+    rows = statement.execute(conn, params)
+    dialect = conn.dialect.name
     if len(rows) <= limit:
-        return rows, None
+        return submission_objects(rows, dialect), None
     last = rows[limit - 1]
-    return rows[:limit], (last.updated_at, last.id)
+    last_moment = utc_reader(dialect)(last[-1])
+    assert last_moment is not None  # updated_at is NOT NULL
+    return submission_objects(rows[:limit], dialect), (last_moment, last[0])
 
 
 def list_notifications_page(

@@ -31,7 +31,11 @@ from receiver.web.api.auth import current_key, read_connection
 from receiver.web.api.blueprint import bp
 from receiver.web.api.client import api_client, settings
 from receiver.web.api.errors import ApiProblem, json_body
-from receiver.web.api.listing import get_submission_row, list_submissions_page, public_endpoint
+from receiver.web.api.listing import (
+    get_submission_object,
+    list_submissions_page,
+    public_endpoint,
+)
 from receiver.web.api.pagination import decode_cursor, decode_timeline_cursor, encode_cursor
 from receiver.web.api.schemas import (
     CreateHeaders,
@@ -302,10 +306,10 @@ def register_submission_view(submission_id: str) -> Response:
 def get_submission_view(submission_id: str) -> Response:
     """Return a submission, as `jobhooks submissions show` prints it."""
     # One hot statement: the ORM session cost as much as the rest of the request.
-    row = get_submission_row(read_connection(), submission_id)
-    if row is None:
+    found = get_submission_object(read_connection(), submission_id)
+    if found is None:
         raise _not_found(submission_id)
-    return _answer(row)
+    return jsonify(found)
 
 
 @bp.get("/submissions")
@@ -329,7 +333,7 @@ def list_submissions_view() -> Response:
         moment, last_id = decode_cursor(query.cursor, with_time=True)
         assert moment is not None
         after = (moment, last_id)
-    rows, following = list_submissions_page(
+    objects, following = list_submissions_page(
         read_connection(),
         limit=query.limit,
         after=after,
@@ -339,7 +343,7 @@ def list_submissions_view() -> Response:
         meta=query.meta_filters(),
     )
     return jsonify(
-        data=[submission_json(row) for row in rows],
+        data=objects,
         next_cursor=None if following is None else encode_cursor(*following),
     )
 

@@ -47,6 +47,22 @@ def test_rows_and_values_are_what_sqlalchemy_gives(engine: Engine) -> None:
     assert hot[0][1].tzinfo is not None
 
 
+def test_values_the_statement_holds_itself_are_sent_with_the_callers(engine: Engine) -> None:
+    add_submission(engine, "sub_1")
+    add_submission(engine, "sub_2")
+    # `poll_attempts >= 0` and (on SQLite) `LIMIT ? OFFSET ?` hold anonymous parameters.
+    newest = HotStatement(
+        sa.select(_submissions.c.submission_id)
+        .where(_submissions.c.poll_attempts >= 0, _submissions.c.user_id == sa.bindparam("user"))
+        .order_by(_submissions.c.id.desc())
+        .limit(sa.bindparam("limit", type_=sa.Integer))
+    )
+    with engine.begin() as conn:
+        assert newest.execute(conn, {"user": "user_1", "limit": 1}) == [("sub_2",)]
+        assert newest.execute(conn, {"user": "user_1", "limit": 5}) == [("sub_2",), ("sub_1",)]
+        assert newest.execute(conn, {"user": "nobody", "limit": 5}) == []
+
+
 def test_an_insert_returns_its_id_and_a_taken_key_returns_nothing(engine: Engine) -> None:
     dialect = sa.dialects.postgresql if engine.dialect.name == "postgresql" else sa.dialects.sqlite
     insert = HotStatement(

@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -20,11 +20,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
 from werkzeug.wrappers import Request, Response
 
 from devtools.standin import Standin, StandinConfig
 from receiver.core.signing import verify_webhook_token
 from receiver.flows.api_keys import revoke_key
+from receiver.flows.records import submission_json
 from receiver.ittybit.client import idempotency_key
 from receiver.store.models import IdempotentRequest, Submission, WebhookEvent, utcnow
 from tests.api_helpers import (
@@ -607,6 +609,56 @@ def test_list_filters_and_pages(
         if cursor is None:
             break
     assert seen == everything
+
+
+def test_pages_show_each_submission_as_submissions_show_prints_it(
+    client: FlaskClient, headers: dict[str, str], engine: Engine
+) -> None:
+    """Pages build their objects from the driver's rows: every field as the one rule gives."""
+    _add(engine, 3, tag="a", meta={"campaign": "été ☀", "n": "1"}, job_id=None)
+    _add(
+        engine,
+        4,
+        tag="b",
+        meta={"campaign": "été ☀"},
+        status="failed",
+        provider_status="failed",
+        error="codec",
+        output_url="https://cdn.example.com/v.mp4",
+        provider_updated_at=datetime(2026, 7, 1, 23, 30, tzinfo=timezone(timedelta(hours=-5))),
+    )
+    _add(engine, 2, tag="c", created_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+    with Session(engine) as session:
+        expected = {
+            submission.submission_id: json.loads(json.dumps(submission_json(submission)))
+            for submission in session.exec(select(Submission))
+        }
+
+    def walk(query: str) -> list[dict[str, Any]]:
+        """Every item of a filter, two a page, through the cursors."""
+        items: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            suffix = f"&cursor={cursor}" if cursor else ""
+            response = client.get(f"/api/v1/submissions?{query}&limit=2{suffix}", headers=headers)
+            assert response.status_code == 200, response.get_json()
+            page = response.get_json()
+            items += page["data"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return items
+
+    walks = {"": 9, "user_id=u1": 9, "meta.campaign=été ☀": 7, "status=failed": 4}
+    for query, count in walks.items():
+        items = walk(query)
+        assert len(items) == count, query
+        assert items == [expected[item["submission_id"]] for item in items], query
+        assert [item["updated_at"] for item in items] == sorted(
+            (item["updated_at"] for item in items), reverse=True
+        ), query
+    one = client.get("/api/v1/submissions/sub_b_0", headers=headers)
+    assert one.get_json() == expected["sub_b_0"]
+    assert expected["sub_b_0"]["provider_updated_at"] == "2026-07-02T04:30:00+00:00"
 
 
 @pytest.mark.parametrize(

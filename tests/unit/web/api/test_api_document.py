@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
+
+from receiver import create_app
+from receiver.store.engines import get_engine
+from tests.api_helpers import bearer
 
 
 def document(client: FlaskClient) -> dict[str, Any]:
@@ -94,3 +100,38 @@ def test_the_document_comes_from_the_validating_models(client: FlaskClient) -> N
         spec["components"]["schemas"]["CreateSubmissionBody"]["properties"]
         == (generated["properties"])
     )
+
+
+def test_answers_are_held_to_the_document_except_in_production(
+    app_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Tests and development refuse an answer the document does not describe; production
+    sends what the view made (checking cost a tenth of a page), and still checks requests."""
+    from receiver.web.api import submissions
+
+    def unheard_of(_conn: Any, submission_id: str) -> dict[str, Any]:
+        return {"submission_id": submission_id, "status": "unheard-of"}
+
+    monkeypatch.setattr(submissions, "get_submission_object", unheard_of)
+    answers = {}
+    for env in ("test", "development", "production"):
+        app = create_app({**app_config, "APP_ENV": env})
+        try:
+            client = app.test_client()
+            headers = bearer(app, name=env)
+            with caplog.at_level(logging.ERROR):
+                answer = client.get("/api/v1/submissions/sub_1", headers=headers)
+            refused = client.get("/api/v1/submissions?limit=0", headers=headers)
+            answers[env] = (answer.status_code, answer.get_json(), refused.status_code)
+        finally:
+            get_engine(app).dispose()
+    refusal = {"error": "internal_error", "message": "the server could not answer this request"}
+    sent = {"submission_id": "sub_1", "status": "unheard-of"}
+    assert answers == {
+        "test": (500, refusal, 400),
+        "development": (500, refusal, 400),
+        "production": (200, sent, 400),
+    }
+    said = [r.getMessage() for r in caplog.records if r.name == "receiver.web.api.errors"]
+    assert len(said) == 2
+    assert all(message.startswith("answer does not fit the OpenAPI document") for message in said)

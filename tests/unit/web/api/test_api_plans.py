@@ -22,7 +22,8 @@ from receiver.web.api.listing import submissions_statement
 
 ROWS = 20_000
 _submissions = Submission.__table__  # type: ignore[attr-defined]
-_TABLES = ("submissions", "submission_meta")
+#: The tables, and ``page``: a filter on metadata reads its page's rows under that name.
+_TABLES = ("submissions", "submission_meta", "page")
 START = utcnow() - timedelta(days=30)
 
 
