@@ -6,9 +6,10 @@ it does what the real view must: check the Bearer key's hash in the database, ru
 SQL as the real app (``receiver/web/api/listing.py``, same indexes, same plans) through
 ``sqlite3`` or ``psycopg``, and answer the same JSON: each row as the submission object
 (without its webhook URL, as the real one) and the next page's cursor (the service's own
-pure helpers make the key's hash and the cursor). No SQLAlchemy, no request
-validation, no logging, no metrics. ``tests/tooling/test_bench.py`` checks that its answers are
-the real app's, byte for byte once parsed.
+pure helpers make the key's hash, the cursor, and the timestamps' and metadata's values from
+the driver's, as the real pages do). No SQLAlchemy, no request validation, no logging, no
+metrics. ``tests/tooling/test_bench.py`` checks that its answers are the real app's, byte
+for byte once parsed.
 
 Not a product: it trusts its query strings (the benchmark's paths) and knows no errors.
 """
@@ -25,6 +26,7 @@ from flask import Flask, Response, request
 
 from bench.rawdb import worker_connection
 from receiver.flows.api_keys import hash_key
+from receiver.store.models import json_reader, utc_text_reader
 from receiver.web.api.pagination import encode_cursor
 
 app = Flask(__name__)
@@ -64,8 +66,8 @@ def _moment(value: Any) -> datetime:
     return value.astimezone(UTC)
 
 
-def _stamp(value: Any) -> str | None:
-    return None if value is None else _moment(value).isoformat()
+_stamp = utc_text_reader("sqlite" if _SQLITE else "postgresql")
+_document = json_reader("sqlite" if _SQLITE else "postgresql")
 
 
 def _submission(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -80,7 +82,7 @@ def _submission(row: tuple[Any, ...]) -> dict[str, Any]:
         "provider_status": provider_status,
         "output_url": output_url,
         "error": error,
-        "metadata": json.loads(meta) if isinstance(meta, str) else meta,
+        "metadata": _document(meta),
         "test": bool(is_test),
         "provider_updated_at": _stamp(provider_updated_at),
         "created_at": _stamp(created_at),

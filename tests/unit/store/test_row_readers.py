@@ -1,4 +1,5 @@
-"""``utc_reader`` and ``json_reader`` read the driver's values as SQLAlchemy's types do.
+"""``utc_reader``, ``utc_text_reader`` and ``json_reader`` read the driver's values as
+SQLAlchemy's types do.
 
 The API's pages convert 100 rows' values with them instead of through SQLAlchemy's result
 processors; here both read the same values, stored through SQLAlchemy and read back on the
@@ -13,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from receiver.store.models import Submission, json_reader, utc_reader
+from receiver.store.models import Submission, json_reader, utc_reader, utc_text_reader
 
 _submissions = Submission.__table__  # type: ignore[attr-defined]
 _c = _submissions.c
@@ -68,6 +69,9 @@ def test_stored_values_read_as_sqlalchemy_reads_them(engine: Engine) -> None:
     raw = _driver_rows(engine)
     moments = [read_moment(moment) for moment, _ in raw]
     assert moments == [by_sqlalchemy_moment(moment) for moment, _ in raw]
+    assert [utc_text_reader(name)(moment) for moment, _ in raw] == [
+        None if m is None else m.isoformat() for m in moments
+    ]
     assert [read_json(meta) for _, meta in raw] == [by_sqlalchemy_json(meta) for _, meta in raw]
     # And what each was stored as: the same instant, in UTC, with UTC's offset in ISO.
     assert moments == [None if m is None else m.astimezone(UTC) for m in _MOMENTS]
@@ -95,5 +99,34 @@ def test_other_shapes_a_driver_may_give_read_as_sqlalchemy_reads_them(engine: En
         ]
         documents = [{"k": None}, [1, 2], "text", None]
     assert [utc_reader(name)(m) for m in moments] == [by_sqlalchemy_moment(m) for m in moments]
+    texts = [utc_text_reader(name)(m) for m in moments]
+    assert texts == [None if m is None else by_sqlalchemy_moment(m).isoformat() for m in moments]
     read_json = json_reader(name)
     assert [read_json(d) for d in documents] == [by_sqlalchemy_json(d) for d in documents]
+
+
+def _outcome(read: Any, value: Any) -> tuple[str, Any]:
+    try:
+        return "value", read(value)
+    except ValueError as exc:
+        return type(exc).__name__, str(exc)
+
+
+def test_json_text_with_space_around_or_errors_reads_as_json_loads_reads_it() -> None:
+    read = json_reader("sqlite")
+    by_sqlalchemy = sa.JSON().result_processor(sa.dialects.sqlite.dialect(), None)
+    texts = [
+        '{"a": [1, {"b": "é"}], "c": null}',
+        ' {"a": 1}\n',  # space around: not the scanner's, json.loads'
+        '{"a": 1} {"b": 2}',  # extra data
+        '{"a": }',
+        "",
+        "  ",
+        "nul",
+        '"\ud800"',
+    ]
+    assert [_outcome(read, text) for text in texts] == [
+        _outcome(by_sqlalchemy, text) for text in texts
+    ]
+    assert _outcome(read, ' {"a": 1}\n') == ("value", {"a": 1})
+    assert _outcome(read, '{"a": 1} {"b": 2}')[0] == "JSONDecodeError"
