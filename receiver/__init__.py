@@ -54,7 +54,7 @@ def create_app(
     outbox.init_app(app, settings)
     if web:
         from receiver.observe import tracing
-        from receiver.web import admin, api, errors, headers, health, metrics, webhooks
+        from receiver.web import admin, api, errors, headers, health, metrics, turns, webhooks
 
         # Traces only with OTEL_EXPORTER_OTLP_ENDPOINT; unset, OpenTelemetry is not imported.
         tracing.init_app(app, environ)
@@ -67,4 +67,5 @@ def create_app(
         app.register_blueprint(webhooks.bp)
         api.init_app(app)
         admin.init_app(app, settings)
+        turns.init_app(app, settings)
     return app

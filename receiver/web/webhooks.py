@@ -42,6 +42,7 @@ from receiver.store.engines import database_unavailable, get_engine
 from receiver.store.inbox import Delivery, dedupe_key, record_event, record_rejected
 from receiver.store.models import Outcome, utcnow
 from receiver.web.errors import error_response
+from receiver.web.turns import NO_TURN
 
 __all__ = ["bp"]
 
@@ -125,7 +126,14 @@ def project_webhook() -> Response:
 
 
 def _read_body(req: Request, settings: Settings) -> bytes | Response:
-    """Return the raw body, or the refusal of an oversized body (413) or non-JSON one (415)."""
+    """Return the raw body, or the refusal of an oversized body (413) or non-JSON one (415).
+
+    A delivery that did not get its process's turn in time (receiver/web/turns.py) is
+    answered 503, as one that waited too long for SQLite's lock is.
+    """
+    if NO_TURN in req.environ:
+        log.warning("database unavailable; delivery not stored: this process's writers are busy")
+        return _unavailable()
     length = req.content_length
     if length is not None and length > settings.max_body_bytes:
         return _too_large(settings)
@@ -138,6 +146,15 @@ def _read_body(req: Request, settings: Settings) -> bytes | Response:
     req.max_content_length = settings.max_body_bytes + 1
     body = req.get_data(cache=False)
     return _too_large(settings) if len(body) > settings.max_body_bytes else body
+
+
+def _unavailable() -> Response:
+    return error_response(
+        503,
+        "database_unavailable",
+        "the delivery could not be stored; retry later",
+        headers={"Retry-After": "5"},
+    )
 
 
 def _too_large(settings: Settings) -> Response:
@@ -194,12 +211,7 @@ def _handle(
         # The driver's own first line says which: locked, full, unreachable, restarting.
         detail = str(getattr(exc, "orig", None) or type(exc).__name__).split("\n", 1)[0][:200]
         log.warning("database unavailable; delivery not stored: %s", detail)
-        return error_response(
-            503,
-            "database_unavailable",
-            "the delivery could not be stored; retry later",
-            headers={"Retry-After": "5"},
-        )
+        return _unavailable()
     if not result.stored:
         get_metrics(app).observe_unstored(result.outcome.value)
     note(
