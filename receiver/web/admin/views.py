@@ -359,6 +359,14 @@ def _back(default: str) -> ResponseReturnValue:
     return redirect(safe_next(request.form.get("next")) or default)
 
 
+def _form_number(name: str, missing: str) -> int:
+    """Return the form's whole number ``name``; answer 404 saying ``missing`` if it is not one."""
+    try:
+        return int(request.form.get(name, ""))
+    except ValueError:
+        abort(404, missing)
+
+
 @bp.post("/actions/reconcile")
 def reconcile_submission() -> ResponseReturnValue:
     """Ask ittybit about one submission's job now, as ``reconcile --submission`` does."""
@@ -393,10 +401,7 @@ def reconcile_submission() -> ResponseReturnValue:
 @bp.post("/actions/replay")
 def replay_delivery() -> ResponseReturnValue:
     """Apply one stored delivery again, as ``events replay ID`` does."""
-    try:
-        event_id = int(request.form.get("event_id", ""))
-    except ValueError:
-        abort(404, "No such delivery.")
+    event_id = _form_number("event_id", "No such delivery.")
     page = url_for("admin.delivery", event_id=event_id)
     try:
         result = replay_one(
@@ -418,10 +423,7 @@ def replay_delivery() -> ResponseReturnValue:
 @bp.post("/actions/retry-notification")
 def retry_notification() -> ResponseReturnValue:
     """Send one notification (pending or dead) again from now on, through the outbox."""
-    try:
-        notification_id = int(request.form.get("notification_id", ""))
-    except ValueError:
-        abort(404, "No such notification.")
+    notification_id = _form_number("notification_id", "No such notification.")
     with get_engine().begin() as conn:
         count = retry_notifications(conn, [notification_id], now=utcnow())
     if count:
