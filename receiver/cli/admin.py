@@ -51,11 +51,8 @@ def _stamp(value: datetime | None) -> str:
 def admin_create(email: str, password_stdin: bool) -> None:
     """Create an account for EMAIL; the password is asked for (twice) or read from stdin."""
     password = _password(password_stdin, "Password")
-    with database_errors():
-        try:
-            admin = create_admin(get_engine(), email, password, now=utcnow())
-        except AdminError as exc:
-            raise click.ClickException(str(exc)) from None
+    with database_errors(AdminError):
+        admin = create_admin(get_engine(), email, password, now=utcnow())
     click.echo(f"created admin {admin.email}; sign in at /admin/login")
 
 
@@ -93,11 +90,8 @@ def admin_list(as_json: bool) -> None:
 @with_app
 def admin_delete(email: str) -> None:
     """Delete the account for EMAIL; its sessions end at once."""
-    with database_errors():
-        try:
-            delete_admin(get_engine(), email)
-        except AdminError as exc:
-            raise click.ClickException(str(exc)) from None
+    with database_errors(AdminError):
+        delete_admin(get_engine(), email)
     click.echo(f"deleted admin {email.strip().lower()}")
 
 
@@ -106,11 +100,8 @@ def admin_delete(email: str) -> None:
 @with_app
 def admin_unlock(email: str) -> None:
     """Lift the lock-out of EMAIL: its failed logins are forgotten, from every address."""
-    with database_errors():
-        try:
-            unlock_admin(get_engine(), email)
-        except AdminError as exc:
-            raise click.ClickException(str(exc)) from None
+    with database_errors(AdminError):
+        unlock_admin(get_engine(), email)
     click.echo(f"unlocked admin {email.strip().lower()}")
 
 
@@ -121,9 +112,6 @@ def admin_unlock(email: str) -> None:
 def admin_set_password(email: str, password_stdin: bool) -> None:
     """Give EMAIL a new password; its sessions end and its lock-out is lifted."""
     password = _password(password_stdin, "New password")
-    with database_errors():
-        try:
-            set_password(get_engine(), email, password)
-        except AdminError as exc:
-            raise click.ClickException(str(exc)) from None
+    with database_errors(AdminError):
+        set_password(get_engine(), email, password)
     click.echo(f"set a new password for admin {email.strip().lower()}; its sessions have ended")

@@ -22,11 +22,8 @@ api_keys_cli = click.Group("api-keys", help="Create, list and revoke keys of the
 @with_app
 def api_keys_create(name: str, as_json: bool) -> None:
     """Make a key named NAME and print it once: only its hash is kept."""
-    with database_errors():
-        try:
-            key = create_key(get_engine(), name, now=utcnow())
-        except ApiKeyError as exc:
-            raise click.ClickException(str(exc)) from None
+    with database_errors(ApiKeyError):
+        key = create_key(get_engine(), name, now=utcnow())
     if as_json:
         echo_json({"name": name.strip(), "key": key})
         return
@@ -70,9 +67,6 @@ def api_keys_list(as_json: bool) -> None:
 @with_app
 def api_keys_revoke(name: str) -> None:
     """End the key named NAME at once: its next request is refused (401)."""
-    with database_errors():
-        try:
-            revoke_key(get_engine(), name, now=utcnow())
-        except ApiKeyError as exc:
-            raise click.ClickException(str(exc)) from None
+    with database_errors(ApiKeyError):
+        revoke_key(get_engine(), name, now=utcnow())
     click.echo(f"revoked API key {name.strip()!r}")

@@ -143,8 +143,12 @@ class ConfigurationError(click.ClickException):
 
 
 @contextmanager
-def database_errors() -> Iterator[None]:
-    """Turn database failures into one clear line and exit status 1."""
+def database_errors(*refused: type[Exception]) -> Iterator[None]:
+    """Turn database failures into one clear line and exit status 1.
+
+    The ``refused`` errors (a flow's own ``ValueError``: bad input, a name taken) end the
+    command the same way, in their own words.
+    """
     try:
         yield
     except SQLAlchemyError as exc:
@@ -154,6 +158,8 @@ def database_errors() -> Iterator[None]:
             "(is DATABASE_URL right, and has `jobhooks db upgrade` run?)"
         )
         raise click.ClickException(message) from None
+    except refused as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 class Duration(click.ParamType):  # type: ignore[type-arg]

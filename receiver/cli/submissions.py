@@ -20,6 +20,7 @@ from receiver.flows.records import (
     webhook_url,
 )
 from receiver.store.engines import get_engine, get_read_engine
+from receiver.store.models import Submission
 
 __all__ = ["submissions_cli", "webhook_url_command"]
 
@@ -41,18 +42,15 @@ def submissions_add(
     SUBMISSION_ID is 1-200 of A-Z a-z 0-9 . _ : - (as the API and import require).
     """
     metadata = parse_pairs(meta, "--meta")
-    with database_errors(), Session(get_engine()) as session:
-        try:
-            submission = create_submission(
-                session,
-                submission_id=submission_id,
-                user_id=user_id,
-                input_url=input_url,
-                job_id=job_id,
-                metadata=metadata,
-            )
-        except InvalidSubmission as exc:
-            raise click.ClickException(str(exc)) from None
+    with database_errors(InvalidSubmission), Session(get_engine()) as session:
+        submission = create_submission(
+            session,
+            submission_id=submission_id,
+            user_id=user_id,
+            input_url=input_url,
+            job_id=job_id,
+            metadata=metadata,
+        )
         echo_json(submission_json(submission))
 
 
@@ -62,10 +60,7 @@ def submissions_add(
 def submissions_show(submission_id: str) -> None:
     """Print a submission as JSON."""
     with database_errors(), Session(get_read_engine()) as session:
-        submission = get_submission(session, submission_id)
-        if submission is None:
-            message = f"no submission {submission_id!r}"
-            raise click.ClickException(message)
+        submission = _existing(session, submission_id)
         echo_json(submission_json(submission))
 
 
@@ -102,16 +97,22 @@ def _echo_skips(report: ImportReport) -> None:
         click.echo(f"line {skip.line}: {skip.submission_id} skipped: {skip.reason}", err=True)
 
 
+def _existing(session: Session, submission_id: str) -> Submission:
+    """Return the submission, or end the command saying there is none."""
+    submission = get_submission(session, submission_id)
+    if submission is None:
+        message = f"no submission {submission_id!r}"
+        raise click.ClickException(message)
+    return submission
+
+
 @click.command("webhook-url")
 @click.argument("submission_id")
 @with_app
 def webhook_url_command(submission_id: str) -> None:
     """Print the signed webhook URL of a submission."""
     with database_errors(), Session(get_read_engine()) as session:
-        submission = get_submission(session, submission_id)
-        if submission is None:
-            message = f"no submission {submission_id!r}"
-            raise click.ClickException(message)
+        submission = _existing(session, submission_id)
         click.echo(
             webhook_url(
                 settings(), submission_id=submission.submission_id, user_id=submission.user_id

@@ -88,23 +88,23 @@ def submit_command(
     }
     if submission_id is None:
         submission_id = f"sub_{secrets.token_hex(10)}"
-    with database_errors(), client_from_settings(config, max_connections=1) as client:
-        try:
-            result = submit_job(
-                get_engine(),
-                client,
-                config,
-                submission_id=submission_id,
-                user_id=user_id,
-                input_url=input_url,
-                kind=kind,
-                options=options,
-                metadata=metadata,
-                now=utcnow(),
-                outbox=get_outbox(),
-            )
-        except InvalidSubmission as exc:
-            raise click.ClickException(str(exc)) from None
+    with (
+        database_errors(InvalidSubmission),
+        client_from_settings(config, max_connections=1) as client,
+    ):
+        result = submit_job(
+            get_engine(),
+            client,
+            config,
+            submission_id=submission_id,
+            user_id=user_id,
+            input_url=input_url,
+            kind=kind,
+            options=options,
+            metadata=metadata,
+            now=utcnow(),
+            outbox=get_outbox(),
+        )
     echo_json(submission_json(result.submission))
     if result.error is not None:
         message = (

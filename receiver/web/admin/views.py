@@ -4,6 +4,7 @@ call the same functions as the command line and report on the next page."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -199,17 +200,12 @@ def submissions() -> ResponseReturnValue:
         meta_value=meta_value.strip(),
         search=_arg("q"),
     )
-    after = queries.Cursor.decode(request.args.get("after"))
-    with get_read_engine().connect() as conn:
-        page = queries.list_submissions(conn, filters, after=after)
     return render_template(
         "admin/submissions.html",
-        page=page,
-        filters=filters,
+        **_listed(queries.list_submissions, filters),
         meta=meta,
         scan_limit=queries.SCAN_LIMIT,
         statuses=_STATUSES,
-        **_page_urls(page),
     )
 
 
@@ -284,18 +280,13 @@ def deliveries() -> ResponseReturnValue:
         until=until,
         search=_arg("q"),
     )
-    after = queries.Cursor.decode(request.args.get("after"))
-    with get_read_engine().connect() as conn:
-        page = queries.list_deliveries(conn, filters, after=after)
     return render_template(
         "admin/deliveries.html",
-        page=page,
-        filters=filters,
+        **_listed(queries.list_deliveries, filters),
         outcomes=_OUTCOMES,
         sources=_SOURCES,
         since=_arg("since"),
         until=_arg("until"),
-        **_page_urls(page),
     )
 
 
@@ -332,18 +323,21 @@ def notifications() -> ResponseReturnValue:
     filters = queries.NotificationFilter(
         status=_arg("status", _NOTIFICATION_STATUSES), submission_id=_arg("submission")
     )
-    after = queries.Cursor.decode(request.args.get("after"))
-    with get_read_engine().connect() as conn:
-        page = queries.list_notifications(conn, filters, after=after)
     return render_template(
         "admin/notifications.html",
-        page=page,
-        filters=filters,
+        **_listed(queries.list_notifications, filters),
         statuses=_NOTIFICATION_STATUSES,
-        **_page_urls(page),
         here=request.full_path.rstrip("?"),
         notify_on=bool(_settings().notify_urls),
     )
+
+
+def _listed(lister: Callable[..., queries.Page], filters: Any) -> dict[str, Any]:
+    """Read the page that ``after`` names: the page, its filters and its URLs, for a template."""
+    after = queries.Cursor.decode(request.args.get("after"))
+    with get_read_engine().connect() as conn:
+        page = lister(conn, filters, after=after)
+    return {"page": page, "filters": filters, **_page_urls(page)}
 
 
 def _page_urls(page: queries.Page) -> dict[str, str | None]:
@@ -363,6 +357,14 @@ def _page_urls(page: queries.Page) -> dict[str, str | None]:
 
 def _back(default: str) -> ResponseReturnValue:
     return redirect(safe_next(request.form.get("next")) or default)
+
+
+def _form_number(name: str, missing: str) -> int:
+    """Return the form's whole number ``name``; answer 404 saying ``missing`` if it is not one."""
+    try:
+        return int(request.form.get(name, ""))
+    except ValueError:
+        abort(404, missing)
 
 
 @bp.post("/actions/reconcile")
@@ -399,10 +401,7 @@ def reconcile_submission() -> ResponseReturnValue:
 @bp.post("/actions/replay")
 def replay_delivery() -> ResponseReturnValue:
     """Apply one stored delivery again, as ``events replay ID`` does."""
-    try:
-        event_id = int(request.form.get("event_id", ""))
-    except ValueError:
-        abort(404, "No such delivery.")
+    event_id = _form_number("event_id", "No such delivery.")
     page = url_for("admin.delivery", event_id=event_id)
     try:
         result = replay_one(
@@ -424,10 +423,7 @@ def replay_delivery() -> ResponseReturnValue:
 @bp.post("/actions/retry-notification")
 def retry_notification() -> ResponseReturnValue:
     """Send one notification (pending or dead) again from now on, through the outbox."""
-    try:
-        notification_id = int(request.form.get("notification_id", ""))
-    except ValueError:
-        abort(404, "No such notification.")
+    notification_id = _form_number("notification_id", "No such notification.")
     with get_engine().begin() as conn:
         count = retry_notifications(conn, [notification_id], now=utcnow())
     if count:

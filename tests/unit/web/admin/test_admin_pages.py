@@ -474,6 +474,28 @@ def test_notifications_are_listed_by_status(signed_in: FlaskClient, engine: Engi
     assert "app-secret-in-query" not in html
 
 
+@pytest.mark.parametrize(
+    ("page", "choices"),
+    [
+        ("submissions?status=failed", {"status": "failed"}),
+        ("deliveries?outcome=unmatched&source=url", {"outcome": "unmatched", "source": "url"}),
+        ("notifications?status=dead", {"status": "dead"}),
+    ],
+)
+def test_a_filter_form_offers_any_and_every_value_and_keeps_the_chosen_one(
+    signed_in: FlaskClient, page: str, choices: dict[str, str]
+) -> None:
+    html = signed_in.get(f"/admin/{page}").text
+    for name, chosen in choices.items():
+        select = re.search(rf'<select name="{name}">(.*?)</select>', html, re.S)
+        assert select is not None, name
+        options = re.findall(r'<option value="([^"]*)"( selected)?>([^<]*)</option>', select[1])
+        assert options[0] == ("", "", "any")
+        assert [value for value, on, _ in options if on] == [chosen]
+        assert all(value == text for value, _, text in options[1:])
+        assert len(options) > 2
+
+
 # --- actions ------------------------------------------------------------------------------
 
 
