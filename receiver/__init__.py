@@ -25,11 +25,10 @@ def create_app(
     """
     # Imported here, not at the top: `import receiver` comes first for every command,
     # `jobhooks --help` included, which needs neither the settings nor the database.
-    from flask import Flask
-
     from config.settings import Settings
+    from receiver.web.application import JobhooksFlask
 
-    app = Flask(__name__, instance_relative_config=True)
+    app = JobhooksFlask(__name__, instance_relative_config=True)
     environ = os.environ if config is None else {key: str(value) for key, value in config.items()}
     settings = Settings.from_env(environ, instance_path=app.instance_path)
     app.extensions["jobhooks.settings"] = settings
@@ -68,4 +67,5 @@ def create_app(
         api.init_app(app)
         admin.init_app(app, settings)
         turns.init_app(app, settings)
+        app.note_plain_functions()
     return app

@@ -38,15 +38,17 @@ _Processor = Callable[[Any], Any]
 @dataclass(frozen=True, slots=True)
 class _Compiled:
     sql: str
-    #: Parameter names in the order of the SQL's placeholders (positional paramstyles), or
-    #: None when the driver takes a mapping (``%(name)s``).
-    order: tuple[str, ...] | None
-    binds: tuple[tuple[str, str, _Processor | None], ...]
-    #: The values the statement holds itself (anonymous binds, such as SQLite's OFFSET 0),
-    #: processed once.
-    constants: tuple[tuple[str, Any], ...]
-    #: One processor (or None) per result column; None when no column has one.
-    results: tuple[_Processor | None, ...] | None
+    #: Whether the driver takes a tuple in the SQL's placeholder order (``?``) rather than a
+    #: mapping (``%(name)s``).
+    positional: bool
+    #: One entry per placeholder, in the SQL's order when positional: its name, the caller's
+    #: key and its processor (or None), or, for a value the statement holds itself (an
+    #: anonymous bind such as SQLite's OFFSET 0), None, None and the value, processed once.
+    #: The driver's parameters are built from it in one pass.
+    binds: tuple[tuple[str, str | None, _Processor | None, Any], ...]
+    #: (index, processor) of the result columns that have a processor; None when none has:
+    #: the other columns are taken as the driver gives them.
+    results: tuple[tuple[int, _Processor], ...] | None
     #: Whether the statement gives rows (a SELECT, a RETURNING): known here, so the cursor's
     #: ``description`` is never asked for (psycopg builds an object per column for it:
     #: 100,000 instructions for the submission's ten).
@@ -91,26 +93,25 @@ class HotStatement:
     def _compile(self, dialect: Dialect) -> _Compiled:
         compiled = self._statement.compile(dialect=dialect, column_keys=self._keys)
         assert isinstance(compiled, SQLCompiler)
-        binds = []
-        constants = []
+        binds: dict[str, tuple[str, str | None, _Processor | None, Any]] = {}
         for bind, name in compiled.bind_names.items():
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if bind.unique:  # anonymous: no caller can name it, so it keeps its value
                 value = bind.effective_value
-                constants.append((name, value if processor is None else processor(value)))
+                binds[name] = (name, None, None, value if processor is None else processor(value))
             else:
-                binds.append((name, bind.key, processor))
+                binds[name] = (name, bind.key, processor, None)
+        order = compiled.positiontup
         columns = tuple(getattr(self._statement, "exported_columns", ()))
-        results = tuple(
+        processors = (
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
         )
-        order = tuple(compiled.positiontup) if compiled.positiontup is not None else None
+        results = tuple((index, p) for index, p in enumerate(processors) if p is not None)
         entry = _Compiled(
             sql=compiled.string,
-            order=order,
-            binds=tuple(binds),
-            constants=tuple(constants),
-            results=None if self._raw or not any(results) else results,
+            positional=order is not None,
+            binds=tuple(binds.values()) if order is None else tuple(binds[n] for n in order),
+            results=None if self._raw or not results else results,
             returns_rows=bool(columns),
         )
         self._compiled[dialect.name] = entry
@@ -125,13 +126,7 @@ class HotStatement:
         assert conn.in_transaction(), "a hot statement runs inside the caller's transaction"
         dialect = conn.dialect
         compiled = self._compiled.get(dialect.name) or self._compile(dialect)
-        values: dict[str, Any] = dict(compiled.constants)
-        for name, key, processor in compiled.binds:
-            value = params[key]
-            values[name] = value if processor is None else processor(value)
-        driver_params: Any = (
-            values if compiled.order is None else tuple(values[name] for name in compiled.order)
-        )
+        driver_params = _driver_params(compiled, params)
         fairy = conn.connection
         dbapi_connection = fairy.dbapi_connection
         assert dbapi_connection is not None
@@ -165,11 +160,36 @@ class HotStatement:
                 dialect=dialect,
             ) from exc
         if compiled.results is not None:
-            rows = [
-                tuple(
-                    value if processor is None else processor(value)
-                    for processor, value in zip(compiled.results, row, strict=True)
-                )
-                for row in rows
-            ]
+            rows = [_converted(row, compiled.results) for row in rows]
         return rows
+
+
+def _driver_params(compiled: _Compiled, params: Mapping[str, Any]) -> Any:
+    """Return the driver's parameters for ``params``: processed, in order or by name."""
+    if compiled.positional:
+        return tuple(
+            [
+                constant
+                if key is None
+                else params[key]
+                if process is None
+                else process(params[key])
+                for _, key, process, constant in compiled.binds
+            ]
+        )
+    values = {}
+    for name, key, process, constant in compiled.binds:
+        if key is None:
+            values[name] = constant
+        else:
+            value = params[key]
+            values[name] = value if process is None else process(value)
+    return values
+
+
+def _converted(row: Sequence[Any], results: tuple[tuple[int, _Processor], ...]) -> tuple[Any, ...]:
+    """Return ``row`` with each column that has a processor read through it."""
+    values = list(row)
+    for index, processor in results:
+        values[index] = processor(values[index])
+    return tuple(values)

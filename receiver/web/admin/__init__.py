@@ -7,6 +7,7 @@ the application API never open the admin's session or ask for a CSRF token.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from flask import Flask, Request, Response, request
@@ -62,6 +63,24 @@ def _security_headers(response: Response) -> Response:
     return response
 
 
+def _confined_to_admin(app: Flask, hook: Callable[[Response], Response]) -> None:
+    """Run the app-wide after-request ``hook`` under /admin alone, where it stood in the chain.
+
+    Flask-Login refreshes or clears its remember cookie after every request through the
+    session; only /admin has a session (elsewhere the null session, never holding one), so
+    everywhere else the hook has nothing to do but cost the webhook its session lookups.
+    """
+    hooks = app.after_request_funcs[None]
+    index = hooks.index(hook)  # a ValueError if Flask-Login stops registering it
+
+    def under_admin(response: Response) -> Response:
+        if _under_admin(request._get_current_object().path):  # type: ignore[attr-defined]
+            return hook(response)
+        return response
+
+    hooks[index] = under_admin
+
+
 def init_app(app: Flask, settings: Settings) -> None:
     """Give ``app`` the admin view: its session cookie, login, CSRF and pages."""
     app.secret_key = settings.secret_keys[0]
@@ -86,5 +105,6 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.session_interface = AdminSessionInterface()
     csrf = CSRFProtect(app)
     auth.init_app(app, csrf)
+    _confined_to_admin(app, app.login_manager._update_remember_cookie)  # type: ignore[attr-defined]
     app.after_request(_security_headers)
     app.register_blueprint(views.bp, url_prefix=PREFIX)

@@ -379,6 +379,41 @@ def test_only_admin_paths_open_a_session(app: Flask) -> None:
             assert app.session_interface.is_null_session(session) is null, path
 
 
+def test_the_remember_cookie_hook_runs_under_admin_alone(
+    app_config: dict[str, Any], account: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Flask-Login's after-request hook still clears a remember cookie on signing out, and
+    costs the webhooks, the API and the probes nothing."""
+    from flask import request
+    from flask_login import LoginManager
+
+    seen: list[str] = []
+    original = LoginManager._update_remember_cookie
+
+    def spy(self: LoginManager, response: Any) -> Any:
+        seen.append(request.path)
+        return original(self, response)
+
+    monkeypatch.setattr(LoginManager, "_update_remember_cookie", spy)
+    app = create_app(app_config)
+    try:
+        client = app.test_client()
+        assert client.get("/healthz").status_code == 200
+        body = encode(job_payload(submission_id="sub_x"))
+        response = client.post("/webhooks/ittybit", data=body, headers=signed_headers(body))
+        assert response.status_code == 202
+        assert client.get("/api/v1/submissions").status_code == 401
+        assert seen == []
+        sign_in(client)
+        client.set_cookie("remember_token", "left-by-an-older-version")
+        response = post_form(client, "/admin/", "/admin/logout")
+        cleared = [c for c in response.headers.getlist("Set-Cookie") if "remember_token=" in c]
+        assert cleared and "remember_token=;" in cleared[0]
+        assert seen and all(path.startswith("/admin") for path in seen)
+    finally:
+        get_engine(app).dispose()
+
+
 # --- throttle, lock-out by address, the session's sign-in and absolute lifetime -------------
 
 
