@@ -23,6 +23,7 @@ import random
 import shutil
 import subprocess
 import sys
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -32,6 +33,7 @@ import sqlalchemy as sa
 
 from bench.common import ROOT, Database, load_figures, web_server
 from bench.webhook import _children, _cpu_seconds, _loadavg
+from devtools.processes import WebProcess
 from receiver.flows.api_keys import create_key
 from receiver.store.models import utcnow
 
@@ -41,7 +43,8 @@ LUA = ROOT / "bench" / "api.lua"
 CAMPAIGNS = 100
 OWNERS = 1000
 REQUESTS = ("get", "owner", "meta")
-#: The apps each request is sent to: the reference first, then the service (``None``).
+#: The apps each request is sent to, one after the other: the reference, then the service
+#: (``None``).
 APPS = {"reference": "bench.api_reference:app", "real": None}
 _STATUSES = ("pending", "processing", "succeeded", "failed", "cancelled", "expired")
 
@@ -184,8 +187,9 @@ def run_api_suite(
     workdir: Path,
     progress: Any = print,
 ) -> list[ApiRun]:
-    """Seed each database once, then load each request at each connection count, on the
-    reference and on the service."""
+    """Seed each database once, then load each request at each connection count on the
+    reference and, right after it, on the service: both servers run side by side, so a pair
+    of rows shares the machine's state of the moment, not that of minutes apart."""
     runs: list[ApiRun] = []
     for database in databases:
         progress(f"api: seeding {rows} submissions on {database.name}")
@@ -196,36 +200,49 @@ def run_api_suite(
             key = create_key(engine, "bench", now=utcnow())
         finally:
             engine.dispose()
-        for app, module in APPS.items():
-            log_path = workdir / f"gunicorn-api-{app}-{database.name}.log"
-            server = web_server(database, log_path, app=module)
-            server.start(timeout=60)
-            try:
-                for request in REQUESTS:
-                    paths = workdir / f"api-{request}.txt"
-                    write_paths(paths, request, rows)
-                    for conns in connections:
+        with ExitStack() as servers:
+            started = {}
+            for app, module in APPS.items():
+                log_path = workdir / f"gunicorn-api-{app}-{database.name}.log"
+                started[app] = server = web_server(database, log_path, app=module)
+                server.start(timeout=60)
+                servers.callback(server.stop)
+            for request in REQUESTS:
+                paths = workdir / f"api-{request}.txt"
+                write_paths(paths, request, rows)
+                for conns in connections:
+                    for app, server in started.items():
                         progress(f"api: {request} on {database.name} ({app}), {conns} connections")
-                        workers = _children(server.pid or 0)
-                        before = _loadavg()
-                        cpu_before = _cpu_seconds(workers)
-                        summary = load(
-                            f"{server.url}/", paths, key, connections=conns, duration=duration
-                        )
-                        server_cpu = _cpu_seconds(workers) - cpu_before
-                        figures = load_figures(summary)
-                        runs.append(
-                            ApiRun(
-                                database=database.name,
-                                app=app,
-                                request=request,
-                                rows=rows,
-                                connections=conns,
-                                **figures,
-                                server_cpu_us=round(server_cpu / max(figures["requests"], 1) * 1e6),
-                                load=before,
-                            )
-                        )
-            finally:
-                server.stop()
+                        load_run = _LoadRun(database.name, app, request, rows, conns, duration)
+                        runs.append(_measure(server, paths, key, load_run))
     return runs
+
+
+@dataclass(frozen=True, slots=True)
+class _LoadRun:
+    database: str
+    app: str
+    request: str
+    rows: int
+    connections: int
+    duration: float
+
+
+def _measure(server: WebProcess, paths: Path, key: str, run: _LoadRun) -> ApiRun:
+    """Load one server with one request's paths; return its figures and CPU per request."""
+    workers = _children(server.pid or 0)
+    before = _loadavg()
+    cpu_before = _cpu_seconds(workers)
+    summary = load(f"{server.url}/", paths, key, connections=run.connections, duration=run.duration)
+    server_cpu = _cpu_seconds(workers) - cpu_before
+    figures = load_figures(summary)
+    return ApiRun(
+        database=run.database,
+        app=run.app,
+        request=run.request,
+        rows=run.rows,
+        connections=run.connections,
+        **figures,
+        server_cpu_us=round(server_cpu / max(figures["requests"], 1) * 1e6),
+        load=before,
+    )
