@@ -34,13 +34,9 @@ LUA = ROOT / "bench" / "deliveries.lua"
 _APPS = {"bare": "bench.bare:app", "reference": "bench.reference:app"}
 #: gunicorn options per worker class, added to the Procfile's web line (whose own is gthread
 #: with WEB_THREADS, 4 by default); a command-line option wins over config/gunicorn.py.
-#: ``gthread`` is pinned where WEB_PIN_CPUS=auto pins it (config/cpus.py: on this two-CPU
-#: machine it does); ``unpinned`` is the same workers left to the scheduler. Names differ in
-#: their first two letters, which tag the deliveries (``_tag``).
 WORKER_CLASSES = {
     "sync": "--worker-class sync --threads 1",
     "gthread": "--worker-class gthread --threads 4",
-    "unpinned": "--worker-class gthread --threads 4 --env WEB_PIN_CPUS=off",
 }
 
 

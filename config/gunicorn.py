@@ -11,7 +11,6 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
-from config import cpus
 from config.settings import WEB_WORKER_TIMEOUT, ConfigError, Settings
 from receiver.observe.logs import JsonFormatter, RedactTokensFilter, configure_logging
 
@@ -101,28 +100,8 @@ def on_starting(server: Any) -> None:
             os.remove(os.path.join(path, name))
 
 
-def pre_fork(server: Any, worker: Any) -> None:
-    """Choose the CPU the worker about to start runs on, if workers are pinned (config/cpus.py).
-
-    Decided in the master, which knows every live worker's CPU: the least used one.
-    """
-    usable = cpus.usable_cpus()
-    threads = server.cfg.threads
-    if cpus.should_pin(
-        _settings.web_pin_cpus, workers=server.num_workers, threads=threads, cpus=len(usable)
-    ):
-        taken = (getattr(other, "jobhooks_cpu", None) for other in server.WORKERS.values())
-        worker.jobhooks_cpu = cpus.next_cpu(usable, taken)
-
-
 def post_fork(server: Any, worker: Any) -> None:
-    """Pin the worker to its CPU, if it has one; send its logs (a JSON line a request) to stdout."""
-    cpu = getattr(worker, "jobhooks_cpu", None)
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
-        server.log.info(
-            "Worker %s runs on CPU %s (WEB_PIN_CPUS=%s)", worker.pid, cpu, _settings.web_pin_cpus
-        )
+    """Send the worker's logs (one JSON line per request) to stdout."""
     configure_logging(level=_settings.log_level, fmt=_settings.log_format, stream=sys.stdout)
 
 

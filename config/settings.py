@@ -22,8 +22,6 @@ from pydantic_settings import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from config.cpus import MODES as PIN_MODES
-
 __all__ = [
     "DEV_SECRET_KEY",
     "MIN_SECRET_KEY_LENGTH",
@@ -285,8 +283,6 @@ class Settings(BaseSettings):
     max_body_bytes: Annotated[int, _whole_number(256)] = 1024 * 1024
     web_concurrency: Annotated[int, _whole_number(1, 64)] = 2
     web_threads: Annotated[int, _whole_number(1, 64)] = 4
-    #: Web workers on one CPU each: ``auto`` when threaded and no more CPUs than workers.
-    web_pin_cpus: Annotated[str, _choice(PIN_MODES)] = "auto"
     sqlite_busy_timeout_ms: Annotated[int, _whole_number(0, 60000)] = 3000
     ittybit_api_url: Annotated[str, BeforeValidator(_http_url)] = "https://api.ittybit.com"
     ittybit_api_key: str = Field("", repr=False)

@@ -394,14 +394,6 @@ def test_web_threads() -> None:
     assert refusal({**PROD, "WEB_THREADS": "0"}) == "WEB_THREADS: must be between 1 and 64, got 0"
 
 
-def test_web_pin_cpus() -> None:
-    assert settings(**PROD).web_pin_cpus == "auto"
-    assert settings(**{**PROD, "WEB_PIN_CPUS": "Off"}).web_pin_cpus == "off"
-    assert refusal({**PROD, "WEB_PIN_CPUS": "yes"}) == (
-        "WEB_PIN_CPUS: must be one of auto, on, off, got 'yes'"
-    )
-
-
 # Every refusal shows the value it refused, so that a typo is seen at once; a secret's never.
 # Each setting's parsers in turn: a value for each way it can be refused.
 REFUSED_AS_SHOWN = [
@@ -417,7 +409,6 @@ REFUSED_AS_SHOWN = [
     ("MAX_BODY_BYTES", "100", "100"),
     ("WEB_CONCURRENCY", "65", "65"),
     ("WEB_THREADS", "65", "65"),
-    ("WEB_PIN_CPUS", "always", "'always'"),
     ("SQLITE_BUSY_TIMEOUT_MS", "soon", "'soon'"),
     ("ITTYBIT_API_URL", "ftp://api.ittybit.com", "'ftp://api.ittybit.com'"),
     ("ITTYBIT_API_VERSION", "latest", "'latest'"),
