@@ -110,7 +110,7 @@ class Recorder:
         self.thread.start()
         return self
 
-    def wait_requests(self, count: int, timeout: float) -> bool:
+    def wait_requests(self, count: int, *, timeout: float) -> bool:
         """Wait until ``count`` requests have come in; say whether they did in time."""
         deadline = time.monotonic() + timeout
         while len(self.requests) < count:
