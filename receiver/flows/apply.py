@@ -23,7 +23,7 @@ from sqlalchemy.dialects import postgresql
 
 from receiver.core.jobstate import JobState, clamp_future
 from receiver.core.transitions import Change, SubmissionRow, decide_transition
-from receiver.flows.outbox import Outbox
+from receiver.flows.outbox import ENDPOINTS_VALUE, Outbox
 from receiver.store.hotsql import HotStatement
 from receiver.store.inbox import EVENT_COLUMNS, insert_event
 from receiver.store.models import Submission, WebhookEvent
@@ -68,8 +68,10 @@ def _update_with_event(names: tuple[str, ...]) -> HotStatement:
     """Return :func:`_update` with the inbox row inserted first, in the same statement.
 
     ``WITH event AS (INSERT … ON CONFLICT DO NOTHING RETURNING id) UPDATE … WHERE … AND
-    EXISTS (SELECT FROM event) RETURNING (SELECT id FROM event)``: one round trip on
-    PostgreSQL, and a delivery whose key is taken changes nothing.
+    EXISTS (SELECT FROM event) RETURNING (SELECT id FROM event), <the endpoints>``: one
+    round trip on PostgreSQL, and a delivery whose key is taken changes nothing. The
+    endpoints a status change is announced to come back with it (``ENDPOINTS_VALUE``), so
+    announcing it needs no read of its own.
     """
     event = (
         postgresql.insert(_events)
@@ -81,7 +83,7 @@ def _update_with_event(names: tuple[str, ...]) -> HotStatement:
     return HotStatement(
         _update_statement(names)
         .where(sa.exists(sa.select(event.c.id)))
-        .returning(sa.select(event.c.id).scalar_subquery())
+        .returning(sa.select(event.c.id).scalar_subquery(), ENDPOINTS_VALUE)
         .add_cte(event)
     )
 
@@ -128,13 +130,15 @@ def apply_job_state(
     """
     state = _clamped(state, now)
     change = decide_transition(submission, state)
+    endpoints = None
     if event is not None:
         stored = {
             **event,
             "outcome": change.outcome.value,
             "reason": change.reason[:500] if change.reason else None,
         }
-        if not _store_with_event(conn, submission, change, now=now, event=stored):
+        written, endpoints = _store_with_event(conn, submission, change, now=now, event=stored)
+        if not written:
             return None
     elif change.values is not None:
         _update(tuple(sorted(change.values))).execute(conn, _params(submission, change, now))
@@ -147,6 +151,7 @@ def apply_job_state(
             new_status=new_status,
             is_test=submission.is_test,
             now=now,
+            endpoints=endpoints,
         )
     return change
 
@@ -179,18 +184,24 @@ def _store_with_event(
     *,
     now: datetime,
     event: Mapping[str, Any],
-) -> bool:
-    """Insert the inbox row, then the change only if the row was new; tell which."""
+) -> tuple[bool, Any]:
+    """Insert the inbox row, then the change only if the row was new.
+
+    Returns whether they were written, and the notification endpoints when the statement
+    read them too (PostgreSQL), else None.
+    """
     if change.values is None:
-        return insert_event(conn, dict(event)) is not None
+        return insert_event(conn, dict(event)) is not None, None
     names = tuple(sorted(change.values))
     params = _params(submission, change, now)
     if conn.dialect.name == "postgresql":
         params.update({f"event_{name}": event[name] for name in EVENT_COLUMNS})
         rows = _update_with_event(names).execute(conn, params)
-        return bool(rows) and rows[0][0] is not None
+        if not rows or rows[0][0] is None:
+            return False, None
+        return True, rows[0][1]
     # SQLite has no INSERT inside WITH: the inbox row goes first, and guards the change.
     if insert_event(conn, dict(event)) is None:
-        return False
+        return False, None
     _update(names).execute(conn, params)
-    return True
+    return True, None

@@ -22,6 +22,7 @@ from config.settings import Settings
 from receiver import create_app
 from receiver.core.jobstate import normalise
 from receiver.flows.apply import apply_job_state, find_submission
+from receiver.flows.endpoints import add_endpoint
 from receiver.flows.outbox import Outbox, endpoint_label, get_outbox, retry_notifications
 from receiver.flows.polling import ask_ittybit_now
 from receiver.flows.records import create_test_submission, get_submission, submission_json
@@ -35,6 +36,7 @@ from tests.reconcile_helpers import FakeIttybit
 from tests.unit.web.test_webhooks import PROJECT_URL, post, submission
 
 ENDPOINTS = ("https://app.example.com/hooks/a", "https://app.example.com/hooks/b")
+FAILED = "submission.failed"
 _submissions = Submission.__table__  # type: ignore[attr-defined]
 
 
@@ -84,6 +86,39 @@ def test_a_webhook_on_the_project_url_announces_it_and_resends_add_nothing(
     late = job_payload(status="processing")
     assert post(client, PROJECT_URL, late, msg_id="m3").get_json()["outcome"] == "stale"
     assert_announced(engine, "submission.failed")
+
+
+def test_a_webhook_announces_to_each_endpoint_record_taking_its_type_in_its_write(
+    client: FlaskClient, engine: Engine
+) -> None:
+    """Endpoint records made beside NOTIFY_URL's get what they take, and nothing else.
+
+    On PostgreSQL the endpoints come back from the statement that stores the delivery and
+    its change: no statement reads them on its own.
+    """
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        every = add_endpoint(conn, "https://every.example.com/in", now=now, event_types=("*",))
+        add_endpoint(conn, "https://failed.example.com/in", now=now, event_types=(FAILED,))
+    add_submission(engine)
+    statements: list[str] = []
+
+    def heard(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", heard)
+    try:
+        assert post(client, token_url(), job_payload(), msg_id="m1").status_code == 200
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", heard)
+    rows = notifications(engine)
+    assert sorted(row["endpoint"] for row in rows) == sorted([*ENDPOINTS, every["url"]])
+    assert {row["event_type"] for row in rows} == {"submission.succeeded"}
+    reads = [statement for statement in statements if "notify_endpoints" in statement]
+    if engine.dialect.name == "postgresql":
+        assert len(reads) == 1
+        assert "webhook_events" in reads[0]
+        assert "UPDATE submissions" in reads[0]
 
 
 def test_running_changes_are_announced_only_with_notify_events_all(
