@@ -127,9 +127,14 @@ def seed_inbox(
                 {**common, "count": deliveries, "outcomes": json.dumps(_OUTCOMES)},
             )
         if database.name == "postgresql":
-            # What autovacuum does after a bulk load on a live database, done now.
+            # What autovacuum does after a bulk load on a live database, done now; then the
+            # checkpoint a live database made long ago. Without it the checkpoints the
+            # load's WAL set off (one every 11-12 s, "occurring too frequently" in the
+            # server's log) ran on through the filled run, and its p99 was 18-24 times the
+            # empty inbox's in four runs; with it 0.96 and 0.99 times.
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.execute(sa.text("VACUUM ANALYZE"))
+                conn.execute(sa.text("CHECKPOINT"))
     finally:
         engine.dispose()
     return made, stored
