@@ -12,7 +12,7 @@ SQLAlchemy Core statements, built once: this is the webhook's hot path.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -184,7 +184,7 @@ def _store_with_event(
     *,
     now: datetime,
     event: Mapping[str, Any],
-) -> tuple[bool, Any]:
+) -> tuple[bool, Sequence[Sequence[Any]] | None]:
     """Insert the inbox row, then the change only if the row was new.
 
     Returns whether they were written, and the notification endpoints when the statement

@@ -77,9 +77,7 @@ _ENDPOINTS_HOT = HotStatement(_ENDPOINTS)
 #: reads them (``receiver.flows.apply``), one round trip fewer for every change it announces.
 ENDPOINTS_VALUE = sa.select(
     sa.func.coalesce(
-        sa.func.jsonb_agg(
-            sa.func.jsonb_build_array(_endpoints.c.id, _endpoints.c.url, _endpoints.c.event_types)
-        ),
+        sa.func.jsonb_agg(sa.func.jsonb_build_array(*_ENDPOINTS.selected_columns)),
         sa.text("'[]'::jsonb"),
         type_=postgresql.JSONB,
     )
