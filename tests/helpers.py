@@ -137,3 +137,13 @@ def stored_submission(engine: Engine, submission_id: str = "sub_1") -> dict[str,
     with engine.connect() as conn:
         row = conn.execute(sa.select(table).where(table.c.submission_id == submission_id)).one()
     return dict(row._mapping)
+
+
+def wait_until(check: Any, timeout: float = 20.0) -> bool:
+    """Poll ``check`` until it is true or ``timeout`` seconds pass; say which it was."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return bool(check())

@@ -34,6 +34,7 @@ from receiver.store.models import NotificationAttempt, NotifyEndpoint
 from reconcile.notifier import Backoff, Notifier
 from tests.admin_helpers import EMAIL, PASSWORD, post_form, sign_in
 from tests.api_helpers import bearer
+from tests.helpers import wait_until
 from tests.notify_helpers import NOTIFY_SECRET, add_submissions, change, notifications, outbox_to
 
 _endpoints = NotifyEndpoint.__table__  # type: ignore[attr-defined]
@@ -109,15 +110,6 @@ class Recorder:
     def __enter__(self) -> Recorder:
         self.thread.start()
         return self
-
-    def wait_requests(self, count: int, *, timeout: float) -> bool:
-        """Wait until ``count`` requests have come in; say whether they did in time."""
-        deadline = time.monotonic() + timeout
-        while len(self.requests) < count:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.01)
-        return True
 
     def __exit__(self, *exc: object) -> None:
         self.release.set()
@@ -310,7 +302,7 @@ def test_one_hanging_endpoint_does_not_delay_the_others(engine: Engine) -> None:
                 took = time.monotonic() - started
                 # Its attempt may still be on its way into the recorder's thread on a busy
                 # machine; it must arrive, but need not have by the time the others are done.
-                assert hanging.wait_requests(1, timeout=5)
+                assert wait_until(lambda: len(hanging.requests) >= 1, timeout=5)
             finally:
                 hanging.release.set()
                 worker.stop.set()

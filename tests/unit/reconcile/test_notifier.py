@@ -33,6 +33,7 @@ from receiver.store.engines import create_db_engine
 from receiver.store.models import Notification
 from reconcile.notifier import Backoff, Notifier
 from reconcile.notify_claims import claim_due, record_failed
+from tests.helpers import wait_until
 from tests.notify_helpers import (
     NOTIFY_KEY,
     NOTIFY_SECRET,
@@ -86,15 +87,6 @@ def by_submission(received: list[Received]) -> dict[str | None, list[str]]:
 def application() -> Iterator[NotifyApp]:
     with NotifyApp([NOTIFY_SECRET]) as app:
         yield app
-
-
-def wait_until(check: Any, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return bool(check())
 
 
 def all_delivered(engine: Engine) -> bool:
