@@ -25,11 +25,17 @@ bind = f"0.0.0.0:{_settings.port}"
 workers = _settings.web_concurrency
 # Threads, not sync workers: a sync worker reads a request's body itself, so two clients
 # that send headers and trickle a body held both workers and /healthz and ittybit's
-# webhooks waited behind them (tests/test_slow_clients.py). With gthread a slow body ties
-# up one thread of WEB_THREADS; the worker's other threads keep answering (as many slow
+# webhooks waited behind them (tests/process/test_slow_clients.py). With gthread a slow body
+# ties up one thread of WEB_THREADS; the worker's other threads keep answering (as many slow
 # clients as threads in all would still starve it). Four threads suit Heroku's standard
-# dynos (512 MB-1 GB: two workers of four threads each).
-worker_class = "gthread"
+# dynos (512 MB-1 GB: two workers of four threads each). On SQLite a process answers one
+# webhook at a time anyway, so its loop thread answers a webhook already wholly received
+# itself, without the hand-offs to a thread and back (config/gunicorn_worker.py).
+worker_class = (
+    "config.gunicorn_worker.InlineWebhookWorker"
+    if _settings.database_url.startswith("sqlite:")
+    else "gthread"
+)
 threads = _settings.web_threads
 # A worker silent this long is killed. With gthread that is a worker whose main loop is
 # stuck, not one slow request: requests on ittybit keep to API_ITTYBIT_BUDGET themselves.

@@ -14,6 +14,10 @@ delivery without a Content-Length, or larger than the limit, is passed on withou
 decides every write. A delivery that waits longer than a writer would wait for SQLite's lock
 is answered 503 by the view (:data:`NO_TURN`). PostgreSQL's writers do not share one lock,
 and there is no turn.
+
+On SQLite the Procfile's worker answers most webhooks in its loop thread, with no hand-off
+(``config/gunicorn_worker.py``); the turns still order those with the deliveries its pool
+threads read (new connections, bodies that arrived in pieces).
 """
 
 from __future__ import annotations

@@ -105,3 +105,42 @@ def test_slow_bodies_do_not_stop_healthz_or_a_signed_webhook(
     assert webhook.status_code in (200, 202), webhook.text
     assert webhook.json()["outcome"] == "unmatched"
     assert webhook_took < ANSWER_WITHIN
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_on_sqlite_a_whole_webhook_on_a_kept_alive_connection_needs_no_free_thread(
+    gunicorn: Callable[..., WebProcess], database_url: str
+) -> None:
+    # One worker of one thread: the trickling client below holds the only pool thread, so
+    # only the worker's loop thread is left to answer (config/gunicorn_worker.py).
+    server = gunicorn(
+        {
+            "APP_ENV": "production",
+            "DATABASE_URL": database_url,
+            "SECRET_KEY": SECRET,
+            "ITTYBIT_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "WEB_CONCURRENCY": "1",
+            "WEB_THREADS": "1",
+        }
+    )
+
+    def deliver(http: httpx.Client, number: int) -> httpx.Response:
+        body = encode(job_payload(f"job_kept_alive_{number}", "processing", submission_id="none"))
+        return http.post(
+            f"{server.url}/webhooks/ittybit",
+            content=body,
+            headers=signed_headers(body, msg_id=f"msg_kept_alive_{number}"),
+        )
+
+    with httpx.Client(timeout=5) as http:
+        first = deliver(http, 1)  # opens the connection ittybit keeps using
+        assert first.status_code == 202, first.text  # unmatched: stored, nothing to change
+        with trickling_clients(server, 1) as clients:
+            second, took = timed(lambda: deliver(http, 2))
+            clients[0].settimeout(0)
+            with pytest.raises(BlockingIOError):
+                clients[0].recv(1)  # still waiting for its body, in the pool's thread
+    assert second.status_code == 202, second.text
+    assert second.json()["outcome"] == "unmatched"
+    assert second.headers.get("connection", "keep-alive").lower() != "close"
+    assert took < ANSWER_WITHIN
