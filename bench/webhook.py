@@ -32,11 +32,15 @@ __all__ = ["WebhookRun", "run_webhook_suite"]
 LUA = ROOT / "bench" / "deliveries.lua"
 #: The apps measured beside the real one, under the same gunicorn command and settings.
 _APPS = {"bare": "bench.bare:app", "reference": "bench.reference:app"}
-#: gunicorn options per worker class, added to the Procfile's web line (whose own is gthread
-#: with WEB_THREADS, 4 by default); a command-line option wins over config/gunicorn.py.
+#: gunicorn options per worker class, added to the Procfile's web line; a command-line option
+#: wins over config/gunicorn.py. ``gthread`` is the Procfile's own class, with WEB_THREADS'
+#: default of 4: gunicorn's gthread on PostgreSQL, on SQLite its subclass that answers a
+#: whole webhook in the loop thread (config/gunicorn_worker.py). ``gthread-plain`` is
+#: gunicorn's gthread on both, what the Procfile ran on SQLite before that subclass.
 WORKER_CLASSES = {
     "sync": "--worker-class sync --threads 1",
-    "gthread": "--worker-class gthread --threads 4",
+    "gthread": "--threads 4",
+    "gthread-plain": "--worker-class gthread --threads 4",
 }
 
 
@@ -345,7 +349,7 @@ def run_webhook_suite(
 
 
 def _tag(database: Database, app: str, worker: str, connections: int) -> str:
-    return f"{database.name[:2]}{app}{worker[:2]}{connections}"
+    return f"{database.name[:2]}{app}{worker}{connections}"
 
 
 def _rows(tag: str, count: int) -> list[tuple[str, str, str]]:
