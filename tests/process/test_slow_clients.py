@@ -8,11 +8,14 @@ and ittybit's webhooks from being answered at all, while ittybit gives up after 
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -144,3 +147,46 @@ def test_on_sqlite_a_whole_webhook_on_a_kept_alive_connection_needs_no_free_thre
     assert second.json()["outcome"] == "unmatched"
     assert second.headers.get("connection", "keep-alive").lower() != "close"
     assert took < ANSWER_WITHIN
+
+
+def _raw_webhook(number: int) -> bytes:
+    body = encode(job_payload(f"job_pipelined_{number}", "processing", submission_id="none"))
+    headers = signed_headers(body, msg_id=f"msg_pipelined_{number}")
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    return (
+        f"POST /webhooks/ittybit HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Length: {len(body)}\r\n{head}\r\n"
+    ).encode() + body
+
+
+def _read_answers(client: socket.socket, count: int) -> list[tuple[int, Any]]:
+    """Read ``count`` HTTP answers (status and JSON body) off one connection."""
+    buffer, answers = b"", []
+    while len(answers) < count:
+        end = buffer.find(b"\r\n\r\n")
+        if end >= 0:
+            head = buffer[:end].decode("latin-1")
+            length = re.search(r"(?im)^content-length:\s*(\d+)", head)
+            assert length is not None, head
+            start, stop = end + 4, end + 4 + int(length.group(1))
+            if len(buffer) >= stop:
+                answers.append((int(head.split(" ", 2)[1]), json.loads(buffer[start:stop])))
+                buffer = buffer[stop:]
+                continue
+        chunk = client.recv(65536)
+        assert chunk, f"the connection closed after {len(answers)} of {count} answers"
+        buffer += chunk
+    return answers
+
+
+def test_a_request_pipelined_behind_a_webhook_is_answered_too(server: WebProcess) -> None:
+    # On SQLite the second delivery is answered in the worker's loop and the third, already
+    # read behind it, by a pool thread (config/gunicorn_worker.py); on PostgreSQL both by
+    # pool threads. Neither may be lost.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as client:
+        client.sendall(_raw_webhook(1))
+        first = _read_answers(client, 1)
+        client.sendall(_raw_webhook(2) + _raw_webhook(3))
+        rest = _read_answers(client, 2)
+    assert [status for status, _ in first + rest] == [202, 202, 202]
+    assert [answer["outcome"] for _, answer in first + rest] == ["unmatched"] * 3
