@@ -67,26 +67,31 @@ def prune_events(engine: Engine, *, before: datetime, batch: int = 1000) -> int:
         started = time.monotonic()
         with engine.begin() as conn:
             deleted += conn.execute(statement, {"low": start}).rowcount
-        _yield_the_lock(engine, time.monotonic() - started)
+        _rest_after_batch(engine, time.monotonic() - started)
     return deleted
 
 
-#: On SQLite the write lock is left free this many times as long as a batch held it.
-FREE_PER_HELD = 2
+#: After each batch the prune rests this many times as long as the batch took, by dialect.
+REST_PER_BATCH = {"sqlite": 2.0, "postgresql": 1.0}
 
 
-def _yield_the_lock(engine: Engine, held: float) -> None:
-    """On SQLite, leave the write lock free twice as long as the batch just held it.
+def _rest_after_batch(engine: Engine, held: float) -> None:
+    """Rest after a batch, so the webhooks flowing meanwhile keep their rate.
 
-    Its one writer's lock is not handed out in turn: batches back to back took it again
-    before a waiting webhook's busy handler woke, and webhooks at half the service's rate
-    waited up to 6 s behind a prune of 750,000 rows (``make bench``, prune). Free as long
-    as held, webhooks at half the service's rate had half the lock's time, about what they
-    need, and queued up to 1.7 s; with two thirds of it they keep up. PostgreSQL's
-    inserts do not wait on the deletes, so it goes on at once there.
+    SQLite: its one writer's lock is not handed out in turn. Batches back to back took it
+    again before a waiting webhook's busy handler woke, and webhooks at half the service's
+    rate waited up to 6 s behind a prune of 750,000 rows (``make bench``, prune). Free as
+    long as held, webhooks at half the service's rate had half the lock's time, about what
+    they need, and queued up to 1.7 s; with two thirds of it they keep up.
+
+    PostgreSQL: inserts do not wait on the deletes, but batches back to back kept a server
+    process busy and wrote WAL as fast as the disk took it (full-page images of every page
+    the deletes touched after a checkpoint, then the checkpoint that WAL set off). Webhooks
+    at half the service's rate fell behind and queued up to 3.3 s (``make bench``, prune,
+    2026-12-07). Resting as long as each batch took halves the prune's share.
     """
-    if engine.dialect.name == "sqlite":
-        time.sleep(held * FREE_PER_HELD)
+    rest = REST_PER_BATCH.get(engine.dialect.name, 1.0)
+    time.sleep(held * rest)
 
 
 def count_prunable_attempts(conn: Connection, *, before: datetime) -> int:
