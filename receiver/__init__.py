@@ -34,7 +34,6 @@ def create_app(
     app.extensions["jobhooks.settings"] = settings
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
-        JSON_SORT_KEYS=False,
         TESTING=settings.env == "test",
         # The API checks its answers against its document, but not in production.
         API_CHECK_ANSWERS=settings.env != "production",

@@ -6,6 +6,9 @@ again. The app's own functions do not change once it is built: :meth:`JobhooksFl
 note_plain_functions` asks about each of them once, and ``ensure_sync`` hands those back
 as they are. Anything else (a function registered later, one added for one request with
 ``after_this_request``) goes through Flask's own ``ensure_sync``, coroutines included.
+
+Its JSON answers keep each object's keys in the order the code wrote them (the submission
+id first) instead of sorting them: sorting was a quarter of encoding an owner's page of 100.
 """
 
 from __future__ import annotations
@@ -15,12 +18,21 @@ from inspect import iscoroutinefunction
 from typing import Any
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
 __all__ = ["JobhooksFlask"]
 
 
+class _JsonInWrittenOrder(DefaultJSONProvider):
+    """Flask's JSON, with keys as written: ``JSON_SORT_KEYS`` was removed in Flask 2.3."""
+
+    sort_keys = False
+
+
 class JobhooksFlask(Flask):
     """Flask, with the answer to "is it a coroutine?" kept for the app's own functions."""
+
+    json_provider_class = _JsonInWrittenOrder
 
     #: The app's functions found plain (no coroutine) when it was built.
     _plain: frozenset[Callable[..., Any]] = frozenset()

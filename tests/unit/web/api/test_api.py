@@ -547,6 +547,20 @@ def test_a_get_checks_the_key_and_reads_on_one_connection_given_back_after(
 _ticks = itertools.count()
 
 
+def test_answers_keep_the_keys_in_the_order_written(
+    client: FlaskClient, headers: dict[str, str], engine: Engine
+) -> None:
+    """A page is not sorted key by key (a quarter of encoding an owner's page of 100):
+    each object reads as the document lays it out, the submission's id first."""
+    _add(engine, 2, tag="o")
+    response = client.get("/api/v1/submissions?user_id=u1&limit=1", headers=headers)
+    assert response.status_code == 200
+    page = json.loads(response.data, object_pairs_hook=list)
+    assert page[0][0] == "data"
+    first = page[0][1][0]
+    assert [key for key, _ in first[:3]] == ["submission_id", "user_id", "input_url"]
+
+
 def _add(engine: Engine, count: int, **columns: Any) -> None:
     """Insert ``count`` submissions, each changed a second after the one added before it."""
     start = utcnow() - timedelta(days=1)
