@@ -75,7 +75,7 @@ def prune_events(engine: Engine, *, before: datetime, batch: int = 1000) -> int:
 REST_PER_BATCH = {"sqlite": 2.0, "postgresql": 1.0}
 
 
-def _rest_after_batch(engine: Engine, held: float) -> None:
+def _rest_after_batch(engine: Engine, took: float) -> None:
     """Rest after a batch, so the webhooks flowing meanwhile keep their rate.
 
     SQLite: its one writer's lock is not handed out in turn. Batches back to back took it
@@ -91,7 +91,7 @@ def _rest_after_batch(engine: Engine, held: float) -> None:
     2026-12-07). Resting as long as each batch took halves the prune's share.
     """
     rest = REST_PER_BATCH.get(engine.dialect.name, 1.0)
-    time.sleep(held * rest)
+    time.sleep(took * rest)
 
 
 def count_prunable_attempts(conn: Connection, *, before: datetime) -> int:
