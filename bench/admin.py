@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from bench.common import Database, service_env
+from bench.common import Database, outside_transaction, service_env
 from devtools.processes import WebProcess, free_port
 from receiver.flows.admin_accounts import create_admin
 from receiver.store.models import (
@@ -211,8 +211,7 @@ def fill(database: Database, *, submissions: int, deliveries: int) -> dict[str, 
         counts.update(polls=50_000, notifications=100_000, passes=1000)
         if database.name == "postgresql":
             # What autovacuum does after a bulk load on a live database, done now.
-            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.execute(sa.text("VACUUM ANALYZE"))
+            outside_transaction(engine, "VACUUM ANALYZE")
         create_admin(engine, EMAIL, PASSWORD, now=now)
     finally:
         engine.dispose()

@@ -33,6 +33,7 @@ __all__ = [
     "each_database",
     "each_size",
     "load_figures",
+    "outside_transaction",
     "service_env",
     "twin",
     "web_server",
@@ -82,10 +83,17 @@ class Database:
             if self.name == "postgresql":
                 # The stage before may have loaded or deleted millions of rows in seconds,
                 # as no live server does: its WAL is checkpointed now, not during this one.
-                with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                    conn.execute(sa.text("CHECKPOINT"))
+                outside_transaction(engine, "CHECKPOINT")
         finally:
             engine.dispose()
+
+
+def outside_transaction(engine: Engine, *statements: str) -> None:
+    """Run PostgreSQL's maintenance ``statements`` (VACUUM, CHECKPOINT), which no transaction
+    may hold, one after the other on one connection in autocommit."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for statement in statements:
+            conn.execute(sa.text(statement))
 
 
 def _postgres_server() -> str | None:

@@ -22,7 +22,7 @@ import httpx
 import sqlalchemy as sa
 
 from bench.admin import _OUTCOMES, EMAIL, PASSWORD, AdminRun, sign_in, timed_page
-from bench.common import Database, service_env, twin
+from bench.common import Database, outside_transaction, service_env, twin
 from bench.webhook import run_one, seed_submissions, write_deliveries
 from devtools.processes import WebProcess, free_port
 from receiver.flows.admin_accounts import create_admin
@@ -132,9 +132,7 @@ def seed_inbox(
             # load's WAL set off (one every 11-12 s, "occurring too frequently" in the
             # server's log) ran on through the filled run, and its p99 was 18-24 times the
             # empty inbox's in four runs; with it 0.96 and 0.99 times.
-            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.execute(sa.text("VACUUM ANALYZE"))
-                conn.execute(sa.text("CHECKPOINT"))
+            outside_transaction(engine, "VACUUM ANALYZE", "CHECKPOINT")
     finally:
         engine.dispose()
     return made, stored

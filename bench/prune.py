@@ -33,7 +33,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from bench.common import ROOT, Database, service_env, web_server
+from bench.common import ROOT, Database, outside_transaction, service_env, web_server
 from bench.inbox import seed_inbox
 from bench.webhook import load, seed_submissions, write_deliveries
 from devtools.processes import jobhooks_command
@@ -157,12 +157,10 @@ def _partitioned_copy(
         conn.execute(sa.text(f"CREATE INDEX ON {_SCRATCH} (source, received_at)"))
         for column in _INDEXES:
             conn.execute(sa.text(f"CREATE INDEX ON {_SCRATCH} ({column})"))
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sa.text(f"VACUUM ANALYZE {_SCRATCH}"))
-        # The copy wrote as much WAL as the seeding, whose checkpoint seed_inbox makes: without
-        # one here, the checkpoint this copy set off ran across the prune (the server's log,
-        # 2026-12-06 23:26), and the slowest webhook beside it was 2.39 s against 142 ms alone.
-        conn.execute(sa.text("CHECKPOINT"))
+    # The copy wrote as much WAL as the seeding, whose checkpoint seed_inbox makes: without one
+    # here, the checkpoint this copy set off ran across the prune (the server's log,
+    # 2026-12-06 23:26), and the slowest webhook beside it was 2.39 s against 142 ms alone.
+    outside_transaction(engine, f"VACUUM ANALYZE {_SCRATCH}", "CHECKPOINT")
     return [(name, high) for name, _, high in months]
 
 
