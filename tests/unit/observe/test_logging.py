@@ -27,6 +27,7 @@ from config.settings import ConfigError, Settings
 from receiver.core.signing import TOKEN_SHAPE, webhook_token
 from receiver.flows.records import create_submission
 from receiver.ittybit.client import IttybitClient, RetryPolicy
+from receiver.observe import logs
 from receiver.observe.logs import JsonFormatter, RequestIdFilter, configure_logging, redact_tokens
 from reconcile.passes import PassOptions, Reconciler
 from tests.helpers import (
@@ -495,6 +496,116 @@ def test_the_root_handler_cuts_tokens_whoever_logs_them(own_logging: io.StringIO
     assert token.rsplit(".", 1)[1] not in text
     assert "posting to https://h.example/x?t=[token]" in text
     assert "ValueError: bad url /webhooks/ittybit/[token]" in text
+
+
+_ANOTHER_TOKEN = webhook_token([SECRET_KEY], submission_id="sub_2", user_id="user_2")
+
+
+def _requests_and_lines(
+    client: FlaskClient, stream: io.StringIO, status: str
+) -> list[dict[str, Any]]:
+    """Make requests of every kind a request line tells of; return their lines, parsed.
+
+    The delivery moves sub_1 to ``status``, then comes again: applied, then duplicate.
+    """
+    body = encode(job_payload(status=status))
+    headers = {**signed_headers(body, msg_id=f"msg_{status}"), "X-Request-ID": "req-1"}
+    client.post(token_url(), data=body, headers=headers)
+    client.post(token_url(), data=body, headers={**headers, "X-Request-ID": "req-2"})
+    token = _ANOTHER_TOKEN
+    client.post(
+        "/webhooks/ittybit", data=b"{}", headers={"X-Request-ID": "req-3", "webhook-id": token}
+    )
+    client.get(
+        f"/webhooks/ittybit/{token}/x",
+        headers={"X-Request-ID": "req-4"},
+    )
+    client.get("/healthz", headers={"X-Request-ID": "req-5"})
+    text = stream.getvalue().replace(status, "STATUS")
+    stream.truncate(0)
+    stream.seek(0)
+    lines = [json.loads(line) for line in text.splitlines()]
+    return [line for line in lines if line["logger"] == "jobhooks.request"]
+
+
+def test_a_request_line_written_directly_is_the_line_logging_writes(
+    client: FlaskClient, sub_1: None, own_logging: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = logging.getLogger()
+    with monkeypatch.context() as patched:
+        # With the production handler alone (the test runner's own are set aside), no record
+        # is made: the line is written directly.
+        patched.setattr(root, "handlers", ours(root))
+        patched.setattr(logs.request_log, "makeRecord", _no_record)
+        direct = _requests_and_lines(client, own_logging, "processing")
+    # Beside the test runner's handlers: logging's own way.
+    through_logging = _requests_and_lines(client, own_logging, "succeeded")
+
+    assert len(direct) == len(through_logging) == 4  # the probe's line is DEBUG: not written
+    for ours_line, logged in zip(direct, through_logging, strict=True):
+        assert list(ours_line) == list(logged)
+        for varies in ("time", "duration_ms"):
+            assert type(ours_line.pop(varies)) is type(logged.pop(varies))
+        assert ours_line == logged
+    assert [line["outcome"] for line in direct[:2]] == ["applied", "duplicate"]
+    assert (
+        direct[2]["message"] == "POST /webhooks/ittybit 415 unsupported_media_type delivery=[token]"
+    )
+    assert direct[3]["path"] == "/webhooks/ittybit/[token]/x"
+    assert _ANOTHER_TOKEN.rsplit(".", 1)[1] not in json.dumps(direct)
+
+
+def test_a_request_line_written_directly_cuts_tokens_from_its_message(
+    own_logging: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", ours(root))
+    message = f"GET /somewhere?t={_ANOTHER_TOKEN} 200"
+
+    assert logs._write_line(logging.INFO, message, {"status": 200}, "req-1")
+
+    line = json.loads(own_logging.getvalue())
+    assert (line["message"], line["status"]) == ("GET /somewhere?t=[token] 200", 200)
+
+
+def test_a_second_handler_gets_every_request_line_too(
+    client: FlaskClient, own_logging: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = logging.getLogger()
+    elsewhere = io.StringIO()
+    monkeypatch.setattr(root, "handlers", [*ours(root), logging.StreamHandler(elsewhere)])
+
+    client.get("/api/v1/nothing-here")
+
+    assert "GET /api/v1/nothing-here 404" in own_logging.getvalue()
+    assert "GET /api/v1/nothing-here 404" in elsewhere.getvalue()
+
+
+def _no_record(*_: Any, **__: Any) -> logging.LogRecord:
+    raise AssertionError("a record was made")
+
+
+def test_a_request_line_that_cannot_be_written_is_reported_not_raised(
+    client: FlaskClient,
+    own_logging: io.StringIO,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = logging.getLogger()
+    [handler] = ours(root)
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(_Broken())
+    monkeypatch.setattr(root, "handlers", [handler])
+
+    response = client.get("/api/v1/nothing-here")
+
+    assert response.status_code == 404
+    assert "--- Logging error ---" in capsys.readouterr().err
+
+
+class _Broken(io.StringIO):
+    def write(self, text: str) -> int:
+        raise OSError("the log drain is gone")
 
 
 def test_httpx_request_lines_carry_no_token_or_query_key(
