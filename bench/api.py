@@ -31,7 +31,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bench.common import ROOT, Database, load_figures, web_server
+from bench.common import ROOT, Database, load_figures, steal_seconds, web_server
 from bench.webhook import _children, _cpu_seconds, _loadavg
 from devtools.processes import WebProcess
 from receiver.flows.api_keys import create_key
@@ -66,6 +66,8 @@ class ApiRun:
     errors: int
     server_cpu_us: int
     load: str = ""
+    #: CPU time the hypervisor gave other guests during the row, in ms (``steal_seconds``).
+    steal_ms: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -233,8 +235,10 @@ def _measure(server: WebProcess, paths: Path, key: str, run: _LoadRun) -> ApiRun
     workers = _children(server.pid or 0)
     before = _loadavg()
     cpu_before = _cpu_seconds(workers)
+    steal_before = steal_seconds()
     summary = load(f"{server.url}/", paths, key, connections=run.connections, duration=run.duration)
     server_cpu = _cpu_seconds(workers) - cpu_before
+    steal = steal_seconds() - steal_before
     figures = load_figures(summary)
     return ApiRun(
         database=run.database,
@@ -245,4 +249,5 @@ def _measure(server: WebProcess, paths: Path, key: str, run: _LoadRun) -> ApiRun
         **figures,
         server_cpu_us=round(server_cpu / max(figures["requests"], 1) * 1e6),
         load=before,
+        steal_ms=round(steal * 1000),
     )

@@ -364,6 +364,7 @@ def render_table(result: dict[str, Any]) -> str:
                     "" if run["app"] == "bare" or to_bare is None else f"{to_bare:.0%}",
                     stored,
                     run["server_cpu_us"],
+                    run.get("steal_ms", ""),
                 ]
             )
         seconds = meta.get("duration", 10.0)
@@ -387,6 +388,7 @@ def render_table(result: dict[str, Any]) -> str:
                 "of bare",
                 "stored/2xx",
                 "server CPU µs/req",
+                "steal ms",
             ],
             rows,
         )
@@ -659,6 +661,7 @@ def render_table(result: dict[str, Any]) -> str:
                 _of_reference(run, api),
                 run["errors"],
                 run["server_cpu_us"],
+                run.get("steal_ms", ""),
             ]
             for run in api
         ]
@@ -681,6 +684,7 @@ def render_table(result: dict[str, Any]) -> str:
                 "req/s of reference",
                 "errors",
                 "server CPU µs/req",
+                "steal ms",
             ],
             rows,
         )

@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bench.common import ROOT, Database, load_figures, web_server
+from bench.common import ROOT, Database, load_figures, steal_seconds, web_server
 from receiver.core.signing import sign_standard_webhook, webhook_token
 from receiver.flows.records import import_submissions
 from receiver.store.models import WebhookEvent
@@ -67,6 +67,8 @@ class WebhookRun:
     server_cpu_us: int = 0
     load_cpu_us: int = 0
     load: str = ""
+    #: CPU time the hypervisor gave other guests during the row, in ms (``steal_seconds``).
+    steal_ms: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -263,8 +265,10 @@ def run_one(
         before = _loadavg()
         workers = _children(server.pid or 0)
         cpu_before = _cpu_seconds(workers)
+        steal_before = steal_seconds()
         summary = load(f"{server.url}/", deliveries, connections=connections, duration=duration)
         server_cpu = _cpu_seconds(workers) - cpu_before
+        steal = steal_seconds() - steal_before
     finally:
         server.stop()
     figures = load_figures(summary)
@@ -282,6 +286,7 @@ def run_one(
         server_cpu_us=round(server_cpu / max(requests, 1) * 1e6),
         load_cpu_us=round(summary["cpu_seconds"] / max(requests, 1) * 1e6),
         load=before,
+        steal_ms=round(steal * 1000),
     )
     if tag is None:
         return run

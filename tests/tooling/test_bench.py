@@ -4,6 +4,7 @@ request files. The benchmark itself runs with ``make bench``, never in the test 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -17,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from werkzeug.serving import make_server
 
-from bench.common import Database
+from bench.common import Database, steal_seconds
 from bench.inbox import seed_inbox
 from bench.prune import window
 from bench.run import render_table, verdicts
@@ -141,12 +142,15 @@ def test_the_table_shows_each_run_and_the_ratio() -> None:
         "webhook": [
             _webhook("bare", rps=2000.0),
             _webhook("reference", rps=1000.0),
-            _webhook("real", rps=900.0),
+            _webhook("real", rps=900.0, steal_ms=120),
         ],
         "reconcile": [_reconcile(1000)],
     }
     table = render_table(result)
-    assert "| sqlite | real | sync | 16 | 900 | 5.0 | 20.0 | 0 | 90% | 45% |" in table
+    assert (
+        "| sqlite | real | sync | 16 | 900 | 5.0 | 20.0 | 0 | 90% | 45% | 10000/10000 | 500 | 120 |"
+        in table
+    )
     assert "| sqlite | reference | sync | 16 | 1000 | 5.0 | 20.0 | 0 |  | 50% |" in table
     assert "| sqlite | 1000 | 8 | 150.0 | 160 | 94% |" in table
 
@@ -297,6 +301,24 @@ def test_the_table_shows_the_notification_figures() -> None:
     }
     table = render_table(result)
     assert "| sqlite | 40 | 300 | 520 | 600 | 300 | 6.0 | 50 | 900 | 0.3 | 120 | 90 |" in table
+
+
+def test_the_api_table_shows_the_steal_of_each_row() -> None:
+    table = render_table({"meta": _META, "api": [_api("owner", steal_ms=3400), _api("get")]})
+    assert (
+        "| sqlite | real | owner | 100000 | 16 | 900 | 8.0 | 15.0 |  | 0 | 1500 | 3400 |" in table
+    )
+    assert "| sqlite | real | get | 100000 | 16 | 900 | 8.0 | 15.0 |  | 0 | 1500 |  |" in table
+
+
+def test_steal_is_the_eighth_of_the_kernels_cpu_counters(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    tick = os.sysconf("SC_CLK_TCK")
+    stat.write_text(f"cpu  900 7 300 8000 40 0 12 {3 * tick} 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+    assert steal_seconds(stat) == 3.0
+    stat.write_text("cpu  900 7 300 8000\n")  # a kernel that counts no steal
+    assert steal_seconds(stat) == 0.0
+    assert steal_seconds(tmp_path / "absent") == 0.0
 
 
 def test_api_targets_are_the_references_rate_and_tail_at_16_connections() -> None:
