@@ -33,7 +33,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from bench.common import ROOT, Database, outside_transaction, service_env, web_server
+from bench.common import (
+    ROOT,
+    Database,
+    outside_transaction,
+    service_env,
+    steal_seconds,
+    web_server,
+)
 from bench.inbox import seed_inbox
 from bench.webhook import load, seed_submissions, write_deliveries
 from devtools.processes import jobhooks_command
@@ -72,6 +79,8 @@ class PruneRun:
     dropped: int | None = None
     drop_s: float | None = None
     probe_drop_p99_ms: float | None = None
+    #: CPU time the hypervisor gave other guests while the prune ran, in ms (``steal_seconds``).
+    steal_ms: int = 0
     probe_drop_max_ms: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -264,7 +273,9 @@ def run_prune(
         with traffic as timeline:
             with probe as probed:
                 time.sleep(2.0)  # the load settles before the prune starts
+                steal = steal_seconds()
                 deleted, start, end, seconds = _prune(database, workdir)
+                steal = steal_seconds() - steal
                 progress(f"prune: {database.name}: deleted {deleted} in {seconds:.1f}s")
                 time.sleep(2.0)
             if months:  # under the same webhook load
@@ -287,6 +298,7 @@ def run_prune(
         over_1s=int(figures["over_1s"]),
         errors=int(timeline["errors"]),
         wrapped=int(timeline["wrapped"]),
+        steal_ms=round(steal * 1000),
         **extra,
     )
 

@@ -600,6 +600,7 @@ def render_table(result: dict[str, Any]) -> str:
                 f"{run['p99_ms']:.1f}",
                 f"{run['max_ms']:.1f} (<= {MAX_MS:g})",
                 run["errors"],
+                run.get("steal_ms", ""),
             ]
             for run in prune
         ]
@@ -615,6 +616,7 @@ def render_table(result: dict[str, Any]) -> str:
                 "p99 ms",
                 "max ms",
                 "errors",
+                "steal ms",
             ],
             rows,
         )

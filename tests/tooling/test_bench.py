@@ -628,8 +628,9 @@ def test_no_webhook_may_wait_over_a_second_while_the_prune_runs() -> None:
     assert _failed({"prune": [_prune(max_ms=1000.1)]}) == {target}
     assert _failed({"prune": [_prune(errors=1)]}) == {target}
     assert _failed({"prune": [_prune(deleted=749_999)]}) == {target}
-    table = render_table({"meta": _META, "prune": [_prune()]})
+    table = render_table({"meta": _META, "prune": [_prune(steal_ms=1700)]})
     assert "| postgresql | 80 s, 750,000 rows | 3 / 20 | 0.05 s, 1,000,000 rows | 2 / 45 |" in table
+    assert "| 0 | 1700 |" in table  # errors, then the steal while the prune ran
 
 
 def test_the_prune_window_counts_only_the_requests_sent_while_it_ran() -> None:
