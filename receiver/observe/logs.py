@@ -333,9 +333,9 @@ def _log_request(response: Response) -> Response:
 def _sole_handler() -> logging.StreamHandler[Any] | None:
     """Return the handler ``configure_logging`` installed, when a request line goes there only.
 
-    That is: the request logger and the loggers between it and the root have no handler
-    or filter of their own and propagate, and the root has that one handler, writing JSON
-    through its two filters. A test runner's capture handler, a text format or any filter
+    That is: the request logger has no filter, it and the loggers between it and the root
+    have no handler and propagate, and the root has that one handler, writing JSON through
+    its two filters. A test runner's capture handler, a text format or any filter
     added since makes this None, and the line takes logging's own way.
     """
     logger: logging.Logger | None = request_log
