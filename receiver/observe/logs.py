@@ -120,7 +120,7 @@ class JsonFormatter(_LibraryJsonFormatter):
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         """Return the record's time in ISO 8601, UTC, to the millisecond."""
-        return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+        return _utc_time(record.created)
 
     def process_log_record(self, log_data: LogData) -> LogData:
         """Lower-case the level and lay the ``data`` fields out at the top level."""
@@ -129,6 +129,11 @@ class JsonFormatter(_LibraryJsonFormatter):
         if isinstance(data, dict):
             log_data.update(data)
         return log_data
+
+
+def _utc_time(seconds: float) -> str:
+    """Return a Unix time as a log line writes it: ISO 8601, UTC, to the millisecond."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
 
 
 def _cut_route_token(match: re.Match[str]) -> str:
@@ -374,7 +379,7 @@ def _write_line(level: int, message: str, data: dict[str, Any], request_id: str)
     formatter = handler.formatter
     assert isinstance(formatter, JsonFormatter)
     line: dict[str, Any] = {
-        "time": datetime.fromtimestamp(time.time(), UTC).isoformat(timespec="milliseconds"),
+        "time": _utc_time(time.time()),
         "level": logging.getLevelName(level).lower(),
         "logger": request_log.name,
         "message": redact_tokens(message),
