@@ -79,9 +79,9 @@ class PruneRun:
     dropped: int | None = None
     drop_s: float | None = None
     probe_drop_p99_ms: float | None = None
+    probe_drop_max_ms: float | None = None
     #: CPU time the hypervisor gave other guests while the prune ran, in ms (``steal_seconds``).
     steal_ms: int = 0
-    probe_drop_max_ms: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
