@@ -32,7 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bench.common import ROOT, Database, load_figures, steal_seconds, web_server
-from bench.webhook import _children, _cpu_seconds, _loadavg
+from bench.webhook import _cpu_seconds, _loadavg, settled_workers
 from devtools.processes import WebProcess
 from receiver.flows.api_keys import create_key
 from receiver.store.models import utcnow
@@ -232,7 +232,7 @@ class _LoadRun:
 
 def _measure(server: WebProcess, paths: Path, key: str, run: _LoadRun) -> ApiRun:
     """Load one server with one request's paths; return its figures and CPU per request."""
-    workers = _children(server.pid or 0)
+    workers = settled_workers(server.pid or 0, int(server.env["WEB_CONCURRENCY"]))
     before = _loadavg()
     cpu_before = _cpu_seconds(workers)
     steal_before = steal_seconds()

@@ -229,6 +229,29 @@ def _children(pid: int) -> list[int]:
     return [int(child) for child in text.split()]
 
 
+def settled_workers(pid: int, count: int, *, timeout: float = 60.0) -> list[int]:
+    """Return the server's worker pids once ``count`` of them run and every one is idle.
+
+    A gunicorn worker loads the app after it forks, and the server answers ``/readyz`` as
+    soon as one worker has. Listed at that moment, a worker not yet forked was left out of
+    the CPU count (rows showed half the reference's CPU), and one still loading had its
+    start-up charged to the load. Idle: no worker's CPU time moved for 0.3 s.
+    """
+    deadline = time.monotonic() + timeout
+    last: tuple[list[int], float] | None = None
+    still = 0
+    while time.monotonic() < deadline:
+        workers = sorted(_children(pid))
+        seen = (workers, _cpu_seconds(workers))
+        still = still + 1 if len(workers) == count and seen == last else 0
+        if still >= 3:
+            return workers
+        last = seen
+        time.sleep(0.1)
+    message = f"the server (pid {pid}) did not settle with {count} idle workers in {timeout:g} s"
+    raise RuntimeError(message)
+
+
 def _cpu_seconds(pids: list[int]) -> float:
     """Return user + system CPU seconds the processes have used so far (Linux /proc)."""
     ticks = os.sysconf("SC_CLK_TCK")
@@ -263,7 +286,7 @@ def run_one(
     server.start(timeout=60)
     try:
         before = _loadavg()
-        workers = _children(server.pid or 0)
+        workers = settled_workers(server.pid or 0, int(server.env["WEB_CONCURRENCY"]))
         cpu_before = _cpu_seconds(workers)
         steal_before = steal_seconds()
         summary = load(f"{server.url}/", deliveries, connections=connections, duration=duration)

@@ -22,7 +22,7 @@ from bench.common import Database, steal_seconds
 from bench.inbox import seed_inbox
 from bench.prune import window
 from bench.run import render_table, verdicts
-from bench.webhook import write_deliveries
+from bench.webhook import _children, _cpu_seconds, settled_workers, write_deliveries
 from devtools.processes import ROOT
 from receiver.core.signing import verify_standard_webhook, verify_webhook_token
 from receiver.flows.prune import count_prunable
@@ -319,6 +319,38 @@ def test_steal_is_the_eighth_of_the_kernels_cpu_counters(tmp_path: Path) -> None
     stat.write_text("cpu  900 7 300 8000\n")  # a kernel that counts no steal
     assert steal_seconds(stat) == 0.0
     assert steal_seconds(tmp_path / "absent") == 0.0
+
+
+#: A stand-in for gunicorn's master: one worker idle at once, a second forked later that
+#: loads (burns CPU) for 0.6 s before it waits.
+_MASTER = """
+import subprocess, sys, time
+idle = "import time; time.sleep(60)"
+busy = "import time\\nend = time.process_time() + 0.6\\n"
+busy += "while time.process_time() < end: pass\\ntime.sleep(60)"
+workers = [subprocess.Popen([sys.executable, "-c", idle])]
+time.sleep(0.3)
+workers.append(subprocess.Popen([sys.executable, "-c", busy]))
+print(workers[1].pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_the_cpu_count_starts_once_every_worker_has_forked_and_gone_idle() -> None:
+    command = [sys.executable, "-c", _MASTER]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as master:
+        try:
+            assert master.stdout is not None
+            late = int(master.stdout.readline())
+            workers = settled_workers(master.pid, 2, timeout=20)
+            assert late in workers and len(workers) == 2
+            # Its loading is over before the count starts: none of it is charged to a load.
+            assert _cpu_seconds([late]) >= 0.5
+            with pytest.raises(RuntimeError, match="3 idle workers"):
+                settled_workers(master.pid, 3, timeout=0.5)
+        finally:
+            for pid in [*_children(master.pid), master.pid]:
+                os.kill(pid, 9)
 
 
 def test_api_targets_are_the_references_rate_and_tail_at_16_connections() -> None:
