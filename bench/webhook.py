@@ -285,8 +285,8 @@ def run_one(
     server = web_server(database, log_path, app=_APPS.get(app), extra=WORKER_CLASSES[worker])
     server.start(timeout=60)
     try:
-        before = _loadavg()
         workers = settled_workers(server.pid or 0, int(server.env["WEB_CONCURRENCY"]))
+        before = _loadavg()
         cpu_before = _cpu_seconds(workers)
         steal_before = steal_seconds()
         summary = load(f"{server.url}/", deliveries, connections=connections, duration=duration)
