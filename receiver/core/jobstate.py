@@ -226,7 +226,14 @@ def _parse_iso(text: str) -> datetime:
     except ValueError:
         message = f"timestamp {text[:40]!r} is not ISO-8601"
         raise NotAJob(message) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    try:
+        # Year 9999 west of UTC, or year 1 east of it, is past datetime's range in UTC.
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        message = "timestamp is out of range"
+        raise NotAJob(message) from None
 
 
 def normalise(payload: Any) -> JobState:

@@ -296,6 +296,12 @@ def test_timestamp_forms(value: Any) -> None:
     assert parse_timestamp(value) == T
 
 
+@pytest.mark.parametrize("value", ["9999-12-31T23:59:59-23:00", "0001-01-01T00:00:00+14:00"])
+def test_an_iso_time_past_the_range_in_utc_is_refused(value: str) -> None:
+    with pytest.raises(NotAJob, match="out of range"):
+        parse_timestamp(value)
+
+
 def test_milliseconds_keep_their_fraction() -> None:
     parsed = parse_timestamp(T_SECONDS * 1000 + 250)
     assert parsed is not None
