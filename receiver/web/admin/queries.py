@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from receiver.store.models import (
+    MAX_ROW_ID,
     Notification,
     NotificationStatus,
     Outcome,
@@ -71,10 +72,12 @@ class Cursor:
         stamp, _, number = text.rpartition("_")
         try:
             at = datetime.fromisoformat(stamp)
+            at = at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
             row_id = int(number)
-        except ValueError:
+        except (ValueError, OverflowError):
             return None
-        return cls(at if at.tzinfo else at.replace(tzinfo=UTC), row_id)
+        # An id no row can have would reach the database as an integer it cannot take.
+        return cls(at, row_id) if 0 <= row_id <= MAX_ROW_ID else None
 
 
 @dataclass(slots=True)

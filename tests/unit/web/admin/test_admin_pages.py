@@ -260,6 +260,24 @@ def test_submissions_are_filtered_by_status_user_metadata_and_id(
     assert listed("after=garbage") == {"a", "b", "c", "d"}
 
 
+@pytest.mark.parametrize(
+    "after",
+    [
+        "2020-01-01_99999999999999999999",  # past any integer column
+        "2020-01-01_2147483648",  # past PostgreSQL's 32-bit ids
+        "2020-01-01_-1",
+        "0001-01-01T00:00:00%2B14:00_5",  # a time past datetime's range in UTC
+    ],
+)
+@pytest.mark.parametrize("page", ["submissions", "deliveries", "notifications"])
+def test_a_cursor_no_row_can_have_is_ignored_not_an_error(
+    signed_in: FlaskClient, engine: Engine, page: str, after: str
+) -> None:
+    add_submission(engine, "a", at=NOW, status="succeeded")
+    answer = signed_in.get(f"/admin/{page}?after={after}")
+    assert answer.status_code == 200, answer.text[-500:]
+
+
 def test_a_metadata_search_looks_at_a_bounded_number_of_rows_per_page(
     signed_in: FlaskClient, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
