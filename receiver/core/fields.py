@@ -8,6 +8,8 @@ that whatever one of them stores the others can serve back.
   back.
 - Metadata is bounded as payment APIs bound it (Stripe: 50 keys, keys of 40 characters,
   values of 500) and holds strings only, as ittybit's metadata does.
+- No text holds a NUL character: PostgreSQL's text cannot store one, and what SQLite would
+  keep the other database could not serve back (:func:`nul_field`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ __all__ = [
     "InvalidField",
     "check_metadata",
     "check_submission_id",
+    "nul_field",
 ]
 
 MAX_SUBMISSION_ID = 200
@@ -80,4 +83,32 @@ def check_metadata(metadata: Any) -> dict[str, str]:
         if len(value) > MAX_METADATA_VALUE:
             message = f"{name} must be at most {MAX_METADATA_VALUE} characters"
             raise InvalidField(message, field=name)
+    where = nul_field(metadata, "metadata")
+    if where is not None:
+        message = f"{where} must not contain a NUL character"
+        raise InvalidField(message, field=where)
     return dict(metadata)
+
+
+def nul_field(value: Any, path: str = "") -> str | None:
+    """Return where the first text holding a NUL character is in ``value``, else None.
+
+    ``value`` is what JSON gives: objects, arrays, strings and the rest. The place is
+    ``path`` and the keys below it, dotted (``metadata.campaign``, ``options.steps.0``); a
+    key that holds a NUL itself is reported as the object it is in.
+    """
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                return path
+            found = nul_field(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = nul_field(item, f"{path}.{index}" if path else str(index))
+            if found is not None:
+                return found
+    return None

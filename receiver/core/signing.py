@@ -218,6 +218,8 @@ def _verify_header_set(
 ) -> str:
     if len(msg_id) > 180 or len(signature_header) > _MAX_SIGNATURE_HEADER:
         raise VerificationError("malformed_headers", "webhook headers are too long")
+    if "\x00" in msg_id:  # it is stored as the delivery's id: no column takes a NUL
+        raise VerificationError("malformed_headers", "webhook-id must not contain NUL")
     if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
         raise VerificationError("malformed_timestamp", "webhook-timestamp must be Unix seconds")
     sent_at = int(timestamp)

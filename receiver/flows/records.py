@@ -108,6 +108,8 @@ def _identifier(name: str, value: Any, rule: Callable[[str], str] | None = None)
 
 
 def _http_url(text: str) -> bool:
+    if "\x00" in text:  # urlsplit keeps it; no database column should
+        return False
     try:
         parts = urlsplit(text)
     except ValueError:  # "http://[x": urlsplit cannot read it

@@ -54,12 +54,16 @@ class Delivery:
 
 
 def safe_headers(headers: HeaderLookup) -> dict[str, str]:
-    """Return the headers fit to store: no signatures, no auth, bounded length."""
+    """Return the headers fit to store: no signatures, no auth, bounded length, no NUL.
+
+    They are kept for people to read, not to match on: a NUL (which PostgreSQL's text
+    cannot hold) is stored as U+FFFD rather than losing the delivery.
+    """
     kept = {}
     for name in _SAFE_HEADERS:
         value = headers.get(name)
         if value:
-            kept[name] = value[:200]
+            kept[name] = value[:200].replace("\x00", "\ufffd")
     return kept
 
 

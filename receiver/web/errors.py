@@ -1,10 +1,15 @@
-"""One JSON shape for every error: ``{"error": code, "message": …}``."""
+"""One JSON shape for every error: ``{"error": code, "message": …}``.
+
+And one refusal before any view runs: a URL whose path or query holds a NUL character
+(``%00``) is answered 400. No id, filter or search of any surface can hold one (PostgreSQL's
+text cannot store or compare it), so no view has to check for it.
+"""
 
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, abort, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from receiver.observe.logs import note
@@ -39,7 +44,15 @@ def _unexpected_error(exc: Exception) -> Response:
     return error_response(500, "internal_error", "the server could not handle this request")
 
 
+def _refuse_nul_in_url() -> None:
+    environ = request.environ
+    query = environ.get("QUERY_STRING", "")
+    if "\x00" in environ.get("PATH_INFO", "") or "%00" in query or "\x00" in query:
+        abort(400, "the URL must not contain a NUL character (%00)")
+
+
 def init_app(app: Flask) -> None:
-    """Answer every HTTP error and unexpected exception as JSON."""
+    """Answer every HTTP error and unexpected exception as JSON; refuse a NUL in a URL."""
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
+    app.before_request(_refuse_nul_in_url)

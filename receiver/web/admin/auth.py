@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from flask import Flask, current_app, flash, redirect, request, session, url_for
+from flask import Flask, abort, current_app, flash, redirect, request, session, url_for
 from flask_login import AnonymousUserMixin, LoginManager, UserMixin, current_user, logout_user
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.wrappers import Response
@@ -104,6 +104,8 @@ def guard() -> Response | None:
     if request.method == "POST":
         csrf: CSRFProtect = current_app.extensions[_CSRF]
         csrf.protect()  # raises CSRFError (400) before the view can change anything
+        if any("\x00" in key or "\x00" in value for key, value in request.form.items(multi=True)):
+            abort(400, "A field of this form holds a NUL character, which cannot be stored.")
     return None
 
 

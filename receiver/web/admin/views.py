@@ -93,6 +93,12 @@ def _csrf_error(exc: CSRFError) -> ResponseReturnValue:
     return render_template("admin/error.html", title="Form refused", message=message), 400
 
 
+@bp.errorhandler(400)
+def _bad_request(exc: HTTPException) -> ResponseReturnValue:
+    message = exc.description or "This request could not be read."
+    return render_template("admin/error.html", title="Bad request", message=message), 400
+
+
 @bp.errorhandler(404)
 def _not_found(exc: HTTPException) -> ResponseReturnValue:
     message = exc.description or "There is nothing here."

@@ -9,7 +9,8 @@ each bad body gets its own 4xx and the model (and the database) only ever sees a
 object: 415 for a form or any body not sent as ``application/json`` (curl's ``-d``;
 spectree would hand the view no body at all); 400 for what is not strict JSON, read by
 the webhook path's own parser (``NaN``, ``Infinity``, ``1e400``, a key given twice); 422
-naming every missing field for ``null``, an empty object or any other non-object.
+naming every missing field for ``null``, an empty object or any other non-object, and 422
+naming the field for text holding a NUL character, which no database column can store.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
+from receiver.core.fields import nul_field
 from receiver.core.jobstate import InvalidPayload, parse_json
 from receiver.observe.logs import note
 from receiver.store.engines import database_unavailable
@@ -185,6 +187,10 @@ def _read_object(required: list[str]) -> dict[str, Any]:
     if missing:
         message = f"missing required fields: {', '.join(missing)}"
         raise ApiProblem(422, "validation_error", message, field=missing[0])
+    where = nul_field(value)
+    if where is not None:
+        message = f"{where or 'a key of the body'} must not contain a NUL character"
+        raise ApiProblem(422, "validation_error", message, field=where or None)
     return value
 
 
