@@ -32,6 +32,7 @@ __all__ = [
     "current",
     "init_app",
     "note",
+    "redact_fields",
     "redact_tokens",
 ]
 
@@ -150,6 +151,8 @@ def redact_tokens(text: str) -> str:
     token characters, which starts the token if a dot precedes it, and otherwise its first
     "eyJ" does. Each run is looked at once, so a megabyte takes milliseconds whatever it holds.
     """
+    if "." not in text and "/" not in text:  # neither a token nor the route: most ids
+        return text
     text = _ROUTE.sub(_cut_route_token, text)
     ends = _TOKEN_END.finditer(text)
     first = next(ends, None)
@@ -178,12 +181,24 @@ def redact_tokens(text: str) -> str:
     return "".join(parts)
 
 
+def redact_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Return ``fields`` with webhook-URL tokens cut out of each text value.
+
+    A line's fields hold what senders sent (a job id, a submission id from a path, a
+    reason quoting either): a token pasted there must not reach the log either.
+    """
+    return {
+        key: redact_tokens(value) if isinstance(value, str) else value
+        for key, value in fields.items()
+    }
+
+
 class RedactTokensFilter(logging.Filter):
-    """Cut webhook-URL tokens out of a record's message and the traceback it carries.
+    """Cut webhook-URL tokens out of a record's message, its fields and its traceback.
 
     A per-submission webhook URL carries a signed token: anyone holding it may post to it,
     so it must not reach a log line, whoever logged it (gunicorn quoting a request line, a
-    library quoting a URL, an exception's text).
+    library quoting a URL, an exception's text, a sender's id in the line's fields).
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -191,6 +206,9 @@ class RedactTokensFilter(logging.Filter):
         redacted = redact_tokens(message)
         if redacted != message:
             record.msg, record.args = redacted, ()
+        data = getattr(record, "data", None)
+        if isinstance(data, dict):
+            record.data = redact_fields(data)
         if record.exc_info:
             # Formatted once here, so that every handler writes the redacted text.
             record.exc_text = logging.Formatter().formatException(record.exc_info)
@@ -385,7 +403,7 @@ def _write_line(level: int, message: str, data: dict[str, Any], request_id: str)
         "message": redact_tokens(message),
         "request_id": request_id,
     }
-    line.update(data)
+    line.update(redact_fields(data))
     text = formatter.prefix + _ENCODER.encode(line) + handler.terminator
     handler.acquire()
     try:

@@ -568,6 +568,28 @@ def test_a_request_line_written_directly_cuts_tokens_from_its_message(
     assert (line["message"], line["status"]) == ("GET /somewhere?t=[token] 200", 200)
 
 
+def test_a_request_lines_fields_carry_no_token_whoever_sent_it(
+    client: FlaskClient, own_logging: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token pasted into a job id or an API path reaches the line's fields cut out."""
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", ours(root))
+    body = encode(job_payload(job_id=_ANOTHER_TOKEN))
+    assert client.post("/webhooks/ittybit", data=body, headers=signed_headers(body)).status_code
+    assert client.post(f"/api/v1/submissions/{_ANOTHER_TOKEN}/reconcile").status_code == 401
+    assert logs._write_line(logging.INFO, "GET /x 200", {"job_id": _ANOTHER_TOKEN}, "req-1")
+
+    text = own_logging.getvalue()
+    assert _ANOTHER_TOKEN.rsplit(".", 1)[1] not in text
+    assert '"job_id": "[token]"' in text
+
+
+def test_a_records_fields_carry_no_token_whoever_logs_them(own_logging: io.StringIO) -> None:
+    logging.getLogger("some.flow").warning("odd job", extra={"data": {"job_id": _ANOTHER_TOKEN}})
+    line = json.loads(own_logging.getvalue())
+    assert line["job_id"] == "[token]"
+
+
 def test_a_second_handler_gets_every_request_line_too(
     client: FlaskClient, own_logging: io.StringIO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
