@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from config.settings import parse_duration
+from receiver.observe.logs import redact_tokens
 from receiver.store.models import Notification, Poll, WebhookEvent, is_row_id
 
 __all__ = [
@@ -187,6 +188,11 @@ def submission_timeline(
     for kind, query in zip(TIMELINE_KINDS, _timeline_queries(submission_id, after), strict=True):
         rows = conn.execute(query if limit is None else query.limit(limit))
         entries.extend({"kind": kind, **mapping} for mapping in rows.mappings())
+    for entry in entries:
+        if entry.get("headers"):  # as the sender sent them: a token pasted in one is cut
+            entry["headers"] = {
+                name: redact_tokens(str(value)) for name, value in entry["headers"].items()
+            }
     entries.sort(key=timeline_key)
     return entries if limit is None else entries[:limit]
 

@@ -661,3 +661,22 @@ def test_values_are_cut_to_a_page_before_redacting_and_no_half_token_shows() -> 
     assert signature[:10] not in shown_text
     assert "[token]" not in shown_text  # cut off before the token, not half shown
     assert redact("short " + token) == "short [token]"
+
+
+def test_a_job_id_holding_a_token_is_shown_cut_on_every_page(
+    signed_in: FlaskClient, engine: Engine
+) -> None:
+    """A sender's job id is shown as sent, but a webhook-URL token pasted in it is cut."""
+    token = webhook_token([SECRET_KEY], submission_id="sub_1", user_id="user_1")
+    add_submission(engine, "sub_1", at=NOW, job_id=token)
+    event_id = add_event(engine, "k1", at=NOW, submission_id="sub_1", job_id=token)
+    pages = [
+        "/admin/submissions",
+        "/admin/submissions/sub_1",
+        "/admin/deliveries",
+        f"/admin/deliveries/{event_id}",
+    ]
+    for page in pages:
+        html = signed_in.get(page).text
+        assert token.rsplit(".", 1)[1] not in html, page
+        assert "[token]" in html, page

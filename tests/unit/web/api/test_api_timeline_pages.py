@@ -182,3 +182,27 @@ def test_the_admin_page_shows_a_hundred_and_links_to_the_rest(
         url = None if link is None else html_text.unescape(link.group(1))
     assert counts == [100, 100, 50]
     assert deliveries == [row_id for kind, row_id in expected if kind == "delivery"]
+
+
+def test_a_token_pasted_in_a_stored_header_is_cut_from_the_events(
+    app: Flask, client: FlaskClient, engine: Engine
+) -> None:
+    """Stored headers are what the sender sent: the API shows them, a token cut out."""
+    from receiver.core.signing import webhook_token
+    from tests.helpers import SECRET_KEY
+
+    token = webhook_token([SECRET_KEY], submission_id="sub_1", user_id="user_1")
+    add_timeline(engine, count=1)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(TABLES["delivery"]).values(
+                headers={"user-agent": f"curl /webhooks/ittybit/{token}", "webhook-id": "msg_1"}
+            )
+        )
+    answer = client.get("/api/v1/submissions/sub_1/events", headers=bearer(app))
+    assert answer.status_code == 200
+    (delivery,) = [entry for entry in answer.get_json()["data"] if entry["kind"] == "delivery"]
+    assert delivery["headers"] == {
+        "user-agent": "curl /webhooks/ittybit/[token]",
+        "webhook-id": "msg_1",
+    }
