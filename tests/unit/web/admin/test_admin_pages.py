@@ -663,13 +663,15 @@ def test_values_are_cut_to_a_page_before_redacting_and_no_half_token_shows() -> 
     assert redact("short " + token) == "short [token]"
 
 
-def test_a_job_id_holding_a_token_is_shown_cut_on_every_page(
+def test_ids_holding_a_token_are_shown_cut_on_every_page(
     signed_in: FlaskClient, engine: Engine
 ) -> None:
-    """A sender's job id is shown as sent, but a webhook-URL token pasted in it is cut."""
+    """A sender's job and webhook ids are shown as sent, a webhook-URL token in them cut."""
     token = webhook_token([SECRET_KEY], submission_id="sub_1", user_id="user_1")
     add_submission(engine, "sub_1", at=NOW, job_id=token)
-    event_id = add_event(engine, "k1", at=NOW, submission_id="sub_1", job_id=token)
+    event_id = add_event(
+        engine, "k1", at=NOW, submission_id="sub_1", job_id=token, delivery_id=token
+    )
     pages = [
         "/admin/submissions",
         "/admin/submissions/sub_1",
