@@ -431,6 +431,18 @@ def test_lone_surrogates_are_refused_not_a_server_error(
     assert snapshot(engine) == before
 
 
+@pytest.mark.parametrize("updated_at", ["9999-12-31T23:59:59-23:00", "0001-01-01T00:00:00+14:00"])
+def test_a_time_past_the_range_in_utc_is_refused_not_a_server_error(
+    client: FlaskClient, engine: Engine, sub_1: str, updated_at: str
+) -> None:
+    body = encode(job_payload(updated_at=updated_at))
+    before = snapshot(engine)
+    response = client.post(sub_1, data=body, headers=signed_headers(body))
+    assert response.status_code == 422
+    assert response.json == {"error": "not_a_job", "message": "timestamp is out of range"}
+    assert snapshot(engine) == before
+
+
 @pytest.mark.parametrize(
     "value",
     [
