@@ -42,6 +42,7 @@ __all__ = [
     "list_notifications",
     "list_submissions",
     "overview",
+    "read_cursor",
 ]
 
 PAGE_SIZE = 50
@@ -67,17 +68,30 @@ class Cursor:
     @classmethod
     def decode(cls, text: str | None) -> Cursor | None:
         """Return the cursor ``text`` names, or None for none or a malformed one."""
-        if not text:
-            return None
-        stamp, _, number = text.rpartition("_")
-        try:
-            at = datetime.fromisoformat(stamp)
-            at = at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
-            row_id = int(number)
-        except (ValueError, OverflowError):
-            return None
-        # An id no row can have would reach the database as an integer it cannot take.
-        return cls(at, row_id) if 0 <= row_id <= MAX_ROW_ID else None
+        parts = read_cursor(text, numbers=1)
+        return None if parts is None else cls(parts[0], parts[1][0])
+
+
+def read_cursor(text: str | None, *, numbers: int) -> tuple[datetime, list[int]] | None:
+    """Return the time and the numbers of an admin page's ``after=TIME_N…``, or None.
+
+    The time in UTC (a naive one is UTC), and exactly ``numbers`` numbers after it, each
+    one a row id could be: a malformed cursor, a time past datetime's range in UTC or a
+    number no row can have (which would reach the database as an integer it cannot take)
+    is None, and the page starts at the top.
+    """
+    if not text:
+        return None
+    stamp, *rest = text.split("_")
+    if len(rest) != numbers:
+        return None
+    try:
+        at = datetime.fromisoformat(stamp)
+        at = at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+        values = [int(number) for number in rest]
+    except (ValueError, OverflowError):
+        return None
+    return (at, values) if all(0 <= value <= MAX_ROW_ID for value in values) else None
 
 
 @dataclass(slots=True)

@@ -47,7 +47,7 @@ from receiver.flows.outbox import (
 from receiver.flows.records import webhook_url
 from receiver.flows.replay import ReplayError, replay_one
 from receiver.store.engines import get_engine, get_read_engine
-from receiver.store.models import MAX_ROW_ID, NotificationStatus, Outcome, Status, utcnow
+from receiver.store.models import NotificationStatus, Outcome, Status, utcnow
 from receiver.web.admin import display, queries
 from receiver.web.admin.auth import (
     SIGNED_IN_AT,
@@ -262,15 +262,11 @@ def submission(submission_id: str) -> ResponseReturnValue:
 
 def _timeline_after() -> TimelineKey | None:
     """Return where the timeline page starts (``after=TIME_KIND_ID``), or None."""
-    stamp, _, rest = request.args.get("after", "").partition("_")
-    rank, _, number = rest.partition("_")
-    try:
-        moment = datetime.fromisoformat(stamp)
-        moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-        key = (moment, int(rank), int(number))
-    except (ValueError, OverflowError):
+    parts = queries.read_cursor(request.args.get("after"), numbers=2)
+    if parts is None:
         return None
-    return key if 0 <= key[1] < len(TIMELINE_KINDS) and 0 <= key[2] <= MAX_ROW_ID else None
+    moment, (rank, number) = parts
+    return (moment, rank, number) if rank < len(TIMELINE_KINDS) else None
 
 
 @bp.get("/deliveries")

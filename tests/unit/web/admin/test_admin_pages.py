@@ -682,3 +682,24 @@ def test_ids_holding_a_token_are_shown_cut_on_every_page(
         html = signed_in.get(page).text
         assert token.rsplit(".", 1)[1] not in html, page
         assert "[token]" in html, page
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        "2020-01-01_0_99999999999999999999",  # past any integer column
+        "2020-01-01_0_2147483648",  # past PostgreSQL's 32-bit ids
+        "2999-01-01_9_1",  # a kind the timeline does not have
+        "0001-01-01T00:00:00%2B14:00_0_1",  # a time past datetime's range in UTC
+        "2999-01-01_0_1_000",  # a number too many
+    ],
+)
+def test_a_timeline_cursor_no_entry_can_have_shows_the_first_page(
+    signed_in: FlaskClient, engine: Engine, after: str
+) -> None:
+    add_submission(engine, "sub_1", at=NOW)
+    add_event(engine, "k1", at=NOW, submission_id="sub_1", reason="the only delivery")
+    first = signed_in.get("/admin/submissions/sub_1")
+    answer = signed_in.get(f"/admin/submissions/sub_1?after={after}")
+    assert answer.status_code == 200, answer.text[-500:]
+    assert answer.text.count("the only delivery") == first.text.count("the only delivery") > 0
