@@ -18,6 +18,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from receiver.store import leases
 from receiver.store.models import (
@@ -66,34 +69,79 @@ class Leased:
 _FIELDS = [_c[name] for name in Leased.__slots__]
 
 
+class _Unindexed(FunctionElement[Any]):
+    """A column's value as it is, in a term SQLite must not answer through an index.
+
+    SQLite, without statistics, read every due notification through the index on
+    ``(status, next_attempt_at)`` and sorted them, rather than an endpoint's pending ones
+    in order through ``(endpoint_id, status, id)`` and stopping at the few a claim leases.
+    A unary ``+`` is SQLite's own way to keep a term off the indexes (its query planner's
+    page, https://sqlite.org/optoverview.html, "Disqualifying WHERE clause terms using
+    unary-+"); other databases get the column.
+    """
+
+    inherit_cache = True
+    name = "unindexed"
+
+
+@compiles(_Unindexed)
+def _as_it_is(element: _Unindexed, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(_Unindexed, "sqlite")
+def _unary_plus(element: _Unindexed, compiler: SQLCompiler, **kw: Any) -> str:
+    return "+" + compiler.process(element.clauses, **kw)
+
+
+#: When a notification is next due, compared without SQLite's index on it (above).
+_next_attempt_at = sa.type_coerce(_Unindexed(_c.next_attempt_at), _c.next_attempt_at.type)
+
+
+def _first_of_its_queue() -> Any:
+    """Return the condition: no earlier notification of the row's queue is pending.
+
+    A queue is one submission's notifications to one endpoint, and the row must be its
+    first pending one: looked up per row, through the index on ``(submission_id, id)``
+    (a submission has a few). Not written as ``NOT EXISTS``: on a table without statistics
+    (a new database, or a burst far larger than the last ``ANALYZE`` saw) PostgreSQL ran
+    the anti-join's inner side as a scan of the endpoint's pending rows for every row:
+    9 million rows for a backlog of 3,000, 1.5 s a claim. A lookup runs per row, after the
+    row's cheap conditions.
+    """
+    first = (
+        sa.select(_earlier.c.id)
+        .where(
+            _earlier.c.submission_id == _c.submission_id,
+            _earlier.c.endpoint_id == _c.endpoint_id,
+            _earlier.c.status == _PENDING,
+        )
+        .order_by(_earlier.c.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    return _c.id == first
+
+
 def _due(now: Any, due_before: Any) -> Any:
     """Return the condition a row must meet to be sent now.
 
     ``due_before``: its next attempt time must have come by then (``now``, or earlier for
     a run that sends only what was due when it started). Its endpoint must be active: a
-    disabled endpoint's notifications wait, neither sent nor dead.
+    disabled endpoint's notifications wait, neither sent nor dead. It must be the first
+    pending one of its submission to its endpoint.
     """
     active = (
         sa.select(_endpoints.c.id)
         .where(_endpoints.c.id == _c.endpoint_id, _endpoints.c.status == "active")
         .exists()
     )
-    earlier_pending = (
-        sa.select(_earlier.c.id)
-        .where(
-            _earlier.c.submission_id == _c.submission_id,
-            _earlier.c.endpoint_id == _c.endpoint_id,
-            _earlier.c.status == _PENDING,
-            _earlier.c.id < _c.id,
-        )
-        .exists()
-    )
     return sa.and_(
         _c.status == _PENDING,
-        _c.next_attempt_at <= due_before,
+        _next_attempt_at <= due_before,
         leases.free(_table, now),
         active,
-        ~earlier_pending,
+        _first_of_its_queue(),
     )
 
 
@@ -120,9 +168,16 @@ def peek_due(
 def due_endpoints(
     conn: Connection, *, now: datetime, due_before: datetime | None = None
 ) -> list[str]:
-    """Return the endpoints that have notifications due now."""
-    query = sa.select(_c.endpoint_id).where(_due(now, now if due_before is None else due_before))
-    return [str(row[0]) for row in conn.execute(query.distinct())]
+    """Return the endpoints that have notifications due now.
+
+    Each active endpoint is asked whether it has one: the search stops at its first due
+    row, instead of reading every due row of every endpoint (a backlog's thousands, each
+    claim).
+    """
+    due = _due(now, now if due_before is None else due_before)
+    has_due = sa.select(_c.id).where(_c.endpoint_id == _endpoints.c.id, due).exists()
+    query = sa.select(_endpoints.c.id).where(_endpoints.c.status == "active", has_due)
+    return [str(row[0]) for row in conn.execute(query)]
 
 
 def claim_due(

@@ -326,7 +326,9 @@ class Notification(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_notifications_status_next_attempt_at", "status", "next_attempt_at"),
         sa.Index("ix_notifications_submission_id_id", "submission_id", "id"),
-        sa.Index("ix_notifications_endpoint_id_status", "endpoint_id", "status"),
+        #: An endpoint's notifications by status, in order: a claim reads its first due ones
+        #: (migration 0014).
+        sa.Index("ix_notifications_endpoint_id_status_id", "endpoint_id", "status", "id"),
     )
 
 

@@ -1,0 +1,161 @@
+"""A backlog of notifications is claimed in bounded work.
+
+An application down for a day leaves thousands of notifications pending. When it comes
+back, each claim must read the few it leases, not the whole backlog once per row: the
+check that a row is the first pending one of its submission to its endpoint once scanned
+the endpoint's pending rows for every candidate (quadratic in the backlog). The work of a
+claim is measured as the database counts it, never in seconds: SQLite's virtual machine
+steps (a progress handler), PostgreSQL's buffer reads (``EXPLAIN (ANALYZE, BUFFERS)`` of
+the very statements the claim ran). Tables carry no statistics, as in a new database or a
+burst far larger than the last ``ANALYZE`` saw.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+from sqlalchemy.engine import Engine
+
+from receiver.flows.endpoints import add_endpoint
+from receiver.store.models import Notification
+from reconcile.notify_claims import Leased, claim_due, due_endpoints, peek_due
+
+_notifications = Notification.__table__  # type: ignore[attr-defined]
+NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+#: The backlogs compared: ten times the rows must not take three times the work.
+SMALL, LARGE = 200, 2000
+
+
+def _endpoint(engine: Engine, url: str = "https://app.example.com/hooks") -> str:
+    with engine.begin() as conn:
+        return str(add_endpoint(conn, url, now=NOW - timedelta(days=1))["id"])
+
+
+def _queue(engine: Engine, endpoint_id: str, start: int, stop: int) -> None:
+    """Add pending notifications for submissions ``start``..``stop``: one each, and a second
+    one (waiting behind the first) for every tenth submission."""
+    rows = []
+    for n in range(start, stop):
+        for step in range(2 if n % 10 == 0 else 1):
+            rows.append(
+                {
+                    "message_id": f"msg_{n}_{step}",
+                    "submission_id": f"sub_{n}",
+                    "endpoint": "https://app.example.com/hooks",
+                    "endpoint_id": endpoint_id,
+                    "event_type": "submission.succeeded",
+                    "payload": "{}",
+                    "status": "pending",
+                    "attempts": 0,
+                    "created_at": NOW - timedelta(hours=1),
+                    "next_attempt_at": NOW - timedelta(hours=1),
+                }
+            )
+    with engine.begin() as conn:
+        conn.execute(sa.insert(_notifications), rows)
+
+
+def _claim(conn: Connection, endpoint_id: str) -> list[Leased]:
+    """What the notifier's claim runs: look, find the endpoints with rows due, lease four."""
+    assert peek_due(conn, now=NOW)
+    assert due_endpoints(conn, now=NOW) == [endpoint_id]
+    return claim_due(
+        conn, now=NOW, limit=4, owner="test", lease_seconds=60, endpoint_id=endpoint_id
+    )
+
+
+@contextmanager
+def _rolled_back(engine: Engine) -> Iterator[Connection]:
+    with engine.connect() as conn:
+        transaction = conn.begin()
+        try:
+            yield conn
+        finally:
+            transaction.rollback()
+
+
+def _claim_work(engine: Engine, endpoint_id: str) -> int:
+    """Return the work one claim costs the database (rolled back, so it can be repeated)."""
+    if engine.dialect.name == "sqlite":
+        steps = [0]
+
+        def count() -> int:
+            steps[0] += 1
+            return 0  # go on
+
+        with _rolled_back(engine) as conn:
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            driver.set_progress_handler(count, 100)
+            try:
+                leased = _claim(conn, endpoint_id)
+            finally:
+                driver.set_progress_handler(None, 0)
+        assert len(leased) == 4
+        return steps[0]
+    ran: list[tuple[str, Any]] = []
+
+    def keep(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        ran.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", keep)
+    try:
+        with _rolled_back(engine) as conn:
+            assert len(_claim(conn, endpoint_id)) == 4
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", keep)
+    blocks = 0
+    with _rolled_back(engine) as conn:
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        for statement, parameters in ran:
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, parameters)
+            [[document]] = cursor.fetchall()
+            top = (document if isinstance(document, list) else json.loads(document))[0]["Plan"]
+            blocks += top["Shared Hit Blocks"] + top["Shared Read Blocks"]
+    return blocks
+
+
+def test_a_claim_costs_no_more_for_a_backlog_of_2000_than_for_one_of_200(
+    engine: Engine,
+) -> None:
+    endpoint_id = _endpoint(engine)
+    _queue(engine, endpoint_id, 0, SMALL)
+    small = _claim_work(engine, endpoint_id)
+    _queue(engine, endpoint_id, SMALL, LARGE)
+    large = _claim_work(engine, endpoint_id)
+
+    assert small > 0
+    assert large < 3 * small, f"a claim did {large} units of work for {LARGE}, {small} for {SMALL}"
+
+
+def test_only_the_first_pending_notification_of_each_queue_is_claimed(engine: Engine) -> None:
+    endpoint_id = _endpoint(engine)
+    other = _endpoint(engine, "https://other.example.com/hooks")
+    _queue(engine, endpoint_id, 0, 30)
+    with engine.begin() as conn:
+        # sub_20's second goes to the other endpoint: a queue of its own, not behind the first.
+        conn.execute(
+            sa.update(_notifications)
+            .where(_notifications.c.message_id == "msg_20_1")
+            .values(endpoint_id=other)
+        )
+        # sub_0's first is delivered: its second is now the head of the queue.
+        conn.execute(
+            sa.update(_notifications)
+            .where(_notifications.c.message_id == "msg_0_0")
+            .values(status="delivered")
+        )
+    with engine.begin() as conn:
+        leased = claim_due(conn, now=NOW, limit=100, owner="test", lease_seconds=60)
+        assert sorted(due_endpoints(conn, now=NOW)) == []  # every due row is leased now
+    claimed = {row.message_id for row in leased}
+    waiting = {"msg_10_1"}  # behind sub_10's first, still pending
+    expected = {f"msg_{n}_0" for n in range(1, 30)} | {"msg_0_1", "msg_20_1"}
+    assert claimed == expected
+    assert not claimed & waiting
