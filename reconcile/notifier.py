@@ -50,11 +50,12 @@ from receiver.store.engines import read_only
 from receiver.store.models import NotifyEndpoint, utcnow
 from reconcile.notify_claims import (
     RESPONSE_KEPT,
+    Ended,
     Leased,
     claim_due,
     due_endpoints,
     peek_due,
-    record_attempt,
+    record_attempts,
     record_delivered,
     record_failed,
 )
@@ -496,25 +497,85 @@ class Notifier:
         """Write what came of attempts, in one transaction; then count and log each.
 
         Each attempt is kept, and its endpoint's health follows it: what changed there
-        (failing, disabled, recovered) is told once committed.
+        (failing, disabled, recovered) is told once committed. Statements are per batch,
+        not per attempt: the attempts go in one, the deliveries in two, and an endpoint
+        whose attempts all succeeded has its health written once (four statements an
+        attempt before).
         """
         if not ended:
             return
         now = self.clock()
-        outcomes = []
-        changes: list[HealthChange] = []
+        items = [
+            Ended(
+                row,
+                attempted_at=attempt.started_at,
+                status=attempt.status,
+                error=attempt.error,
+                seconds=attempt.seconds,
+                response=attempt.response,
+            )
+            for row, attempt in ended
+        ]
+        failed: dict[int, tuple[datetime | None, bool]] = {}
         with self.engine.begin() as conn:
+            record_attempts(conn, items)
+            delivered = record_delivered(
+                conn,
+                [item for item, (_, attempt) in zip(items, ended, strict=True) if _ok(attempt)],
+                owner=self.owner,
+                now=now,
+            )
             for row, attempt in ended:
-                next_attempt_at, held = self._record_one(conn, row, attempt, now)
-                if attempt.result is AttemptResult.DELIVERED:
-                    outcome = "delivered"
-                else:
-                    outcome = "dead" if next_attempt_at is None else "retry"
-                outcomes.append((row, attempt, outcome, next_attempt_at, held))
+                if not _ok(attempt):
+                    failed[row.id] = self._record_failed(conn, row, attempt, now)
+            changes = self._record_health(conn, ended, now)
+        for row, attempt in ended:
+            if _ok(attempt):
+                outcome, next_attempt_at, held = "delivered", None, row.id in delivered
+            else:
+                next_attempt_at, held = failed[row.id]
+                outcome = "dead" if next_attempt_at is None else "retry"
+            self._count(row, attempt, outcome, held, tally)
+            self._log(row, attempt, outcome, next_attempt_at, held=held)
+        for change in changes:
+            _tell(change)
+
+    def _record_failed(
+        self, conn: Any, row: Leased, attempt: Attempt, now: datetime
+    ) -> tuple[datetime | None, bool]:
+        """Record a failed attempt on its row; return when it is tried next, and ``held``."""
+        next_attempt_at = self._next_attempt(row, attempt, now)
+        held = record_failed(
+            conn,
+            row.id,
+            owner=self.owner,
+            attempted_at=attempt.started_at,
+            status=attempt.status,
+            error=attempt.error or attempt.result.value,
+            next_attempt_at=next_attempt_at,
+        )
+        return next_attempt_at, held
+
+    def _record_health(
+        self, conn: Any, ended: Sequence[tuple[Leased, Attempt]], now: datetime
+    ) -> list[HealthChange]:
+        """Write each endpoint's health from its attempts, in order; return what is to be told.
+
+        Successes only: one write, with the latest (a recovery is told by the first of them
+        alone, and each one after it would only move ``last_success_at``).
+        """
+        by_endpoint: dict[str, list[Attempt]] = {}
+        for row, attempt in ended:
+            by_endpoint.setdefault(row.endpoint_id, []).append(attempt)
+        changes: list[HealthChange] = []
+        for endpoint_id, attempts in by_endpoint.items():
+            if all(_ok(attempt) for attempt in attempts):
+                attempts = [max(attempts, key=lambda attempt: attempt.started_at)]
+            for attempt in attempts:
                 change = record_health(
                     conn,
-                    row.endpoint_id,
-                    ok=attempt.result is AttemptResult.DELIVERED,
+                    endpoint_id,
+                    ok=_ok(attempt),
                     status=attempt.status,
                     error=attempt.error,
                     attempted_at=attempt.started_at,
@@ -530,47 +591,7 @@ class Notifier:
                         detail=_health_detail(change),
                     )
                     changes.append(change)
-        for row, attempt, outcome, next_attempt_at, held in outcomes:
-            self._count(row, attempt, outcome, held, tally)
-            self._log(row, attempt, outcome, next_attempt_at, held=held)
-        for change in changes:
-            _tell(change)
-
-    def _record_one(
-        self, conn: Any, row: Leased, attempt: Attempt, now: datetime
-    ) -> tuple[datetime | None, bool]:
-        """Record one attempt on its row and in the attempts kept; return (next, held)."""
-        record_attempt(
-            conn,
-            row,
-            attempted_at=attempt.started_at,
-            status=attempt.status,
-            error=attempt.error,
-            seconds=attempt.seconds,
-            response=attempt.response,
-        )
-        if attempt.result is AttemptResult.DELIVERED:
-            assert attempt.status is not None
-            held = record_delivered(
-                conn,
-                row.id,
-                owner=self.owner,
-                attempted_at=attempt.started_at,
-                status=attempt.status,
-                now=now,
-            )
-            return None, held
-        next_attempt_at = self._next_attempt(row, attempt, now)
-        held = record_failed(
-            conn,
-            row.id,
-            owner=self.owner,
-            attempted_at=attempt.started_at,
-            status=attempt.status,
-            error=attempt.error or attempt.result.value,
-            next_attempt_at=next_attempt_at,
-        )
-        return next_attempt_at, held
+        return changes
 
     def _count(self, row: Leased, attempt: Attempt, outcome: str, held: bool, tally: Tally) -> None:
         if self.metrics is not None:
@@ -645,6 +666,10 @@ class Notifier:
             data["outcome"],
             extra={"data": data},
         )
+
+
+def _ok(attempt: Attempt) -> bool:
+    return attempt.result is AttemptResult.DELIVERED
 
 
 def _health_detail(change: HealthChange) -> dict[str, Any]:

@@ -32,11 +32,12 @@ from receiver.store.models import (
 
 __all__ = [
     "RESPONSE_KEPT",
+    "Ended",
     "Leased",
     "claim_due",
     "due_endpoints",
     "peek_due",
-    "record_attempt",
+    "record_attempts",
     "record_delivered",
     "record_failed",
 ]
@@ -217,30 +218,69 @@ def _mine(notification_id: int, owner: str) -> Any:
     return sa.and_(_c.id == notification_id, leases.held_by(_table, owner), _c.status == _PENDING)
 
 
-def record_delivered(
-    conn: Connection,
-    notification_id: int,
-    *,
-    owner: str,
-    attempted_at: datetime,
-    status: int,
-    now: datetime,
-) -> bool:
-    """Mark a notification delivered, if ``owner`` still holds it; tell whether it did."""
-    result = conn.execute(
-        sa.update(_table)
-        .where(_mine(notification_id, owner))
-        .values(
-            status=NotificationStatus.DELIVERED.value,
-            attempts=_c.attempts + 1,
-            last_attempt_at=attempted_at,
-            last_status=status,
-            last_error=None,
-            delivered_at=now,
-            **leases.given_back(),
-        )
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """One attempt's outcome to record: its notification, when it started, status, error."""
+
+    row: Leased
+    attempted_at: datetime
+    status: int | None
+    error: str | None
+    seconds: float
+    response: str | None
+
+
+_HELD = (
+    sa.select(_c.id)
+    .where(
+        _c.id.in_(sa.bindparam("ids", expanding=True)),
+        leases.held_by(_table, sa.bindparam("owner")),
+        _c.status == _PENDING,
     )
-    return bool(result.rowcount)
+    .with_for_update()
+)
+_DELIVERED = (
+    sa.update(_table)
+    .where(_c.id == sa.bindparam("_id"))
+    .values(
+        status=NotificationStatus.DELIVERED.value,
+        attempts=_c.attempts + 1,
+        last_attempt_at=sa.bindparam("_attempted_at"),
+        last_status=sa.bindparam("_status"),
+        last_error=None,
+        delivered_at=sa.bindparam("_now"),
+        **leases.given_back(),
+    )
+)
+
+
+def record_delivered(
+    conn: Connection, delivered: Sequence[Ended], *, owner: str, now: datetime
+) -> set[int]:
+    """Mark notifications delivered where ``owner`` still holds them; return those ids.
+
+    Two statements for the whole batch: the rows still held are read and locked, then
+    each is written with its own attempt's time and status.
+    """
+    if not delivered:
+        return set()
+    ids = [ended.row.id for ended in delivered]
+    held = set(conn.execute(_HELD, {"ids": ids, "owner": owner}).scalars())
+    if held:
+        conn.execute(
+            _DELIVERED,
+            [
+                {
+                    "_id": ended.row.id,
+                    "_attempted_at": ended.attempted_at,
+                    "_status": ended.status,
+                    "_now": now,
+                }
+                for ended in delivered
+                if ended.row.id in held
+            ],
+        )
+    return held
 
 
 def record_failed(
@@ -272,25 +312,25 @@ def record_failed(
     return bool(result.rowcount)
 
 
-def record_attempt(
-    conn: Connection,
-    row: Leased,
-    *,
-    attempted_at: datetime,
-    status: int | None,
-    error: str | None,
-    seconds: float,
-    response: str | None,
-) -> None:
-    """Keep one attempt: when, the status or error, how long, the answer's first kilobyte."""
+def record_attempts(conn: Connection, ended: Sequence[Ended]) -> None:
+    """Keep each attempt: when, the status or error, how long, the answer's first kilobyte.
+
+    One INSERT of many rows for the batch.
+    """
+    if not ended:
+        return
     conn.execute(
-        sa.insert(_attempts).values(
-            notification_id=row.id,
-            endpoint_id=row.endpoint_id,
-            attempted_at=attempted_at,
-            status_code=status,
-            error=error[:500] if error else None,
-            seconds=seconds,
-            response=response[:RESPONSE_KEPT] if response else None,
-        )
+        sa.insert(_attempts),
+        [
+            {
+                "notification_id": item.row.id,
+                "endpoint_id": item.row.endpoint_id,
+                "attempted_at": item.attempted_at,
+                "status_code": item.status,
+                "error": item.error[:500] if item.error else None,
+                "seconds": item.seconds,
+                "response": item.response[:RESPONSE_KEPT] if item.response else None,
+            }
+            for item in ended
+        ],
     )

@@ -1,4 +1,4 @@
-"""A backlog of notifications is claimed in bounded work.
+"""A backlog of notifications is claimed in bounded work, and a batch is recorded as one.
 
 An application down for a day leaves thousands of notifications pending. When it comes
 back, each claim must read the few it leases, not the whole backlog once per row: the
@@ -24,10 +24,13 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import Engine
 
 from receiver.flows.endpoints import add_endpoint
-from receiver.store.models import Notification
+from receiver.store.models import Notification, NotificationAttempt, NotifyEndpoint
+from reconcile.notifier import Attempt, AttemptResult, Notifier, Tally
 from reconcile.notify_claims import Leased, claim_due, due_endpoints, peek_due
 
 _notifications = Notification.__table__  # type: ignore[attr-defined]
+_attempts = NotificationAttempt.__table__  # type: ignore[attr-defined]
+_endpoints = NotifyEndpoint.__table__  # type: ignore[attr-defined]
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 #: The backlogs compared: ten times the rows must not take three times the work.
 SMALL, LARGE = 200, 2000
@@ -177,3 +180,114 @@ def test_only_the_first_pending_notification_of_each_queue_is_claimed(engine: En
     expected = {f"msg_{n}_0" for n in range(1, 30)} | {"msg_0_1", "msg_20_1"}
     assert claimed == expected
     assert not claimed & waiting
+
+
+def _leased(engine: Engine, count: int) -> tuple[Notifier, list[Leased]]:
+    endpoint_id = _endpoint(engine)
+    _queue(engine, endpoint_id, 1, count + 1)
+    notifier = Notifier(engine, max_age=86400, owner="me", clock=lambda: NOW)
+    with engine.begin() as conn:
+        rows = claim_due(conn, now=NOW, limit=count, owner="me", lease_seconds=60)
+    assert len(rows) == count
+    return notifier, rows
+
+
+def _delivered(at: datetime) -> Attempt:
+    return Attempt(AttemptResult.DELIVERED, at, 0.01, status=204, response="ok")
+
+
+def test_a_batch_is_recorded_per_row_and_a_lease_taken_over_is_left_alone(
+    engine: Engine,
+) -> None:
+    notifier, rows = _leased(engine, 3)
+    first, second, third = rows
+    with engine.begin() as conn:  # the second's lease ran out and another notifier took it
+        conn.execute(
+            sa.update(_notifications)
+            .where(_notifications.c.id == second.id)
+            .values(lease_owner="someone else")
+        )
+    failed = Attempt(AttemptResult.FAILED, NOW, 0.02, status=500, error="HTTP 500")
+    tally = Tally()
+    times = [NOW - timedelta(seconds=3), NOW - timedelta(seconds=2)]
+    with notifier:
+        notifier._record(
+            [(first, _delivered(times[0])), (second, _delivered(times[1])), (third, failed)],
+            tally,
+        )
+
+    assert (tally.delivered, tally.failed, tally.dead) == (1, 1, 0)
+    with engine.connect() as conn:
+        stored = {
+            row.id: row
+            for row in conn.execute(
+                sa.select(_notifications).where(_notifications.c.id.in_([row.id for row in rows]))
+            )
+        }
+        attempts = conn.execute(
+            sa.select(_attempts.c.notification_id, _attempts.c.status_code).order_by(_attempts.c.id)
+        ).all()
+    assert stored[first.id].status == "delivered"
+    assert stored[first.id].last_attempt_at == times[0]
+    assert stored[first.id].lease_owner is None
+    assert (stored[second.id].status, stored[second.id].lease_owner) == (
+        "pending",
+        "someone else",
+    )
+    assert (stored[third.id].status, stored[third.id].last_status) == ("pending", 500)
+    assert stored[third.id].next_attempt_at > NOW
+    # Every attempt is kept, the one whose lease was lost too, in the batch's order.
+    assert attempts == [(first.id, 204), (second.id, 204), (third.id, 500)]
+
+
+def test_an_endpoint_that_fails_then_succeeds_in_one_batch_has_both_told(engine: Engine) -> None:
+    notifier, rows = _leased(engine, 3)
+    failed = Attempt(AttemptResult.UNREACHABLE, NOW, 0.0, error="ConnectError: refused")
+    with notifier:
+        notifier._record(
+            [(rows[0], failed), (rows[1], _delivered(NOW)), (rows[2], _delivered(NOW))], Tally()
+        )
+    with engine.connect() as conn:
+        endpoint = conn.execute(sa.select(_endpoints)).one()
+    # Recovered by the success after the failure: healthy, its last success kept.
+    assert endpoint.failing_since is None
+    assert endpoint.last_success_at == NOW
+    assert endpoint.last_failure == "ConnectError: refused"
+
+
+def test_successes_in_one_batch_keep_the_latest_success(engine: Engine) -> None:
+    notifier, rows = _leased(engine, 3)
+    times = [NOW - timedelta(seconds=s) for s in (5, 1, 3)]
+    with notifier:
+        notifier._record(
+            [(row, _delivered(at)) for row, at in zip(rows, times, strict=True)], Tally()
+        )
+    with engine.connect() as conn:
+        endpoint = conn.execute(sa.select(_endpoints)).one()
+        statuses = conn.execute(sa.select(_notifications.c.status)).scalars().all()
+    assert endpoint.last_success_at == max(times)
+    assert statuses == ["delivered"] * 3
+
+
+@pytest.mark.parametrize("size", [1, 4])
+def test_a_batch_costs_the_same_statements_whatever_its_size(engine: Engine, size: int) -> None:
+    notifier, rows = _leased(engine, size)
+    statements: list[str] = []
+
+    def keep(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement.split(None, 1)[0].upper())
+
+    sa.event.listen(engine, "before_cursor_execute", keep)
+    try:
+        with notifier:
+            notifier._record([(row, _delivered(NOW)) for row in rows], Tally())
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", keep)
+    # The attempts in one INSERT, the deliveries read and written in two, the health in two.
+    assert [s for s in statements if s in ("INSERT", "UPDATE", "SELECT")] == [
+        "INSERT",
+        "SELECT",
+        "UPDATE",
+        "SELECT",
+        "UPDATE",
+    ]
