@@ -9,6 +9,9 @@ the stand-in application (``devtools.notify_app``, verifying with ``standardwebh
   receiving its notification.
 - *Burst*: many final webhooks at once from 8 senders; how long until the application has
   every notification, and the latency of each.
+- *Backlog*: the endpoint disabled, many final webhooks sent (their notifications wait),
+  then the endpoint enabled: how long until the application has them all. This is an
+  application back after a day down, its thousands of notifications sent at once.
 - *Idle cost*: the worker's CPU while nothing is due (its poll every 0.5 s), and the
   time of one look for due rows (``peek_due``) on the table the runs filled, beside the
   time of ``SELECT 1`` through the same connection (a round trip and SQLAlchemy's own
@@ -41,6 +44,7 @@ from config.settings import Settings
 from devtools.notify_app import NotifyApp
 from devtools.processes import WebProcess, WorkerProcess, free_port
 from receiver.core.signing import sign_standard_webhook, webhook_token
+from receiver.flows.endpoints import disable_endpoint, enable_endpoint
 from receiver.store.engines import read_only
 from receiver.store.models import utcnow
 from reconcile.notify_claims import peek_due
@@ -57,6 +61,8 @@ __all__ = [
 
 #: The target: a notification reaches the application within this of the webhook's 200.
 P95_TARGET_MS = 2000.0
+#: The endpoint NOTIFY_URL makes (``receiver.flows.endpoints.default_specs``).
+_DEFAULT_ENDPOINT = "ep_default"
 _PEEKS = 500
 
 
@@ -73,6 +79,9 @@ class NotifyRun:
     burst_seconds: float
     burst_per_s: float
     burst_p95_ms: float
+    backlog: int
+    backlog_seconds: float
+    backlog_per_s: float
     idle_cpu_pct: float
     peek_us: float
     select_us: float
@@ -193,6 +202,36 @@ def send_burst(
     return answered, started
 
 
+def drain_backlog(
+    database: Database,
+    url: str,
+    settings: Settings,
+    rows: list[tuple[str, str, str]],
+    app: NotifyApp,
+    *,
+    before: int,
+) -> float:
+    """Disable the endpoint, send a final webhook for each row (their notifications wait),
+    enable it; return how long from then until the application had every one."""
+    engine = database.engine()
+    try:
+        with engine.begin() as conn:
+            disable_endpoint(conn, _DEFAULT_ENDPOINT, reason="bench: backlog", now=utcnow())
+        send_burst(url, settings, rows, "ntlog")
+        if len(app.applied) != before:
+            message = f"sent while its endpoint was disabled: {len(app.applied) - before}"
+            raise RuntimeError(message)
+        with engine.begin() as conn:
+            enable_endpoint(conn, _DEFAULT_ENDPOINT, now=utcnow(), max_age=settings.notify_max_age)
+        started = time.time()
+    finally:
+        engine.dispose()
+    if not app.wait_applied(before + len(rows), timeout=900):
+        message = f"the backlog did not drain ({len(app.applied) - before} of {len(rows)})"
+        raise RuntimeError(message)
+    return max(item.at for item in app.applied) - started
+
+
 def _look_costs(database: Database) -> tuple[float, float]:
     """Return µs per look for due rows, and per ``SELECT 1`` through the same connection."""
     engine = database.engine()
@@ -215,11 +254,17 @@ def _look_costs(database: Database) -> tuple[float, float]:
 
 
 def run_one(
-    database: Database, *, webhooks: int, burst: int, workdir: Path, progress: Any = print
+    database: Database,
+    *,
+    webhooks: int,
+    burst: int,
+    backlog: int,
+    workdir: Path,
+    progress: Any = print,
 ) -> NotifyRun:
-    """Measure one database: latency one at a time, a burst, the idle worker's cost."""
+    """Measure one database: latency one at a time, a burst, a backlog, the idle cost."""
     database.reset()
-    rows = seed_submissions(database, "nt", webhooks + burst)
+    rows = seed_submissions(database, "nt", webhooks + burst + backlog)
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     load = " ".join(f"{value:.2f}" for value in os.getloadavg())
     with (
@@ -243,13 +288,24 @@ def run_one(
             f"notify: {database.name}: p95 {percentile(latencies, 0.95) * 1000:.0f} ms "
             f"from the 200 to the application"
         )
-        burst_answered, started = send_burst(web.url, settings, rows[webhooks:], "nt")
+        burst_answered, started = send_burst(
+            web.url, settings, rows[webhooks : webhooks + burst], "nt"
+        )
         progress(f"notify: {database.name}: burst sent in {time.time() - started:.1f}s")
         if not app.wait_applied(webhooks + burst, timeout=120):
             message = f"the burst's notifications did not all arrive ({len(app.applied)})"
             raise RuntimeError(message)
         burst_seconds = max(item.at for item in app.applied) - started
         burst_latencies = arrival_latencies(app, burst_answered)
+        backlog_seconds = drain_backlog(
+            database,
+            web.url,
+            settings,
+            rows[webhooks + burst :],
+            app,
+            before=webhooks + burst,
+        )
+        progress(f"notify: {database.name}: a backlog of {backlog} sent in {backlog_seconds:.1f}s")
         code = worker.stop()
         if code != 0:
             message = f"the worker exited {code} on SIGTERM:\n{worker.log_tail()}"
@@ -266,11 +322,14 @@ def run_one(
         burst_seconds=round(burst_seconds, 2),
         burst_per_s=round(burst / burst_seconds, 1) if burst_seconds else 0.0,
         burst_p95_ms=round(percentile(burst_latencies, 0.95) * 1000, 1),
+        backlog=backlog,
+        backlog_seconds=round(backlog_seconds, 2),
+        backlog_per_s=round(backlog / backlog_seconds, 1) if backlog_seconds else 0.0,
         idle_cpu_pct=round(idle_cpu * 100, 2),
         peek_us=round(peek_us, 1),
         select_us=round(select_us, 1),
         delivered=len(app.applied) if verified else 0,
-        expected=webhooks + burst,
+        expected=webhooks + burst + backlog,
         load=load,
     )
 
@@ -280,15 +339,21 @@ def run_notify_suite(
     *,
     webhooks: int,
     burst: int,
+    backlog: int,
     workdir: Path,
     progress: Any = print,
 ) -> list[NotifyRun]:
     """Measure every database."""
     return each_database(
-        f"notify: {webhooks} webhooks one by one, a burst of {burst}",
+        f"notify: {webhooks} webhooks one by one, a burst of {burst}, a backlog of {backlog}",
         databases,
         lambda database: run_one(
-            database, webhooks=webhooks, burst=burst, workdir=workdir, progress=progress
+            database,
+            webhooks=webhooks,
+            burst=burst,
+            backlog=backlog,
+            workdir=workdir,
+            progress=progress,
         ),
         progress,
     )

@@ -481,6 +481,9 @@ def render_table(result: dict[str, Any]) -> str:
                 f"{run['burst_seconds']:.1f}",
                 f"{run['burst_per_s']:.0f}",
                 f"{run['burst_p95_ms']:.0f}",
+                run.get("backlog", ""),
+                f"{run['backlog_seconds']:.1f}" if "backlog_seconds" in run else "",
+                f"{run['backlog_per_s']:.0f}" if "backlog_per_s" in run else "",
                 f"{run['idle_cpu_pct']:.1f}",
                 f"{run['peek_us']:.0f}",
                 f"{run['select_us']:.0f}",
@@ -499,6 +502,9 @@ def render_table(result: dict[str, Any]) -> str:
                 "burst s",
                 "burst notifications/s",
                 "burst p95 ms",
+                "backlog",
+                "backlog s",
+                "backlog notifications/s",
                 "idle worker CPU %",
                 "look for due rows µs",
                 "SELECT 1 µs",
@@ -764,6 +770,12 @@ def main(argv: list[str] | None = None) -> int:
         "--notify-webhooks", type=int, default=40, help="sent one by one, for latency"
     )
     parser.add_argument("--notify-burst", type=int, default=300, help="sent at once")
+    parser.add_argument(
+        "--notify-backlog",
+        type=int,
+        default=2000,
+        help="held behind a disabled endpoint, then sent",
+    )
     parser.add_argument("--fanout-webhooks", type=int, default=60, help="one by one, fan-out")
     parser.add_argument("--fanout-burst", type=int, default=300, help="at once, fan-out")
     parser.add_argument("--inbox-rows", type=int, default=2_000_000, help="stored deliveries")
@@ -828,6 +840,7 @@ def main(argv: list[str] | None = None) -> int:
                     found,
                     webhooks=args.notify_webhooks,
                     burst=args.notify_burst,
+                    backlog=args.notify_backlog,
                     workdir=workdir,
                     progress=_progress,
                 )

@@ -260,6 +260,9 @@ def _notify(**values: Any) -> dict[str, Any]:
         "burst_seconds": 6.0,
         "burst_per_s": 50.0,
         "burst_p95_ms": 900.0,
+        "backlog": 2000,
+        "backlog_seconds": 8.0,
+        "backlog_per_s": 250.0,
         "idle_cpu_pct": 0.3,
         "peek_us": 120.0,
         "select_us": 90.0,
@@ -300,7 +303,15 @@ def test_the_table_shows_the_notification_figures() -> None:
         "notify": [_notify()],
     }
     table = render_table(result)
-    assert "| sqlite | 40 | 300 | 520 | 600 | 300 | 6.0 | 50 | 900 | 0.3 | 120 | 90 |" in table
+    burst = "| sqlite | 40 | 300 | 520 | 600 | 300 | 6.0 | 50 | 900 |"
+    assert f"{burst} 2000 | 8.0 | 250 | 0.3 | 120 | 90 |" in table
+
+
+def test_a_result_from_before_the_backlog_stage_still_renders() -> None:
+    old = {k: v for k, v in _notify().items() if not k.startswith("backlog")}
+    table = render_table({"meta": _META, "notify": [old]})
+    burst = "| sqlite | 40 | 300 | 520 | 600 | 300 | 6.0 | 50 | 900 |"
+    assert f"{burst}  |  |  | 0.3 | 120 | 90 |" in table
 
 
 def test_the_api_table_shows_the_steal_of_each_row() -> None:
