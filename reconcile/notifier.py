@@ -650,7 +650,7 @@ class Notifier:
             "outcome": outcome,
             "next_attempt_at": next_attempt_at.isoformat() if next_attempt_at else None,
         }
-        level = logging.INFO if attempt.result is AttemptResult.DELIVERED else logging.WARNING
+        level = logging.INFO if _ok(attempt) else logging.WARNING
         if not held:
             # Its lease ran out and another notifier took the row over: its record stands.
             level = logging.WARNING
