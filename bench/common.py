@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,10 +187,16 @@ def load_figures(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def web_server(
-    database: Database, log_path: Path, *, app: str | None = None, extra: str = ""
+    database: Database,
+    log_path: Path,
+    *,
+    app: str | None = None,
+    extra: str = "",
+    env: Mapping[str, str] | None = None,
 ) -> WebProcess:
     """Return the Procfile's web process on a free port, serving ``app`` (``module:app``,
-    a benchmark's own app under the same gunicorn and settings) or the real one."""
+    a benchmark's own app under the same gunicorn and settings) or the real one, with
+    ``env`` added to the service's environment."""
     command = procfile_command("web")
     if app is not None:
         command = command.replace("wsgi:app", app).replace(
@@ -198,8 +204,8 @@ def web_server(
         )
     if extra:
         command = f"{command} {extra}"
-    env = service_env(database, PORT=str(free_port()))
-    return WebProcess(env, log_path=log_path, command=command)
+    environment = service_env(database, PORT=str(free_port()), **dict(env or {}))
+    return WebProcess(environment, log_path=log_path, command=command)
 
 
 _Run = TypeVar("_Run")

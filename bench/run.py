@@ -2,7 +2,7 @@
 
     python -m bench.run                 # everything (what ``make bench`` runs)
     python -m bench.run --only webhook  # or: reconcile, events, notify, fanout, inbox, prune,
-                                        #     api, admin, startup, redact
+                                        #     traces, api, admin, startup, redact
     python -m bench.run --duration 5 --sizes 1000
 
 PostgreSQL runs too when TEST_DATABASE_URL names a server: the benchmark makes a database of
@@ -35,6 +35,7 @@ from bench.reconcile import ReconcileRun, run_reconcile_suite
 from bench.redact import TARGET_MS as REDACT_TARGET_MS
 from bench.redact import run_redact_suite
 from bench.startup import StartupRun, run_startup_suite, target_s
+from bench.traces import run_traces
 from bench.webhook import WORKER_CLASSES, WebhookRun, run_webhook_suite
 
 __all__ = ["main", "render_table", "verdicts"]
@@ -97,6 +98,34 @@ def _against_empty(runs: list[dict[str, Any]], run: dict[str, Any]) -> tuple[flo
         if empty["database"] == run["database"] and empty["inbox"] == "empty":
             return run["rps"] / empty["rps"], run["p99_ms"] / empty["p99_ms"]
     return None
+
+
+def _traces_checks(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Check that unset, the web app loads no tracing code, and set, every webhook is traced."""
+    checks = []
+    for run in runs:
+        name = f"traces {run['database']} {run['tracing']}"
+        if run["tracing"] == "unset":
+            checks.append(
+                {
+                    "target": f"{name}: the web app loads no OpenTelemetry module",
+                    "value": f"{run['otel_modules']} modules",
+                    "ok": run["otel_modules"] == 0,
+                }
+            )
+            continue
+        checks.append(
+            {
+                "target": f"{name}: a span exported for every webhook answered, nothing lost",
+                "value": f"{run['spans']} spans, {run['ok']} answered, {run['errors']} errors, "
+                f"{run['lost']} lost",
+                "ok": run["spans"] >= run["ok"]
+                and run["errors"] == 0
+                and run["lost"] == 0
+                and run.get("refused_exports", 0) == 0,
+            }
+        )
+    return checks
 
 
 def _worker_class_checks(webhook: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -265,6 +294,7 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "ok": run["errors"] == 0 and run["lost"] == 0 and run["wrapped"] == 0,
             },
         ]
+    checks += _traces_checks(result.get("traces", []))
     for run in result.get("prune", []):
         checks.append(
             {
@@ -332,6 +362,54 @@ def _pages(title: str, pages: list[dict[str, Any]]) -> list[str]:
         "",
         *_table(["database", "page", "path", "rows", "p50 ms", "p95 ms", "max ms"], rows),
     ]
+
+
+def _traces_table(runs: list[dict[str, Any]]) -> list[str]:
+    if not runs:
+        return []
+    unset = {run["database"]: run for run in runs if run["tracing"] == "unset"}
+    rows = []
+    for run in runs:
+        base = unset.get(run["database"]) if run["tracing"] == "set" else None
+        rows.append(
+            [
+                run["database"],
+                run["tracing"],
+                run["otel_modules"],
+                f"{run['rps']:.0f}",
+                f"{run['p50_ms']:.1f}",
+                f"{run['p99_ms']:.1f}",
+                run["errors"],
+                f"{run['stored']}/{run['ok']}",
+                run["spans"],
+                run["server_cpu_us"],
+                "" if base is None else f"{run['rps'] / base['rps']:.0%}",
+                f"{run['unset_spread']:.0%}" if "unset_spread" in run else "",
+            ]
+        )
+    out = [
+        "",
+        "Traces: the webhook path (16 connections) with OTEL_EXPORTER_OTLP_ENDPOINT set (a "
+        "local collector) and the better of two unset runs around it:",
+        "",
+    ]
+    return out + _table(
+        [
+            "database",
+            "traces",
+            "OpenTelemetry modules",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "stored/2xx",
+            "webhook spans",
+            "server CPU µs/req",
+            "req/s of unset",
+            "unset runs differ by",
+        ],
+        rows,
+    )
 
 
 def render_table(result: dict[str, Any]) -> str:
@@ -593,6 +671,7 @@ def render_table(result: dict[str, Any]) -> str:
             ],
             rows,
         )
+    out += _traces_table(result.get("traces", []))
     prune = result.get("prune", [])
     if prune:
         rows = [
@@ -749,6 +828,7 @@ def main(argv: list[str] | None = None) -> int:
             "fanout",
             "inbox",
             "prune",
+            "traces",
             "api",
             "admin",
             "startup",
@@ -889,6 +969,17 @@ def main(argv: list[str] | None = None) -> int:
                     _progress,
                 )
                 result["prune"] = [run.as_dict() for run in pruned]
+            if args.only in (None, "traces"):
+                for database in found:
+                    result.setdefault("traces", []).extend(
+                        run_traces(
+                            database,
+                            deliveries_per_run=args.deliveries,
+                            duration=args.duration,
+                            workdir=workdir,
+                            progress=_progress,
+                        )
+                    )
             if args.only in (None, "api"):
                 api_runs: list[ApiRun] = run_api_suite(
                     found,

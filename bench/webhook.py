@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -279,10 +280,14 @@ def run_one(
     deliveries: Path,
     tag: str | None,
     workdir: Path,
+    env: Mapping[str, str] | None = None,
 ) -> WebhookRun:
-    """Start a server, load it, stop it, and (for the real app) check the inbox."""
+    """Start a server (with ``env`` added to the service's environment), load it, stop it,
+    and (for the real app) check the inbox."""
     log_path = workdir / f"gunicorn-{database.name}-{app}-{worker}-{connections}.log"
-    server = web_server(database, log_path, app=_APPS.get(app), extra=WORKER_CLASSES[worker])
+    server = web_server(
+        database, log_path, app=_APPS.get(app), extra=WORKER_CLASSES[worker], env=env
+    )
     server.start(timeout=60)
     try:
         workers = settled_workers(server.pid or 0, int(server.env["WEB_CONCURRENCY"]))
