@@ -127,19 +127,19 @@ def _first_of_its_queue() -> Any:
     return _c.id == first
 
 
-def _ready(now: Any, due_before: Any) -> Any:
-    """Return the condition a row must meet to be sent now, its endpoint aside.
+def _waiting(now: Any, due_before: Any) -> Any:
+    """Return the condition: pending, its time come, and nobody holding a live lease on it.
 
     ``due_before``: its next attempt time must have come by then (``now``, or earlier for
-    a run that sends only what was due when it started). Nobody may hold a live lease on
-    it, and it must be the first pending one of its submission to its endpoint.
+    a run that sends only what was due when it started).
     """
-    return sa.and_(
-        _c.status == _PENDING,
-        _next_attempt_at <= due_before,
-        leases.free(_table, now),
-        _first_of_its_queue(),
-    )
+    return sa.and_(_c.status == _PENDING, _next_attempt_at <= due_before, leases.free(_table, now))
+
+
+def _ready(now: Any, due_before: Any) -> Any:
+    """Return the condition a row must meet to be sent now, its endpoint aside: waiting
+    (:func:`_waiting`), and the first pending one of its submission to its endpoint."""
+    return sa.and_(_waiting(now, due_before), _first_of_its_queue())
 
 
 def _due(now: Any, due_before: Any) -> Any:
@@ -186,8 +186,7 @@ def due_endpoints(
     queue is left to the claim (its endpoint's rows in order): an endpoint whose due rows
     all wait behind earlier ones is named, and its claim leases nothing.
     """
-    due_by = now if due_before is None else due_before
-    waiting = sa.and_(_c.status == _PENDING, _next_attempt_at <= due_by, leases.free(_table, now))
+    waiting = _waiting(now, now if due_before is None else due_before)
     has_due = sa.select(_c.id).where(_c.endpoint_id == _endpoints.c.id, waiting).exists()
     query = sa.select(_endpoints.c.id).where(_endpoints.c.status == "active", has_due)
     return [str(row[0]) for row in conn.execute(query)]
